@@ -1,0 +1,213 @@
+//! The transport contract: what every transport (ZeroMQ TCP, shared memory)
+//! gives the runtime, so the dispatcher, response table and cohorts never
+//! know which one carries a message.
+//!
+//! # Contract
+//! - A transport is bound once with an [`Inbox`] and the local [`InstanceId`].
+//! - [`ThinTransport::connect`] returns a [`PeerLink`] to one peer. Frames sent on
+//!   one link arrive in order.
+//! - Inbound invocation frames (`OneWay`, `Confirm`, `Request`, `Cancel`) go to
+//!   [`Inbox::invocations`], a bounded channel. When it is full the transport
+//!   stops reading invocations from the network (backpressure reaches the
+//!   sender); it never drops them and never queues them without bound.
+//! - Inbound replies (`Ack`, `Response`, `Error`, `Receipt`) go to
+//!   [`LinkEvents::on_reply`] at once, on the transport's own thread or task, so a
+//!   saturated dispatcher never delays a reply.
+//! - Heartbeats and goodbyes are the transport's business. When a link to a peer
+//!   breaks (process gone, socket closed, heartbeat missed, goodbye received) the
+//!   transport calls [`LinkEvents::on_link_lost`] once, promptly.
+//! - Malformed frames are counted through [`LinkEvents::on_protocol_error`] and
+//!   dropped (answered with an `Error` frame when the header was readable); the
+//!   transport keeps serving every other frame and peer.
+
+pub mod local;
+pub mod zmq;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+use crate::ids::InstanceId;
+use crate::wire::{self, FrameRef, Header, ProtocolError};
+
+/// A boxed, sendable future (object-safe async methods).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which transport carries a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum TransportKind {
+    /// In-process loopback (tests and single-process use).
+    Local,
+    /// Shared-memory rings between processes on one host.
+    Shm,
+    /// ZeroMQ over TCP.
+    Tcp,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Local => "local",
+            Self::Shm => "shm",
+            Self::Tcp => "tcp",
+        })
+    }
+}
+
+/// One frame to send, not yet encoded: the link encodes it into its own buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct OutFrame<'a> {
+    /// The header.
+    pub header: Header,
+    /// Handler name (empty for replies and control frames).
+    pub name: &'a str,
+    /// Payload bytes (an rkyv archive or raw bytes).
+    pub payload: &'a [u8],
+}
+
+impl OutFrame<'_> {
+    /// Encoded size of this frame.
+    pub fn encoded_len(&self) -> usize {
+        wire::frame_len(self.name.len(), self.payload.len())
+    }
+
+    /// Encodes the frame into `dst`, which must be exactly [`Self::encoded_len`] long.
+    pub fn encode_into(&self, dst: &mut [u8]) {
+        wire::encode_into(&self.header, self.name, self.payload.len(), dst, |p| {
+            p.copy_from_slice(self.payload)
+        });
+    }
+
+    /// Encodes the frame into a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        wire::encode_to_vec(&self.header, self.name, self.payload)
+    }
+}
+
+/// A link to one peer. Sending is ordered per link.
+pub trait PeerLink: Send + Sync + 'static {
+    /// The peer at the other end.
+    fn peer(&self) -> InstanceId;
+    /// Which transport carries this link.
+    fn kind(&self) -> TransportKind;
+    /// Sends one frame, waiting while the link is full (backpressure).
+    /// Fails with `PeerLost` once the link is broken and `PayloadTooLarge`
+    /// for frames over the transport's limit.
+    fn send<'a>(&'a self, frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>>;
+    /// Sends one frame or fails at once with `Full` when the link is full.
+    fn try_send(&self, frame: OutFrame<'_>) -> Result<()>;
+    /// Whether the link is known to be broken.
+    fn is_closed(&self) -> bool;
+    /// Closes the link (sending a goodbye where possible). Idempotent.
+    fn close(&self);
+}
+
+/// A shared link handle.
+pub type BoxedLink = Arc<dyn PeerLink>;
+
+/// A transport: binds endpoints at construction and connects to peers.
+pub trait ThinTransport: Send + Sync + 'static {
+    /// Which transport this is.
+    fn kind(&self) -> TransportKind;
+    /// The endpoint peers should use to reach this transport (routable, never
+    /// `0.0.0.0`), if it listens.
+    fn local_endpoint(&self) -> Option<String>;
+    /// Connects to the peer `peer` listening at `endpoint`. Fails promptly when
+    /// nothing answers there, or when the instance found there is not `peer`.
+    fn connect<'a>(&'a self, peer: InstanceId, endpoint: &'a str)
+    -> BoxFuture<'a, Result<BoxedLink>>;
+    /// Stops accepting, says goodbye on every link, closes sockets. Idempotent.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A shared transport handle.
+pub type BoxedTransport = Arc<dyn ThinTransport>;
+
+/// One inbound invocation frame with the link to answer on.
+#[derive(Clone)]
+pub struct Inbound {
+    /// The decoded header.
+    pub header: Header,
+    /// The whole frame (header, name, payload).
+    pub frame: Bytes,
+    /// Offset of the payload in `frame`.
+    pub payload_offset: usize,
+    /// Length of the handler name.
+    pub name_len: usize,
+    /// The link replies go back on.
+    pub reply_link: BoxedLink,
+}
+
+impl Inbound {
+    /// Builds an inbound frame from checked frame bytes.
+    pub fn from_frame(frame: Bytes, view: &FrameRef<'_>, reply_link: BoxedLink) -> Self {
+        Self {
+            header: view.header,
+            payload_offset: view.payload_offset,
+            name_len: view.name.len(),
+            frame,
+            reply_link,
+        }
+    }
+
+    /// The handler name.
+    pub fn name(&self) -> &str {
+        let bytes = &self.frame[wire::HEADER_LEN..wire::HEADER_LEN + self.name_len];
+        // The frame was checked by `wire::decode` before this value was built.
+        std::str::from_utf8(bytes).unwrap_or("")
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.frame[self.payload_offset..]
+    }
+
+    /// The payload as shared bytes (no copy).
+    pub fn payload_bytes(&self) -> Bytes {
+        self.frame.slice(self.payload_offset..)
+    }
+}
+
+impl fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbound")
+            .field("header", &self.header)
+            .field("name", &self.name())
+            .field("payload_len", &self.payload().len())
+            .finish()
+    }
+}
+
+/// Callbacks a transport makes into the runtime. They must not block.
+pub trait LinkEvents: Send + Sync + 'static {
+    /// A reply (`Ack`, `Response`, `Error`, `Receipt`) arrived.
+    fn on_reply(&self, header: &Header, payload: &[u8]);
+    /// The link to `peer` is broken; fail everything pending on it.
+    fn on_link_lost(&self, peer: InstanceId);
+    /// A frame was malformed and dropped.
+    fn on_protocol_error(&self, peer: Option<InstanceId>, error: &ProtocolError);
+}
+
+/// Where a transport delivers what it receives.
+#[derive(Clone)]
+pub struct Inbox {
+    /// Invocations for the dispatcher (bounded: when full, stop reading).
+    pub invocations: mpsc::Sender<Inbound>,
+    /// Replies and link events.
+    pub events: Arc<dyn LinkEvents>,
+    /// Largest frame accepted, in bytes.
+    pub max_frame: usize,
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("max_frame", &self.max_frame)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,1 @@
+//! ZeroMQ over TCP (in progress).
