@@ -1,0 +1,333 @@
+//! The consumer handle: read a record in place, then release it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::{RingCloser, RingCore};
+use crate::doorbell::{Bells, Doorbell};
+use crate::error::{Result, RingError, corrupt};
+use crate::layout::{RECORD_ALIGN, RECORD_HEADER_SIZE, record_footprint};
+use crate::record::{Found, validate};
+use crate::region::Region;
+use crate::sync::Ordering::*;
+use crate::wait::{self, Side, WaitPolicy, WaitSide};
+
+/// The reading half of a ring. `Send`, not `Sync`; one per ring.
+///
+/// Its head is authoritative here, in private memory; the shared copy only publishes it.
+/// The producer's tail is cached and reloaded only when the cached view says "empty".
+/// Everything read from shared memory is validated; violations give
+/// [`RingError::Corrupt`].
+pub struct Consumer {
+    core: RingCore,
+    /// Private head: every record before it was consumed (PADs may be skipped ahead of
+    /// the published head).
+    head: u64,
+    /// Last validated tail; `cached_tail - head <= capacity` always.
+    cached_tail: u64,
+    policy: WaitPolicy,
+    bells: Bells,
+    #[cfg(all(feature = "async", not(loom)))]
+    async_data: Option<tokio::io::unix::AsyncFd<Doorbell>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .field("cached_tail", &self.cached_tail)
+            .field("capacity", &self.core.capacity)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// A validated record found at the head.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    pos: u64,
+    len: usize,
+    flags: u16,
+}
+
+impl Consumer {
+    /// Attaches the consumer side of the ring initialised at `offset` of `region`.
+    ///
+    /// Validates the header and the current indices; fails with
+    /// [`RingError::AlreadyAttached`] if a consumer handle is already attached.
+    pub fn attach(region: &Arc<Region>, offset: usize, bells: Bells) -> Result<Self> {
+        let core = RingCore::attach(region, offset)?;
+        let h = core.header();
+        if (h.control.consumer_attached)
+            .compare_exchange(0, 1, Acquire, Relaxed)
+            .is_err()
+        {
+            return Err(RingError::AlreadyAttached { side: "consumer" });
+        }
+        // Our own index is read from shared memory once, here, and never again.
+        let head = h.consumer.head.load(Acquire);
+        if head % RECORD_ALIGN as u64 != 0 {
+            h.control.consumer_attached.store(0, Release);
+            return corrupt("head at attach", head);
+        }
+        Ok(Consumer {
+            core,
+            head,
+            cached_tail: head,
+            policy: WaitPolicy::default(),
+            bells,
+            #[cfg(all(feature = "async", not(loom)))]
+            async_data: None,
+        })
+    }
+
+    /// Reloads the shared tail; returns whether data is available.
+    #[inline]
+    fn refresh_tail(&mut self) -> Result<bool> {
+        // SYNC POINT C1 (Acquire) pairs with P3: the records before this tail are visible.
+        let tail = self.core.header().producer.tail.load(Acquire);
+        let avail = tail.wrapping_sub(self.head);
+        if avail > self.core.capacity || !tail.is_multiple_of(RECORD_ALIGN as u64) {
+            return corrupt("tail", tail);
+        }
+        self.cached_tail = tail;
+        Ok(avail != 0)
+    }
+
+    /// Finds the next committed record; `Ok(None)` when empty, `Closed` when empty and
+    /// closed.
+    #[inline]
+    fn poll_record(&mut self) -> Result<Option<Rec>> {
+        // At most two rounds: a PAD is never at offset 0, and after a PAD the head is.
+        for _ in 0..2 {
+            if self.head == self.cached_tail && !self.refresh_tail()? {
+                // SYNC POINT X2 (Acquire) pairs with X1: after seeing the closed flag, one
+                // more tail load sees every commit made before the close.
+                if !self.core.closed(Acquire) {
+                    return Ok(None);
+                }
+                if !self.refresh_tail()? {
+                    return Err(RingError::Closed);
+                }
+            }
+            let avail = self.cached_tail - self.head;
+            let hdr = self.core.load_record(self.head);
+            let (cap, max) = (self.core.capacity, self.core.max_record);
+            match validate(hdr, self.head, avail, cap, max)? {
+                Found::Pad { skip } => self.head += skip,
+                Found::Data { len, flags } => {
+                    self.core
+                        .track_read(self.head + RECORD_HEADER_SIZE as u64, len);
+                    let pos = self.head;
+                    return Ok(Some(Rec { pos, len, flags }));
+                }
+            }
+        }
+        corrupt("pad at buffer start", self.head)
+    }
+
+    /// Returns the next record, or fails at once with `Empty`, `Closed` (empty and
+    /// closed) or `Corrupt`. Dropping the grant without releasing keeps the record.
+    #[inline]
+    pub fn try_read(&mut self) -> Result<ReadGrant<'_>> {
+        match self.poll_record()? {
+            Some(rec) => Ok(ReadGrant {
+                consumer: self,
+                rec,
+            }),
+            None => Err(RingError::Empty),
+        }
+    }
+
+    /// Returns the next record, waiting per the policy while the ring is empty
+    /// (`Timeout` after `timeout`, if given).
+    pub fn read_blocking(&mut self, timeout: Option<Duration>) -> Result<ReadGrant<'_>> {
+        let rec = wait::wait_blocking(self, timeout, Consumer::poll_record)?;
+        Ok(ReadGrant {
+            consumer: self,
+            rec,
+        })
+    }
+
+    /// Returns the next record, waiting asynchronously while the ring is empty.
+    /// Cancel-safe.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub async fn read(&mut self) -> Result<ReadGrant<'_>> {
+        let rec = wait::wait_async(self, Consumer::poll_record).await?;
+        Ok(ReadGrant {
+            consumer: self,
+            rec,
+        })
+    }
+
+    /// Frees `rec` and everything before it.
+    #[inline]
+    fn release_rec(&mut self, rec: Rec) {
+        let head = rec.pos + record_footprint(rec.len) as u64;
+        self.head = head;
+        // SYNC POINT C3 (Release) pairs with P1: we are done reading the freed bytes.
+        self.core.header().consumer.head.store(head, Release);
+        if self.policy.notifies() {
+            wait::notify(&self.core, Side::Producer, &self.bells.space);
+        }
+    }
+
+    /// Data capacity of the ring in bytes.
+    pub fn capacity(&self) -> usize {
+        self.core.capacity as usize
+    }
+
+    /// Largest payload a record may carry.
+    pub fn max_record(&self) -> usize {
+        self.core.max_record as usize
+    }
+
+    /// The wait policy (see [`WaitPolicy`] on pairing `Spin`).
+    pub fn policy(&self) -> WaitPolicy {
+        self.policy
+    }
+
+    /// Sets the wait policy.
+    pub fn set_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// Closes the consumer side: the producer's reserves fail with `Closed`. Also done
+    /// on drop.
+    pub fn close(&self) {
+        self.core.ctl().consumer_closed.store(1, Release);
+        self.bells.space.ring();
+    }
+
+    /// True once either side (or a closer) closed the ring. Records committed before
+    /// the close can still be read.
+    pub fn is_closed(&self) -> bool {
+        self.core.closed(Acquire)
+    }
+
+    /// A handle that can close the ring from another thread (e.g. a liveness watcher).
+    pub fn closer(&self) -> RingCloser {
+        RingCloser::new(self.core.clone(), self.bells.clone())
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.close();
+        self.core.ctl().consumer_attached.store(0, Release);
+    }
+}
+
+impl WaitSide for Consumer {
+    fn core(&self) -> &RingCore {
+        &self.core
+    }
+    fn side(&self) -> Side {
+        Side::Consumer
+    }
+    fn policy(&self) -> WaitPolicy {
+        self.policy
+    }
+    fn bell(&self) -> &Doorbell {
+        &self.bells.data
+    }
+}
+
+#[cfg(all(feature = "async", not(loom)))]
+impl wait::AsyncWaitSide for Consumer {
+    fn async_bell(&mut self) -> Result<&tokio::io::unix::AsyncFd<Doorbell>> {
+        let afd = match self.async_data.take() {
+            Some(afd) => afd,
+            None => wait::register(&self.bells.data)?,
+        };
+        Ok(self.async_data.insert(afd))
+    }
+}
+
+/// A committed record at the consumer's head. Read it, then
+/// [`release`](ReadGrant::release) it; dropping it without releasing keeps the record
+/// for the next read.
+pub struct ReadGrant<'a> {
+    consumer: &'a mut Consumer,
+    rec: Rec,
+}
+
+impl std::fmt::Debug for ReadGrant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadGrant")
+            .field("pos", &self.rec.pos)
+            .field("len", &self.rec.len)
+            .field("flags", &self.rec.flags)
+            .finish()
+    }
+}
+
+impl ReadGrant<'_> {
+    #[inline]
+    fn payload_ptr(&self) -> *const u8 {
+        let pos = self.rec.pos + RECORD_HEADER_SIZE as u64;
+        self.consumer.core.data_ptr(pos)
+    }
+
+    /// Payload length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.rec.len
+    }
+
+    /// True for a zero-length record.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.rec.len == 0
+    }
+
+    /// The user flags set by the producer.
+    #[inline]
+    pub fn flags(&self) -> u16 {
+        self.rec.flags
+    }
+
+    /// The payload in place: 16-byte aligned, bounds-checked, zero-copy.
+    ///
+    /// **Trust contract.** These bytes live in shared memory. A peer that follows the
+    /// protocol never writes them while this grant is alive, and the slice is then an
+    /// ordinary immutable view. A hostile or broken peer *can* still write them: the
+    /// content may then change under the slice (so validating it in place, e.g. with
+    /// rkyv, is a check-then-use race). Use this view only with peers you trust as much
+    /// as your own process (same uid: they could already ptrace you); otherwise copy out
+    /// with [`copy_to_slice`](Self::copy_to_slice) / [`to_vec`](Self::to_vec) and
+    /// validate the copy. The length and position are always safe: they were validated
+    /// from a private copy of the header.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        // SAFETY: `validate` proved `[pos + 16, pos + 16 + len)` lies inside the data area
+        // and below the published tail; the bytes are initialised (regions start zeroed);
+        // the producer does not write them before we release (trust contract above).
+        unsafe { std::slice::from_raw_parts(self.payload_ptr(), self.rec.len) }
+    }
+
+    /// Copies the payload into `dst` without forming a reference to shared memory.
+    ///
+    /// # Panics
+    /// If `dst.len() != self.len()` (a caller bug).
+    pub fn copy_to_slice(&self, dst: &mut [u8]) {
+        assert_eq!(dst.len(), self.rec.len, "copy_to_slice length mismatch");
+        // SAFETY: source validated in bounds as in `payload`; `dst` is private memory of
+        // the same length, so the ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.payload_ptr(), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copies the payload into a new `Vec`.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.rec.len];
+        self.copy_to_slice(&mut v);
+        v
+    }
+
+    /// Frees the record for the producer.
+    #[inline]
+    pub fn release(self) {
+        let ReadGrant { consumer, rec } = self;
+        consumer.release_rec(rec);
+    }
+}

@@ -1,0 +1,185 @@
+//! Doorbells: one eventfd per direction ("data ready" P→C, "space freed" C→P).
+//!
+//! An eventfd is created non-blocking and close-on-exec; one received from another process
+//! is wrapped with [`Doorbell::from_fd`] (which forces `O_NONBLOCK`). Under `--cfg loom`
+//! the eventfd is modelled by a loom mutex + condvar counter, so a lost wake-up shows up as
+//! a loom deadlock.
+
+#[cfg(not(loom))]
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+#[cfg(not(loom))]
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::Result;
+
+/// One wake-up channel: a non-blocking eventfd (cheap to clone: clones share the fd).
+#[cfg(not(loom))]
+#[derive(Clone, Debug)]
+pub struct Doorbell {
+    fd: Arc<OwnedFd>,
+}
+
+#[cfg(not(loom))]
+impl Doorbell {
+    /// A new eventfd (`EFD_NONBLOCK | EFD_CLOEXEC`, counter 0).
+    pub fn new() -> Result<Self> {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let efd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+        Ok(Doorbell {
+            fd: Arc::new(efd.into()),
+        })
+    }
+
+    /// Wraps an eventfd received from another process (e.g. over `SCM_RIGHTS`), making
+    /// sure it is non-blocking.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+        if !flags.contains(OFlag::O_NONBLOCK) {
+            fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        }
+        Ok(Doorbell { fd: Arc::new(fd) })
+    }
+
+    /// A new descriptor for the same eventfd, to pass to another process.
+    pub fn try_clone_fd(&self) -> Result<OwnedFd> {
+        Ok(self.fd.try_clone()?)
+    }
+
+    /// Adds 1 to the counter, waking a waiter. Never blocks; a full counter (EAGAIN)
+    /// already means "rung", so errors are ignored.
+    #[inline]
+    pub fn ring(&self) {
+        let _ = nix::unistd::write(&*self.fd, &1u64.to_ne_bytes());
+    }
+
+    /// Resets the counter; returns whether it was non-zero.
+    pub fn drain(&self) -> bool {
+        let mut buf = [0u8; 8];
+        let mut rung = false;
+        loop {
+            match nix::unistd::read(&*self.fd, &mut buf) {
+                Ok(8) => rung = true,
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => return rung,
+            }
+        }
+    }
+
+    /// Blocks until rung or `deadline`; drains. Returns false on timeout. Spurious
+    /// returns are allowed: callers re-check the ring.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<bool> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(self.drain());
+                }
+                let ms = left.as_micros().div_ceil(1000);
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => Ok(false),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {
+                self.drain();
+                Ok(true)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl AsFd for Doorbell {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(not(loom))]
+impl AsRawFd for Doorbell {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Loom model of an eventfd: a counter under a mutex, with a condvar to park on.
+#[cfg(loom)]
+#[derive(Clone)]
+pub struct Doorbell {
+    inner: loom::sync::Arc<(loom::sync::Mutex<u64>, loom::sync::Condvar)>,
+}
+
+#[cfg(loom)]
+impl std::fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Doorbell(loom)")
+    }
+}
+
+#[cfg(loom)]
+impl Doorbell {
+    /// A new modelled doorbell.
+    pub fn new() -> Result<Self> {
+        let inner = (loom::sync::Mutex::new(0), loom::sync::Condvar::new());
+        Ok(Doorbell {
+            inner: loom::sync::Arc::new(inner),
+        })
+    }
+
+    /// Adds 1 to the counter and wakes a waiter.
+    pub fn ring(&self) {
+        let (count, cv) = &*self.inner;
+        *count.lock().unwrap() += 1;
+        cv.notify_all();
+    }
+
+    /// Resets the counter; returns whether it was non-zero.
+    pub fn drain(&self) -> bool {
+        std::mem::take(&mut *self.inner.0.lock().unwrap()) != 0
+    }
+
+    /// Blocks until the counter is non-zero, then resets it (deadlines are not modelled).
+    pub(crate) fn wait(&self, _deadline: Option<Instant>) -> Result<bool> {
+        let (count, cv) = &*self.inner;
+        let mut n = count.lock().unwrap();
+        while *n == 0 {
+            n = cv.wait(n).unwrap();
+        }
+        *n = 0;
+        Ok(true)
+    }
+}
+
+/// The two doorbells of one ring. Both handles of a ring (and its closers) hold clones.
+#[derive(Clone, Debug)]
+pub struct Bells {
+    /// "Data ready": rung by the producer, waited on by the consumer.
+    pub data: Doorbell,
+    /// "Space freed": rung by the consumer, waited on by the producer.
+    pub space: Doorbell,
+}
+
+impl Bells {
+    /// Two fresh doorbells.
+    pub fn new() -> Result<Self> {
+        Ok(Bells {
+            data: Doorbell::new()?,
+            space: Doorbell::new()?,
+        })
+    }
+
+    /// Doorbells from eventfds received from another process.
+    #[cfg(not(loom))]
+    pub fn from_fds(data: OwnedFd, space: OwnedFd) -> Result<Self> {
+        Ok(Bells {
+            data: Doorbell::from_fd(data)?,
+            space: Doorbell::from_fd(space)?,
+        })
+    }
+}

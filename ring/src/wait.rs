@@ -1,0 +1,225 @@
+//! Waiting for data or space: the spin-then-park policy and the Dekker handshake with the
+//! doorbells, shared by the blocking and the async methods of both handles.
+//!
+//! The sleeper (W1/W2): set its waiter flag, `fence(SeqCst)`, re-check the ring, park.
+//! The waker (N1/N2): publish its index, `fence(SeqCst)`, ring the doorbell only if the
+//! flag is set. Either the waker's fence comes first in the SeqCst order, and then the
+//! sleeper's re-check sees the published index; or the sleeper's fence comes first, and
+//! then the waker sees the flag and rings. No wake-up is lost, and a busy link makes no
+//! syscall.
+
+use std::time::{Duration, Instant};
+
+use crate::core::RingCore;
+use crate::doorbell::Doorbell;
+use crate::error::{Result, RingError};
+use crate::sync::{AtomicU32, Ordering::*, fence, spin_hint};
+
+/// How a handle waits, and whether it notifies its peer.
+///
+/// Both handles of a ring should use `Spin`, or neither: a `Spin` handle never parks and,
+/// to keep its hot path free of fences, never rings the doorbell, so a parking peer would
+/// only wake on close or on its own timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitPolicy {
+    /// Busy-poll; lowest latency, burns a core while waiting.
+    Spin,
+    /// Busy-poll for `spin`, then park on the doorbell.
+    Adaptive {
+        /// How long to poll before parking.
+        spin: Duration,
+    },
+    /// Park at once (pays the wake-up latency of the OS on every wait).
+    Park,
+}
+
+impl Default for WaitPolicy {
+    fn default() -> Self {
+        WaitPolicy::Adaptive {
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+impl WaitPolicy {
+    /// Whether this handle must notify a possibly parked peer after publishing.
+    #[inline]
+    pub(crate) fn notifies(self) -> bool {
+        !matches!(self, WaitPolicy::Spin)
+    }
+}
+
+/// Which waiter flag a handle owns.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    /// Waits for data, on `consumer_waiting` + the data doorbell.
+    Consumer,
+    /// Waits for space, on `producer_waiting` + the space doorbell.
+    Producer,
+}
+
+/// What a waiting handle exposes to the wait loops.
+pub(crate) trait WaitSide {
+    fn core(&self) -> &RingCore;
+    fn side(&self) -> Side;
+    fn policy(&self) -> WaitPolicy;
+    /// The doorbell this side parks on.
+    fn bell(&self) -> &Doorbell;
+}
+
+fn flag(core: &RingCore, side: Side) -> &AtomicU32 {
+    match side {
+        Side::Consumer => &core.ctl().consumer_waiting,
+        Side::Producer => &core.ctl().producer_waiting,
+    }
+}
+
+/// Raised waiter flag; lowered on drop (also when an async wait is cancelled).
+pub(crate) struct Raised {
+    core: RingCore,
+    side: Side,
+}
+
+impl Raised {
+    /// W1/W2: raise the flag and fence; the caller must re-check the ring before parking.
+    pub(crate) fn raise(core: &RingCore, side: Side) -> Self {
+        flag(core, side).store(1, Relaxed);
+        // SYNC POINT W1/W2 (SeqCst fence) pairs with N1/N2 (the peer's fence after publish).
+        fence(SeqCst);
+        Raised {
+            core: core.clone(),
+            side,
+        }
+    }
+}
+
+impl Drop for Raised {
+    fn drop(&mut self) {
+        flag(&self.core, self.side).store(0, Relaxed);
+    }
+}
+
+/// N1/N2: after publishing, ring the peer's doorbell if it is (about to be) parked.
+#[inline]
+pub(crate) fn notify(core: &RingCore, peer: Side, bell: &Doorbell) {
+    // SYNC POINT N1/N2 (SeqCst fence) pairs with W1/W2.
+    fence(SeqCst);
+    if flag(core, peer).load(Relaxed) != 0 {
+        bell.ring();
+    }
+}
+
+/// Polls until `poll` yields, spinning and parking per policy. `Ok(None)` from `poll`
+/// means "not yet" (empty / full); errors end the wait.
+pub(crate) fn wait_blocking<W: WaitSide, T>(
+    w: &mut W,
+    timeout: Option<Duration>,
+    mut poll: impl FnMut(&mut W) -> Result<Option<T>>,
+) -> Result<T> {
+    if let Some(t) = poll(w)? {
+        return Ok(t);
+    }
+    let start = Instant::now();
+    let deadline = timeout.map(|t| start + t);
+    let spin_for = match w.policy() {
+        WaitPolicy::Spin => None,
+        WaitPolicy::Adaptive { spin } => Some(spin),
+        WaitPolicy::Park => Some(Duration::ZERO),
+    };
+    let mut i = 0u32;
+    loop {
+        if i % 64 == 63 {
+            let elapsed = start.elapsed();
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RingError::Timeout);
+            }
+            if spin_for.is_some_and(|s| elapsed >= s) {
+                break;
+            }
+        }
+        if spin_for == Some(Duration::ZERO) {
+            break;
+        }
+        spin_hint();
+        if let Some(t) = poll(w)? {
+            return Ok(t);
+        }
+        i = i.wrapping_add(1);
+    }
+    loop {
+        let raised = Raised::raise(w.core(), w.side());
+        if let Some(t) = poll(w)? {
+            return Ok(t);
+        }
+        let rung = w.bell().wait(deadline)?;
+        drop(raised);
+        if let Some(t) = poll(w)? {
+            return Ok(t);
+        }
+        if !rung && deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(RingError::Timeout);
+        }
+    }
+}
+
+/// Async handles: lazily registers the doorbell with the current tokio reactor.
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) trait AsyncWaitSide: WaitSide {
+    fn async_bell(&mut self) -> Result<&tokio::io::unix::AsyncFd<Doorbell>>;
+}
+
+/// Registers `bell` for readability with the current tokio runtime.
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) fn register(bell: &Doorbell) -> Result<tokio::io::unix::AsyncFd<Doorbell>> {
+    use tokio::io::{Interest, unix::AsyncFd};
+    if tokio::runtime::Handle::try_current().is_err() {
+        let e = std::io::Error::other("async ring method called outside a tokio runtime");
+        return Err(e.into());
+    }
+    // SAFETY: the `Doorbell` owns (an `Arc` of) its `OwnedFd`, which therefore stays open
+    // and refers to the same eventfd for as long as the `AsyncFd` holds it, and
+    // `as_raw_fd` always returns that same descriptor.
+    let afd = unsafe { AsyncFd::register_with_interest(bell.clone(), Interest::READABLE) };
+    afd.map_err(|e| RingError::Io(e.into()))
+}
+
+/// The async twin of [`wait_blocking`]: spins by yielding to the scheduler, then parks
+/// on the doorbell's `AsyncFd` (edge-triggered: drained to EAGAIN, then `clear_ready`).
+/// Cancel-safe: dropping the future lowers the waiter flag and consumes nothing.
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) async fn wait_async<W: AsyncWaitSide, T>(
+    w: &mut W,
+    mut poll: impl FnMut(&mut W) -> Result<Option<T>>,
+) -> Result<T> {
+    if let Some(t) = poll(w)? {
+        return Ok(t);
+    }
+    let spin_for = match w.policy() {
+        WaitPolicy::Spin => None,
+        WaitPolicy::Adaptive { spin } => Some(spin),
+        WaitPolicy::Park => Some(Duration::ZERO),
+    };
+    if spin_for != Some(Duration::ZERO) {
+        let start = Instant::now();
+        while spin_for.is_none_or(|s| start.elapsed() < s) {
+            tokio::task::yield_now().await;
+            if let Some(t) = poll(w)? {
+                return Ok(t);
+            }
+        }
+    }
+    loop {
+        let raised = Raised::raise(w.core(), w.side());
+        if let Some(t) = poll(w)? {
+            return Ok(t);
+        }
+        let afd = w.async_bell()?;
+        let mut guard = afd.readable().await?;
+        guard.get_inner().drain();
+        guard.clear_ready();
+        drop(raised);
+        if let Some(t) = poll(w)? {
+            return Ok(t);
+        }
+    }
+}
