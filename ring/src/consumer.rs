@@ -86,10 +86,17 @@ impl Consumer {
     fn refresh_tail(&mut self) -> Result<bool> {
         // SYNC POINT C1 (Acquire) pairs with P3: the records before this tail are visible.
         let tail = self.core.header().producer.tail.load(Acquire);
-        let avail = tail.wrapping_sub(self.head);
-        if avail > self.core.capacity || !tail.is_multiple_of(RECORD_ALIGN as u64) {
+        // The tail only moves forward, and at most `capacity` ahead of our head: it must
+        // lie in [cached_tail, head + capacity].
+        let limit = self
+            .head
+            .wrapping_add(self.core.capacity)
+            .wrapping_sub(self.cached_tail);
+        if tail.wrapping_sub(self.cached_tail) > limit || !tail.is_multiple_of(RECORD_ALIGN as u64)
+        {
             return corrupt("tail", tail);
         }
+        let avail = tail.wrapping_sub(self.head);
         self.cached_tail = tail;
         Ok(avail != 0)
     }
@@ -110,14 +117,14 @@ impl Consumer {
                     return Err(RingError::Closed);
                 }
             }
-            let avail = self.cached_tail - self.head;
+            let avail = self.cached_tail.wrapping_sub(self.head);
             let hdr = self.core.load_record(self.head);
             let (cap, max) = (self.core.capacity, self.core.max_record);
             match validate(hdr, self.head, avail, cap, max)? {
-                Found::Pad { skip } => self.head += skip,
+                Found::Pad { skip } => self.head = self.head.wrapping_add(skip),
                 Found::Data { len, flags } => {
                     self.core
-                        .track_read(self.head + RECORD_HEADER_SIZE as u64, len);
+                        .track_read(self.head.wrapping_add(RECORD_HEADER_SIZE as u64), len);
                     let pos = self.head;
                     return Ok(Some(Rec { pos, len, flags }));
                 }
@@ -163,7 +170,7 @@ impl Consumer {
     /// Frees `rec` and everything before it.
     #[inline]
     fn release_rec(&mut self, rec: Rec) {
-        let head = rec.pos + record_footprint(rec.len) as u64;
+        let head = rec.pos.wrapping_add(record_footprint(rec.len) as u64);
         self.head = head;
         // SYNC POINT C3 (Release) pairs with P1: we are done reading the freed bytes.
         self.core.header().consumer.head.store(head, Release);
@@ -265,7 +272,7 @@ impl std::fmt::Debug for ReadGrant<'_> {
 impl ReadGrant<'_> {
     #[inline]
     fn payload_ptr(&self) -> *const u8 {
-        let pos = self.rec.pos + RECORD_HEADER_SIZE as u64;
+        let pos = self.rec.pos.wrapping_add(RECORD_HEADER_SIZE as u64);
         self.consumer.core.data_ptr(pos)
     }
 

@@ -106,19 +106,25 @@ impl Producer {
             // SYNC POINT P1 (Acquire) pairs with C3: bytes behind the new head are no
             // longer read by the consumer, so we may overwrite them.
             let head = self.core.header().consumer.head.load(Acquire);
-            let used = self.tail.wrapping_sub(head);
-            if used > cap || !head.is_multiple_of(RECORD_ALIGN as u64) {
+            // The head only moves forward, and never past our tail: it must lie in
+            // [cached_head, tail] (a span of at most `capacity`).
+            let moved = head.wrapping_sub(self.cached_head);
+            if moved > self.tail.wrapping_sub(self.cached_head)
+                || !head.is_multiple_of(RECORD_ALIGN as u64)
+            {
                 return corrupt("head", head);
             }
+            let used = self.tail.wrapping_sub(head);
             self.cached_head = head;
             if cap - used < need {
                 return Ok(None);
             }
         }
         self.core.track_write(self.tail, pad as usize);
-        self.core.track_write(self.tail + pad, footprint as usize);
+        self.core
+            .track_write(self.tail.wrapping_add(pad), footprint as usize);
         Ok(Some(Slot {
-            pos: self.tail + pad,
+            pos: self.tail.wrapping_add(pad),
             pad,
         }))
     }
@@ -195,7 +201,7 @@ impl Producer {
             pos: slot.pos,
         };
         self.core.store_record(slot.pos, hdr);
-        let tail = slot.pos + record_footprint(len) as u64;
+        let tail = slot.pos.wrapping_add(record_footprint(len) as u64);
         // SYNC POINT P3 (Release) pairs with C1: the record (and PAD) bytes are visible
         // to a consumer that sees this tail.
         self.core.header().producer.tail.store(tail, Release);
@@ -355,7 +361,7 @@ impl Deref for WriteGrant<'_> {
         let p = self
             .producer
             .core
-            .data_ptr(self.slot.pos + RECORD_HEADER_SIZE as u64);
+            .data_ptr(self.slot.pos.wrapping_add(RECORD_HEADER_SIZE as u64));
         // SAFETY: the slot's payload bytes are in bounds (the record never crosses the
         // buffer end), initialised (regions start zeroed), and owned by the producer
         // until commit: the consumer does not touch them (trust model in the crate docs).
@@ -369,7 +375,7 @@ impl DerefMut for WriteGrant<'_> {
         let p = self
             .producer
             .core
-            .data_ptr(self.slot.pos + RECORD_HEADER_SIZE as u64);
+            .data_ptr(self.slot.pos.wrapping_add(RECORD_HEADER_SIZE as u64));
         // SAFETY: as in `deref`, and `&mut self` makes this the only view.
         unsafe { std::slice::from_raw_parts_mut(p, self.len) }
     }

@@ -159,6 +159,12 @@ impl Region {
         }
     }
 
+    /// Base address, for tests and tools that play the peer (e.g. inject corruption).
+    /// Writing through it races with attached handles unless done via atomics.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
     /// Base address of the region.
     #[inline]
     pub(crate) fn base(&self) -> *mut u8 {

@@ -22,7 +22,9 @@ fn small(policy: WaitPolicy) -> (Producer, Consumer) {
 }
 
 fn record(i: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|j| i.wrapping_mul(31).wrapping_add(j as u8)).collect()
+    (0..len)
+        .map(|j| i.wrapping_mul(31).wrapping_add(j as u8))
+        .collect()
 }
 
 /// Spins (a loom yield per round) until a record arrives, checks and releases it.

@@ -1,0 +1,131 @@
+//! Property test: random reserve / commit (full, shorter, abandoned) / read / release
+//! sequences against a `VecDeque<Vec<u8>>` model that also predicts `Full` exactly.
+
+use std::collections::VecDeque;
+
+use proptest::prelude::*;
+use shm_ring::{RingConfig, RingError, heap_pair, record_footprint};
+
+const CAP: u64 = 512;
+const MAX: usize = 200;
+
+#[derive(Clone, Debug)]
+enum Commit {
+    All,
+    Shorter(usize),
+    Abandon,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write {
+        len: usize,
+        commit: Commit,
+        flags: u16,
+    },
+    Read {
+        release: bool,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let commit = prop_oneof![
+        3 => Just(Commit::All),
+        2 => (0..=MAX).prop_map(Commit::Shorter),
+        1 => Just(Commit::Abandon),
+    ];
+    prop_oneof![
+        (0..=MAX + 8, commit, any::<u16>()).prop_map(|(len, commit, flags)| Op::Write {
+            len,
+            commit,
+            flags
+        }),
+        any::<bool>().prop_map(|release| Op::Read { release }),
+    ]
+}
+
+/// The specification of space accounting: free-running positions and PAD at the wrap.
+#[derive(Default)]
+struct Model {
+    queue: VecDeque<(Vec<u8>, u16, u64)>, // payload, flags, end position
+    tail: u64,
+    head: u64,
+}
+
+impl Model {
+    /// Where a `len`-byte record would start, and the new tail, if it fits.
+    fn place(&self, len: usize) -> Option<u64> {
+        let fp = record_footprint(len) as u64;
+        let rest = CAP - self.tail % CAP;
+        let need = if fp <= rest { fp } else { rest + fp };
+        let start = self.tail + (need - fp);
+        (CAP - (self.tail - self.head) >= need).then_some(start)
+    }
+}
+
+fn pattern(seed: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (seed * 7 + i * 13) as u8).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn ring_matches_model(ops in proptest::collection::vec(op(), 1..400)) {
+        let cfg = RingConfig::new(CAP as usize).unwrap().with_max_record(MAX).unwrap();
+        let (mut p, mut c) = heap_pair(cfg).unwrap();
+        let mut m = Model::default();
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Write { len, commit, flags } => match p.try_reserve(len) {
+                    Err(RingError::TooLarge { .. }) => prop_assert!(len > MAX),
+                    Err(RingError::Full) => {
+                        prop_assert!(len <= MAX);
+                        prop_assert!(m.place(len).is_none(), "Full but the model has room");
+                    }
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                    Ok(mut g) => {
+                        let start = m.place(len);
+                        prop_assert!(start.is_some(), "reserved but the model is full");
+                        prop_assert_eq!(g.len(), len);
+                        prop_assert_eq!(g.as_ptr() as usize % 16, 0);
+                        let data = pattern(n, len);
+                        g.copy_from_slice(&data);
+                        g.set_flags(flags);
+                        let kept = match commit {
+                            Commit::All => { g.commit(); len }
+                            Commit::Shorter(k) => { let k = k.min(len); g.commit_len(k); k }
+                            Commit::Abandon => { drop(g); continue; }
+                        };
+                        let end = start.unwrap() + record_footprint(kept) as u64;
+                        m.tail = end;
+                        m.queue.push_back((data[..kept].to_vec(), flags, end));
+                    }
+                },
+                Op::Read { release } => match c.try_read() {
+                    Err(RingError::Empty) => prop_assert!(m.queue.is_empty()),
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                    Ok(g) => {
+                        let (want, flags, end) = m.queue.front().cloned().unwrap();
+                        prop_assert_eq!(g.payload(), &want[..]);
+                        prop_assert_eq!(g.to_vec(), want);
+                        prop_assert_eq!(g.flags(), flags);
+                        prop_assert_eq!(g.payload().as_ptr() as usize % 16, 0);
+                        if release {
+                            g.release();
+                            m.queue.pop_front();
+                            m.head = end;
+                        }
+                    }
+                },
+            }
+        }
+        while let Some((want, _, _)) = m.queue.pop_front() {
+            let g = c.try_read().unwrap();
+            prop_assert_eq!(g.payload(), &want[..]);
+            g.release();
+        }
+        prop_assert!(matches!(c.try_read(), Err(RingError::Empty)));
+        drop(p);
+        prop_assert!(matches!(c.try_read(), Err(RingError::Closed)));
+    }
+}
