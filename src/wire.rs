@@ -67,7 +67,10 @@ impl Kind {
 
     /// Whether this kind answers an earlier invocation (goes to the response table).
     pub fn is_reply(self) -> bool {
-        matches!(self, Self::Ack | Self::Response | Self::Error | Self::Receipt)
+        matches!(
+            self,
+            Self::Ack | Self::Response | Self::Error | Self::Receipt
+        )
     }
 }
 
@@ -229,7 +232,11 @@ pub fn encode_into(
 ) {
     assert!(name.len() <= u16::MAX as usize, "handler name too long");
     let offset = payload_offset(name.len());
-    assert_eq!(dst.len(), offset + payload_len, "frame buffer of the wrong size");
+    assert_eq!(
+        dst.len(),
+        offset + payload_len,
+        "frame buffer of the wrong size"
+    );
     let (head, rest) = dst.split_at_mut(HEADER_LEN);
     head[0..4].copy_from_slice(&MAGIC);
     head[4] = WIRE_VERSION;
@@ -364,29 +371,53 @@ mod tests {
     #[test]
     fn rejects_every_malformed_header_without_panicking() {
         let good = encode_to_vec(&sample(), "echo", b"hello");
-        assert!(matches!(decode(&good[..10], 1 << 20), Err(ProtocolError::Truncated(10))));
+        assert!(matches!(
+            decode(&good[..10], 1 << 20),
+            Err(ProtocolError::Truncated(10))
+        ));
         let mut bad = good.clone();
         bad[0] = b'X';
-        assert!(matches!(decode(&bad, 1 << 20), Err(ProtocolError::BadMagic(_))));
+        assert!(matches!(
+            decode(&bad, 1 << 20),
+            Err(ProtocolError::BadMagic(_))
+        ));
         let mut bad = good.clone();
         bad[4] = 99;
-        assert!(matches!(decode(&bad, 1 << 20), Err(ProtocolError::UnsupportedVersion(99))));
+        assert!(matches!(
+            decode(&bad, 1 << 20),
+            Err(ProtocolError::UnsupportedVersion(99))
+        ));
         let mut bad = good.clone();
         bad[5] = 200;
-        assert!(matches!(decode(&bad, 1 << 20), Err(ProtocolError::UnknownKind(200))));
+        assert!(matches!(
+            decode(&bad, 1 << 20),
+            Err(ProtocolError::UnknownKind(200))
+        ));
         let mut bad = good.clone();
         bad[7] = 0x80;
-        assert!(matches!(decode(&bad, 1 << 20), Err(ProtocolError::UnknownFlags(_))));
+        assert!(matches!(
+            decode(&bad, 1 << 20),
+            Err(ProtocolError::UnknownFlags(_))
+        ));
         let mut bad = good.clone();
         bad[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(decode(&bad, 1 << 20), Err(ProtocolError::LengthMismatch { .. })));
+        assert!(matches!(
+            decode(&bad, 1 << 20),
+            Err(ProtocolError::LengthMismatch { .. })
+        ));
         let mut bad = good.clone();
         bad[48..50].copy_from_slice(&u16::MAX.to_le_bytes());
-        assert!(matches!(decode(&bad, 1 << 20), Err(ProtocolError::LengthMismatch { .. })));
+        assert!(matches!(
+            decode(&bad, 1 << 20),
+            Err(ProtocolError::LengthMismatch { .. })
+        ));
         let mut bad = good.clone();
         bad[64] = 0xff;
         assert!(matches!(decode(&bad, 1 << 20), Err(ProtocolError::BadName)));
-        assert!(matches!(decode(&good, 16), Err(ProtocolError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&good, 16),
+            Err(ProtocolError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -1,1 +1,208 @@
-//! In-process loopback transport (in progress).
+//! In-process loopback transport: managers in one process exchange frames
+//! through their inboxes directly. Used by tests and single-process setups;
+//! it runs the same wire encoding and inbox contract as the real transports.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::{
+    BoxFuture, BoxedLink, Inbound, Inbox, OutFrame, PeerLink, ThinTransport, TransportKind,
+};
+use crate::error::{Error, Result};
+use crate::ids::InstanceId;
+use crate::wire;
+
+/// Endpoint scheme of the loopback transport.
+pub const SCHEME: &str = "local://";
+
+struct Endpoint {
+    inbox: Inbox,
+    closed: Arc<AtomicBool>,
+}
+
+static ENDPOINTS: LazyLock<DashMap<InstanceId, Endpoint>> = LazyLock::new(DashMap::new);
+
+/// The loopback transport of one manager.
+pub struct LocalTransport {
+    local: InstanceId,
+    inbox: Inbox,
+    closed: Arc<AtomicBool>,
+}
+
+impl LocalTransport {
+    /// Registers `local` in this process so other managers can connect to it.
+    pub fn bind(local: InstanceId, inbox: Inbox) -> Arc<Self> {
+        let closed = Arc::new(AtomicBool::new(false));
+        ENDPOINTS.insert(
+            local,
+            Endpoint {
+                inbox: inbox.clone(),
+                closed: Arc::clone(&closed),
+            },
+        );
+        Arc::new(Self {
+            local,
+            inbox,
+            closed,
+        })
+    }
+
+    fn link_to(&self, peer: InstanceId, target: &Endpoint) -> Arc<LocalLink> {
+        Arc::new(LocalLink {
+            peer,
+            local: self.local,
+            target: target.inbox.clone(),
+            target_closed: Arc::clone(&target.closed),
+            reply_inbox: self.inbox.clone(),
+            reply_closed: Arc::clone(&self.closed),
+        })
+    }
+}
+
+impl ThinTransport for LocalTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Local
+    }
+
+    fn local_endpoint(&self) -> Option<String> {
+        Some(format!("{SCHEME}{}", self.local))
+    }
+
+    fn connect<'a>(
+        &'a self,
+        peer: InstanceId,
+        endpoint: &'a str,
+    ) -> BoxFuture<'a, Result<BoxedLink>> {
+        Box::pin(async move {
+            if endpoint != format!("{SCHEME}{peer}") {
+                return Err(Error::Transport(format!(
+                    "{endpoint:?} is not the local endpoint of {peer}"
+                )));
+            }
+            let target = ENDPOINTS.get(&peer).ok_or(Error::PeerLost(peer))?;
+            if target.closed.load(Ordering::Acquire) {
+                return Err(Error::PeerLost(peer));
+            }
+            Ok(self.link_to(peer, &target) as BoxedLink)
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Release: pairs with the Acquire loads of peers sending to us.
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            ENDPOINTS.remove(&self.local);
+            let peers: Vec<Inbox> = ENDPOINTS.iter().map(|e| e.inbox.clone()).collect();
+            for inbox in peers {
+                inbox.events.on_link_lost(self.local);
+            }
+        })
+    }
+}
+
+impl Drop for LocalTransport {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        ENDPOINTS.remove_if(&self.local, |_, e| Arc::ptr_eq(&e.closed, &self.closed));
+    }
+}
+
+/// A link to another manager in this process.
+struct LocalLink {
+    peer: InstanceId,
+    local: InstanceId,
+    target: Inbox,
+    target_closed: Arc<AtomicBool>,
+    reply_inbox: Inbox,
+    reply_closed: Arc<AtomicBool>,
+}
+
+impl LocalLink {
+    fn reverse(&self) -> BoxedLink {
+        Arc::new(LocalLink {
+            peer: self.local,
+            local: self.peer,
+            target: self.reply_inbox.clone(),
+            target_closed: Arc::clone(&self.reply_closed),
+            reply_inbox: self.target.clone(),
+            reply_closed: Arc::clone(&self.target_closed),
+        })
+    }
+
+    /// Encodes and routes one frame; invocations come back for the caller to queue.
+    fn route(&self, frame: &OutFrame<'_>) -> Result<Option<Inbound>> {
+        if self.is_closed() {
+            return Err(Error::PeerLost(self.peer));
+        }
+        let len = frame.encoded_len();
+        if len > self.target.max_frame {
+            return Err(Error::PayloadTooLarge {
+                size: frame.payload.len(),
+                max: self.target.max_frame,
+            });
+        }
+        let bytes = Bytes::from(frame.to_vec());
+        let view = wire::decode(&bytes, self.target.max_frame)?;
+        if view.header.kind.is_reply() {
+            self.target.events.on_reply(&view.header, view.payload);
+            return Ok(None);
+        }
+        match view.header.kind {
+            wire::Kind::Heartbeat | wire::Kind::Goodbye => Ok(None),
+            _ => Ok(Some(Inbound::from_frame(
+                bytes.clone(),
+                &view,
+                self.reverse(),
+            ))),
+        }
+    }
+}
+
+impl PeerLink for LocalLink {
+    fn peer(&self) -> InstanceId {
+        self.peer
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Local
+    }
+
+    fn send<'a>(&'a self, frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>> {
+        let routed = self.route(&frame);
+        Box::pin(async move {
+            if let Some(inbound) = routed? {
+                self.target
+                    .invocations
+                    .send(inbound)
+                    .await
+                    .map_err(|_| Error::PeerLost(self.peer))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn try_send(&self, frame: OutFrame<'_>) -> Result<()> {
+        if let Some(inbound) = self.route(&frame)? {
+            self.target
+                .invocations
+                .try_send(inbound)
+                .map_err(|e| match e {
+                    TrySendError::Full(_) => Error::Full,
+                    TrySendError::Closed(_) => Error::PeerLost(self.peer),
+                })?;
+        }
+        Ok(())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.target_closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {}
+}

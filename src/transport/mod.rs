@@ -119,8 +119,11 @@ pub trait ThinTransport: Send + Sync + 'static {
     fn local_endpoint(&self) -> Option<String>;
     /// Connects to the peer `peer` listening at `endpoint`. Fails promptly when
     /// nothing answers there, or when the instance found there is not `peer`.
-    fn connect<'a>(&'a self, peer: InstanceId, endpoint: &'a str)
-    -> BoxFuture<'a, Result<BoxedLink>>;
+    fn connect<'a>(
+        &'a self,
+        peer: InstanceId,
+        endpoint: &'a str,
+    ) -> BoxFuture<'a, Result<BoxedLink>>;
     /// Stops accepting, says goodbye on every link, closes sockets. Idempotent.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 }

@@ -1,0 +1,190 @@
+//! `MessageBuilder`: one builder, typestates for the delivery mode.
+//!
+//! ```text
+//! active_message(name)? .payload(&x)? .timeout(d) .target_instance(id)
+//!   .execute()                      fire-and-forget: Ok once the link took it
+//!   .send(peer)                     confirmed: Ok once the handler succeeded
+//!   .expect_response::<R>()
+//!       .execute() / .send(peer)    -> MessageStatus<WithResponse<R>> -> .await_response()
+//!       .detach_receipt()
+//!           .execute() / .send(peer) -> ReceiptHandle<R> -> .await_receipt() -> .await_response()
+//!   .detach_receipt()               as above, for a confirmed send (R = ())
+//! ```
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::client::{Call, NetworkClient};
+use crate::codec::{Body, Payload};
+use crate::error::{Error, Result};
+use crate::ids::InstanceId;
+use crate::status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
+use crate::wire::{Kind, flags};
+
+/// No delivery mode chosen yet.
+#[derive(Debug)]
+pub struct NeedsDeliveryMode;
+
+/// A response of type `R` is expected.
+#[derive(Debug)]
+pub struct WithResponseExpected<R>(PhantomData<fn() -> R>);
+
+/// A receipt, then a response of type `R` (`()` for a confirmed send).
+#[derive(Debug)]
+pub struct DetachedReceipt<R>(PhantomData<fn() -> R>);
+
+/// Builds and sends one active message. Serialization happens here, on the
+/// caller's side.
+#[derive(Debug)]
+pub struct MessageBuilder<M = NeedsDeliveryMode> {
+    client: Arc<NetworkClient>,
+    name: String,
+    system: bool,
+    body: Body,
+    timeout: Duration,
+    target: Option<InstanceId>,
+    kind: Kind,
+    _mode: PhantomData<M>,
+}
+
+impl MessageBuilder<NeedsDeliveryMode> {
+    pub(crate) fn new(client: Arc<NetworkClient>, name: String, system: bool) -> Self {
+        let timeout = client.default_timeout();
+        Self {
+            client,
+            name,
+            system,
+            body: Body::Empty,
+            timeout,
+            target: None,
+            kind: Kind::OneWay,
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<M> MessageBuilder<M> {
+    /// Sets the payload: `value` is archived with rkyv now.
+    pub fn payload<T: Payload + ?Sized>(mut self, value: &T) -> Result<Self> {
+        self.body = Body::Archive(value.encode()?);
+        Ok(self)
+    }
+
+    /// Sets a raw byte payload (no archive).
+    pub fn raw_payload(mut self, bytes: impl Into<Bytes>) -> Self {
+        self.body = Body::Bytes(bytes.into());
+        self
+    }
+
+    /// Sets the budget for the whole call (default from the manager, 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the peer to send to.
+    pub fn target_instance(mut self, target: InstanceId) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    fn into_mode<N>(self) -> MessageBuilder<N> {
+        MessageBuilder {
+            client: self.client,
+            name: self.name,
+            system: self.system,
+            body: self.body,
+            timeout: self.timeout,
+            target: self.target,
+            kind: self.kind,
+            _mode: PhantomData,
+        }
+    }
+
+    fn call(&self, kind: Kind, extra_flags: u16) -> Result<Call<'_>> {
+        Ok(Call {
+            target: self.target.ok_or(Error::NoTarget)?,
+            kind,
+            flags: extra_flags | if self.system { flags::SYSTEM } else { 0 },
+            name: &self.name,
+            body: &self.body,
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl MessageBuilder<NeedsDeliveryMode> {
+    /// Fire-and-forget: returns once the link accepted the frame (waiting
+    /// while it is full). Nothing comes back from the handler.
+    pub async fn execute(self) -> Result<()> {
+        self.client.send_one_way(self.call(Kind::OneWay, 0)?).await
+    }
+
+    /// Confirmed delivery: returns once the handler on `target` ran and
+    /// accepted the message; its error comes back as [`Error::Handler`].
+    pub async fn send(self, target: InstanceId) -> Result<MessageStatus<SendAndConfirm>> {
+        let this = self.target_instance(target);
+        let (id, _, waiter) = this.client.start_call(this.call(Kind::Confirm, 0)?).await?;
+        MessageStatus::<WithResponse<()>>::pending(id, target, waiter)
+            .await_response_raw()
+            .await?;
+        Ok(MessageStatus::confirmed(id, target))
+    }
+
+    /// Expects a typed response `R`.
+    pub fn expect_response<R>(self) -> MessageBuilder<WithResponseExpected<R>> {
+        let mut next = self.into_mode();
+        next.kind = Kind::Request;
+        next
+    }
+
+    /// Confirmed delivery in two phases: receipt, then acceptance.
+    pub fn detach_receipt(self) -> MessageBuilder<DetachedReceipt<()>> {
+        let mut next = self.into_mode();
+        next.kind = Kind::Confirm;
+        next
+    }
+}
+
+impl<R> MessageBuilder<WithResponseExpected<R>> {
+    /// Sends the request; await the response on the returned status.
+    pub async fn execute(self) -> Result<MessageStatus<WithResponse<R>>> {
+        let (id, _, waiter) = self.client.start_call(self.call(Kind::Request, 0)?).await?;
+        Ok(MessageStatus::pending(
+            id,
+            self.target.ok_or(Error::NoTarget)?,
+            waiter,
+        ))
+    }
+
+    /// Sends the request to `target`.
+    pub async fn send(self, target: InstanceId) -> Result<MessageStatus<WithResponse<R>>> {
+        self.target_instance(target).execute().await
+    }
+
+    /// Two phases: a receipt when the handler is found and admitted, then the response.
+    pub fn detach_receipt(self) -> MessageBuilder<DetachedReceipt<R>> {
+        self.into_mode()
+    }
+}
+
+impl<R> MessageBuilder<DetachedReceipt<R>> {
+    /// Sends the message; await the receipt on the returned handle.
+    pub async fn execute(self) -> Result<ReceiptHandle<R>> {
+        let target = self.target.ok_or(Error::NoTarget)?;
+        let (id, receipt, waiter) = self
+            .client
+            .start_call(self.call(self.kind, flags::RECEIPT)?)
+            .await?;
+        let receipt = receipt.expect("a receipt channel is registered for RECEIPT calls");
+        Ok(ReceiptHandle::new(id, target, receipt, waiter))
+    }
+
+    /// Sends the message to `target`.
+    pub async fn send(self, target: InstanceId) -> Result<ReceiptHandle<R>> {
+        self.target_instance(target).execute().await
+    }
+}

@@ -1,0 +1,272 @@
+//! `NetworkClient`: the peer registry and the send path shared by every
+//! message pattern.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use crate::builder::MessageBuilder;
+use crate::codec::Body;
+use crate::error::{Error, Result};
+use crate::ids::{InstanceId, MessageId, MessageIdGen, validate_user_handler_name};
+use crate::peer::PeerInfo;
+use crate::runtime::pending::{PendingGuard, PendingTable, ReceiptRx};
+use crate::stats::{Counters, PeerStat};
+use crate::status::Waiter;
+use crate::transport::{BoxedLink, BoxedTransport, OutFrame, TransportKind};
+use crate::wire::{Header, Kind, flags};
+
+/// Limits the client enforces before anything is sent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientLimits {
+    pub(crate) max_payload: usize,
+    pub(crate) default_timeout: Duration,
+}
+
+/// Sends active messages to connected peers. Cheap to share (`Arc`).
+pub struct NetworkClient {
+    pub(crate) instance_id: InstanceId,
+    pub(crate) peer_info: PeerInfo,
+    pub(crate) links: Arc<DashMap<InstanceId, BoxedLink>>,
+    pub(crate) transports: Vec<BoxedTransport>,
+    pub(crate) pending: Arc<PendingTable>,
+    pub(crate) ids: MessageIdGen,
+    pub(crate) admitting: AtomicBool,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) limits: ClientLimits,
+}
+
+impl fmt::Debug for NetworkClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetworkClient")
+            .field("instance_id", &self.instance_id)
+            .field("peers", &self.links.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One outgoing invocation, before it is sent.
+pub(crate) struct Call<'a> {
+    pub(crate) target: InstanceId,
+    pub(crate) kind: Kind,
+    pub(crate) flags: u16,
+    pub(crate) name: &'a str,
+    pub(crate) body: &'a Body,
+    pub(crate) timeout: Duration,
+}
+
+impl NetworkClient {
+    /// This manager's instance id.
+    pub fn instance_id(&self) -> InstanceId {
+        self.instance_id
+    }
+
+    /// What other peers need to reach this manager.
+    pub fn peer_info(&self) -> PeerInfo {
+        self.peer_info.clone()
+    }
+
+    /// Connects to a peer (no-op if a live link exists). Picks the best
+    /// transport the peer advertises: shared memory on the same host, then
+    /// TCP, then in-process.
+    pub async fn connect_to_peer(&self, info: PeerInfo) -> Result<()> {
+        if self.link(info.instance_id).is_ok() {
+            return Ok(());
+        }
+        let mut last_err = None;
+        for (kind, endpoint) in candidate_endpoints(&info, &self.peer_info) {
+            let Some(transport) = self.transports.iter().find(|t| t.kind() == kind) else {
+                continue;
+            };
+            match transport.connect(info.instance_id, endpoint).await {
+                Ok(link) => {
+                    tracing::debug!(peer = %info.instance_id, %kind, endpoint, "connected");
+                    self.links.insert(info.instance_id, link);
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::debug!(peer = %info.instance_id, %kind, endpoint, %err, "connect failed");
+                    last_err = Some(err);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| {
+            Error::Transport(format!(
+                "peer {} advertises no endpoint this manager can reach",
+                info.instance_id
+            ))
+        }))
+    }
+
+    /// Drops the link to a peer; calls in flight to it fail with `PeerLost`.
+    pub fn disconnect_from_peer(&self, peer: InstanceId) -> bool {
+        let removed = self.links.remove(&peer);
+        if let Some((_, link)) = &removed {
+            link.close();
+        }
+        self.pending.fail_peer(peer);
+        removed.is_some()
+    }
+
+    /// Connected peers and their transports, sorted by id.
+    pub fn list_peers(&self) -> Vec<PeerStat> {
+        let mut peers: Vec<PeerStat> = self
+            .links
+            .iter()
+            .filter(|e| !e.value().is_closed())
+            .map(|e| PeerStat {
+                instance_id: *e.key(),
+                transport: e.value().kind(),
+            })
+            .collect();
+        peers.sort_by_key(|p| p.instance_id);
+        peers
+    }
+
+    /// Starts a message to the user handler `name` (`_`-prefixed names are refused).
+    pub fn active_message(self: &Arc<Self>, name: &str) -> Result<MessageBuilder> {
+        validate_user_handler_name(name)?;
+        Ok(MessageBuilder::new(
+            Arc::clone(self),
+            name.to_owned(),
+            false,
+        ))
+    }
+
+    /// Starts a message to a system handler (internal: helpers below use it).
+    pub(crate) fn system_message(self: &Arc<Self>, name: &str) -> MessageBuilder {
+        MessageBuilder::new(Arc::clone(self), name.to_owned(), true)
+    }
+
+    pub(crate) fn default_timeout(&self) -> Duration {
+        self.limits.default_timeout
+    }
+
+    pub(crate) fn next_id(&self) -> MessageId {
+        self.ids.next()
+    }
+
+    /// The live link to `peer`.
+    pub(crate) fn link(&self, peer: InstanceId) -> Result<BoxedLink> {
+        match self.links.get(&peer) {
+            Some(link) if !link.is_closed() => Ok(Arc::clone(link.value())),
+            Some(_) => Err(Error::PeerLost(peer)),
+            None => Err(Error::UnknownPeer(peer)),
+        }
+    }
+
+    fn admit(&self, call: &Call<'_>) -> Result<BoxedLink> {
+        // Acquire: pairs with the Release store in `stop_admitting`.
+        if !self.admitting.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let size = call.body.len();
+        if size > self.limits.max_payload {
+            return Err(Error::PayloadTooLarge {
+                size,
+                max: self.limits.max_payload,
+            });
+        }
+        self.link(call.target)
+    }
+
+    fn header(&self, call: &Call<'_>, id: MessageId) -> Header {
+        let mut header = Header::new(call.kind, id, self.instance_id);
+        header.flags = call.flags | if call.body.is_raw() { flags::RAW } else { 0 };
+        header.timeout_us = u64::try_from(call.timeout.as_micros()).unwrap_or(u64::MAX);
+        header
+    }
+
+    /// Sends a fire-and-forget invocation; returns once the link took it.
+    pub(crate) async fn send_one_way(&self, call: Call<'_>) -> Result<()> {
+        let link = self.admit(&call)?;
+        let header = self.header(&call, self.next_id());
+        link.send(OutFrame {
+            header,
+            name: call.name,
+            payload: call.body.as_slice(),
+        })
+        .await?;
+        self.count_sent(&call);
+        Ok(())
+    }
+
+    /// Sends a call that expects a reply and returns what to await it with.
+    pub(crate) async fn start_call(
+        &self,
+        call: Call<'_>,
+    ) -> Result<(MessageId, Option<ReceiptRx>, Waiter)> {
+        let link = self.admit(&call)?;
+        let id = self.next_id();
+        let deadline = tokio::time::Instant::now() + call.timeout;
+        let (receipt, done) =
+            self.pending
+                .register(id, call.target, call.flags & flags::RECEIPT != 0);
+        let guard = PendingGuard {
+            table: Arc::clone(&self.pending),
+            id,
+            link: Arc::clone(&link),
+            local: self.instance_id,
+            cancel_id: self.next_id(),
+        };
+        let header = self.header(&call, id);
+        if let Err(err) = link
+            .send(OutFrame {
+                header,
+                name: call.name,
+                payload: call.body.as_slice(),
+            })
+            .await
+        {
+            guard.disarm();
+            return Err(err);
+        }
+        self.count_sent(&call);
+        Ok((
+            id,
+            receipt,
+            Waiter {
+                done,
+                guard,
+                deadline,
+                timeout: call.timeout,
+            },
+        ))
+    }
+
+    fn count_sent(&self, call: &Call<'_>) {
+        Counters::bump(&self.counters.messages_sent);
+        Counters::add(&self.counters.bytes_sent, call.body.len());
+    }
+
+    /// Stops admitting new calls (shutdown).
+    pub(crate) fn stop_admitting(&self) {
+        // Release: pairs with the Acquire load in `admit`.
+        self.admitting.store(false, Ordering::Release);
+    }
+
+    /// Whether new calls are admitted.
+    pub fn is_admitting(&self) -> bool {
+        self.admitting.load(Ordering::Acquire)
+    }
+}
+
+/// The peer's endpoints in the order to try them, with the transport for each.
+fn candidate_endpoints<'a>(peer: &'a PeerInfo, me: &PeerInfo) -> Vec<(TransportKind, &'a str)> {
+    let mut out = Vec::with_capacity(3);
+    if let Some(ep) = &peer.shm_endpoint
+        && peer.host_id == me.host_id
+    {
+        out.push((TransportKind::Shm, ep.as_str()));
+    }
+    if let Some(ep) = &peer.tcp_endpoint {
+        out.push((TransportKind::Tcp, ep.as_str()));
+    }
+    if let Some(ep) = &peer.local_endpoint {
+        out.push((TransportKind::Local, ep.as_str()));
+    }
+    out
+}

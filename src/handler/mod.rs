@@ -1,0 +1,115 @@
+//! The handler contract: what the dispatcher calls for each invocation.
+
+pub mod registry;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::NetworkClient;
+use crate::codec::Body;
+use crate::ids::{InstanceId, MessageId};
+use crate::transport::BoxFuture;
+use crate::wire::ErrorCode;
+
+/// What kind of handler this is (reported by `_list_handlers`, used in docs and stats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum HandlerKind {
+    /// Async, returns nothing to the caller.
+    ActiveMessage,
+    /// Bytes in, optional bytes out.
+    UnaryBytes,
+    /// Typed (rkyv) input and output.
+    UnaryTyped,
+}
+
+/// Everything a handler learns about the invocation besides its payload.
+#[derive(Clone)]
+pub struct HandlerContext {
+    /// The invocation's message id (unique per sender).
+    pub message_id: MessageId,
+    /// The calling manager.
+    pub sender_id: InstanceId,
+    /// The local client, to call other peers from inside a handler.
+    pub client: Arc<NetworkClient>,
+    /// Cancelled when the caller gives up or the manager shuts down.
+    pub cancel: CancellationToken,
+}
+
+impl fmt::Debug for HandlerContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerContext")
+            .field("message_id", &self.message_id)
+            .field("sender_id", &self.sender_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handler's failure as it travels back to the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerError {
+    /// Which kind of failure (the handler's own error, or undecodable input).
+    pub code: ErrorCode,
+    /// Human-readable text, delivered to the caller verbatim.
+    pub message: String,
+}
+
+impl HandlerError {
+    /// The handler's own error.
+    pub fn handler(message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::Handler,
+            message: message.into(),
+        }
+    }
+
+    /// The input could not be decoded.
+    pub fn codec(message: impl fmt::Display) -> Self {
+        Self {
+            code: ErrorCode::Codec,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// What a handler produced: a body for the response, or an error.
+pub type HandlerOutcome = Result<Body, HandlerError>;
+
+/// A handler call: synchronous handlers answer at once, async ones return a future.
+pub enum HandlerCall {
+    /// Already finished (no future allocated).
+    Ready(HandlerOutcome),
+    /// Still running.
+    Pending(BoxFuture<'static, HandlerOutcome>),
+}
+
+impl HandlerCall {
+    /// Waits for the outcome.
+    pub async fn outcome(self) -> HandlerOutcome {
+        match self {
+            Self::Ready(outcome) => outcome,
+            Self::Pending(fut) => fut.await,
+        }
+    }
+}
+
+/// A registered handler. Build one with the functions in
+/// [`crate::handler_impls`], or implement this trait directly.
+pub trait Handler: Send + Sync + 'static {
+    /// Descriptive name (the registry's key is the name it is registered under).
+    fn name(&self) -> &str;
+    /// Which kind of handler.
+    fn kind(&self) -> HandlerKind;
+    /// Runs the handler on one payload.
+    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall;
+    /// Whether calls to this handler run outside the concurrency limit
+    /// (for long waits that use no resources, like `_wait_for_handler`).
+    fn exempt_from_limit(&self) -> bool {
+        false
+    }
+}
+
+/// A shared handler.
+pub type HandlerRef = Arc<dyn Handler>;

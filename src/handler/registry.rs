@@ -1,0 +1,144 @@
+//! The handler registry: name -> handler, registration events, and waiting
+//! for a handler to appear (no polling).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::{Notify, broadcast};
+
+use super::HandlerRef;
+use crate::error::{Error, Result};
+use crate::ids::{InstanceId, is_system_name, validate_handler_name, validate_user_handler_name};
+
+/// Capacity of the handler-event broadcast (slow listeners see `Lagged`).
+const EVENT_CAPACITY: usize = 1024;
+
+/// A change in the set of registered handlers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandlerEvent {
+    /// A handler became callable.
+    Registered {
+        /// Handler name.
+        name: String,
+        /// The manager it lives on.
+        instance: InstanceId,
+    },
+    /// A handler was removed.
+    Deregistered {
+        /// Handler name.
+        name: String,
+        /// The manager it lived on.
+        instance: InstanceId,
+    },
+}
+
+/// Name -> handler map shared by the manager and the dispatcher.
+pub struct HandlerRegistry {
+    handlers: DashMap<String, HandlerRef>,
+    events: broadcast::Sender<HandlerEvent>,
+    changed: Notify,
+    instance: InstanceId,
+}
+
+impl HandlerRegistry {
+    /// An empty registry for the manager `instance`.
+    pub fn new(instance: InstanceId) -> Arc<Self> {
+        Arc::new(Self {
+            handlers: DashMap::new(),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            changed: Notify::new(),
+            instance,
+        })
+    }
+
+    /// Registers a user handler; it is callable when this returns.
+    pub fn register(&self, name: String, handler: HandlerRef) -> Result<()> {
+        validate_user_handler_name(&name)?;
+        self.insert(name, handler)
+    }
+
+    /// Registers a system (`_`-prefixed) handler.
+    pub(crate) fn register_system(&self, name: &str, handler: HandlerRef) -> Result<()> {
+        validate_handler_name(name)?;
+        if !is_system_name(name) {
+            return Err(Error::InvalidHandlerName(format!(
+                "{name:?} is not a system name"
+            )));
+        }
+        self.insert(name.to_owned(), handler)
+    }
+
+    fn insert(&self, name: String, handler: HandlerRef) -> Result<()> {
+        match self.handlers.entry(name.clone()) {
+            dashmap::Entry::Occupied(_) => return Err(Error::HandlerExists(name)),
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(handler);
+            }
+        }
+        self.changed.notify_waiters();
+        // No receivers is fine: nobody listens for events.
+        let _ = self.events.send(HandlerEvent::Registered {
+            name,
+            instance: self.instance,
+        });
+        Ok(())
+    }
+
+    /// Removes a user handler. Returns whether it was registered.
+    pub fn deregister(&self, name: &str) -> Result<bool> {
+        if is_system_name(name) {
+            return Err(Error::InvalidHandlerName(format!(
+                "{name:?}: system handlers cannot be removed"
+            )));
+        }
+        let removed = self.handlers.remove(name).is_some();
+        if removed {
+            let _ = self.events.send(HandlerEvent::Deregistered {
+                name: name.to_owned(),
+                instance: self.instance,
+            });
+        }
+        Ok(removed)
+    }
+
+    /// The handler registered under `name`.
+    pub fn get(&self, name: &str) -> Option<HandlerRef> {
+        self.handlers.get(name).map(|h| Arc::clone(h.value()))
+    }
+
+    /// Whether `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.handlers.contains_key(name)
+    }
+
+    /// Every registered name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.handlers.iter().map(|e| e.key().clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Subscribes to registration events.
+    pub fn subscribe(&self) -> broadcast::Receiver<HandlerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Waits until `name` is registered or `timeout` passes; true if it is there.
+    pub async fn wait_for(&self, name: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Register interest before checking, so a registration between the
+            // check and the await is not missed.
+            notified.as_mut().enable();
+            if self.contains(name) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.contains(name);
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Handler constructors: turn a closure into a registrable [`Handler`].
+//!
+//! | constructor | closure | caller gets |
+//! |---|---|---|
+//! | [`am_handler`] | `async Fn(AmContext) -> Result<(), String>` | nothing (an ack for `send`) |
+//! | [`unary_handler`] | `Fn(UnaryContext) -> Result<Option<Bytes>, String>` | the bytes |
+//! | [`typed_unary_handler`] | `Fn(TypedContext<I>) -> Result<O, String>` | `O`, typed |
+//! | [`typed_unary_handler_async`] | `async Fn(TypedContext<I>) -> Result<O, String>` | `O`, typed |
+//!
+//! Every error string travels back to the caller as [`crate::Error::Handler`].
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::NetworkClient;
+use crate::codec::{Body, Decode, Payload};
+pub use crate::handler::{Handler, HandlerContext, HandlerKind, HandlerRef};
+use crate::handler::{HandlerCall, HandlerError, HandlerOutcome};
+use crate::ids::{InstanceId, MessageId};
+
+/// Context of an [`am_handler`] call.
+#[derive(Clone, Debug)]
+pub struct AmContext {
+    /// The raw payload.
+    pub payload: Bytes,
+    /// The calling manager.
+    pub sender_id: InstanceId,
+    /// The invocation's id.
+    pub message_id: MessageId,
+    /// The local client.
+    pub client: Arc<NetworkClient>,
+    /// Cancelled when the caller gives up or the manager shuts down.
+    pub cancel: CancellationToken,
+}
+
+/// Context of a [`unary_handler`] call.
+#[derive(Clone, Debug)]
+pub struct UnaryContext {
+    /// The raw payload.
+    pub payload: Bytes,
+    /// The calling manager.
+    pub sender_id: InstanceId,
+    /// The invocation's id.
+    pub message_id: MessageId,
+    /// The local client.
+    pub client: Arc<NetworkClient>,
+}
+
+/// Context of a typed handler call: the decoded input plus the caller.
+#[derive(Clone, Debug)]
+pub struct TypedContext<I> {
+    /// The decoded, validated input.
+    pub input: I,
+    /// The calling manager.
+    pub sender_id: InstanceId,
+    /// The invocation's id.
+    pub message_id: MessageId,
+    /// The local client.
+    pub client: Arc<NetworkClient>,
+    /// Cancelled when the caller gives up or the manager shuts down.
+    pub cancel: CancellationToken,
+}
+
+struct FnHandler<F, M> {
+    name: String,
+    kind: HandlerKind,
+    f: F,
+    _marker: PhantomData<fn() -> M>,
+}
+
+fn boxed<F, M>(name: impl Into<String>, kind: HandlerKind, f: F) -> HandlerRef
+where
+    FnHandler<F, M>: Handler,
+{
+    Arc::new(FnHandler {
+        name: name.into(),
+        kind,
+        f,
+        _marker: PhantomData,
+    })
+}
+
+/// An async handler that returns nothing to the caller.
+pub fn am_handler<F, Fut>(name: impl Into<String>, f: F) -> HandlerRef
+where
+    F: Fn(AmContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    boxed::<F, AmMarker>(name, HandlerKind::ActiveMessage, f)
+}
+
+struct AmMarker;
+
+impl<F, Fut> Handler for FnHandler<F, AmMarker>
+where
+    F: Fn(AmContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> HandlerKind {
+        self.kind
+    }
+    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+        let fut = (self.f)(AmContext {
+            payload,
+            sender_id: ctx.sender_id,
+            message_id: ctx.message_id,
+            client: ctx.client,
+            cancel: ctx.cancel,
+        });
+        HandlerCall::Pending(Box::pin(async move {
+            fut.await
+                .map(|()| Body::Empty)
+                .map_err(HandlerError::handler)
+        }))
+    }
+}
+
+/// A synchronous bytes-in, bytes-out handler. `Ok(None)` answers with an
+/// empty body.
+pub fn unary_handler<F>(name: impl Into<String>, f: F) -> HandlerRef
+where
+    F: Fn(UnaryContext) -> Result<Option<Bytes>, String> + Send + Sync + 'static,
+{
+    boxed::<F, UnaryMarker>(name, HandlerKind::UnaryBytes, f)
+}
+
+struct UnaryMarker;
+
+impl<F> Handler for FnHandler<F, UnaryMarker>
+where
+    F: Fn(UnaryContext) -> Result<Option<Bytes>, String> + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> HandlerKind {
+        self.kind
+    }
+    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+        let out = (self.f)(UnaryContext {
+            payload,
+            sender_id: ctx.sender_id,
+            message_id: ctx.message_id,
+            client: ctx.client,
+        });
+        HandlerCall::Ready(match out {
+            Ok(Some(bytes)) => Ok(Body::Bytes(bytes)),
+            Ok(None) => Ok(Body::Empty),
+            Err(message) => Err(HandlerError::handler(message)),
+        })
+    }
+}
+
+/// A synchronous typed handler: the input is validated and decoded from its
+/// rkyv archive, the output is archived back to the caller.
+pub fn typed_unary_handler<I, O, F>(name: impl Into<String>, f: F) -> HandlerRef
+where
+    I: Decode + Send + 'static,
+    O: Payload + 'static,
+    F: Fn(TypedContext<I>) -> Result<O, String> + Send + Sync + 'static,
+{
+    boxed::<F, TypedMarker<I, O>>(name, HandlerKind::UnaryTyped, f)
+}
+
+struct TypedMarker<I, O>(PhantomData<(I, O)>);
+
+fn typed_context<I: Decode>(
+    ctx: HandlerContext,
+    payload: &[u8],
+) -> Result<TypedContext<I>, HandlerError> {
+    let input = I::decode(payload).map_err(HandlerError::codec)?;
+    Ok(TypedContext {
+        input,
+        sender_id: ctx.sender_id,
+        message_id: ctx.message_id,
+        client: ctx.client,
+        cancel: ctx.cancel,
+    })
+}
+
+fn encode_output<O: Payload>(out: Result<O, String>) -> HandlerOutcome {
+    let value = out.map_err(HandlerError::handler)?;
+    value
+        .encode()
+        .map(Body::Archive)
+        .map_err(|e| HandlerError::codec(format!("encoding the handler's output: {e}")))
+}
+
+impl<I, O, F> Handler for FnHandler<F, TypedMarker<I, O>>
+where
+    I: Decode + Send + 'static,
+    O: Payload + 'static,
+    F: Fn(TypedContext<I>) -> Result<O, String> + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> HandlerKind {
+        self.kind
+    }
+    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+        HandlerCall::Ready(typed_context(ctx, &payload).and_then(|c| encode_output((self.f)(c))))
+    }
+}
+
+/// An async typed handler.
+pub fn typed_unary_handler_async<I, O, F, Fut>(name: impl Into<String>, f: F) -> HandlerRef
+where
+    I: Decode + Send + 'static,
+    O: Payload + Send + 'static,
+    F: Fn(TypedContext<I>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, String>> + Send + 'static,
+{
+    boxed::<F, TypedAsyncMarker<I, O>>(name, HandlerKind::UnaryTyped, f)
+}
+
+struct TypedAsyncMarker<I, O>(PhantomData<(I, O)>);
+
+impl<I, O, F, Fut> Handler for FnHandler<F, TypedAsyncMarker<I, O>>
+where
+    I: Decode + Send + 'static,
+    O: Payload + Send + 'static,
+    F: Fn(TypedContext<I>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, String>> + Send + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> HandlerKind {
+        self.kind
+    }
+    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+        match typed_context(ctx, &payload) {
+            Err(e) => HandlerCall::Ready(Err(e)),
+            Ok(c) => {
+                let fut = (self.f)(c);
+                HandlerCall::Pending(Box::pin(async move { encode_output(fut.await) }))
+            }
+        }
+    }
+}

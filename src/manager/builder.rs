@@ -1,0 +1,230 @@
+//! `ActiveMessageManagerBuilder`: endpoints, limits, lifecycle settings.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::{OnceCell, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::events::RuntimeEvents;
+use super::{ActiveMessageManager, ManagerInner};
+use crate::client::{ClientLimits, NetworkClient};
+use crate::error::{Error, Result};
+use crate::handler::registry::HandlerRegistry;
+use crate::ids::{InstanceId, MAX_HANDLER_NAME, MessageIdGen};
+use crate::peer::{PeerInfo, host_id};
+use crate::runtime::dispatcher::Dispatcher;
+use crate::runtime::pending::PendingTable;
+use crate::stats::Counters;
+use crate::transport::local::{self, LocalTransport};
+use crate::transport::{BoxedTransport, Inbox, TransportKind};
+use crate::{system, wire};
+
+/// Configures and starts an [`ActiveMessageManager`].
+#[derive(Debug, Clone)]
+pub struct ActiveMessageManagerBuilder {
+    endpoint: Option<String>,
+    cancel: Option<CancellationToken>,
+    max_concurrent_handlers: usize,
+    inbox_capacity: usize,
+    max_message_bytes: usize,
+    default_timeout: Duration,
+    heartbeat_interval: Duration,
+    shutdown_timeout: Duration,
+    allow_remote_shutdown: bool,
+}
+
+impl Default for ActiveMessageManagerBuilder {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            cancel: None,
+            max_concurrent_handlers: 1024,
+            inbox_capacity: 1024,
+            max_message_bytes: 64 << 20,
+            default_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_millis(250),
+            shutdown_timeout: Duration::from_secs(10),
+            allow_remote_shutdown: true,
+        }
+    }
+}
+
+impl ActiveMessageManagerBuilder {
+    /// A builder with defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where to listen: `tcp://host:port` (port 0 picks a free port; a
+    /// wildcard host is advertised as a routable address) or `local://` for
+    /// an in-process-only manager. Required.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Uses `token` as the root cancellation token (a child is not made).
+    pub fn cancel_token(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Most handlers running at once (default 1024). When all run, the
+    /// manager stops reading invocations and senders wait.
+    pub fn max_concurrent_handlers(mut self, limit: usize) -> Self {
+        self.max_concurrent_handlers = limit;
+        self
+    }
+
+    /// Invocations buffered between the transports and the dispatcher (default 1024).
+    pub fn inbox_capacity(mut self, capacity: usize) -> Self {
+        self.inbox_capacity = capacity;
+        self
+    }
+
+    /// Largest payload sent or accepted, in bytes (default 64 MiB).
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// Default budget of a call (default 30 s); `MessageBuilder::timeout` overrides it.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Link heartbeat interval (default 250 ms); a link silent for three
+    /// intervals is lost.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// How long shutdown waits for running handlers (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Whether peers may shut this manager down with `_request_shutdown` (default true).
+    pub fn allow_remote_shutdown(mut self, allow: bool) -> Self {
+        self.allow_remote_shutdown = allow;
+        self
+    }
+
+    fn validate(&self) -> Result<&str> {
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .ok_or_else(|| Error::Config("an endpoint is required".into()))?;
+        if self.max_concurrent_handlers == 0 || self.inbox_capacity == 0 {
+            return Err(Error::Config(
+                "concurrency limit and inbox capacity must be at least 1".into(),
+            ));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(Error::Config("heartbeat interval must be positive".into()));
+        }
+        Ok(endpoint)
+    }
+
+    /// Binds the endpoints, starts the dispatcher and registers the system handlers.
+    pub async fn build(self) -> Result<ActiveMessageManager> {
+        let endpoint = self.validate()?.to_owned();
+        let instance_id = InstanceId::new_random();
+        let (invocations, inbox_rx) = mpsc::channel(self.inbox_capacity);
+        let pending = Arc::new(PendingTable::default());
+        let links = Arc::new(DashMap::new());
+        let counters = Arc::new(Counters::default());
+        let events = Arc::new(RuntimeEvents {
+            pending: Arc::clone(&pending),
+            links: Arc::clone(&links),
+            counters: Arc::clone(&counters),
+        });
+        let inbox = Inbox {
+            invocations,
+            events,
+            max_frame: wire::frame_len(MAX_HANDLER_NAME, self.max_message_bytes),
+        };
+        let transports = self.bind_transports(&endpoint, instance_id, &inbox)?;
+        let endpoint_of = |kind| {
+            transports
+                .iter()
+                .find(|t: &&BoxedTransport| t.kind() == kind)
+                .and_then(|t| t.local_endpoint())
+        };
+        let peer_info = PeerInfo {
+            instance_id,
+            tcp_endpoint: endpoint_of(TransportKind::Tcp),
+            shm_endpoint: endpoint_of(TransportKind::Shm),
+            local_endpoint: endpoint_of(TransportKind::Local),
+            host_id: host_id(),
+        };
+        let client = Arc::new(NetworkClient {
+            instance_id,
+            peer_info,
+            links,
+            transports,
+            pending,
+            ids: MessageIdGen::new(),
+            admitting: AtomicBool::new(true),
+            counters,
+            limits: ClientLimits {
+                max_payload: self.max_message_bytes,
+                default_timeout: self.default_timeout,
+            },
+        });
+        let root_cancel = self.cancel.clone().unwrap_or_default();
+        let dispatcher = Arc::new(Dispatcher {
+            registry: HandlerRegistry::new(instance_id),
+            client: Arc::clone(&client),
+            limit: Arc::new(Semaphore::new(self.max_concurrent_handlers)),
+            tracker: TaskTracker::new(),
+            handlers_cancel: root_cancel.child_token(),
+            running: DashMap::new(),
+        });
+        let inner = Arc::new(ManagerInner {
+            client,
+            registry: Arc::clone(&dispatcher.registry),
+            dispatcher: Arc::clone(&dispatcher),
+            root_cancel,
+            dispatcher_stop: CancellationToken::new(),
+            started: Instant::now(),
+            shutdown_timeout: self.shutdown_timeout,
+            allow_remote_shutdown: self.allow_remote_shutdown,
+            shutdown_done: OnceCell::new(),
+        });
+        system::register_all(&inner)?;
+        tokio::spawn(dispatcher.run(inbox_rx, inner.dispatcher_stop.clone()));
+        tracing::debug!(%instance_id, %endpoint, "manager started");
+        Ok(ActiveMessageManager { inner })
+    }
+
+    fn bind_transports(
+        &self,
+        endpoint: &str,
+        id: InstanceId,
+        inbox: &Inbox,
+    ) -> Result<Vec<BoxedTransport>> {
+        let mut transports: Vec<BoxedTransport> = Vec::with_capacity(2);
+        if endpoint.starts_with("tcp://") {
+            transports.push(crate::transport::zmq::bind_for_manager(
+                endpoint,
+                self.heartbeat_interval,
+                id,
+                inbox.clone(),
+            )?);
+        } else if endpoint != local::SCHEME {
+            return Err(Error::Config(format!(
+                "unsupported endpoint {endpoint:?}: use tcp://host:port or local://"
+            )));
+        }
+        transports.push(LocalTransport::bind(id, inbox.clone()));
+        Ok(transports)
+    }
+}

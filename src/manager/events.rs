@@ -1,0 +1,41 @@
+//! How transports report back into the runtime.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::ids::InstanceId;
+use crate::runtime::pending::PendingTable;
+use crate::stats::Counters;
+use crate::transport::{BoxedLink, LinkEvents};
+use crate::wire::{Header, ProtocolError};
+
+/// Routes replies to the response table and link loss to the peer registry.
+pub(crate) struct RuntimeEvents {
+    pub(crate) pending: Arc<PendingTable>,
+    pub(crate) links: Arc<DashMap<InstanceId, BoxedLink>>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl LinkEvents for RuntimeEvents {
+    fn on_reply(&self, header: &Header, payload: &[u8]) {
+        self.pending.complete(header, payload);
+    }
+
+    fn on_link_lost(&self, peer: InstanceId) {
+        let removed = self
+            .links
+            .remove_if(&peer, |_, link| link.is_closed())
+            .is_some();
+        let failed = self.pending.fail_peer(peer);
+        if removed || failed > 0 {
+            Counters::bump(&self.counters.peers_lost);
+            tracing::debug!(%peer, failed, "peer lost");
+        }
+    }
+
+    fn on_protocol_error(&self, peer: Option<InstanceId>, error: &ProtocolError) {
+        Counters::bump(&self.counters.protocol_errors);
+        tracing::debug!(?peer, %error, "malformed frame dropped");
+    }
+}

@@ -1,0 +1,200 @@
+//! The dispatcher: takes invocations from the transports' shared inbox, runs
+//! handlers under a concurrency limit, and sends every reply.
+//!
+//! Backpressure: a permit is taken *before* the next invocation is read, so
+//! when every permit is in use the inbox fills, the transports stop reading,
+//! and senders wait. Nothing queues without bound.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::NetworkClient;
+use crate::codec::Body;
+use crate::handler::registry::HandlerRegistry;
+use crate::handler::{HandlerContext, HandlerError, HandlerRef};
+use crate::ids::{InstanceId, MessageId, is_system_name};
+use crate::stats::Counters;
+use crate::transport::{Inbound, OutFrame};
+use crate::wire::{ErrorCode, Header, Kind, flags};
+
+/// Runs handlers for inbound invocations.
+pub(crate) struct Dispatcher {
+    pub(crate) registry: Arc<HandlerRegistry>,
+    pub(crate) client: Arc<NetworkClient>,
+    pub(crate) limit: Arc<Semaphore>,
+    pub(crate) tracker: TaskTracker,
+    /// Cancelled when the drain deadline passes: running handlers are told to stop.
+    pub(crate) handlers_cancel: CancellationToken,
+    pub(crate) running: DashMap<(InstanceId, MessageId), CancellationToken>,
+}
+
+impl Dispatcher {
+    /// Reads invocations until `stop` is cancelled.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        mut inbox: mpsc::Receiver<Inbound>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.limit).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = stop.cancelled() => return,
+            };
+            let inbound = tokio::select! {
+                inbound = inbox.recv() => match inbound {
+                    Some(inbound) => inbound,
+                    None => return,
+                },
+                () = stop.cancelled() => return,
+            };
+            self.accept(inbound, permit);
+        }
+    }
+
+    fn accept(self: &Arc<Self>, inbound: Inbound, permit: OwnedSemaphorePermit) {
+        Counters::bump(&self.client.counters.messages_received);
+        Counters::add(
+            &self.client.counters.bytes_received,
+            inbound.payload().len(),
+        );
+        if inbound.header.kind == Kind::Cancel {
+            let key = (inbound.header.sender, inbound.header.correlation_id);
+            if let Some(token) = self.running.get(&key) {
+                token.cancel();
+            }
+            return;
+        }
+        let this = Arc::clone(self);
+        self.tracker
+            .spawn(async move { this.process(inbound, permit).await });
+    }
+
+    async fn process(&self, inbound: Inbound, permit: OwnedSemaphorePermit) {
+        let handler = match self.admit(&inbound) {
+            Ok(handler) => handler,
+            Err(err) => return self.reply_error(&inbound, err).await,
+        };
+        if inbound.header.has(flags::RECEIPT) {
+            self.reply(&inbound, Kind::Receipt, 0, &[]).await;
+        }
+        let permit = if handler.exempt_from_limit() {
+            drop(permit);
+            None
+        } else {
+            Some(permit)
+        };
+        let outcome = self.run_handler(&inbound, &handler).await;
+        drop(permit);
+        match (inbound.header.kind, outcome) {
+            (_, Err(err)) => {
+                Counters::bump(&self.client.counters.handler_errors);
+                tracing::debug!(handler = inbound.name(), error = %err.message, "handler failed");
+                self.reply_error(&inbound, err).await;
+            }
+            (Kind::Confirm, Ok(_)) => self.reply(&inbound, Kind::Ack, 0, &[]).await,
+            (Kind::Request, Ok(body)) => {
+                self.reply(&inbound, Kind::Response, 0, body.as_slice())
+                    .await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks the name, the handler and the manager state.
+    fn admit(&self, inbound: &Inbound) -> Result<HandlerRef, HandlerError> {
+        let name = inbound.name();
+        let system_flag = inbound.header.has(flags::SYSTEM);
+        if is_system_name(name) != system_flag {
+            Counters::bump(&self.client.counters.refused);
+            return Err(HandlerError {
+                code: ErrorCode::Refused,
+                message: format!(
+                    "{name:?}: reserved names need the system flag and only reserved names may carry it"
+                ),
+            });
+        }
+        let Some(handler) = self.registry.get(name) else {
+            Counters::bump(&self.client.counters.unknown_handler);
+            return Err(HandlerError {
+                code: ErrorCode::NoSuchHandler,
+                message: name.to_owned(),
+            });
+        };
+        if !self.client.is_admitting() {
+            Counters::bump(&self.client.counters.refused);
+            return Err(HandlerError {
+                code: ErrorCode::ShuttingDown,
+                message: "shutting down".into(),
+            });
+        }
+        Ok(handler)
+    }
+
+    async fn run_handler(
+        &self,
+        inbound: &Inbound,
+        handler: &HandlerRef,
+    ) -> Result<Body, HandlerError> {
+        let cancel = self.handlers_cancel.child_token();
+        let key = (inbound.header.sender, inbound.header.message_id);
+        let tracked = inbound.header.kind != Kind::OneWay;
+        if tracked {
+            self.running.insert(key, cancel.clone());
+        }
+        let ctx = HandlerContext {
+            message_id: inbound.header.message_id,
+            sender_id: inbound.header.sender,
+            client: Arc::clone(&self.client),
+            cancel,
+        };
+        let payload: Bytes = inbound.payload_bytes();
+        // A panicking handler must answer its caller, not leave it waiting.
+        let outcome = AssertUnwindSafe(async { handler.call(ctx, payload).outcome().await })
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(HandlerError::handler(format!(
+                    "handler {:?} panicked",
+                    inbound.name()
+                )))
+            });
+        if tracked {
+            self.running.remove(&key);
+        }
+        outcome
+    }
+
+    async fn reply_error(&self, inbound: &Inbound, err: HandlerError) {
+        if inbound.header.kind == Kind::OneWay {
+            tracing::debug!(handler = inbound.name(), code = ?err.code, error = %err.message, "one-way message failed");
+            return;
+        }
+        self.reply(inbound, Kind::Error, err.code as u8, err.message.as_bytes())
+            .await;
+    }
+
+    async fn reply(&self, inbound: &Inbound, kind: Kind, error_code: u8, payload: &[u8]) {
+        let mut header = Header::new(kind, self.client.next_id(), self.client.instance_id);
+        header.correlation_id = inbound.header.message_id;
+        header.error_code = error_code;
+        let frame = OutFrame {
+            header,
+            name: "",
+            payload,
+        };
+        match inbound.reply_link.send(frame).await {
+            Ok(()) => Counters::bump(&self.client.counters.replies_sent),
+            Err(err) => tracing::debug!(peer = %inbound.header.sender, %err, "reply not delivered"),
+        }
+    }
+}
