@@ -17,6 +17,15 @@ pub(crate) fn spin_hint() {
     std::hint::spin_loop();
 }
 
+/// Offers the CPU to another runnable thread (a scheduling point under loom).
+#[inline]
+pub(crate) fn yield_cpu() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
 /// Relaxed load of one 8-byte word of the data area (record headers).
 ///
 /// Record headers are read with atomic loads so that a peer writing them concurrently (a

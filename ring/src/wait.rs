@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::core::RingCore;
 use crate::doorbell::Doorbell;
 use crate::error::{Result, RingError};
-use crate::sync::{AtomicU32, Ordering::*, fence, spin_hint};
+use crate::sync::{AtomicU32, Ordering::*, fence, spin_hint, yield_cpu};
 
 /// How a handle waits, and whether it notifies its peer.
 ///
@@ -22,7 +22,8 @@ use crate::sync::{AtomicU32, Ordering::*, fence, spin_hint};
 /// only wake on close or on its own timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitPolicy {
-    /// Busy-poll; lowest latency, burns a core while waiting.
+    /// Busy-poll; lowest latency, burns a core while waiting (it offers the CPU to the
+    /// OS scheduler every 1024 polls, so an oversubscribed machine still progresses).
     Spin,
     /// Busy-poll for `spin`, then park on the doorbell.
     Adaptive {
@@ -147,6 +148,10 @@ pub(crate) fn wait_blocking<W: WaitSide, T>(
             break;
         }
         spin_hint();
+        if i % 1024 == 1023 {
+            // Let an oversubscribed machine run the peer we are waiting for.
+            yield_cpu();
+        }
         if let Some(t) = poll(w)? {
             return Ok(t);
         }
