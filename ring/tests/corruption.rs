@@ -27,7 +27,7 @@ fn region() -> Arc<Region> {
 }
 
 fn word(region: &Region, off: usize) -> &AtomicU64 {
-    assert!(off % 8 == 0 && off + 8 <= region.len());
+    assert!(off.is_multiple_of(8) && off + 8 <= region.len());
     // SAFETY: aligned, in bounds, and the region outlives the returned reference.
     unsafe { AtomicU64::from_ptr(region.as_ptr().add(off).cast()) }
 }

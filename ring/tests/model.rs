@@ -94,7 +94,7 @@ proptest! {
                         let kept = match commit {
                             Commit::All => { g.commit(); len }
                             Commit::Shorter(k) => { let k = k.min(len); g.commit_len(k); k }
-                            Commit::Abandon => { drop(g); continue; }
+                            Commit::Abandon => { let _abandoned = g; continue; }
                         };
                         let end = start.unwrap() + record_footprint(kept) as u64;
                         m.tail = end;
