@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::client::{Call, NetworkClient};
-use crate::codec::{Body, Payload};
+use crate::client::{Call, NetworkClient, OutPayload};
+use crate::codec::PayloadSource;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 use crate::status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
@@ -36,28 +36,29 @@ pub struct WithResponseExpected<R>(PhantomData<fn() -> R>);
 #[derive(Debug)]
 pub struct DetachedReceipt<R>(PhantomData<fn() -> R>);
 
-/// Builds and sends one active message. Serialization happens here, on the
-/// caller's side.
+/// Builds and sends one active message. The payload is archived on the
+/// caller's side, when the frame is written, straight into the transport's
+/// buffer (a shared-memory ring slot): `'a` is the borrow of the payload.
 #[derive(Debug)]
-pub struct MessageBuilder<M = NeedsDeliveryMode> {
+pub struct MessageBuilder<'a, M = NeedsDeliveryMode> {
     client: Arc<NetworkClient>,
     name: String,
     system: bool,
-    body: Body,
+    body: OutPayload<'a>,
     timeout: Duration,
     target: Option<InstanceId>,
     kind: Kind,
     _mode: PhantomData<M>,
 }
 
-impl MessageBuilder<NeedsDeliveryMode> {
+impl MessageBuilder<'static, NeedsDeliveryMode> {
     pub(crate) fn new(client: Arc<NetworkClient>, name: String, system: bool) -> Self {
         let timeout = client.default_timeout();
         Self {
             client,
             name,
             system,
-            body: Body::Empty,
+            body: OutPayload::Empty,
             timeout,
             target: None,
             kind: Kind::OneWay,
@@ -66,16 +67,25 @@ impl MessageBuilder<NeedsDeliveryMode> {
     }
 }
 
-impl<M> MessageBuilder<M> {
-    /// Sets the payload: `value` is archived with rkyv now.
-    pub fn payload<T: Payload + ?Sized>(mut self, value: &T) -> Result<Self> {
-        self.body = Body::Archive(value.encode()?);
-        Ok(self)
+impl<'a, M> MessageBuilder<'a, M> {
+    /// Sets the payload: `value` (any rkyv-serializable type, or `str`) is
+    /// archived with rkyv when the message is sent, straight into the
+    /// transport's buffer. Kept fallible for payload checks to come.
+    pub fn payload<'b, T: PayloadSource + ?Sized>(
+        self,
+        value: &'b T,
+    ) -> Result<MessageBuilder<'b, M>>
+    where
+        'a: 'b,
+    {
+        let mut next: MessageBuilder<'b, M> = self.into_mode();
+        next.body = OutPayload::Archive(value.payload_ref());
+        Ok(next)
     }
 
     /// Sets a raw byte payload (no archive).
     pub fn raw_payload(mut self, bytes: impl Into<Bytes>) -> Self {
-        self.body = Body::Bytes(bytes.into());
+        self.body = OutPayload::Bytes(bytes.into());
         self
     }
 
@@ -91,7 +101,10 @@ impl<M> MessageBuilder<M> {
         self
     }
 
-    fn into_mode<N>(self) -> MessageBuilder<N> {
+    fn into_mode<'b, N>(self) -> MessageBuilder<'b, N>
+    where
+        'a: 'b,
+    {
         MessageBuilder {
             client: self.client,
             name: self.name,
@@ -116,7 +129,7 @@ impl<M> MessageBuilder<M> {
     }
 }
 
-impl MessageBuilder<NeedsDeliveryMode> {
+impl<'a> MessageBuilder<'a, NeedsDeliveryMode> {
     /// Fire-and-forget: returns once the link accepted the frame (waiting
     /// while it is full). Nothing comes back from the handler.
     pub async fn execute(self) -> Result<()> {
@@ -135,21 +148,21 @@ impl MessageBuilder<NeedsDeliveryMode> {
     }
 
     /// Expects a typed response `R`.
-    pub fn expect_response<R>(self) -> MessageBuilder<WithResponseExpected<R>> {
+    pub fn expect_response<R>(self) -> MessageBuilder<'a, WithResponseExpected<R>> {
         let mut next = self.into_mode();
         next.kind = Kind::Request;
         next
     }
 
     /// Confirmed delivery in two phases: receipt, then acceptance.
-    pub fn detach_receipt(self) -> MessageBuilder<DetachedReceipt<()>> {
+    pub fn detach_receipt(self) -> MessageBuilder<'a, DetachedReceipt<()>> {
         let mut next = self.into_mode();
         next.kind = Kind::Confirm;
         next
     }
 }
 
-impl<R> MessageBuilder<WithResponseExpected<R>> {
+impl<'a, R> MessageBuilder<'a, WithResponseExpected<R>> {
     /// Sends the request; await the response on the returned status.
     pub async fn execute(self) -> Result<MessageStatus<WithResponse<R>>> {
         let (id, _, waiter) = self.client.start_call(self.call(Kind::Request, 0)?).await?;
@@ -166,12 +179,12 @@ impl<R> MessageBuilder<WithResponseExpected<R>> {
     }
 
     /// Two phases: a receipt when the handler is found and admitted, then the response.
-    pub fn detach_receipt(self) -> MessageBuilder<DetachedReceipt<R>> {
+    pub fn detach_receipt(self) -> MessageBuilder<'a, DetachedReceipt<R>> {
         self.into_mode()
     }
 }
 
-impl<R> MessageBuilder<DetachedReceipt<R>> {
+impl<R> MessageBuilder<'_, DetachedReceipt<R>> {
     /// Sends the message; await the receipt on the returned handle.
     pub async fn execute(self) -> Result<ReceiptHandle<R>> {
         let target = self.target.ok_or(Error::NoTarget)?;

@@ -9,14 +9,16 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::builder::MessageBuilder;
-use crate::codec::Body;
+use bytes::Bytes;
+
+use crate::codec::PayloadValue;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId, MessageIdGen, validate_user_handler_name};
 use crate::peer::PeerInfo;
 use crate::runtime::pending::{PendingGuard, PendingTable, ReceiptRx};
 use crate::stats::{Counters, PeerStat};
 use crate::status::Waiter;
-use crate::transport::{BoxedLink, BoxedTransport, OutFrame, TransportKind};
+use crate::transport::{BoxedLink, BoxedTransport, OutFrame, PayloadRef, TransportKind};
 use crate::wire::{Header, Kind, flags};
 
 /// Limits the client enforces before anything is sent.
@@ -48,13 +50,51 @@ impl fmt::Debug for NetworkClient {
     }
 }
 
+/// A message's payload as the builder holds it: archived only when the link
+/// writes the frame, straight into the link's own buffer.
+#[derive(Clone, Default)]
+pub(crate) enum OutPayload<'a> {
+    #[default]
+    Empty,
+    Bytes(Bytes),
+    Archive(PayloadValue<'a>),
+}
+
+impl OutPayload<'_> {
+    pub(crate) fn as_ref(&self) -> PayloadRef<'_> {
+        match self {
+            Self::Empty => PayloadRef::Bytes(&[]),
+            Self::Bytes(b) => PayloadRef::Bytes(b),
+            Self::Archive(p) => PayloadRef::Archive(p.as_dyn()),
+        }
+    }
+
+    fn raw_len(&self) -> Option<usize> {
+        match self {
+            Self::Empty => Some(0),
+            Self::Bytes(b) => Some(b.len()),
+            Self::Archive(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for OutPayload<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("Empty"),
+            Self::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Self::Archive(_) => f.write_str("Archive"),
+        }
+    }
+}
+
 /// One outgoing invocation, before it is sent.
 pub(crate) struct Call<'a> {
     pub(crate) target: InstanceId,
     pub(crate) kind: Kind,
     pub(crate) flags: u16,
     pub(crate) name: &'a str,
-    pub(crate) body: &'a Body,
+    pub(crate) body: &'a OutPayload<'a>,
     pub(crate) timeout: Duration,
 }
 
@@ -127,7 +167,7 @@ impl NetworkClient {
     }
 
     /// Starts a message to the user handler `name` (`_`-prefixed names are refused).
-    pub fn active_message(self: &Arc<Self>, name: &str) -> Result<MessageBuilder> {
+    pub fn active_message(self: &Arc<Self>, name: &str) -> Result<MessageBuilder<'static>> {
         validate_user_handler_name(name)?;
         Ok(MessageBuilder::new(
             Arc::clone(self),
@@ -137,7 +177,7 @@ impl NetworkClient {
     }
 
     /// Starts a message to a system handler (internal: helpers below use it).
-    pub(crate) fn system_message(self: &Arc<Self>, name: &str) -> MessageBuilder {
+    pub(crate) fn system_message(self: &Arc<Self>, name: &str) -> MessageBuilder<'static> {
         MessageBuilder::new(Arc::clone(self), name.to_owned(), true)
     }
 
@@ -163,7 +203,7 @@ impl NetworkClient {
         if !self.admitting.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
-        let size = call.body.len();
+        let size = call.body.raw_len().unwrap_or(0);
         if size > self.limits.max_payload {
             return Err(Error::PayloadTooLarge {
                 size,
@@ -175,7 +215,12 @@ impl NetworkClient {
 
     fn header(&self, call: &Call<'_>, id: MessageId) -> Header {
         let mut header = Header::new(call.kind, id, self.instance_id);
-        header.flags = call.flags | if call.body.is_raw() { flags::RAW } else { 0 };
+        header.flags = call.flags
+            | if matches!(call.body, OutPayload::Bytes(_)) {
+                flags::RAW
+            } else {
+                0
+            };
         header.timeout_us = u64::try_from(call.timeout.as_micros()).unwrap_or(u64::MAX);
         header
     }
@@ -187,7 +232,7 @@ impl NetworkClient {
         link.send(OutFrame {
             header,
             name: call.name,
-            payload: call.body.as_slice(),
+            payload: call.body.as_ref(),
         })
         .await?;
         self.count_sent(&call);
@@ -217,7 +262,7 @@ impl NetworkClient {
             .send(OutFrame {
                 header,
                 name: call.name,
-                payload: call.body.as_slice(),
+                payload: call.body.as_ref(),
             })
             .await
         {
@@ -239,7 +284,10 @@ impl NetworkClient {
 
     fn count_sent(&self, call: &Call<'_>) {
         Counters::bump(&self.counters.messages_sent);
-        Counters::add(&self.counters.bytes_sent, call.body.len());
+        Counters::add(
+            &self.counters.raw_bytes_sent,
+            call.body.raw_len().unwrap_or(0),
+        );
     }
 
     /// Stops admitting new calls (shutdown).

@@ -6,36 +6,112 @@ use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::writer::Buffer;
 use rkyv::util::AlignedVec;
 
 use crate::error::{Error, Result};
 use crate::wire::PAYLOAD_ALIGN;
 
-/// rkyv serializer used for payloads.
+/// rkyv serializer writing into a growable aligned vector.
 pub type PayloadSerializer<'a> = HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>;
+/// rkyv serializer writing into a fixed slice (a ring slot).
+pub type SlotSerializer<'a, 'b> = HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>;
+
+/// The destination slice was too small for the archive (or archiving failed:
+/// [`Payload::encode`] tells which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DoesNotFit;
 
 /// A value that can travel as a message payload.
 ///
-/// Implemented for every type that derives rkyv's `Archive` + `Serialize`,
-/// and for `str` (archived exactly like a `String`, so a handler taking
-/// `String` accepts `.payload("text")`).
-pub trait Payload {
+/// Implemented for every type that derives rkyv's `Archive` + `Serialize`
+/// (see [`PayloadSource`] for `str`). Object-safe: the send path holds a
+/// `&dyn Payload` and archives it straight into the transport's buffer.
+pub trait Payload: Send + Sync {
     /// Serializes `self` into a fresh, 16-byte aligned archive.
     fn encode(&self) -> Result<AlignedVec>;
+    /// Serializes `self` into `dst` (which must start 16-byte aligned) and
+    /// returns the archive's length.
+    fn encode_into(&self, dst: &mut [u8]) -> Result<usize, DoesNotFit>;
 }
 
 impl<T> Payload for T
 where
+    T: Send + Sync,
     T: for<'a> rkyv::Serialize<PayloadSerializer<'a>>,
+    T: for<'a, 'b> rkyv::Serialize<SlotSerializer<'a, 'b>>,
 {
     fn encode(&self) -> Result<AlignedVec> {
         rkyv::to_bytes::<rancor::Error>(self).map_err(Error::codec)
     }
+
+    fn encode_into(&self, dst: &mut [u8]) -> Result<usize, DoesNotFit> {
+        debug_assert!((dst.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN));
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, Buffer::from(dst))
+            .map(|written| written.len())
+            .map_err(|_| DoesNotFit)
+    }
 }
 
-impl Payload for str {
-    fn encode(&self) -> Result<AlignedVec> {
-        self.to_owned().encode()
+/// A `str` archived exactly like a `String` (no allocation), so a handler
+/// taking `String` accepts `.payload("text")`.
+#[derive(Clone, Copy, Debug)]
+pub struct StrPayload<'a>(pub &'a str);
+
+impl rkyv::Archive for StrPayload<'_> {
+    type Archived = rkyv::string::ArchivedString;
+    type Resolver = rkyv::string::StringResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::string::ArchivedString::resolve_from_str(self.0, resolver, out);
+    }
+}
+
+impl<S> rkyv::Serialize<S> for StrPayload<'_>
+where
+    S: rancor::Fallible + ?Sized,
+    S::Error: rancor::Source,
+    str: rkyv::SerializeUnsized<S>,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        rkyv::string::ArchivedString::serialize_from_str(self.0, serializer)
+    }
+}
+
+/// What `.payload(&x)` accepts: every [`Payload`] type, and `str`.
+pub trait PayloadSource {
+    /// The payload to archive when the message is sent.
+    fn payload_ref(&self) -> PayloadValue<'_>;
+}
+
+/// A borrowed payload value, ready to be archived.
+#[derive(Clone, Copy)]
+pub enum PayloadValue<'a> {
+    /// A value of a [`Payload`] type.
+    Value(&'a dyn Payload),
+    /// A string.
+    Str(StrPayload<'a>),
+}
+
+impl PayloadValue<'_> {
+    /// The value as a [`Payload`].
+    pub fn as_dyn(&self) -> &dyn Payload {
+        match self {
+            Self::Value(v) => *v,
+            Self::Str(s) => s,
+        }
+    }
+}
+
+impl<T: Payload> PayloadSource for T {
+    fn payload_ref(&self) -> PayloadValue<'_> {
+        PayloadValue::Value(self)
+    }
+}
+
+impl PayloadSource for str {
+    fn payload_ref(&self) -> PayloadValue<'_> {
+        PayloadValue::Str(StrPayload(self))
     }
 }
 
@@ -121,7 +197,11 @@ mod tests {
 
     #[test]
     fn str_payload_decodes_as_string() {
-        let bytes = "hello world".encode().unwrap();
+        let bytes = StrPayload("hello world").encode().unwrap();
+        assert_eq!(
+            bytes.as_slice(),
+            String::from("hello world").encode().unwrap().as_slice()
+        );
         assert_eq!(String::decode(&bytes).unwrap(), "hello world");
     }
 
@@ -136,6 +216,21 @@ mod tests {
         let mut shifted = vec![0u8; bytes.len() + 1];
         shifted[1..].copy_from_slice(&bytes);
         assert_eq!(Sample::decode(&shifted[1..]).unwrap(), value);
+    }
+
+    #[test]
+    fn encodes_straight_into_a_slot_or_reports_it_does_not_fit() {
+        let value = Sample {
+            id: 3,
+            name: "slot".into(),
+            values: vec![4, 5],
+        };
+        let mut slot = AlignedVec::<16>::with_capacity(256);
+        slot.resize(256, 0);
+        let n = value.encode_into(&mut slot).unwrap();
+        assert_eq!(&slot[..n], value.encode().unwrap().as_slice());
+        assert_eq!(Sample::decode(&slot[..n]).unwrap(), value);
+        assert_eq!(value.encode_into(&mut slot[..8]), Err(DoesNotFit));
     }
 
     #[test]

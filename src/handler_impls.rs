@@ -6,6 +6,12 @@
 //! | [`unary_handler`] | `Fn(UnaryContext) -> Result<Option<Bytes>, String>` | the bytes |
 //! | [`typed_unary_handler`] | `Fn(TypedContext<I>) -> Result<O, String>` | `O`, typed |
 //! | [`typed_unary_handler_async`] | `async Fn(TypedContext<I>) -> Result<O, String>` | `O`, typed |
+//! | [`archived_unary_handler`] | `Fn(ArchivedContext<I>) -> Result<O, String>`, input read in place | `O`, typed |
+//!
+//! Synchronous handlers (`unary_handler`, `typed_unary_handler`,
+//! `archived_unary_handler`) may run inline on the transport's own task when
+//! the transport supports it (shared memory): no task spawn, and for the
+//! archived kind no copy of the input at all.
 //!
 //! Every error string travels back to the caller as [`crate::Error::Handler`].
 
@@ -17,10 +23,15 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::NetworkClient;
-use crate::codec::{Body, Decode, Payload};
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+
+use crate::codec::{Body, Decode, Payload, with_aligned};
 pub use crate::handler::{Handler, HandlerContext, HandlerKind, HandlerRef};
-use crate::handler::{HandlerCall, HandlerError, HandlerOutcome};
+use crate::handler::{HandlerCall, HandlerError, HandlerOutcome, InlineOutcome};
 use crate::ids::{InstanceId, MessageId};
+use crate::transport::PayloadRef;
 
 /// Context of an [`am_handler`] call.
 #[derive(Clone, Debug)]
@@ -156,6 +167,25 @@ where
             Err(message) => Err(HandlerError::handler(message)),
         })
     }
+    fn call_inline(
+        &self,
+        ctx: &HandlerContext,
+        payload: &[u8],
+        out: &mut dyn FnMut(InlineOutcome<'_>),
+    ) -> bool {
+        let result = (self.f)(UnaryContext {
+            payload: Bytes::copy_from_slice(payload),
+            sender_id: ctx.sender_id,
+            message_id: ctx.message_id,
+            client: Arc::clone(&ctx.client),
+        });
+        match &result {
+            Ok(Some(bytes)) => out(Ok(PayloadRef::Bytes(bytes))),
+            Ok(None) => out(Ok(PayloadRef::Bytes(&[]))),
+            Err(message) => out(Err(HandlerError::handler(message.clone()))),
+        }
+        true
+    }
 }
 
 /// A synchronous typed handler: the input is validated and decoded from its
@@ -208,6 +238,19 @@ where
     fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
         HandlerCall::Ready(typed_context(ctx, &payload).and_then(|c| encode_output((self.f)(c))))
     }
+    fn call_inline(
+        &self,
+        ctx: &HandlerContext,
+        payload: &[u8],
+        out: &mut dyn FnMut(InlineOutcome<'_>),
+    ) -> bool {
+        match typed_context::<I>(ctx.clone(), payload).map(|c| (self.f)(c)) {
+            Err(e) => out(Err(e)),
+            Ok(Err(message)) => out(Err(HandlerError::handler(message))),
+            Ok(Ok(value)) => out(Ok(PayloadRef::Archive(&value))),
+        }
+        true
+    }
 }
 
 /// An async typed handler.
@@ -244,5 +287,94 @@ where
                 HandlerCall::Pending(Box::pin(async move { encode_output(fut.await) }))
             }
         }
+    }
+}
+
+/// Context of an [`archived_unary_handler`] call: the input is the validated
+/// archive, read in place (no deserialization, no copy).
+#[derive(Debug)]
+pub struct ArchivedContext<'a, I: rkyv::Archive> {
+    /// The validated archived input, borrowed from the receive buffer.
+    pub input: &'a I::Archived,
+    /// The calling manager.
+    pub sender_id: InstanceId,
+    /// The invocation's id.
+    pub message_id: MessageId,
+    /// The local client.
+    pub client: &'a Arc<NetworkClient>,
+}
+
+/// A zero-copy handler: the closure reads the archived input in place (after
+/// rkyv validation) and returns a typed output.
+pub fn archived_unary_handler<I, O, F>(name: impl Into<String>, f: F) -> HandlerRef
+where
+    I: rkyv::Archive + 'static,
+    I::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    O: Payload + 'static,
+    F: for<'a> Fn(ArchivedContext<'a, I>) -> Result<O, String> + Send + Sync + 'static,
+{
+    boxed::<F, ArchivedMarker<I, O>>(name, HandlerKind::UnaryTyped, f)
+}
+
+struct ArchivedMarker<I, O>(PhantomData<(I, O)>);
+
+impl<I, O, F> FnHandler<F, ArchivedMarker<I, O>>
+where
+    I: rkyv::Archive + 'static,
+    I::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    O: Payload + 'static,
+    F: for<'a> Fn(ArchivedContext<'a, I>) -> Result<O, String> + Send + Sync + 'static,
+{
+    /// Validates the archive in place and runs the closure on it.
+    fn run<R>(
+        &self,
+        ctx: &HandlerContext,
+        payload: &[u8],
+        then: impl FnOnce(Result<O, HandlerError>) -> R,
+    ) -> R {
+        with_aligned(payload, |aligned| {
+            match rkyv::access::<I::Archived, rancor::Error>(aligned) {
+                Err(e) => then(Err(HandlerError::codec(e))),
+                Ok(input) => then(
+                    (self.f)(ArchivedContext {
+                        input,
+                        sender_id: ctx.sender_id,
+                        message_id: ctx.message_id,
+                        client: &ctx.client,
+                    })
+                    .map_err(HandlerError::handler),
+                ),
+            }
+        })
+    }
+}
+
+impl<I, O, F> Handler for FnHandler<F, ArchivedMarker<I, O>>
+where
+    I: rkyv::Archive + 'static,
+    I::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    O: Payload + 'static,
+    F: for<'a> Fn(ArchivedContext<'a, I>) -> Result<O, String> + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> HandlerKind {
+        self.kind
+    }
+    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+        HandlerCall::Ready(self.run(&ctx, &payload, |r| r.and_then(|o| encode_output(Ok(o)))))
+    }
+    fn call_inline(
+        &self,
+        ctx: &HandlerContext,
+        payload: &[u8],
+        out: &mut dyn FnMut(InlineOutcome<'_>),
+    ) -> bool {
+        self.run(ctx, payload, |r| match r {
+            Ok(value) => out(Ok(PayloadRef::Archive(&value))),
+            Err(e) => out(Err(e)),
+        });
+        true
     }
 }

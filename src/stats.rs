@@ -37,8 +37,8 @@ counters! {
     messages_sent,
     /// Invocations received.
     messages_received,
-    /// Payload bytes sent in invocations.
-    bytes_sent,
+    /// Raw (non-archive) payload bytes sent in invocations.
+    raw_bytes_sent,
     /// Payload bytes received in invocations.
     bytes_received,
     /// Replies (acks, responses, errors, receipts) sent.

@@ -218,26 +218,15 @@ pub const fn frame_len(name_len: usize, payload_len: usize) -> usize {
     payload_offset(name_len) + payload_len
 }
 
-/// Writes a frame into `dst`, which must be exactly [`frame_len`] bytes long.
+/// Writes the header, name and padding of a frame into `dst[..payload_offset(name.len())]`.
 ///
-/// The payload is written by `write_payload` directly into its place, so a
-/// transport can serialize straight into its own buffer (a ring slot, a
-/// zmq message) without an intermediate copy.
-pub fn encode_into(
-    header: &Header,
-    name: &str,
-    payload_len: usize,
-    dst: &mut [u8],
-    write_payload: impl FnOnce(&mut [u8]),
-) {
+/// The payload is written separately (before or after) at
+/// `payload_offset(name.len())`, so a transport can serialize straight into
+/// its own buffer (a ring slot, a zmq message) without an intermediate copy.
+pub fn encode_head(header: &Header, name: &str, payload_len: usize, dst: &mut [u8]) {
     assert!(name.len() <= u16::MAX as usize, "handler name too long");
     let offset = payload_offset(name.len());
-    assert_eq!(
-        dst.len(),
-        offset + payload_len,
-        "frame buffer of the wrong size"
-    );
-    let (head, rest) = dst.split_at_mut(HEADER_LEN);
+    let (head, names) = dst[..offset].split_at_mut(HEADER_LEN);
     head[0..4].copy_from_slice(&MAGIC);
     head[4] = WIRE_VERSION;
     head[5] = header.kind as u8;
@@ -250,18 +239,16 @@ pub fn encode_into(
     head[50] = header.error_code;
     head[51..56].fill(0);
     head[56..64].copy_from_slice(&(payload_len as u64).to_le_bytes());
-    let name_area = offset - HEADER_LEN;
-    rest[..name.len()].copy_from_slice(name.as_bytes());
-    rest[name.len()..name_area].fill(0);
-    write_payload(&mut rest[name_area..]);
+    names[..name.len()].copy_from_slice(name.as_bytes());
+    names[name.len()..].fill(0);
 }
 
-/// Encodes a frame into a new vector.
+/// Encodes a frame with a byte payload into a new vector.
 pub fn encode_to_vec(header: &Header, name: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; frame_len(name.len(), payload.len())];
-    encode_into(header, name, payload.len(), &mut out, |dst| {
-        dst.copy_from_slice(payload)
-    });
+    let offset = payload_offset(name.len());
+    let mut out = vec![0u8; offset + payload.len()];
+    encode_head(header, name, payload.len(), &mut out);
+    out[offset..].copy_from_slice(payload);
     out
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::NetworkClient;
 use crate::codec::Body;
 use crate::ids::{InstanceId, MessageId};
-use crate::transport::BoxFuture;
+use crate::transport::{BoxFuture, PayloadRef};
 use crate::wire::ErrorCode;
 
 /// What kind of handler this is (reported by `_list_handlers`, used in docs and stats).
@@ -74,6 +74,10 @@ impl HandlerError {
     }
 }
 
+/// What an inline call produced: the response payload (borrowed, archived
+/// straight into the reply frame), or an error.
+pub type InlineOutcome<'a> = Result<PayloadRef<'a>, HandlerError>;
+
 /// What a handler produced: a body for the response, or an error.
 pub type HandlerOutcome = Result<Body, HandlerError>;
 
@@ -104,6 +108,19 @@ pub trait Handler: Send + Sync + 'static {
     fn kind(&self) -> HandlerKind;
     /// Runs the handler on one payload.
     fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall;
+    /// Runs the handler synchronously over the payload in place, if this kind
+    /// of handler can: hands the outcome to `out` and returns true. Async
+    /// handlers return false and are called through [`Handler::call`].
+    fn call_inline(
+        &self,
+        ctx: &HandlerContext,
+        payload: &[u8],
+        out: &mut dyn FnMut(InlineOutcome<'_>),
+    ) -> bool {
+        let _ = (ctx, payload, out);
+        false
+    }
+
     /// Whether calls to this handler run outside the concurrency limit
     /// (for long waits that use no resources, like `_wait_for_handler`).
     fn exempt_from_limit(&self) -> bool {

@@ -20,7 +20,7 @@ use crate::runtime::dispatcher::Dispatcher;
 use crate::runtime::pending::PendingTable;
 use crate::stats::Counters;
 use crate::transport::local::{self, LocalTransport};
-use crate::transport::{BoxedTransport, Inbox, TransportKind};
+use crate::transport::{BoxedTransport, Inbox, InlineDispatch, InlineSlot, TransportKind};
 use crate::{system, wire};
 
 /// Configures and starts an [`ActiveMessageManager`].
@@ -149,6 +149,7 @@ impl ActiveMessageManagerBuilder {
         let inbox = Inbox {
             invocations,
             events,
+            inline: Arc::new(InlineSlot::default()),
             max_frame: wire::frame_len(MAX_HANDLER_NAME, self.max_message_bytes),
         };
         let transports = self.bind_transports(&endpoint, instance_id, &inbox)?;
@@ -199,6 +200,8 @@ impl ActiveMessageManagerBuilder {
             allow_remote_shutdown: self.allow_remote_shutdown,
             shutdown_done: OnceCell::new(),
         });
+        let inline: Arc<dyn InlineDispatch> = dispatcher.clone();
+        inbox.inline.set(Arc::downgrade(&inline));
         system::register_all(&inner)?;
         tokio::spawn(dispatcher.run(inbox_rx, inner.dispatcher_stop.clone()));
         tracing::debug!(%instance_id, %endpoint, "manager started");

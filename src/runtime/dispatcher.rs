@@ -18,10 +18,11 @@ use tokio_util::task::TaskTracker;
 use crate::client::NetworkClient;
 use crate::codec::Body;
 use crate::handler::registry::HandlerRegistry;
-use crate::handler::{HandlerContext, HandlerError, HandlerRef};
+use crate::handler::{HandlerContext, HandlerError, HandlerRef, InlineOutcome};
+use crate::ids::is_system_name as reserved;
 use crate::ids::{InstanceId, MessageId, is_system_name};
 use crate::stats::Counters;
-use crate::transport::{Inbound, OutFrame};
+use crate::transport::{Inbound, InlineDispatch, OutFrame, PayloadRef};
 use crate::wire::{ErrorCode, Header, Kind, flags};
 
 /// Runs handlers for inbound invocations.
@@ -187,14 +188,94 @@ impl Dispatcher {
         let mut header = Header::new(kind, self.client.next_id(), self.client.instance_id);
         header.correlation_id = inbound.header.message_id;
         header.error_code = error_code;
-        let frame = OutFrame {
-            header,
-            name: "",
-            payload,
-        };
+        let frame = OutFrame::bytes(header, "", payload);
         match inbound.reply_link.send(frame).await {
             Ok(()) => Counters::bump(&self.client.counters.replies_sent),
             Err(err) => tracing::debug!(peer = %inbound.header.sender, %err, "reply not delivered"),
         }
+    }
+}
+
+impl Dispatcher {
+    /// The reply frame for an invocation's outcome (none for one-way messages).
+    fn reply_frame<'a>(
+        &self,
+        request: &Header,
+        outcome: &'a InlineOutcome<'a>,
+    ) -> Option<OutFrame<'a>> {
+        let (kind, code, payload) = match (request.kind, outcome) {
+            (Kind::OneWay, _) => return None,
+            (_, Err(err)) => (
+                Kind::Error,
+                err.code as u8,
+                PayloadRef::Bytes(err.message.as_bytes()),
+            ),
+            (Kind::Confirm, Ok(_)) => (Kind::Ack, 0, PayloadRef::Bytes(&[])),
+            (_, Ok(payload)) => (Kind::Response, 0, *payload),
+        };
+        let mut header = Header::new(kind, self.client.next_id(), self.client.instance_id);
+        header.correlation_id = request.message_id;
+        header.error_code = code;
+        Some(OutFrame {
+            header,
+            name: "",
+            payload,
+        })
+    }
+}
+
+impl InlineDispatch for Dispatcher {
+    fn try_inline(
+        &self,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
+        // Anything unusual takes the regular path, which answers it properly.
+        if !header.kind.is_invocation()
+            || header.has(flags::RECEIPT)
+            || reserved(name) != header.has(flags::SYSTEM)
+            || !self.client.is_admitting()
+        {
+            return false;
+        }
+        let Some(handler) = self.registry.get(name) else {
+            return false;
+        };
+        let Ok(permit) = self.limit.try_acquire() else {
+            return false;
+        };
+        let ctx = HandlerContext {
+            message_id: header.message_id,
+            sender_id: header.sender,
+            client: Arc::clone(&self.client),
+            cancel: self.handlers_cancel.clone(),
+        };
+        let mut deliver = |outcome: InlineOutcome<'_>| {
+            if let Err(err) = &outcome {
+                Counters::bump(&self.client.counters.handler_errors);
+                tracing::debug!(handler = name, error = %err.message, "handler failed");
+            }
+            if let Some(frame) = self.reply_frame(header, &outcome) {
+                reply(frame);
+                Counters::bump(&self.client.counters.replies_sent);
+            }
+        };
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handler.call_inline(&ctx, payload, &mut deliver)
+        }))
+        .unwrap_or_else(|_| {
+            deliver(Err(HandlerError::handler(format!(
+                "handler {name:?} panicked"
+            ))));
+            true
+        });
+        drop(permit);
+        if ran {
+            Counters::bump(&self.client.counters.messages_received);
+            Counters::add(&self.client.counters.bytes_received, payload.len());
+        }
+        ran
     }
 }

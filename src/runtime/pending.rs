@@ -190,11 +190,7 @@ impl Drop for PendingGuard {
             let mut header = Header::new(Kind::Cancel, self.cancel_id, self.local);
             header.correlation_id = self.id;
             // Best effort: a full or broken link just means the handler runs on.
-            let _ = self.link.try_send(OutFrame {
-                header,
-                name: "",
-                payload: &[],
-            });
+            let _ = self.link.try_send(OutFrame::bytes(header, "", &[]));
         }
     }
 }

@@ -140,14 +140,13 @@ impl LocalLink {
         if self.is_closed() {
             return Err(Error::PeerLost(self.peer));
         }
-        let len = frame.encoded_len();
-        if len > self.target.max_frame {
+        let bytes = Bytes::from(frame.to_vec()?);
+        if bytes.len() > self.target.max_frame {
             return Err(Error::PayloadTooLarge {
-                size: frame.payload.len(),
+                size: bytes.len(),
                 max: self.target.max_frame,
             });
         }
-        let bytes = Bytes::from(frame.to_vec());
         let view = wire::decode(&bytes, self.target.max_frame)?;
         if view.header.kind.is_reply() {
             self.target.events.on_reply(&view.header, view.payload);
@@ -155,12 +154,35 @@ impl LocalLink {
         }
         match view.header.kind {
             wire::Kind::Heartbeat | wire::Kind::Goodbye => Ok(None),
+            _ if self.run_inline(&view) => Ok(None),
             _ => Ok(Some(Inbound::from_frame(
                 bytes.clone(),
                 &view,
                 self.reverse(),
             ))),
         }
+    }
+}
+
+impl LocalLink {
+    /// Runs a synchronous handler right here; its reply goes straight back.
+    fn run_inline(&self, view: &wire::FrameRef<'_>) -> bool {
+        let Some(inline) = self.target.inline.get() else {
+            return false;
+        };
+        let caller = &self.reply_inbox;
+        inline.try_inline(
+            &view.header,
+            view.name,
+            view.payload,
+            &mut |frame| match frame.to_vec() {
+                Ok(bytes) => match wire::decode(&bytes, usize::MAX) {
+                    Ok(reply) => caller.events.on_reply(&reply.header, reply.payload),
+                    Err(err) => caller.events.on_protocol_error(Some(self.peer), &err),
+                },
+                Err(err) => tracing::warn!(%err, "inline reply could not be encoded"),
+            },
+        )
     }
 }
 

@@ -26,11 +26,12 @@ pub mod zmq;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::codec::{DoesNotFit, Payload};
 use crate::error::Result;
 use crate::ids::InstanceId;
 use crate::wire::{self, FrameRef, Header, ProtocolError};
@@ -59,33 +60,79 @@ impl fmt::Display for TransportKind {
     }
 }
 
-/// One frame to send, not yet encoded: the link encodes it into its own buffer.
+/// A payload on its way out.
+#[derive(Clone, Copy)]
+pub enum PayloadRef<'a> {
+    /// Bytes already encoded (raw payloads, replies).
+    Bytes(&'a [u8]),
+    /// A value archived straight into the transport's buffer when sent.
+    Archive(&'a dyn Payload),
+}
+
+impl fmt::Debug for PayloadRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Self::Archive(_) => f.write_str("Archive"),
+        }
+    }
+}
+
+/// One frame to send, not yet encoded: the link encodes it into its own
+/// buffer (a ring slot, a zmq message), archiving the payload in place.
 #[derive(Clone, Copy, Debug)]
 pub struct OutFrame<'a> {
-    /// The header.
+    /// The header (its payload length is filled in when encoding).
     pub header: Header,
     /// Handler name (empty for replies and control frames).
     pub name: &'a str,
-    /// Payload bytes (an rkyv archive or raw bytes).
-    pub payload: &'a [u8],
+    /// The payload.
+    pub payload: PayloadRef<'a>,
 }
 
-impl OutFrame<'_> {
-    /// Encoded size of this frame.
-    pub fn encoded_len(&self) -> usize {
-        wire::frame_len(self.name.len(), self.payload.len())
+impl<'a> OutFrame<'a> {
+    /// A frame with a byte payload.
+    pub fn bytes(header: Header, name: &'a str, payload: &'a [u8]) -> Self {
+        Self {
+            header,
+            name,
+            payload: PayloadRef::Bytes(payload),
+        }
     }
 
-    /// Encodes the frame into `dst`, which must be exactly [`Self::encoded_len`] long.
-    pub fn encode_into(&self, dst: &mut [u8]) {
-        wire::encode_into(&self.header, self.name, self.payload.len(), dst, |p| {
-            p.copy_from_slice(self.payload)
-        });
+    /// The encoded size when it is known before encoding (byte payloads).
+    pub fn exact_len(&self) -> Option<usize> {
+        match self.payload {
+            PayloadRef::Bytes(b) => Some(wire::frame_len(self.name.len(), b.len())),
+            PayloadRef::Archive(_) => None,
+        }
+    }
+
+    /// Encodes the frame at the start of `dst` (which must be 16-byte aligned)
+    /// and returns its length, or `DoesNotFit` if `dst` is too small.
+    pub fn encode_into(&self, dst: &mut [u8]) -> Result<usize, DoesNotFit> {
+        let offset = wire::payload_offset(self.name.len());
+        if dst.len() < offset {
+            return Err(DoesNotFit);
+        }
+        let payload_len = match self.payload {
+            PayloadRef::Bytes(b) => {
+                let room = dst.get_mut(offset..offset + b.len()).ok_or(DoesNotFit)?;
+                room.copy_from_slice(b);
+                b.len()
+            }
+            PayloadRef::Archive(p) => p.encode_into(&mut dst[offset..])?,
+        };
+        wire::encode_head(&self.header, self.name, payload_len, dst);
+        Ok(offset + payload_len)
     }
 
     /// Encodes the frame into a new vector.
-    pub fn to_vec(&self) -> Vec<u8> {
-        wire::encode_to_vec(&self.header, self.name, self.payload)
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        Ok(match self.payload {
+            PayloadRef::Bytes(b) => wire::encode_to_vec(&self.header, self.name, b),
+            PayloadRef::Archive(p) => wire::encode_to_vec(&self.header, self.name, &p.encode()?),
+        })
     }
 }
 
@@ -196,6 +243,39 @@ pub trait LinkEvents: Send + Sync + 'static {
     fn on_protocol_error(&self, peer: Option<InstanceId>, error: &ProtocolError);
 }
 
+/// Runs cheap handlers on the transport's own thread or task, over the
+/// payload in place: no channel hop, no task, no copy.
+pub trait InlineDispatch: Send + Sync + 'static {
+    /// Runs the invocation inline if it can (a synchronous or zero-copy
+    /// handler, a concurrency permit free, no receipt asked, admitting),
+    /// handing the reply frame, if any, to `reply` before returning true.
+    /// Returns false, having done nothing, when the invocation must go
+    /// through [`Inbox::invocations`] instead.
+    fn try_inline(
+        &self,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool;
+}
+
+/// Late-bound [`InlineDispatch`] (the dispatcher is built after the transports).
+#[derive(Default)]
+pub struct InlineSlot(OnceLock<Weak<dyn InlineDispatch>>);
+
+impl InlineSlot {
+    /// Sets the dispatcher; later calls are ignored.
+    pub fn set(&self, dispatch: Weak<dyn InlineDispatch>) {
+        let _ = self.0.set(dispatch);
+    }
+
+    /// The dispatcher, while it lives.
+    pub fn get(&self) -> Option<Arc<dyn InlineDispatch>> {
+        self.0.get().and_then(Weak::upgrade)
+    }
+}
+
 /// Where a transport delivers what it receives.
 #[derive(Clone)]
 pub struct Inbox {
@@ -203,6 +283,8 @@ pub struct Inbox {
     pub invocations: mpsc::Sender<Inbound>,
     /// Replies and link events.
     pub events: Arc<dyn LinkEvents>,
+    /// Inline execution of synchronous handlers (transports may ignore it).
+    pub inline: Arc<InlineSlot>,
     /// Largest frame accepted, in bytes.
     pub max_frame: usize,
 }
