@@ -17,6 +17,7 @@
 pub mod builder;
 pub mod client;
 pub mod codec;
+pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod handler_impls;

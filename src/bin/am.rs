@@ -5,27 +5,11 @@
 //!   JSON line on stdout, and serves until `_request_shutdown`, SIGINT or SIGTERM.
 //! - `am health <peer-info-json>` / `am handlers <peer-info-json>` query a peer.
 //!
-//! Demo handlers (one or more of every handler kind):
-//! `echo`, `fail` (typed); `echo_async`, `fail_async`, `slow` (typed async);
-//! `echo_bytes`, `fail_bytes` (bytes); `note`, `fail_note` (active message);
-//! `notes`, `peak` (typed: how many `note`s arrived, most `slow`s at once).
+//! The demo handlers are those of [`active_message::demo`].
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use active_message::handler_impls::{
-    TypedContext, am_handler, typed_unary_handler, typed_unary_handler_async, unary_handler,
-};
-use active_message::{ActiveMessageManager, ActiveMessageManagerBuilder, PeerInfo};
-
-#[derive(Default)]
-struct DemoState {
-    notes: AtomicU64,
-    running: AtomicU64,
-    peak: AtomicU64,
-}
+use active_message::{ActiveMessageManagerBuilder, PeerInfo};
 
 fn arg(args: &[String], flag: &str) -> Option<String> {
     args.iter()
@@ -40,108 +24,6 @@ fn parse<T: std::str::FromStr>(args: &[String], flag: &str) -> Result<Option<T>,
         .transpose()
 }
 
-async fn register_demo_handlers(manager: &ActiveMessageManager) -> active_message::Result<()> {
-    let state = Arc::new(DemoState::default());
-    manager
-        .register_handler(
-            "echo",
-            typed_unary_handler("echo", |c: TypedContext<String>| Ok(c.input)),
-        )
-        .await?;
-    manager
-        .register_handler(
-            "fail",
-            typed_unary_handler(
-                "fail",
-                |c: TypedContext<String>| -> Result<String, String> {
-                    Err(format!("failed on {:?}", c.input))
-                },
-            ),
-        )
-        .await?;
-    manager
-        .register_handler(
-            "echo_async",
-            typed_unary_handler_async("echo_async", |c: TypedContext<String>| async move {
-                Ok(c.input)
-            }),
-        )
-        .await?;
-    manager
-        .register_handler(
-            "fail_async",
-            typed_unary_handler_async("fail_async", |c: TypedContext<String>| async move {
-                Err::<String, _>(format!("failed on {:?}", c.input))
-            }),
-        )
-        .await?;
-    manager
-        .register_handler(
-            "echo_bytes",
-            unary_handler("echo_bytes", |c| Ok(Some(c.payload))),
-        )
-        .await?;
-    manager
-        .register_handler(
-            "fail_bytes",
-            unary_handler("fail_bytes", |_| Err("bytes handler failed".into())),
-        )
-        .await?;
-    let s = Arc::clone(&state);
-    manager
-        .register_handler(
-            "note",
-            am_handler("note", move |_| {
-                s.notes.fetch_add(1, Ordering::Relaxed);
-                async { Ok(()) }
-            }),
-        )
-        .await?;
-    manager
-        .register_handler(
-            "fail_note",
-            am_handler("fail_note", |_| async {
-                Err("note handler failed".to_string())
-            }),
-        )
-        .await?;
-    let s = Arc::clone(&state);
-    manager
-        .register_handler(
-            "notes",
-            typed_unary_handler("notes", move |_: TypedContext<()>| {
-                Ok(s.notes.load(Ordering::Relaxed))
-            }),
-        )
-        .await?;
-    let s = Arc::clone(&state);
-    manager
-        .register_handler(
-            "peak",
-            typed_unary_handler("peak", move |_: TypedContext<()>| {
-                Ok(s.peak.load(Ordering::Relaxed))
-            }),
-        )
-        .await?;
-    let s = Arc::clone(&state);
-    manager
-        .register_handler(
-            "slow",
-            typed_unary_handler_async("slow", move |c: TypedContext<u64>| {
-                let s = Arc::clone(&s);
-                async move {
-                    let now = s.running.fetch_add(1, Ordering::SeqCst) + 1;
-                    s.peak.fetch_max(now, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(c.input)).await;
-                    s.running.fetch_sub(1, Ordering::SeqCst);
-                    Ok(c.input)
-                }
-            }),
-        )
-        .await?;
-    Ok(())
-}
-
 async fn serve(args: &[String]) -> Result<(), String> {
     let mut builder = ActiveMessageManagerBuilder::new()
         .endpoint(arg(args, "--endpoint").unwrap_or_else(|| "tcp://127.0.0.1:0".into()));
@@ -152,7 +34,7 @@ async fn serve(args: &[String]) -> Result<(), String> {
         builder = builder.max_message_bytes(n);
     }
     let manager = builder.build().await.map_err(|e| e.to_string())?;
-    register_demo_handlers(&manager)
+    active_message::demo::register_demo_handlers(&manager)
         .await
         .map_err(|e| e.to_string())?;
     let info = serde_json::to_string(&manager.peer_info().await).map_err(|e| e.to_string())?;

@@ -1,0 +1,142 @@
+//! Demo handlers: one or more of every handler kind, used by the `am serve`
+//! tool, the examples and the conformance tests.
+//!
+//! | name | kind | behaviour |
+//! |---|---|---|
+//! | `echo`, `fail` | typed (`String` -> `String`) | echo / error `failed on "<input>"` |
+//! | `echo_async`, `fail_async` | typed async | same, from an async closure |
+//! | `echo_archived` | archived (zero-copy, `String` -> `String`) | echo, reading the input in place |
+//! | `echo_bytes`, `fail_bytes` | bytes | echo / error |
+//! | `note`, `fail_note` | active message | count one note / error |
+//! | `notes` | typed (`()` -> `u64`) | notes counted so far |
+//! | `slow` | typed async (`u64` ms -> `u64`) | sleeps that long, tracks concurrency |
+//! | `peak` | typed (`()` -> `u64`) | most `slow` calls seen running at once |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::ActiveMessageManager;
+use crate::handler_impls::{
+    ArchivedContext, TypedContext, am_handler, archived_unary_handler, typed_unary_handler,
+    typed_unary_handler_async, unary_handler,
+};
+
+#[derive(Default)]
+/// Counters shared by the demo handlers.
+struct DemoState {
+    notes: AtomicU64,
+    running: AtomicU64,
+    peak: AtomicU64,
+}
+
+/// Registers the demo handlers on `manager`.
+pub async fn register_demo_handlers(manager: &ActiveMessageManager) -> crate::Result<()> {
+    let state = Arc::new(DemoState::default());
+    manager
+        .register_handler(
+            "echo",
+            typed_unary_handler("echo", |c: TypedContext<String>| Ok(c.input)),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "fail",
+            typed_unary_handler(
+                "fail",
+                |c: TypedContext<String>| -> Result<String, String> {
+                    Err(format!("failed on {:?}", c.input))
+                },
+            ),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "echo_async",
+            typed_unary_handler_async("echo_async", |c: TypedContext<String>| async move {
+                Ok(c.input)
+            }),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "fail_async",
+            typed_unary_handler_async("fail_async", |c: TypedContext<String>| async move {
+                Err::<String, _>(format!("failed on {:?}", c.input))
+            }),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "echo_bytes",
+            unary_handler("echo_bytes", |c| Ok(Some(c.payload))),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "fail_bytes",
+            unary_handler("fail_bytes", |_| Err("bytes handler failed".into())),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "echo_archived",
+            archived_unary_handler("echo_archived", |c: ArchivedContext<'_, String>| {
+                Ok(c.input.as_str().to_owned())
+            }),
+        )
+        .await?;
+    let s = Arc::clone(&state);
+    manager
+        .register_handler(
+            "note",
+            am_handler("note", move |_| {
+                s.notes.fetch_add(1, Ordering::Relaxed);
+                async { Ok(()) }
+            }),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "fail_note",
+            am_handler("fail_note", |_| async {
+                Err("note handler failed".to_string())
+            }),
+        )
+        .await?;
+    let s = Arc::clone(&state);
+    manager
+        .register_handler(
+            "notes",
+            typed_unary_handler("notes", move |_: TypedContext<()>| {
+                Ok(s.notes.load(Ordering::Relaxed))
+            }),
+        )
+        .await?;
+    let s = Arc::clone(&state);
+    manager
+        .register_handler(
+            "peak",
+            typed_unary_handler("peak", move |_: TypedContext<()>| {
+                Ok(s.peak.load(Ordering::Relaxed))
+            }),
+        )
+        .await?;
+    let s = Arc::clone(&state);
+    manager
+        .register_handler(
+            "slow",
+            typed_unary_handler_async("slow", move |c: TypedContext<u64>| {
+                let s = Arc::clone(&s);
+                async move {
+                    let now = s.running.fetch_add(1, Ordering::SeqCst) + 1;
+                    s.peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(c.input)).await;
+                    s.running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(c.input)
+                }
+            }),
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Fixtures shared by the integration tests.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use active_message::{ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId};
+
+/// Which transport a test runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// In-process loopback.
+    Local,
+    /// ZeroMQ over loopback TCP.
+    Tcp,
+}
+
+/// A builder for `flavor` with short, test-friendly budgets.
+pub fn builder(flavor: Flavor) -> ActiveMessageManagerBuilder {
+    let endpoint = match flavor {
+        Flavor::Local => "local://",
+        Flavor::Tcp => "tcp://127.0.0.1:0",
+    };
+    ActiveMessageManagerBuilder::new()
+        .endpoint(endpoint)
+        .default_timeout(Duration::from_secs(10))
+        .shutdown_timeout(Duration::from_secs(5))
+}
+
+/// A client manager connected to a server manager that runs the demo handlers.
+pub struct Pair {
+    /// The caller's manager.
+    pub client: ActiveMessageManager,
+    /// The manager with the demo handlers.
+    pub server: ActiveMessageManager,
+}
+
+impl Pair {
+    /// The server's instance id.
+    pub fn target(&self) -> InstanceId {
+        self.server.instance_id()
+    }
+
+    /// Shuts both down.
+    pub async fn shutdown(self) {
+        self.client.shutdown().await.unwrap();
+        self.server.shutdown().await.unwrap();
+    }
+}
+
+/// Starts a pair; `server` adjusts the server's builder.
+pub async fn pair_with(
+    flavor: Flavor,
+    server: impl FnOnce(ActiveMessageManagerBuilder) -> ActiveMessageManagerBuilder,
+) -> Pair {
+    let server = server(builder(flavor)).build().await.unwrap();
+    active_message::demo::register_demo_handlers(&server)
+        .await
+        .unwrap();
+    let client = builder(flavor).build().await.unwrap();
+    client
+        .client()
+        .connect_to_peer(server.peer_info().await)
+        .await
+        .unwrap();
+    Pair { client, server }
+}
+
+/// Starts a pair with default settings.
+pub async fn pair(flavor: Flavor) -> Pair {
+    pair_with(flavor, |b| b).await
+}
+
+/// Polls `check` until it returns true or `within` passes; returns whether it did.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
