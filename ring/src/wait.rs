@@ -126,36 +126,40 @@ pub(crate) fn wait_blocking<W: WaitSide, T>(
     if let Some(t) = poll(w)? {
         return Ok(t);
     }
-    let start = Instant::now();
-    let deadline = timeout.map(|t| start + t);
+    // The clock is read only every 64 polls (never for `Spin` without a timeout), so a
+    // spinning wait that succeeds quickly costs no clock read.
+    let deadline = timeout.map(|t| Instant::now() + t);
     let spin_for = match w.policy() {
         WaitPolicy::Spin => None,
         WaitPolicy::Adaptive { spin } => Some(spin),
         WaitPolicy::Park => Some(Duration::ZERO),
     };
+    let mut spin_until = None;
     let mut i = 0u32;
-    loop {
-        if i % 64 == 63 {
-            let elapsed = start.elapsed();
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(RingError::Timeout);
-            }
-            if spin_for.is_some_and(|s| elapsed >= s) {
-                break;
-            }
-        }
-        if spin_for == Some(Duration::ZERO) {
-            break;
-        }
+    while spin_for != Some(Duration::ZERO) {
         spin_hint();
-        if i % 1024 == 1023 {
-            // Let an oversubscribed machine run the peer we are waiting for.
-            yield_cpu();
-        }
         if let Some(t) = poll(w)? {
             return Ok(t);
         }
         i = i.wrapping_add(1);
+        if i.is_multiple_of(64) {
+            if deadline.is_some() || spin_for.is_some() {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(RingError::Timeout);
+                }
+                // The spin budget runs from the first clock read (64 polls in).
+                if let Some(spin) = spin_for
+                    && now >= *spin_until.get_or_insert(now + spin)
+                {
+                    break;
+                }
+            }
+            if i.is_multiple_of(1024) {
+                // Let an oversubscribed machine run the peer we are waiting for.
+                yield_cpu();
+            }
+        }
     }
     loop {
         let raised = Raised::raise(w.core(), w.side());
