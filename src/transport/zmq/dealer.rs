@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::frames::{announced_limit, expects_reply};
 use super::io_thread::Env;
 use super::link::{Route, ZmqLink};
-use super::monitor::{self, MonitorEvent};
+use super::monitor::{self, MonitorEvent, Monitored};
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
 use crate::transport::{BoxedLink, PeerLink};
@@ -50,8 +50,8 @@ pub(crate) struct Dealer {
     /// The peer we expect at the other end.
     pub(crate) peer: InstanceId,
     endpoint: String,
-    pub(crate) socket: zmq::Socket,
-    pub(crate) monitor: zmq::Socket,
+    /// The DEALER and its monitor (detached before both close).
+    pub(crate) sockets: Monitored,
     state: State,
     last_rx: Instant,
     last_probe: Instant,
@@ -79,7 +79,8 @@ impl Dealer {
             .and_then(|()| socket.set_identity(env.local.as_bytes()))
             .and_then(|()| socket.set_connect_timeout(millis(env.settings.connect_timeout)))
             .map_err(zmq_err("zmq dealer options"))?;
-        let monitor = monitor::attach(&env.ctx, &socket, &format!("am-zmq-monitor-{link_id}"))?;
+        let sockets = Monitored::attach(&env.ctx, socket, format!("am-zmq-monitor-{link_id}"))?;
+        let socket = &sockets.socket;
         socket
             .connect(endpoint)
             .map_err(|err| Error::transport(format!("connect to {endpoint:?}: {err}")))?;
@@ -92,8 +93,7 @@ impl Dealer {
             link_id,
             peer,
             endpoint: endpoint.to_owned(),
-            socket,
-            monitor,
+            sockets,
             state: State::Connecting {
                 deadline: now + env.settings.connect_timeout,
                 probe,
@@ -139,7 +139,8 @@ impl Dealer {
     }
 
     fn writable(&self) -> bool {
-        self.socket
+        self.sockets
+            .socket
             .get_events()
             .is_ok_and(|events| events.contains(zmq::POLLOUT))
     }
@@ -153,6 +154,7 @@ impl Dealer {
             let msg = self.blocked.take().or_else(|| queue.try_recv().ok())?;
             // `send` consumes the message even when it fails, so look first.
             let writable = self
+                .sockets
                 .socket
                 .get_events()
                 .is_ok_and(|events| events.contains(zmq::POLLOUT));
@@ -160,7 +162,7 @@ impl Dealer {
                 self.blocked = Some(msg);
                 return None;
             }
-            if let Err(err) = self.socket.send(msg, zmq::DONTWAIT) {
+            if let Err(err) = self.sockets.socket.send(msg, zmq::DONTWAIT) {
                 tracing::warn!(peer = %self.peer, %err, "zmq: send on dealer failed");
                 return Some(Teardown::Lost("send failed"));
             }
@@ -173,9 +175,15 @@ impl Dealer {
             return;
         }
         if self.blocked.is_none() && self.writable() {
-            let _ = self.socket.send(env.control.goodbye(), zmq::DONTWAIT);
+            let _ = self
+                .sockets
+                .socket
+                .send(env.control.goodbye(), zmq::DONTWAIT);
         }
-        let _ = self.socket.set_linger(millis(env.settings.goodbye_linger));
+        let _ = self
+            .sockets
+            .socket
+            .set_linger(millis(env.settings.goodbye_linger));
     }
 
     /// Reads up to `budget` frames from the peer.
@@ -187,12 +195,12 @@ impl Dealer {
         budget: usize,
     ) -> Option<Teardown> {
         for _ in 0..budget {
-            if self.socket.recv(body, zmq::DONTWAIT).is_err() {
+            if self.sockets.socket.recv(body, zmq::DONTWAIT).is_err() {
                 return None;
             }
             if body.get_more() {
                 let first = body.len();
-                let extra = skip_rest(&self.socket, body);
+                let extra = skip_rest(&self.sockets.socket, body);
                 let err = wire::ProtocolError::LengthMismatch {
                     declared: first as u64,
                     actual: first + extra,
@@ -237,7 +245,7 @@ impl Dealer {
                         ErrorCode::Refused,
                         "invocations are not accepted on this link",
                     );
-                    let _ = self.socket.send(msg, zmq::DONTWAIT);
+                    let _ = self.sockets.socket.send(msg, zmq::DONTWAIT);
                 }
             }
         }
@@ -289,7 +297,7 @@ impl Dealer {
 
     /// Reacts to the monitor: a refused or closed connection ends the link now.
     pub(crate) fn read_monitor(&mut self, scratch: &mut zmq::Message) -> Option<Teardown> {
-        match monitor::drain(&self.monitor, scratch)? {
+        match monitor::drain(&self.sockets.events, scratch)? {
             MonitorEvent::Down(why) => match self.state {
                 State::Connecting { .. } => Some(Teardown::Failed(Error::transport(format!(
                     "cannot reach {} at {}: {why}",
@@ -319,7 +327,7 @@ impl Dealer {
             && self.writable()
         {
             let (_, probe) = env.control.probe();
-            if self.socket.send(probe, zmq::DONTWAIT).is_ok() {
+            if self.sockets.socket.send(probe, zmq::DONTWAIT).is_ok() {
                 self.last_probe = now;
             }
         }

@@ -321,8 +321,8 @@ impl IoThread {
             } else {
                 zmq::POLLIN
             };
-            items.push(dealer.socket.as_poll_item(events));
-            items.push(dealer.monitor.as_poll_item(zmq::POLLIN));
+            items.push(dealer.sockets.socket.as_poll_item(events));
+            items.push(dealer.sockets.events.as_poll_item(zmq::POLLIN));
         }
         let result = zmq::poll(&mut items, timeout_ms);
         self.env.shared.disarm();

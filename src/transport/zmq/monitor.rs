@@ -55,21 +55,56 @@ fn classify(raw: u16) -> MonitorEvent {
     }
 }
 
-/// Attaches a monitor to `socket` and returns the PAIR socket reading it.
+/// A socket with a monitor attached, and the PAIR socket reading the monitor.
 ///
-/// `name` must be unique within the context (it names an inproc endpoint).
-pub(crate) fn attach(ctx: &zmq::Context, socket: &zmq::Socket, name: &str) -> Result<zmq::Socket> {
-    let endpoint = format!("inproc://{name}");
-    socket
-        .monitor(&endpoint, subscribed())
-        .map_err(|err| Error::transport(format!("zmq monitor: {err}")))?;
-    let pair = ctx
-        .socket(zmq::PAIR)
-        .map_err(|err| Error::transport(format!("zmq monitor socket: {err}")))?;
-    pair.set_linger(0)
-        .and_then(|()| pair.connect(&endpoint))
-        .map_err(|err| Error::transport(format!("zmq monitor connect: {err}")))?;
-    Ok(pair)
+/// libzmq sends monitor events *blocking* (`monitor_event` in
+/// `socket_base.cpp`), from whichever thread raises them, often its own I/O
+/// thread. An event raised while the socket is being torn down, after the
+/// reading PAIR is gone, would block that thread for good and freeze every
+/// socket of the context. So dropping this first detaches the monitor:
+/// re-registering on a fresh endpoint with no events stops the old monitor
+/// (`MONITOR_STOPPED` is not subscribed, so nothing is sent) and leaves one
+/// that never emits. Only then are the sockets closed.
+pub(crate) struct Monitored {
+    /// The monitored socket.
+    pub(crate) socket: zmq::Socket,
+    /// Reads the monitor's events.
+    pub(crate) events: zmq::Socket,
+    name: String,
+}
+
+impl Monitored {
+    /// Attaches a monitor to `socket`. `name` must be unique within the
+    /// context (it names inproc endpoints).
+    pub(crate) fn attach(ctx: &zmq::Context, socket: zmq::Socket, name: String) -> Result<Self> {
+        let endpoint = format!("inproc://{name}");
+        socket
+            .monitor(&endpoint, subscribed())
+            .map_err(|err| Error::transport(format!("zmq monitor: {err}")))?;
+        let monitored = Self {
+            socket,
+            events: ctx
+                .socket(zmq::PAIR)
+                .map_err(|err| Error::transport(format!("zmq monitor socket: {err}")))?,
+            name,
+        };
+        monitored
+            .events
+            .set_linger(0)
+            .and_then(|()| monitored.events.connect(&endpoint))
+            .map_err(|err| Error::transport(format!("zmq monitor connect: {err}")))?;
+        Ok(monitored)
+    }
+}
+
+impl Drop for Monitored {
+    fn drop(&mut self) {
+        let silent = format!("inproc://{}-detached", self.name);
+        if let Err(err) = self.socket.monitor(&silent, 0) {
+            tracing::warn!(%err, "zmq: could not detach a socket monitor");
+        }
+        // Fields drop next: the socket, then the PAIR that read its monitor.
+    }
 }
 
 /// Reads every event waiting on a monitor's PAIR socket and returns the
@@ -80,10 +115,16 @@ pub(crate) fn drain(pair: &zmq::Socket, scratch: &mut zmq::Message) -> Option<Mo
         if pair.recv(scratch, zmq::DONTWAIT).is_err() {
             return worst;
         }
-        let event = match scratch.get(0..2) {
-            Some(&[lo, hi]) => classify(u16::from_ne_bytes([lo, hi])),
-            _ => MonitorEvent::Other,
+        let raw = match scratch.get(0..2) {
+            Some(&[lo, hi]) => u16::from_ne_bytes([lo, hi]),
+            _ => 0,
         };
+        let event = classify(raw);
+        tracing::trace!(
+            raw = format_args!("{raw:#06x}"),
+            ?event,
+            "zmq: monitor event"
+        );
         // The second part names the endpoint; skip it (and anything else).
         while scratch.get_more() {
             if pair.recv(scratch, zmq::DONTWAIT).is_err() {
