@@ -478,4 +478,5 @@ macro_rules! conformance {
 
 conformance! {
     local: Flavor::Local;
+    tcp: Flavor::Tcp;
 }

@@ -20,6 +20,7 @@ use crate::runtime::dispatcher::Dispatcher;
 use crate::runtime::pending::PendingTable;
 use crate::stats::Counters;
 use crate::transport::local::{self, LocalTransport};
+use crate::transport::zmq::{ZmqConfig, ZmqTransport};
 use crate::transport::{BoxedTransport, Inbox, InlineDispatch, InlineSlot, TransportKind};
 use crate::{system, wire};
 
@@ -216,12 +217,8 @@ impl ActiveMessageManagerBuilder {
     ) -> Result<Vec<BoxedTransport>> {
         let mut transports: Vec<BoxedTransport> = Vec::with_capacity(2);
         if endpoint.starts_with("tcp://") {
-            transports.push(crate::transport::zmq::bind_for_manager(
-                endpoint,
-                self.heartbeat_interval,
-                id,
-                inbox.clone(),
-            )?);
+            let config = ZmqConfig::new(endpoint).heartbeat_interval(self.heartbeat_interval);
+            transports.push(ZmqTransport::bind(config, id, inbox.clone())?);
         } else if endpoint != local::SCHEME {
             return Err(Error::Config(format!(
                 "unsupported endpoint {endpoint:?}: use tcp://host:port or local://"

@@ -1,19 +1,240 @@
-//! ZeroMQ over TCP (being built).
+//! ZeroMQ over TCP: the remote transport.
+//!
+//! # Sockets and threads
+//! libzmq sockets are not thread-safe, so every socket of a transport lives
+//! on one dedicated I/O thread (a `std::thread`). Async callers reach it
+//! through bounded queues and an eventfd doorbell the thread polls with the
+//! sockets; a caller encodes its frame straight into a `zmq::Message` before
+//! queueing it, so the I/O thread only moves messages.
+//!
+//! - **Inbound**: one ROUTER bound on the endpoint (`ROUTER_MANDATORY`,
+//!   `ROUTER_HANDOVER`, `MAXMSGSIZE`). Invocations (`OneWay`, `Confirm`,
+//!   `Request`, `Cancel`) go to [`Inbox::invocations`] with a reply link that
+//!   answers through the ROUTER to that client (one link per routing id).
+//!   When the inbox is full the ROUTER is not read until it has room, so
+//!   backpressure reaches the sender's socket and its `send().await` waits.
+//! - **Outbound**: one DEALER per peer whose routing id is our instance id,
+//!   with a socket monitor. Replies arriving there go to
+//!   [`LinkEvents::on_reply`](crate::transport::LinkEvents::on_reply) at once.
+//!
+//! # Liveness
+//! `connect` sends a heartbeat probe and waits for the pong: the instance that
+//! answers must be the one asked for, and a refused connection fails at once
+//! (from the monitor) rather than at the connect timeout. An outbound link
+//! probes when it has heard nothing for one heartbeat interval; any frame
+//! from the peer counts as life. It is lost — `on_link_lost(peer)` once, its
+//! DEALER closed so libzmq does not reconnect to a dead instance — when the
+//! monitor reports the TCP connection closed (a killed peer is seen at
+//! once), when the peer says goodbye, or after the heartbeat timeout without
+//! a sign of life. A server stalled by a full inbox keeps telling its clients
+//! it is alive, so backpressure is never mistaken for death.
+//!
+//! Reverse (ROUTER-side) links are closed when their client says goodbye, is
+//! silent past the heartbeat timeout, or becomes unroutable; they do **not**
+//! call `on_link_lost` (the runtime learns of a lost caller from that
+//! caller's own outbound link, if it has one). Closing a link yourself
+//! (`close`, `shutdown`) does not call it either.
+//!
+//! # Frame limit
+//! The largest frame is [`Inbox::max_frame`]. It is set as `ZMQ_MAXMSGSIZE`
+//! on every socket (libzmq drops a peer that sends more) and announced in the
+//! handshake, so each link refuses, with [`Error::PayloadTooLarge`], frames
+//! over the smaller of the two ends' limits before sending them.
+//!
+//! # Malformed input
+//! A frame that `wire::decode` refuses, or a message of the wrong multipart
+//! shape, is reported to `on_protocol_error`, dropped, and answered with an
+//! `Error` frame (`ErrorCode::Codec`) when its header was readable and it
+//! expected a reply. The transport keeps serving everyone else.
 
-use std::time::Duration;
+mod config;
+mod dealer;
+mod endpoint;
+mod frames;
+mod io_thread;
+mod link;
+mod monitor;
+mod router;
 
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use self::config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GOODBYE_LINGER, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_MISSES, DEFAULT_HIGH_WATER_MARK, DEFAULT_SEND_QUEUE, ZmqConfig,
+};
+use self::io_thread::{Command, IoThread, Settings};
+use self::link::IoShared;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
-use crate::transport::{BoxedTransport, Inbox};
+use crate::transport::{BoxFuture, BoxedLink, Inbox, ThinTransport, TransportKind};
+use crate::wire;
 
-/// Binds the TCP transport for a manager.
-pub(crate) fn bind_for_manager(
-    _endpoint: &str,
-    _heartbeat: Duration,
-    _id: InstanceId,
-    _inbox: Inbox,
-) -> Result<BoxedTransport> {
-    Err(Error::Config(
-        "the TCP transport is not built into this revision".into(),
-    ))
+/// Capacity of the queue of connect requests to the I/O thread.
+const COMMAND_QUEUE: usize = 64;
+
+/// The ZeroMQ-over-TCP transport (see the [module docs](self)).
+///
+/// Made by [`ZmqTransport::bind`]; used through [`ThinTransport`].
+/// Dropping it shuts it down (blocking until its I/O thread has closed).
+pub struct ZmqTransport {
+    local: InstanceId,
+    bound: String,
+    advertised: String,
+    shared: Arc<IoShared>,
+    commands: mpsc::Sender<Command>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    finished: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for ZmqTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZmqTransport")
+            .field("local", &self.local)
+            .field("endpoint", &self.advertised)
+            .finish_non_exhaustive()
+    }
+}
+
+fn zmq_err(what: &'static str) -> impl Fn(zmq::Error) -> Error {
+    move |err| Error::transport(format!("{what}: {err}"))
+}
+
+impl ZmqTransport {
+    /// Binds the ROUTER on `config.endpoint` and starts the I/O thread.
+    ///
+    /// `local` is this manager's instance id (it becomes the routing id of
+    /// our DEALERs and the sender of our control frames); `inbox` receives
+    /// what arrives, and its `max_frame` caps every frame.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for bad settings, [`Error::Transport`] when the
+    /// endpoint cannot be bound, [`Error::Io`] when the thread cannot start.
+    pub fn bind(config: ZmqConfig, local: InstanceId, inbox: Inbox) -> Result<Arc<Self>> {
+        config.validate()?;
+        if inbox.max_frame < wire::HEADER_LEN {
+            return Err(Error::Config(format!(
+                "max frame of {} bytes is smaller than the {}-byte header",
+                inbox.max_frame,
+                wire::HEADER_LEN
+            )));
+        }
+        let settings = Settings::new(&config, inbox.max_frame);
+        let ctx = zmq::Context::new();
+        let router = ctx.socket(zmq::ROUTER).map_err(zmq_err("zmq socket"))?;
+        settings
+            .apply(&router)
+            .and_then(|()| router.set_router_mandatory(true))
+            .and_then(|()| router.set_router_handover(true))
+            .map_err(zmq_err("zmq router options"))?;
+        router
+            .bind(&config.endpoint)
+            .map_err(|err| Error::transport(format!("bind {:?}: {err}", config.endpoint)))?;
+        let bound = router
+            .get_last_endpoint()
+            .map_err(zmq_err("zmq last endpoint"))?
+            .map_err(|_| Error::transport("zmq last endpoint is not UTF-8"))?;
+        let advertised = endpoint::advertised_endpoint(&bound, config.advertise_host.as_deref())?;
+        let shared = Arc::new(IoShared::new()?);
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (done_tx, finished) = watch::channel(false);
+        let io_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("am-zmq-io".to_owned())
+            .spawn(move || {
+                // Built here: its reused poll list borrows sockets and is not `Send`.
+                IoThread::new(ctx, router, local, inbox, settings, io_shared, command_rx).run();
+                let _ = done_tx.send(true);
+            })?;
+        tracing::info!(%local, bound, advertised, "zmq transport listening");
+        Ok(Arc::new(Self {
+            local,
+            bound,
+            advertised,
+            shared,
+            commands,
+            thread: Mutex::new(Some(thread)),
+            finished,
+        }))
+    }
+
+    /// This transport's instance id.
+    pub fn instance_id(&self) -> InstanceId {
+        self.local
+    }
+
+    /// The endpoint as bound (may be a wildcard such as `tcp://0.0.0.0:41234`).
+    pub fn bound_endpoint(&self) -> &str {
+        &self.bound
+    }
+
+    /// The routable endpoint peers should dial (what
+    /// [`ThinTransport::local_endpoint`] returns).
+    pub fn advertised_endpoint(&self) -> &str {
+        &self.advertised
+    }
+
+    /// Joins the I/O thread (after shutdown was requested).
+    fn join(&self) {
+        let handle = self.thread.lock().take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("zmq: the I/O thread panicked");
+        }
+    }
+}
+
+impl ThinTransport for ZmqTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tcp
+    }
+
+    fn local_endpoint(&self) -> Option<String> {
+        Some(self.advertised.clone())
+    }
+
+    fn connect<'a>(
+        &'a self,
+        peer: InstanceId,
+        endpoint: &'a str,
+    ) -> BoxFuture<'a, Result<BoxedLink>> {
+        Box::pin(async move {
+            if self.shared.is_shut_down() {
+                return Err(Error::ShuttingDown);
+            }
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Connect {
+                peer,
+                endpoint: endpoint.to_owned(),
+                reply,
+            };
+            self.commands
+                .send(command)
+                .await
+                .map_err(|_| Error::ShuttingDown)?;
+            self.shared.wake();
+            answer.await.map_err(|_| Error::ShuttingDown)?
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shared.request_shutdown();
+            let mut finished = self.finished.clone();
+            // An error means the thread is gone already; either way it is done.
+            let _ = finished.wait_for(|done| *done).await;
+            self.join();
+        })
+    }
+}
+
+impl Drop for ZmqTransport {
+    fn drop(&mut self) {
+        self.shared.request_shutdown();
+        self.join();
+    }
 }

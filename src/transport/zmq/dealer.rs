@@ -1,0 +1,401 @@
+//! Outbound links: one DEALER per peer, its monitor, the connect handshake
+//! and heartbeats. Runs on the I/O thread only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::frames::{announced_limit, expects_reply};
+use super::io_thread::Env;
+use super::link::{Route, ZmqLink};
+use super::monitor::{self, MonitorEvent, Monitored};
+use crate::error::{Error, Result};
+use crate::ids::{InstanceId, MessageId};
+use crate::transport::{BoxedLink, PeerLink};
+use crate::wire::{self, ErrorCode, FrameRef, Kind, flags};
+
+/// Who waits for a connect to finish.
+pub(crate) type Waiter = oneshot::Sender<Result<BoxedLink>>;
+
+/// Why an outbound link is torn down.
+#[derive(Debug)]
+pub(crate) enum Teardown {
+    /// The peer is gone: report `on_link_lost` (when the link was up).
+    Lost(&'static str),
+    /// Closed on our side (`close`, shutdown): no `on_link_lost`.
+    Closed,
+    /// The connect failed with this error (the link never came up).
+    Failed(Error),
+}
+
+enum State {
+    /// Probe sent, waiting for the pong.
+    Connecting {
+        deadline: Instant,
+        probe: MessageId,
+        waiters: Vec<Waiter>,
+    },
+    /// Handshake done; frames flow.
+    Up {
+        link: Arc<ZmqLink>,
+        queue: mpsc::Receiver<zmq::Message>,
+    },
+}
+
+/// One outbound DEALER and its state.
+pub(crate) struct Dealer {
+    /// Id of the link this DEALER carries.
+    pub(crate) link_id: u64,
+    /// The peer we expect at the other end.
+    pub(crate) peer: InstanceId,
+    endpoint: String,
+    /// The DEALER and its monitor (detached before both close).
+    pub(crate) sockets: Monitored,
+    state: State,
+    last_rx: Instant,
+    last_probe: Instant,
+    /// A frame the socket had no room for (sent first when it has).
+    blocked: Option<zmq::Message>,
+}
+
+fn zmq_err(what: &str) -> impl Fn(zmq::Error) -> Error + '_ {
+    move |err| Error::transport(format!("{what}: {err}"))
+}
+
+impl Dealer {
+    /// Creates the DEALER, connects it and sends the handshake probe.
+    /// Callers wait for the outcome through [`Self::join_connect`].
+    pub(crate) fn open(
+        env: &mut Env,
+        peer: InstanceId,
+        endpoint: &str,
+        now: Instant,
+    ) -> Result<Self> {
+        let link_id = env.new_link_id();
+        let socket = env.ctx.socket(zmq::DEALER).map_err(zmq_err("zmq socket"))?;
+        env.settings
+            .apply(&socket)
+            .and_then(|()| socket.set_identity(env.local.as_bytes()))
+            .and_then(|()| socket.set_connect_timeout(millis(env.settings.connect_timeout)))
+            .map_err(zmq_err("zmq dealer options"))?;
+        let sockets = Monitored::attach(&env.ctx, socket, format!("am-zmq-monitor-{link_id}"))?;
+        let socket = &sockets.socket;
+        socket
+            .connect(endpoint)
+            .map_err(|err| Error::transport(format!("connect to {endpoint:?}: {err}")))?;
+        let (probe, msg) = env.control.probe();
+        socket
+            .send(msg, zmq::DONTWAIT)
+            .map_err(zmq_err("zmq send probe"))?;
+        tracing::debug!(%peer, endpoint, "zmq: connecting");
+        Ok(Self {
+            link_id,
+            peer,
+            endpoint: endpoint.to_owned(),
+            sockets,
+            state: State::Connecting {
+                deadline: now + env.settings.connect_timeout,
+                probe,
+                waiters: Vec::new(),
+            },
+            last_rx: now,
+            last_probe: now,
+            blocked: None,
+        })
+    }
+
+    /// The live link, if the handshake is done and it is not closed.
+    pub(crate) fn live_link(&self) -> Option<&Arc<ZmqLink>> {
+        match &self.state {
+            State::Up { link, .. } if !link.is_closed() => Some(link),
+            _ => None,
+        }
+    }
+
+    /// Adds a waiter to a connect in progress; gives it back when the link is
+    /// already up (or closed).
+    pub(crate) fn join_connect(&mut self, waiter: Waiter) -> Option<Waiter> {
+        match &mut self.state {
+            State::Connecting { waiters, .. } => {
+                waiters.push(waiter);
+                None
+            }
+            State::Up { .. } => Some(waiter),
+        }
+    }
+
+    /// Whether the I/O thread should poll for room to send.
+    pub(crate) fn wants_pollout(&self) -> bool {
+        self.blocked.is_some()
+    }
+
+    /// Connect deadline, while connecting.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match &self.state {
+            State::Connecting { deadline, .. } => Some(*deadline),
+            State::Up { .. } => None,
+        }
+    }
+
+    fn writable(&self) -> bool {
+        self.sockets
+            .socket
+            .get_events()
+            .is_ok_and(|events| events.contains(zmq::POLLOUT))
+    }
+
+    /// Moves queued frames into the socket while it has room.
+    pub(crate) fn flush(&mut self) -> Option<Teardown> {
+        let State::Up { queue, .. } = &mut self.state else {
+            return None;
+        };
+        loop {
+            let msg = self.blocked.take().or_else(|| queue.try_recv().ok())?;
+            // `send` consumes the message even when it fails, so look first.
+            let writable = self
+                .sockets
+                .socket
+                .get_events()
+                .is_ok_and(|events| events.contains(zmq::POLLOUT));
+            if !writable {
+                self.blocked = Some(msg);
+                return None;
+            }
+            if let Err(err) = self.sockets.socket.send(msg, zmq::DONTWAIT) {
+                tracing::warn!(peer = %self.peer, %err, "zmq: send on dealer failed");
+                return Some(Teardown::Lost("send failed"));
+            }
+        }
+    }
+
+    /// Sends the goodbye (best effort) and lets it linger on close.
+    pub(crate) fn say_goodbye(&mut self, env: &mut Env) {
+        if !matches!(self.state, State::Up { .. }) {
+            return;
+        }
+        if self.blocked.is_none() && self.writable() {
+            let _ = self
+                .sockets
+                .socket
+                .send(env.control.goodbye(), zmq::DONTWAIT);
+        }
+        let _ = self
+            .sockets
+            .socket
+            .set_linger(millis(env.settings.goodbye_linger));
+    }
+
+    /// Reads up to `budget` frames from the peer.
+    pub(crate) fn read(
+        &mut self,
+        env: &mut Env,
+        now: Instant,
+        body: &mut zmq::Message,
+        budget: usize,
+    ) -> Option<Teardown> {
+        for _ in 0..budget {
+            if self.sockets.socket.recv(body, zmq::DONTWAIT).is_err() {
+                return None;
+            }
+            if body.get_more() {
+                let first = body.len();
+                let extra = skip_rest(&self.sockets.socket, body);
+                let err = wire::ProtocolError::LengthMismatch {
+                    declared: first as u64,
+                    actual: first + extra,
+                };
+                env.inbox.events.on_protocol_error(Some(self.peer), &err);
+                continue;
+            }
+            match wire::decode(body, env.settings.max_frame) {
+                Ok(frame) => {
+                    self.last_rx = now;
+                    if let Some(down) = self.on_frame(env, &frame) {
+                        return Some(down);
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(peer = %self.peer, %err, "zmq: malformed frame on dealer");
+                    env.inbox.events.on_protocol_error(Some(self.peer), &err);
+                }
+            }
+        }
+        None
+    }
+
+    fn on_frame(&mut self, env: &mut Env, frame: &FrameRef<'_>) -> Option<Teardown> {
+        let header = &frame.header;
+        match (&self.state, header.kind) {
+            (_, kind) if kind.is_reply() => env.inbox.events.on_reply(header, frame.payload),
+            (State::Connecting { .. }, Kind::Heartbeat) if header.has(flags::PONG) => {
+                return self.handshake(env, frame);
+            }
+            (_, Kind::Heartbeat) => {}
+            (State::Up { .. }, Kind::Goodbye) => return Some(Teardown::Lost("peer said goodbye")),
+            (State::Connecting { .. }, Kind::Goodbye) => {
+                return Some(Teardown::Failed(Error::ShuttingDown));
+            }
+            (_, kind) => {
+                // Invocations travel on the peer's ROUTER, never back on our DEALER.
+                tracing::warn!(peer = %self.peer, ?kind, "zmq: invocation on an outbound link refused");
+                if expects_reply(kind) && self.writable() {
+                    let msg = env.control.error(
+                        header,
+                        ErrorCode::Refused,
+                        "invocations are not accepted on this link",
+                    );
+                    let _ = self.sockets.socket.send(msg, zmq::DONTWAIT);
+                }
+            }
+        }
+        None
+    }
+
+    fn handshake(&mut self, env: &mut Env, frame: &FrameRef<'_>) -> Option<Teardown> {
+        let State::Connecting { probe, .. } = &self.state else {
+            return None;
+        };
+        if frame.header.correlation_id != *probe && frame.header.correlation_id.0 != 0 {
+            return None;
+        }
+        if frame.header.sender != self.peer {
+            tracing::warn!(
+                expected = %self.peer,
+                found = %frame.header.sender,
+                endpoint = %self.endpoint,
+                "zmq: another instance answers at this endpoint"
+            );
+            return Some(Teardown::Failed(Error::PeerLost(self.peer)));
+        }
+        let limit = announced_limit(frame.payload).map_or(env.settings.max_frame, |theirs| {
+            theirs.min(env.settings.max_frame)
+        });
+        let (link, queue) = ZmqLink::new(
+            self.link_id,
+            self.peer,
+            Route::Outbound,
+            limit,
+            env.settings.send_queue,
+            Arc::clone(&env.shared),
+        );
+        let old = std::mem::replace(
+            &mut self.state,
+            State::Up {
+                link: Arc::clone(&link),
+                queue,
+            },
+        );
+        if let State::Connecting { waiters, .. } = old {
+            for waiter in waiters {
+                let _ = waiter.send(Ok(Arc::clone(&link) as BoxedLink));
+            }
+        }
+        tracing::debug!(peer = %self.peer, endpoint = %self.endpoint, "zmq: link up");
+        None
+    }
+
+    /// Reacts to the monitor: a refused or closed connection ends the link now.
+    pub(crate) fn read_monitor(&mut self, scratch: &mut zmq::Message) -> Option<Teardown> {
+        match monitor::drain(&self.sockets.events, scratch)? {
+            MonitorEvent::Down(why) => match self.state {
+                State::Connecting { .. } => Some(Teardown::Failed(Error::transport(format!(
+                    "cannot reach {} at {}: {why}",
+                    self.peer, self.endpoint
+                )))),
+                State::Up { .. } => Some(Teardown::Lost(why)),
+            },
+            MonitorEvent::Connected | MonitorEvent::Other => None,
+        }
+    }
+
+    /// Heartbeats and deadlines.
+    pub(crate) fn tick(&mut self, env: &mut Env, now: Instant) -> Option<Teardown> {
+        if let State::Connecting { deadline, .. } = self.state {
+            return (now >= deadline).then_some(Teardown::Failed(Error::Timeout(
+                env.settings.connect_timeout,
+            )));
+        }
+        let silent = now.saturating_duration_since(self.last_rx);
+        if silent >= env.settings.heartbeat_timeout {
+            return Some(Teardown::Lost("heartbeat timeout"));
+        }
+        let interval = env.settings.heartbeat_interval;
+        if silent >= interval
+            && now.saturating_duration_since(self.last_probe) >= interval
+            && self.blocked.is_none()
+            && self.writable()
+        {
+            let (_, probe) = env.control.probe();
+            if self.sockets.socket.send(probe, zmq::DONTWAIT).is_ok() {
+                self.last_probe = now;
+            }
+        }
+        None
+    }
+
+    /// Ends this DEALER: fails waiters or closes the link, reports a loss.
+    pub(crate) fn teardown(self, env: &Env, why: Teardown) {
+        match self.state {
+            State::Connecting { waiters, .. } => {
+                let err = match why {
+                    Teardown::Failed(err) => err,
+                    Teardown::Closed => Error::ShuttingDown,
+                    Teardown::Lost(reason) => Error::transport(format!(
+                        "cannot reach {} at {}: {reason}",
+                        self.peer, self.endpoint
+                    )),
+                };
+                tracing::debug!(peer = %self.peer, endpoint = %self.endpoint, %err, "zmq: connect failed");
+                let mut waiters = waiters.into_iter();
+                if let Some(first) = waiters.next() {
+                    for other in waiters {
+                        let _ = other.send(Err(clone_err(&err)));
+                    }
+                    let _ = first.send(Err(err));
+                }
+            }
+            State::Up { link, mut queue } => {
+                link.mark_closed();
+                queue.close();
+                while queue.try_recv().is_ok() {}
+                if let Teardown::Lost(reason) = why {
+                    tracing::info!(peer = %self.peer, endpoint = %self.endpoint, reason, "zmq: link lost");
+                    env.inbox.events.on_link_lost(self.peer);
+                } else {
+                    tracing::debug!(peer = %self.peer, "zmq: link closed");
+                }
+            }
+        }
+        // Dropping the sockets closes them; LINGER is 0 unless a goodbye was sent.
+    }
+}
+
+/// Copies the errors a connect can end with (each waiter gets its own).
+fn clone_err(err: &Error) -> Error {
+    match err {
+        Error::PeerLost(peer) => Error::PeerLost(*peer),
+        Error::Timeout(after) => Error::Timeout(*after),
+        Error::ShuttingDown => Error::ShuttingDown,
+        other => Error::transport(other.to_string()),
+    }
+}
+
+/// Reads and drops the remaining parts of a multipart message.
+pub(crate) fn skip_rest(socket: &zmq::Socket, msg: &mut zmq::Message) -> usize {
+    let mut extra = 0;
+    let mut more = msg.get_more();
+    while more {
+        if socket.recv(msg, zmq::DONTWAIT).is_err() {
+            break;
+        }
+        extra += msg.len();
+        more = msg.get_more();
+    }
+    extra
+}
+
+/// A duration as libzmq milliseconds, saturating.
+pub(crate) fn millis(duration: Duration) -> i32 {
+    i32::try_from(duration.as_millis()).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,405 @@
+//! The one thread that owns every libzmq socket of a transport.
+//!
+//! Each turn of its loop: take the links that have queued frames (the dirty
+//! list) and move their frames into the sockets, run connect commands, retry a
+//! stalled invocation, run heartbeats and deadlines, then sleep in
+//! `zmq::poll` on the doorbell eventfd, the ROUTER (unless stalled), and
+//! every DEALER and its monitor.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::config::ZmqConfig;
+use super::dealer::{Dealer, Teardown, Waiter, millis};
+use super::frames::Control;
+use super::link::{IoShared, Route, ZmqLink};
+use super::router::RouterSide;
+use crate::error::Error;
+use crate::ids::InstanceId;
+use crate::transport::Inbox;
+
+/// Frames read from one socket per turn, so no peer starves the others.
+const READ_BUDGET: usize = 64;
+/// Retry period while an invocation waits for room or a reply for its client.
+const RETRY: Duration = Duration::from_millis(1);
+
+/// A request from an async caller to the I/O thread.
+pub(crate) enum Command {
+    /// Open (or reuse) the outbound link to `peer` at `endpoint`.
+    Connect {
+        peer: InstanceId,
+        endpoint: String,
+        reply: Waiter,
+    },
+}
+
+/// The settings the I/O thread works with.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) send_queue: usize,
+    pub(crate) high_water_mark: i32,
+    pub(crate) max_frame: usize,
+    pub(crate) spin: Duration,
+    pub(crate) goodbye_linger: Duration,
+}
+
+impl Settings {
+    /// From the checked config and the inbox's frame limit.
+    pub(crate) fn new(config: &ZmqConfig, max_frame: usize) -> Self {
+        Self {
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.effective_heartbeat_timeout(),
+            connect_timeout: config.connect_timeout,
+            send_queue: config.send_queue,
+            high_water_mark: config.high_water_mark,
+            max_frame,
+            spin: config.spin,
+            goodbye_linger: config.goodbye_linger,
+        }
+    }
+
+    /// Options every socket gets: no linger, the frame limit, the HWMs.
+    pub(crate) fn apply(&self, socket: &zmq::Socket) -> zmq::Result<()> {
+        socket.set_linger(0)?;
+        socket.set_maxmsgsize(i64::try_from(self.max_frame).unwrap_or(i64::MAX))?;
+        socket.set_sndhwm(self.high_water_mark)?;
+        socket.set_rcvhwm(self.high_water_mark)
+    }
+
+    /// How often heartbeats and deadlines are checked.
+    fn tick(&self) -> Duration {
+        (self.heartbeat_interval / 5).max(Duration::from_millis(1))
+    }
+}
+
+/// What both socket sides need: identity, inbox, settings, control frames.
+pub(crate) struct Env {
+    pub(crate) ctx: zmq::Context,
+    pub(crate) local: InstanceId,
+    pub(crate) inbox: Inbox,
+    pub(crate) settings: Settings,
+    pub(crate) control: Control,
+    pub(crate) shared: Arc<IoShared>,
+    next_link_id: u64,
+}
+
+impl Env {
+    /// A fresh link id.
+    pub(crate) fn new_link_id(&mut self) -> u64 {
+        self.next_link_id += 1;
+        self.next_link_id
+    }
+}
+
+/// The I/O thread's state.
+pub(crate) struct IoThread {
+    env: Env,
+    router: RouterSide,
+    dealers: Vec<Dealer>,
+    commands: mpsc::Receiver<Command>,
+    next_tick: Instant,
+    spin_until: Option<Instant>,
+    /// Reused buffers (no allocation per turn).
+    dirty: Vec<Arc<ZmqLink>>,
+    poll_items: Vec<zmq::PollItem<'static>>,
+    ready: Vec<zmq::PollEvents>,
+    downs: Vec<(usize, Teardown)>,
+    body: zmq::Message,
+}
+
+impl IoThread {
+    /// Takes over the bound ROUTER and its context.
+    pub(crate) fn new(
+        ctx: zmq::Context,
+        router: zmq::Socket,
+        local: InstanceId,
+        inbox: Inbox,
+        settings: Settings,
+        shared: Arc<IoShared>,
+        commands: mpsc::Receiver<Command>,
+    ) -> Self {
+        let now = Instant::now();
+        let control = Control::new(local, settings.max_frame);
+        Self {
+            env: Env {
+                ctx,
+                local,
+                inbox,
+                settings,
+                control,
+                shared,
+                next_link_id: 0,
+            },
+            router: RouterSide::new(router, now),
+            dealers: Vec::new(),
+            commands,
+            next_tick: now,
+            spin_until: None,
+            dirty: Vec::new(),
+            poll_items: Vec::new(),
+            ready: Vec::new(),
+            downs: Vec::new(),
+            body: zmq::Message::new(),
+        }
+    }
+
+    /// Runs until shutdown is requested, then says goodbye and closes.
+    pub(crate) fn run(mut self) {
+        tracing::debug!(local = %self.env.local, "zmq: I/O thread started");
+        while !self.env.shared.is_shut_down() {
+            let now = Instant::now();
+            self.drain_dirty();
+            self.drain_commands(now);
+            self.router.retry(&mut self.env, now);
+            if now >= self.next_tick {
+                self.next_tick = now + self.env.settings.tick();
+                self.tick(now);
+            }
+            let timeout = self.poll_timeout(now);
+            if self.poll(timeout) {
+                self.handle_ready();
+            }
+        }
+        self.finish();
+    }
+
+    /// Moves frames of every dirty link into its socket; handles close requests.
+    fn drain_dirty(&mut self) {
+        self.env.shared.take_dirty(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for link in dirty.drain(..) {
+            // Cleared before draining: a frame queued after this re-lists the link.
+            link.dirty.swap(false, std::sync::atomic::Ordering::AcqRel);
+            match link.route {
+                Route::Reverse(_) => self.router.on_dirty(&mut self.env, &link),
+                Route::Outbound => self.drain_outbound(&link),
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    fn drain_outbound(&mut self, link: &ZmqLink) {
+        let Some(index) = self.dealers.iter().position(|d| d.link_id == link.id) else {
+            return;
+        };
+        let dealer = &mut self.dealers[index];
+        let down = dealer.flush();
+        if down.is_none()
+            && !link
+                .close_requested
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        let mut dealer = self.dealers.swap_remove(index);
+        let why = down.unwrap_or_else(|| {
+            dealer.say_goodbye(&mut self.env);
+            Teardown::Closed
+        });
+        dealer.teardown(&self.env, why);
+    }
+
+    fn drain_commands(&mut self, now: Instant) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Connect {
+                    peer,
+                    endpoint,
+                    reply,
+                } => self.connect(peer, &endpoint, reply, now),
+            }
+        }
+    }
+
+    /// Reuses a live link or a connect in progress to `peer`, else dials.
+    fn connect(&mut self, peer: InstanceId, endpoint: &str, reply: Waiter, now: Instant) {
+        let mut reply = Some(reply);
+        if let Some(index) = self.dealers.iter().position(|d| d.peer == peer) {
+            let dealer = &mut self.dealers[index];
+            if let Some(link) = dealer.live_link() {
+                let link = Arc::clone(link);
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(Ok(link));
+                }
+                return;
+            }
+            match reply.take().and_then(|r| dealer.join_connect(r)) {
+                None => return,
+                Some(back) => {
+                    // Up but closed: its close is not processed yet; do it now.
+                    reply = Some(back);
+                    let mut old = self.dealers.swap_remove(index);
+                    old.say_goodbye(&mut self.env);
+                    old.teardown(&self.env, Teardown::Closed);
+                }
+            }
+        }
+        let Some(reply) = reply else { return };
+        match Dealer::open(&mut self.env, peer, endpoint, now) {
+            Ok(mut dealer) => {
+                // A fresh dealer is connecting, so it always takes the waiter.
+                if let Some(reply) = dealer.join_connect(reply) {
+                    let _ = reply.send(Err(Error::transport("connect state lost")));
+                }
+                self.dealers.push(dealer);
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        for (index, dealer) in self.dealers.iter_mut().enumerate() {
+            if let Some(down) = dealer.tick(&mut self.env, now) {
+                self.downs.push((index, down));
+            }
+        }
+        self.remove_downs();
+        self.router.tick(&self.env, now);
+    }
+
+    /// Tears down the DEALERs listed in `downs` (highest index first, so
+    /// `swap_remove` leaves the other indices valid).
+    fn remove_downs(&mut self) {
+        self.downs
+            .sort_unstable_by_key(|down| std::cmp::Reverse(down.0));
+        for (index, why) in self.downs.drain(..) {
+            let dealer = self.dealers.swap_remove(index);
+            dealer.teardown(&self.env, why);
+        }
+    }
+
+    /// Milliseconds `zmq::poll` may sleep (0: don't).
+    fn poll_timeout(&mut self, now: Instant) -> i64 {
+        if self.spin_until.is_some_and(|until| now < until) {
+            return 0;
+        }
+        self.spin_until = None;
+        let mut wake_at = self.next_tick;
+        for deadline in self.dealers.iter().filter_map(Dealer::deadline) {
+            wake_at = wake_at.min(deadline);
+        }
+        if self.router.needs_retry() {
+            wake_at = wake_at.min(now + RETRY);
+        }
+        // Arm the doorbell, then look once more for work queued meanwhile.
+        if self.env.shared.arm() || !self.commands.is_empty() {
+            return 0;
+        }
+        let left = wake_at.saturating_duration_since(now);
+        if left.is_zero() {
+            0
+        } else {
+            // Round up: a sub-millisecond wait must not become a busy loop.
+            i64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
+        }
+    }
+
+    /// Polls every socket; returns whether anything is ready.
+    fn poll(&mut self, timeout_ms: i64) -> bool {
+        let mut items: Vec<zmq::PollItem<'_>> = std::mem::take(&mut self.poll_items);
+        items.push(zmq::PollItem::from_fd(
+            self.env.shared.doorbell().as_raw_fd(),
+            zmq::POLLIN,
+        ));
+        let router_events = if self.router.readable() {
+            zmq::POLLIN
+        } else {
+            zmq::PollEvents::empty()
+        };
+        items.push(self.router.socket.as_poll_item(router_events));
+        for dealer in &self.dealers {
+            let events = if dealer.wants_pollout() {
+                zmq::POLLIN | zmq::POLLOUT
+            } else {
+                zmq::POLLIN
+            };
+            items.push(dealer.sockets.socket.as_poll_item(events));
+            items.push(dealer.sockets.events.as_poll_item(zmq::POLLIN));
+        }
+        let result = zmq::poll(&mut items, timeout_ms);
+        self.env.shared.disarm();
+        self.ready.clear();
+        self.ready
+            .extend(items.iter().map(zmq::PollItem::get_revents));
+        self.poll_items = recycle(items);
+        match result {
+            Ok(count) => count > 0,
+            Err(err) => {
+                tracing::warn!(%err, "zmq: poll failed");
+                false
+            }
+        }
+    }
+
+    /// Serves whatever `poll` found ready.
+    fn handle_ready(&mut self) {
+        let now = Instant::now();
+        if !self.env.settings.spin.is_zero() {
+            self.spin_until = Some(now + self.env.settings.spin);
+        }
+        if self.ready[0].contains(zmq::POLLIN) {
+            self.env.shared.clear_doorbell();
+        }
+        if self.ready[1].contains(zmq::POLLIN) {
+            self.router.read(&mut self.env, now, READ_BUDGET);
+        }
+        for (index, dealer) in self.dealers.iter_mut().enumerate() {
+            let (data, monitor) = (self.ready[2 + 2 * index], self.ready[3 + 2 * index]);
+            let mut down = None;
+            if data.contains(zmq::POLLIN) {
+                down = dealer.read(&mut self.env, now, &mut self.body, READ_BUDGET);
+            }
+            if down.is_none() && data.contains(zmq::POLLOUT) {
+                down = dealer.flush();
+            }
+            if down.is_none() && monitor.contains(zmq::POLLIN) {
+                down = dealer.read_monitor(&mut self.body);
+            }
+            if let Some(down) = down {
+                self.downs.push((index, down));
+            }
+        }
+        self.remove_downs();
+    }
+
+    /// Shutdown: fail queued connects, say goodbye everywhere, close sockets.
+    fn finish(mut self) {
+        tracing::debug!(local = %self.env.local, "zmq: I/O thread shutting down");
+        self.commands.close();
+        while let Ok(Command::Connect { reply, .. }) = self.commands.try_recv() {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        for mut dealer in std::mem::take(&mut self.dealers) {
+            let _ = dealer.flush();
+            dealer.say_goodbye(&mut self.env);
+            dealer.teardown(&self.env, Teardown::Closed);
+        }
+        self.router.finish(&mut self.env);
+        // Links listed after this point are never drained: drop them now.
+        self.env.shared.take_dirty(&mut self.dirty);
+        self.dirty.clear();
+        let millis = millis(self.env.settings.goodbye_linger);
+        tracing::trace!(millis, "zmq: closing sockets (goodbyes may linger)");
+        // Dropping `self` closes the sockets, then the context waits for the
+        // goodbyes to leave (at most the linger).
+    }
+}
+
+/// Empties a poll list and gives its allocation back for the next turn.
+fn recycle(mut items: Vec<zmq::PollItem<'_>>) -> Vec<zmq::PollItem<'static>> {
+    items.clear();
+    // Collecting an empty `vec::IntoIter` into an element type of the same
+    // layout reuses the allocation (in-place iteration).
+    items
+        .into_iter()
+        .map(|_| -> zmq::PollItem<'static> { unreachable!("the list was just cleared") })
+        .collect()
+}

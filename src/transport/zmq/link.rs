@@ -1,0 +1,263 @@
+//! The caller's side of a link: encode on the calling task, queue to the I/O
+//! thread through a bounded channel, ring its doorbell.
+
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, Weak};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::error::{Error, Result};
+use crate::ids::InstanceId;
+use crate::transport::{BoxFuture, OutFrame, PeerLink, TransportKind};
+
+/// State shared by the I/O thread and every caller: the doorbell and the list
+/// of links with work for the I/O thread.
+#[derive(Debug)]
+pub(crate) struct IoShared {
+    /// Doorbell the I/O thread polls (as a raw fd) while it sleeps.
+    doorbell: EventFd,
+    /// Set by the I/O thread just before it sleeps; whoever clears it rings.
+    armed: AtomicBool,
+    /// Links with queued frames or a close request. A link is listed at most
+    /// once (guarded by its `dirty` flag), so this never outgrows the link count.
+    dirty: Mutex<Vec<Arc<ZmqLink>>>,
+    /// Set once by `shutdown` (or drop).
+    shutdown: AtomicBool,
+}
+
+impl IoShared {
+    /// New shared state with a non-blocking eventfd doorbell.
+    pub(crate) fn new() -> Result<Self> {
+        let doorbell = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(|err| Error::transport(format!("eventfd: {err}")))?;
+        Ok(Self {
+            doorbell,
+            armed: AtomicBool::new(false),
+            dirty: Mutex::new(Vec::new()),
+            shutdown: AtomicBool::new(false),
+        })
+    }
+
+    /// The doorbell, for the I/O thread's poll set.
+    pub(crate) fn doorbell(&self) -> &EventFd {
+        &self.doorbell
+    }
+
+    /// Wakes the I/O thread if it is (about to be) asleep.
+    pub(crate) fn wake(&self) {
+        // Pairs with the fence in `arm`: either the I/O thread sees our work
+        // when it re-checks after arming, or we see `armed` and ring.
+        fence(Ordering::SeqCst);
+        if self.armed.swap(false, Ordering::SeqCst) {
+            // The eventfd counter cannot overflow from single increments, and a
+            // failed write only leaves the I/O thread to its poll timeout.
+            if let Err(err) = self.doorbell.write(1) {
+                tracing::warn!(%err, "zmq transport: doorbell write failed");
+            }
+        }
+    }
+
+    /// Called by the I/O thread before sleeping; returns whether work is
+    /// already waiting (then it must not sleep).
+    pub(crate) fn arm(&self) -> bool {
+        self.armed.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        !self.dirty.lock().is_empty() || self.is_shut_down()
+    }
+
+    /// Called by the I/O thread after its poll returns.
+    pub(crate) fn disarm(&self) {
+        self.armed.store(false, Ordering::Relaxed);
+    }
+
+    /// Drains the doorbell counter (the I/O thread, after a readable poll).
+    pub(crate) fn clear_doorbell(&self) {
+        // EAGAIN just means nothing was rung.
+        let _ = self.doorbell.read();
+    }
+
+    /// Moves the dirty links into `out` (the I/O thread).
+    pub(crate) fn take_dirty(&self, out: &mut Vec<Arc<ZmqLink>>) {
+        std::mem::swap(&mut *self.dirty.lock(), out);
+    }
+
+    /// Lists `link` as having work, once, and wakes the I/O thread.
+    fn mark_dirty(&self, link: &ZmqLink) {
+        if self.is_shut_down() {
+            // Nobody drains the list any more; keep it empty (no Arc cycle).
+            return;
+        }
+        if !link.dirty.swap(true, Ordering::AcqRel) {
+            // The link is alive (we were called through it), so this upgrades.
+            if let Some(link) = link.me.upgrade() {
+                self.dirty.lock().push(link);
+            }
+            self.wake();
+        }
+    }
+
+    /// Asks the I/O thread to shut down.
+    pub(crate) fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Whether shutdown was requested.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// Which side of the connection a link sends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Our DEALER to a peer's ROUTER (made by `connect`).
+    Outbound,
+    /// Back through our ROUTER to the client with this routing id.
+    Reverse(Box<[u8]>),
+}
+
+/// A link to one peer over ZeroMQ. Frames are encoded into a
+/// `zmq::Message` on the caller's task and queued (bounded) for the I/O thread.
+#[derive(Debug)]
+pub(crate) struct ZmqLink {
+    /// This link, so a send can list it as dirty.
+    me: Weak<ZmqLink>,
+    /// Unique per transport; tells a link from its successor to the same peer.
+    pub(crate) id: u64,
+    peer: InstanceId,
+    pub(crate) route: Route,
+    /// Largest frame this link sends (the smaller of both ends' limits).
+    max_frame: usize,
+    /// Broken or closed: sends fail.
+    closed: AtomicBool,
+    /// `close()` was called; the I/O thread says goodbye and tears down.
+    pub(crate) close_requested: AtomicBool,
+    /// Listed in `IoShared::dirty`; cleared by the I/O thread before draining.
+    pub(crate) dirty: AtomicBool,
+    tx: mpsc::Sender<zmq::Message>,
+    io: Arc<IoShared>,
+}
+
+impl ZmqLink {
+    /// A new link and the receiving end of its send queue (for the I/O thread).
+    pub(crate) fn new(
+        id: u64,
+        peer: InstanceId,
+        route: Route,
+        max_frame: usize,
+        capacity: usize,
+        io: Arc<IoShared>,
+    ) -> (Arc<Self>, mpsc::Receiver<zmq::Message>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let link = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            id,
+            peer,
+            route,
+            max_frame,
+            closed: AtomicBool::new(false),
+            close_requested: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            tx,
+            io,
+        });
+        (link, rx)
+    }
+
+    /// Marks the link broken (the I/O thread, or `close`).
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// The error for a send on a closed link.
+    fn closed_error(&self) -> Error {
+        if self.io.is_shut_down() {
+            Error::ShuttingDown
+        } else {
+            Error::PeerLost(self.peer)
+        }
+    }
+
+    /// Encodes `frame` into a zmq message, refusing frames on a closed link
+    /// and frames over the limit. Byte payloads are written straight into a
+    /// message of the exact size; archives are serialized once and the
+    /// buffer handed to libzmq without a copy.
+    fn encode(&self, frame: &OutFrame<'_>) -> Result<zmq::Message> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let too_large = |size| Error::PayloadTooLarge {
+            size,
+            max: self.max_frame,
+        };
+        match frame.exact_len() {
+            Some(len) if len > self.max_frame => Err(too_large(len)),
+            Some(len) => {
+                let mut msg = zmq::Message::with_size(len);
+                frame
+                    .encode_into(&mut msg)
+                    .map_err(|_| Error::Codec("frame did not fit its exact size".into()))?;
+                Ok(msg)
+            }
+            None => {
+                let bytes = frame.to_vec()?;
+                if bytes.len() > self.max_frame {
+                    return Err(too_large(bytes.len()));
+                }
+                Ok(zmq::Message::from(bytes))
+            }
+        }
+    }
+
+    /// Waits for room in the queue, then encodes and queues the frame.
+    async fn send_inner(&self, frame: OutFrame<'_>) -> Result<()> {
+        let msg = self.encode(&frame)?;
+        let permit = self.tx.reserve().await.map_err(|_| self.closed_error())?;
+        permit.send(msg);
+        self.io.mark_dirty(self);
+        Ok(())
+    }
+
+    fn try_send_inner(&self, frame: OutFrame<'_>) -> Result<()> {
+        let permit = self.tx.try_reserve().map_err(|err| match err {
+            TrySendError::Full(()) => Error::Full,
+            TrySendError::Closed(()) => self.closed_error(),
+        })?;
+        permit.send(self.encode(&frame)?);
+        self.io.mark_dirty(self);
+        Ok(())
+    }
+}
+
+impl PeerLink for ZmqLink {
+    fn peer(&self) -> InstanceId {
+        self.peer
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Tcp
+    }
+
+    fn send<'a>(&'a self, frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.send_inner(frame))
+    }
+
+    fn try_send(&self, frame: OutFrame<'_>) -> Result<()> {
+        self.try_send_inner(frame)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        if !self.close_requested.swap(true, Ordering::AcqRel) {
+            self.mark_closed();
+            self.io.mark_dirty(self);
+        }
+    }
+}

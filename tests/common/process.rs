@@ -1,0 +1,78 @@
+//! A real child process running `am serve`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use active_message::PeerInfo;
+
+/// `am serve` in a child process; killed when dropped.
+pub struct ServerProcess {
+    /// The child.
+    pub child: Child,
+    /// What it advertised.
+    pub info: PeerInfo,
+}
+
+impl ServerProcess {
+    /// Starts `am serve` with `args` and waits (at most 20 s) for its `PeerInfo` line.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_am"))
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn am serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("am serve printed no PeerInfo within 20 s");
+            }
+        };
+        let info = serde_json::from_str(&line).unwrap_or_else(|e| {
+            let _ = child.kill();
+            panic!("bad PeerInfo line {line:?}: {e}")
+        });
+        Self { child, info }
+    }
+
+    /// The TCP endpoint it advertised.
+    pub fn tcp_endpoint(&self) -> &str {
+        self.info.tcp_endpoint.as_deref().expect("a TCP endpoint")
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits (at most `within`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
