@@ -16,13 +16,20 @@ use crate::wait::{self, Side, WaitPolicy, WaitSide};
 ///
 /// Its head is authoritative here, in private memory; the shared copy only publishes it.
 /// The producer's tail is cached and reloaded only when the cached view says "empty".
-/// Everything read from shared memory is validated; violations give
+/// Releases are published lazily: the shared head is stored once at least
+/// [`release_batch`](Consumer::release_batch) bytes were released, and always before the
+/// consumer reports `Empty`/`Closed` or parks, so a producer waiting on a full ring does not
+/// steal the head's cache line on every record. Everything read from shared memory is validated; violations give
 /// [`RingError::Corrupt`].
 pub struct Consumer {
     core: RingCore,
     /// Private head: every record before it was consumed (PADs may be skipped ahead of
     /// the published head).
     head: u64,
+    /// Last head stored to shared memory; `head - published <= capacity`.
+    published: u64,
+    /// Publish once `head - published` reaches this many bytes.
+    batch: u64,
     /// Last validated tail; `cached_tail - head <= capacity` always.
     cached_tail: u64,
     policy: WaitPolicy,
@@ -70,9 +77,12 @@ impl Consumer {
             h.control.consumer_attached.store(0, Release);
             return corrupt("head at attach", head);
         }
+        let batch = (core.capacity / 16).max(RECORD_ALIGN as u64);
         Ok(Consumer {
             core,
             head,
+            published: head,
+            batch,
             cached_tail: head,
             policy: WaitPolicy::default(),
             bells,
@@ -108,6 +118,9 @@ impl Consumer {
         // At most two rounds: a PAD is never at offset 0, and after a PAD the head is.
         for _ in 0..2 {
             if self.head == self.cached_tail && !self.refresh_tail()? {
+                // Nothing to read: hand every released byte back before reporting it
+                // (and before any park).
+                self.publish_head();
                 // SYNC POINT X2 (Acquire) pairs with X1: after seeing the closed flag, one
                 // more tail load sees every commit made before the close.
                 if !self.core.closed(Acquire) {
@@ -167,16 +180,41 @@ impl Consumer {
         })
     }
 
-    /// Frees `rec` and everything before it.
+    /// Frees `rec` and everything before it (published lazily, see the type docs).
     #[inline]
     fn release_rec(&mut self, rec: Rec) {
-        let head = rec.pos.wrapping_add(record_footprint(rec.len) as u64);
-        self.head = head;
+        self.head = rec.pos.wrapping_add(record_footprint(rec.len) as u64);
+        if self.head.wrapping_sub(self.published) >= self.batch {
+            self.publish_head();
+        }
+    }
+
+    /// Stores the private head to shared memory if it moved, and notifies a parked
+    /// producer.
+    #[inline]
+    fn publish_head(&mut self) {
+        if self.head == self.published {
+            return;
+        }
+        self.published = self.head;
         // SYNC POINT C3 (Release) pairs with P1: we are done reading the freed bytes.
-        self.core.header().consumer.head.store(head, Release);
+        self.core.header().consumer.head.store(self.head, Release);
         if self.policy.notifies() {
             wait::notify(&self.core, Side::Producer, &self.bells.space);
         }
+    }
+
+    /// Bytes released before the shared head is updated (default: capacity / 16).
+    pub fn release_batch(&self) -> usize {
+        self.batch as usize
+    }
+
+    /// Sets the release batch, clamped to `16..=capacity`: 16 publishes every release,
+    /// `capacity` only when the ring runs empty. Larger batches cost the producer up to
+    /// that much visible space while the consumer is busy; they never deadlock, since
+    /// the consumer publishes before it reports `Empty` or parks.
+    pub fn set_release_batch(&mut self, bytes: usize) {
+        self.batch = (bytes as u64).clamp(RECORD_ALIGN as u64, self.core.capacity);
     }
 
     /// Data capacity of the ring in bytes.
@@ -220,6 +258,7 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        self.publish_head();
         self.close();
         self.core.ctl().consumer_attached.store(0, Release);
     }

@@ -156,3 +156,26 @@ fn close_after_drain() {
         t.join().unwrap();
     });
 }
+
+#[test]
+fn lazy_release_wakes_parked_producer() {
+    loom::model(|| {
+        let (mut p, mut c) = small(WaitPolicy::Park);
+        // Publish the head only once 128 bytes were released or the ring runs empty.
+        c.set_release_batch(128);
+        let t = thread::spawn(move || {
+            // Footprint 48: records at 0 and 48; the third needs PAD 96..128 plus 48
+            // bytes, so it waits until both are released, i.e. until the consumer finds
+            // the ring empty (96 < 128 bytes released) and publishes.
+            for i in 0..3 {
+                p.push_blocking(&record(i, 32), None).unwrap();
+            }
+        });
+        for i in 0..3 {
+            let g = c.read_blocking(None).unwrap();
+            assert_eq!(g.payload(), &record(i, 32)[..]);
+            g.release();
+        }
+        t.join().unwrap();
+    });
+}

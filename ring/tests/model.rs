@@ -1,5 +1,6 @@
 //! Property test: random reserve / commit (full, shorter, abandoned) / read / release
-//! sequences against a `VecDeque<Vec<u8>>` model that also predicts `Full` exactly.
+//! sequences against a `VecDeque<Vec<u8>>` model that also predicts `Full` exactly
+//! (including the consumer's lazy publication of its head).
 
 use std::collections::VecDeque;
 
@@ -49,7 +50,12 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     queue: VecDeque<(Vec<u8>, u16, u64)>, // payload, flags, end position
     tail: u64,
+    /// End of the last released record (the consumer's private head).
     head: u64,
+    /// The head as the producer sees it: published once `batch` bytes were released, or
+    /// when a read finds the ring empty.
+    published: u64,
+    batch: u64,
 }
 
 impl Model {
@@ -59,7 +65,7 @@ impl Model {
         let rest = CAP - self.tail % CAP;
         let need = if fp <= rest { fp } else { rest + fp };
         let start = self.tail + (need - fp);
-        (CAP - (self.tail - self.head) >= need).then_some(start)
+        (CAP - (self.tail - self.published) >= need).then_some(start)
     }
 }
 
@@ -73,7 +79,7 @@ proptest! {
     fn ring_matches_model(ops in proptest::collection::vec(op(), 1..400)) {
         let cfg = RingConfig::new(CAP as usize).unwrap().with_max_record(MAX).unwrap();
         let (mut p, mut c) = heap_pair(cfg).unwrap();
-        let mut m = Model::default();
+        let mut m = Model { batch: c.release_batch() as u64, ..Model::default() };
         for (n, op) in ops.into_iter().enumerate() {
             match op {
                 Op::Write { len, commit, flags } => match p.try_reserve(len) {
@@ -102,7 +108,10 @@ proptest! {
                     }
                 },
                 Op::Read { release } => match c.try_read() {
-                    Err(RingError::Empty) => prop_assert!(m.queue.is_empty()),
+                    Err(RingError::Empty) => {
+                        prop_assert!(m.queue.is_empty());
+                        m.published = m.head;
+                    }
                     Err(e) => prop_assert!(false, "unexpected {e}"),
                     Ok(g) => {
                         let (want, flags, end) = m.queue.front().cloned().unwrap();
@@ -114,6 +123,9 @@ proptest! {
                             g.release();
                             m.queue.pop_front();
                             m.head = end;
+                            if m.head - m.published >= m.batch {
+                                m.published = m.head;
+                            }
                         }
                     }
                 },
