@@ -28,7 +28,7 @@
 //! | P1 | producer, looks full | load `head` | Acquire | C3 |
 //! | P3 | producer commit | store `tail` | Release | C1 |
 //! | C1 | consumer, looks empty | load `tail` | Acquire | P3 |
-//! | C3 | consumer release | store `head` | Release | P1 |
+//! | C3 | consumer publishes its head (lazily) | store `head` | Release | P1 |
 //! | X1 | close | store closed flag | Release | X2 |
 //! | X2 | consumer, empty | load closed flags, then C1 again | Acquire | X1 |
 //! | W1/W2 | before parking | store waiter flag; `fence(SeqCst)`; re-check | SeqCst fence | N1/N2 |
