@@ -193,6 +193,7 @@ impl Region {
 }
 
 impl Drop for Region {
+    #[cfg_attr(loom, allow(irrefutable_let_patterns))]
     fn drop(&mut self) {
         if let Backing::Heap(layout) = self.backing {
             // SAFETY: allocated in `Region::heap` with exactly this layout; every handle

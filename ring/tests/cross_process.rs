@@ -5,6 +5,7 @@
 //! four eventfds over it (`SCM_RIGHTS`), and the parent watches its own end for EOF, the
 //! liveness signal a SIGKILLed child still gives: the watcher then closes both rings with
 //! a `RingCloser`, which wakes any waiter.
+#![cfg(not(loom))] // loom primitives only work inside loom models (tests/loom.rs)
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command, Stdio};

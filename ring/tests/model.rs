@@ -1,6 +1,7 @@
 //! Property test: random reserve / commit (full, shorter, abandoned) / read / release
 //! sequences against a `VecDeque<Vec<u8>>` model that also predicts `Full` exactly
 //! (including the consumer's lazy publication of its head).
+#![cfg(not(loom))] // loom primitives only work inside loom models (tests/loom.rs)
 
 use std::collections::VecDeque;
 

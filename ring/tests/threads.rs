@@ -1,5 +1,6 @@
 //! Two-thread stress: random-size records with checksums, crossing the wrap many times,
 //! under each wait policy, with the blocking API (and shorter-than-reserved commits).
+#![cfg(not(loom))] // loom primitives only work inside loom models (tests/loom.rs)
 
 use std::thread;
 use std::time::Duration;
