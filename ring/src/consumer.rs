@@ -204,6 +204,15 @@ impl Consumer {
         }
     }
 
+    /// Makes every released byte visible to the producer now. Releases are otherwise
+    /// published once [`release_batch`](Self::release_batch) bytes accumulate or when the
+    /// ring runs empty, so a consumer that stops reading with records still queued (e.g.
+    /// to apply backpressure) hides up to that much free space from the producer until it
+    /// calls this or reads on.
+    pub fn publish(&mut self) {
+        self.publish_head();
+    }
+
     /// Bytes released before the shared head is updated (default: capacity / 16).
     pub fn release_batch(&self) -> usize {
         self.batch as usize
