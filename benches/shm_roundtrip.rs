@@ -1,0 +1,3 @@
+//! Round-trip benchmark of the shared-memory transport (placeholder).
+
+fn main() {}
