@@ -205,9 +205,13 @@ pub async fn connect(
     hello[16..32].copy_from_slice(params.local.as_bytes());
     hello[32..48].copy_from_slice(expected.as_bytes());
     hello[48..56].copy_from_slice(&(params.max_frame as u64).to_le_bytes());
-    bounded(t, "sending hello", stream.write_all(&hello)).await?;
-
-    let (ack, fds) = bounded(t, "reading the answer", read_ack(&stream)).await?;
+    let sent = bounded(t, "sending hello", stream.write_all(&hello)).await;
+    // Even if the hello could not be sent, an answer may be waiting.
+    let answer = bounded(t, "reading the answer", read_ack(&stream)).await;
+    let (ack, fds) = match (sent, answer) {
+        (_, Ok(answer)) => answer,
+        (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e),
+    };
     if ack[0..8] != ACK_MAGIC {
         return Err(hs_err("answer", "bad magic"));
     }
@@ -307,12 +311,14 @@ pub(crate) async fn accept(
 ) -> Result<RawLink> {
     let t = params.timeout;
     let client_uid = peer_uid(&stream)?;
+    // The hello is read even from a peer about to be refused, so its write
+    // succeeds and it reads why it was refused.
+    let mut hello = [0u8; HELLO_LEN];
+    bounded(t, "reading hello", stream.read_exact(&mut hello)).await?;
     if let Err(e) = check_peer_uid(client_uid, own_uid(), &params.allowed_uids) {
         refuse(&stream, params, Status::UidRefused).await;
         return Err(e);
     }
-    let mut hello = [0u8; HELLO_LEN];
-    bounded(t, "reading hello", stream.read_exact(&mut hello)).await?;
     if hello[0..8] != HELLO_MAGIC {
         return Err(hs_err("hello", "bad magic"));
     }
