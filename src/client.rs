@@ -39,6 +39,20 @@ pub struct NetworkClient {
     pub(crate) admitting: AtomicBool,
     pub(crate) counters: Arc<Counters>,
     pub(crate) limits: ClientLimits,
+    pub(crate) transport_policy: TransportPolicy,
+}
+
+/// Which transports [`NetworkClient::connect_to_peer`] may pick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TransportPolicy {
+    /// Shared memory when the peer is on this host and advertises it, else
+    /// TCP, else in-process (the default).
+    #[default]
+    Auto,
+    /// Shared memory only: peers without a reachable shm endpoint are refused.
+    ShmOnly,
+    /// Never shared memory (TCP, or in-process).
+    TcpOnly,
 }
 
 impl fmt::Debug for NetworkClient {
@@ -117,7 +131,7 @@ impl NetworkClient {
             return Ok(());
         }
         let mut last_err = None;
-        for (kind, endpoint) in candidate_endpoints(&info, &self.peer_info) {
+        for (kind, endpoint) in candidate_endpoints(&info, &self.peer_info, self.transport_policy) {
             let Some(transport) = self.transports.iter().find(|t| t.kind() == kind) else {
                 continue;
             };
@@ -302,13 +316,22 @@ impl NetworkClient {
     }
 }
 
-/// The peer's endpoints in the order to try them, with the transport for each.
-fn candidate_endpoints<'a>(peer: &'a PeerInfo, me: &PeerInfo) -> Vec<(TransportKind, &'a str)> {
+/// The peer's endpoints in the order to try them, with the transport for
+/// each, as `policy` allows.
+fn candidate_endpoints<'a>(
+    peer: &'a PeerInfo,
+    me: &PeerInfo,
+    policy: TransportPolicy,
+) -> Vec<(TransportKind, &'a str)> {
     let mut out = Vec::with_capacity(3);
     if let Some(ep) = &peer.shm_endpoint
         && peer.host_id == me.host_id
+        && policy != TransportPolicy::TcpOnly
     {
         out.push((TransportKind::Shm, ep.as_str()));
+    }
+    if policy == TransportPolicy::ShmOnly {
+        return out;
     }
     if let Some(ep) = &peer.tcp_endpoint {
         out.push((TransportKind::Tcp, ep.as_str()));
@@ -317,4 +340,40 @@ fn candidate_endpoints<'a>(peer: &'a PeerInfo, me: &PeerInfo) -> Vec<(TransportK
         out.push((TransportKind::Local, ep.as_str()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(host: &str) -> PeerInfo {
+        PeerInfo {
+            instance_id: InstanceId::new_random(),
+            tcp_endpoint: Some("tcp://10.0.0.1:5000".into()),
+            shm_endpoint: Some("shm:///run/am.sock".into()),
+            local_endpoint: Some("local://x".into()),
+            host_id: host.into(),
+        }
+    }
+
+    fn kinds(peer: &PeerInfo, me: &PeerInfo, policy: TransportPolicy) -> Vec<TransportKind> {
+        candidate_endpoints(peer, me, policy)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn endpoint_selection_honours_the_policy() {
+        use TransportKind::*;
+        let (peer, here, there) = (info("h1"), info("h1"), info("h2"));
+        assert_eq!(
+            kinds(&peer, &here, TransportPolicy::Auto),
+            [Shm, Tcp, Local]
+        );
+        assert_eq!(kinds(&peer, &there, TransportPolicy::Auto), [Tcp, Local]);
+        assert_eq!(kinds(&peer, &here, TransportPolicy::ShmOnly), [Shm]);
+        assert!(kinds(&peer, &there, TransportPolicy::ShmOnly).is_empty());
+        assert_eq!(kinds(&peer, &here, TransportPolicy::TcpOnly), [Tcp, Local]);
+    }
 }

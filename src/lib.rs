@@ -32,7 +32,7 @@ pub mod transport;
 pub mod wire;
 
 pub use builder::MessageBuilder;
-pub use client::NetworkClient;
+pub use client::{NetworkClient, TransportPolicy};
 pub use codec::{Decode, Payload};
 pub use error::{Error, Result};
 pub use handler::registry::HandlerEvent;
@@ -40,6 +40,8 @@ pub use handler::{Handler, HandlerContext, HandlerKind, HandlerRef};
 pub use ids::{HandlerId, InstanceId, MessageId};
 pub use manager::{ActiveMessageManager, ActiveMessageManagerBuilder};
 pub use peer::PeerInfo;
+pub use shm_ring::WaitPolicy;
 pub use stats::StatsSnapshot;
 pub use status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
 pub use transport::TransportKind;
+pub use transport::shm::ShmConfig;

@@ -167,6 +167,10 @@ pub enum ProtocolError {
     /// An invocation with no message id, or a reply with no correlation id.
     #[error("missing message or correlation id")]
     MissingId,
+    /// The transport's own framing or link rules were broken (a corrupt
+    /// shared-memory ring, a frame whose sender is not the link's peer).
+    #[error("link protocol violation: {0}")]
+    Link(String),
 }
 
 /// The fixed header, decoded.

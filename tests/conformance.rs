@@ -479,4 +479,5 @@ macro_rules! conformance {
 conformance! {
     local: Flavor::Local;
     tcp: Flavor::Tcp;
+    shm: Flavor::Shm;
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use active_message::wire::{self, ErrorCode, Header, Kind, flags};
 use active_message::{
     ActiveMessageManager, ActiveMessageManagerBuilder, Error, InstanceId, MessageId, NetworkClient,
+    TransportPolicy,
 };
 use common::eventually;
 use common::process::ServerProcess;
@@ -17,6 +18,7 @@ use common::process::ServerProcess;
 async fn client_for(server: &ServerProcess) -> (ActiveMessageManager, Arc<NetworkClient>) {
     let manager = ActiveMessageManagerBuilder::new()
         .endpoint("tcp://127.0.0.1:0")
+        .transport_policy(TransportPolicy::TcpOnly)
         .default_timeout(Duration::from_secs(10))
         .build()
         .await

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::events::RuntimeEvents;
 use super::{ActiveMessageManager, ManagerInner};
-use crate::client::{ClientLimits, NetworkClient};
+use crate::client::{ClientLimits, NetworkClient, TransportPolicy};
 use crate::error::{Error, Result};
 use crate::handler::registry::HandlerRegistry;
 use crate::ids::{InstanceId, MAX_HANDLER_NAME, MessageIdGen};
@@ -20,9 +20,10 @@ use crate::runtime::dispatcher::Dispatcher;
 use crate::runtime::pending::PendingTable;
 use crate::stats::Counters;
 use crate::transport::local::{self, LocalTransport};
+use crate::transport::shm::{self, ShmConfig, ShmTransport};
 use crate::transport::zmq::{ZmqConfig, ZmqTransport};
 use crate::transport::{BoxedTransport, Inbox, InlineDispatch, InlineSlot, TransportKind};
-use crate::{system, wire};
+use crate::{WaitPolicy, system, wire};
 
 /// Configures and starts an [`ActiveMessageManager`].
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct ActiveMessageManagerBuilder {
     heartbeat_interval: Duration,
     shutdown_timeout: Duration,
     allow_remote_shutdown: bool,
+    shm: bool,
+    shm_config: ShmConfig,
+    transport_policy: TransportPolicy,
 }
 
 impl Default for ActiveMessageManagerBuilder {
@@ -50,6 +54,9 @@ impl Default for ActiveMessageManagerBuilder {
             heartbeat_interval: Duration::from_millis(250),
             shutdown_timeout: Duration::from_secs(10),
             allow_remote_shutdown: true,
+            shm: cfg!(target_os = "linux"),
+            shm_config: ShmConfig::default(),
+            transport_policy: TransportPolicy::Auto,
         }
     }
 }
@@ -61,8 +68,10 @@ impl ActiveMessageManagerBuilder {
     }
 
     /// Where to listen: `tcp://host:port` (port 0 picks a free port; a
-    /// wildcard host is advertised as a routable address) or `local://` for
-    /// an in-process-only manager. Required.
+    /// wildcard host is advertised as a routable address), `local://` for an
+    /// in-process manager, or `shm://` for shared memory without TCP. The
+    /// shared-memory transport is bound beside `tcp://` and `local://` too
+    /// unless [`shm(false)`](Self::shm). Required.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
@@ -118,6 +127,54 @@ impl ActiveMessageManagerBuilder {
         self
     }
 
+    /// Whether to bind the shared-memory transport (default true on Linux).
+    pub fn shm(mut self, enabled: bool) -> Self {
+        self.shm = enabled;
+        self
+    }
+
+    /// The shared-memory rendezvous directory (default
+    /// `$XDG_RUNTIME_DIR/active-message`, else `<temp dir>/active-message-<uid>`);
+    /// created with mode 0700, refused unless owned by us with mode 0700.
+    pub fn shm_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.shm_config = self.shm_config.with_dir(dir);
+        self
+    }
+
+    /// Data bytes of each shared-memory ring, one per direction per peer
+    /// (a power of two; default 1 MiB). Larger frames still travel, in a
+    /// dedicated sealed memfd.
+    pub fn ring_capacity(mut self, bytes: usize) -> Self {
+        self.shm_config = self.shm_config.with_ring_capacity(bytes);
+        self
+    }
+
+    /// How shared-memory readers and writers wait (default
+    /// `Adaptive { spin: 100 µs }`). A link spins only if both ends spin.
+    pub fn wait_policy(mut self, policy: WaitPolicy) -> Self {
+        self.shm_config = self.shm_config.with_wait_policy(policy);
+        self
+    }
+
+    /// Also accepts shared-memory peers running as `uid` (default: same uid
+    /// only). Their frames are copied out of shared memory before use.
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.shm_config = self.shm_config.allow_uid(uid);
+        self
+    }
+
+    /// Every shared-memory setting at once (replaces the ones set before).
+    pub fn shm_config(mut self, config: ShmConfig) -> Self {
+        self.shm_config = config;
+        self
+    }
+
+    /// Which transports `connect_to_peer` may use (default `Auto`).
+    pub fn transport_policy(mut self, policy: TransportPolicy) -> Self {
+        self.transport_policy = policy;
+        self
+    }
+
     fn validate(&self) -> Result<&str> {
         let endpoint = self
             .endpoint
@@ -130,6 +187,13 @@ impl ActiveMessageManagerBuilder {
         }
         if self.heartbeat_interval.is_zero() {
             return Err(Error::Config("heartbeat interval must be positive".into()));
+        }
+        if self.shm {
+            self.shm_config.validate()?;
+        } else if endpoint == shm::SCHEME || self.transport_policy == TransportPolicy::ShmOnly {
+            return Err(Error::Config(
+                "shared memory is disabled (shm(false)) but the endpoint or policy needs it".into(),
+            ));
         }
         Ok(endpoint)
     }
@@ -180,6 +244,7 @@ impl ActiveMessageManagerBuilder {
                 max_payload: self.max_message_bytes,
                 default_timeout: self.default_timeout,
             },
+            transport_policy: self.transport_policy,
         });
         let root_cancel = self.cancel.clone().unwrap_or_default();
         let dispatcher = Arc::new(Dispatcher {
@@ -215,14 +280,18 @@ impl ActiveMessageManagerBuilder {
         id: InstanceId,
         inbox: &Inbox,
     ) -> Result<Vec<BoxedTransport>> {
-        let mut transports: Vec<BoxedTransport> = Vec::with_capacity(2);
+        let mut transports: Vec<BoxedTransport> = Vec::with_capacity(3);
         if endpoint.starts_with("tcp://") {
             let config = ZmqConfig::new(endpoint).heartbeat_interval(self.heartbeat_interval);
             transports.push(ZmqTransport::bind(config, id, inbox.clone())?);
-        } else if endpoint != local::SCHEME {
+        } else if endpoint != local::SCHEME && endpoint != shm::SCHEME {
             return Err(Error::Config(format!(
-                "unsupported endpoint {endpoint:?}: use tcp://host:port or local://"
+                "unsupported endpoint {endpoint:?}: use tcp://host:port, local:// or shm://"
             )));
+        }
+        if self.shm {
+            let config = self.shm_config.clone();
+            transports.push(ShmTransport::bind(config, id, inbox.clone())?);
         }
         transports.push(LocalTransport::bind(id, inbox.clone()));
         Ok(transports)

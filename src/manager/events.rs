@@ -23,6 +23,14 @@ impl LinkEvents for RuntimeEvents {
     }
 
     fn on_link_lost(&self, peer: InstanceId) {
+        // A peer can be reachable over several links (an outbound link per
+        // transport, reverse links for its calls to us). Only the loss of the
+        // link our calls ride on fails them: if that one is still up, the
+        // report concerns another link and its replies are still on the way.
+        if self.links.get(&peer).is_some_and(|link| !link.is_closed()) {
+            tracing::debug!(%peer, "a secondary link to the peer closed; the link in use is up");
+            return;
+        }
         let removed = self
             .links
             .remove_if(&peer, |_, link| link.is_closed())

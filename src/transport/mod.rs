@@ -21,6 +21,7 @@
 //!   transport keeps serving every other frame and peer.
 
 pub mod local;
+pub mod shm;
 pub mod zmq;
 
 use std::fmt;

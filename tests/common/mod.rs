@@ -6,7 +6,9 @@ pub mod process;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use active_message::{ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId};
+use active_message::{
+    ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId, TransportPolicy,
+};
 
 /// Which transport a test runs over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,18 +17,24 @@ pub enum Flavor {
     Local,
     /// ZeroMQ over loopback TCP.
     Tcp,
+    /// Shared-memory rings.
+    Shm,
 }
 
 /// A builder for `flavor` with short, test-friendly budgets.
 pub fn builder(flavor: Flavor) -> ActiveMessageManagerBuilder {
-    let endpoint = match flavor {
-        Flavor::Local => "local://",
-        Flavor::Tcp => "tcp://127.0.0.1:0",
-    };
-    ActiveMessageManagerBuilder::new()
-        .endpoint(endpoint)
+    let base = ActiveMessageManagerBuilder::new()
         .default_timeout(Duration::from_secs(10))
-        .shutdown_timeout(Duration::from_secs(5))
+        .shutdown_timeout(Duration::from_secs(5));
+    match flavor {
+        Flavor::Local => base.endpoint("local://").shm(false),
+        Flavor::Tcp => base
+            .endpoint("tcp://127.0.0.1:0")
+            .transport_policy(TransportPolicy::TcpOnly),
+        Flavor::Shm => base
+            .endpoint("local://")
+            .transport_policy(TransportPolicy::ShmOnly),
+    }
 }
 
 /// A client manager connected to a server manager that runs the demo handlers.

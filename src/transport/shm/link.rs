@@ -1,0 +1,408 @@
+//! One shared-memory link: the send side (`PeerLink`), liveness and teardown.
+//!
+//! Frames go into the producer ring encoded in place. A frame larger than a
+//! ring record travels as a sealed memfd over the rendezvous socket, announced
+//! by a marker record (see [`super::large`]); at most [`LARGE_WINDOW`] such
+//! descriptors are in flight per link, each acknowledged by the receiver.
+//!
+//! Socket messages after the handshake are single bytes: [`MSG_FD`] carries
+//! one descriptor, [`MSG_ACK`] returns a window slot. End of file means the
+//! peer is gone.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use shm_ring::fdpass::send_fds;
+use shm_ring::{Producer, RingCloser, RingError, WriteGrant};
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+use tokio::sync::{Mutex, MutexGuard, Semaphore, TryAcquireError};
+use tokio_util::sync::CancellationToken;
+
+use super::Registry;
+use super::large::{self, Blob, Source};
+use crate::codec::DoesNotFit;
+use crate::error::{Error, Result};
+use crate::ids::{InstanceId, MessageId};
+use crate::transport::{BoxFuture, LinkEvents, OutFrame, PeerLink, TransportKind};
+use crate::wire::{Header, Kind, ProtocolError};
+
+/// Record flag: the record is one wire frame.
+pub(crate) const FLAG_FRAME: u16 = 0;
+/// Record flag: the frame comes as the next descriptor on the socket; the
+/// record holds its length (u64 LE) and 8 zero bytes.
+pub(crate) const FLAG_LARGE: u16 = 1;
+/// Size of a large-frame marker record.
+pub(crate) const MARKER_LEN: usize = 16;
+/// Large frames in flight (descriptors sent, not yet acknowledged) per link.
+pub(crate) const LARGE_WINDOW: usize = 8;
+/// Socket message: one descriptor (a large frame) is attached.
+pub(crate) const MSG_FD: u8 = b'F';
+/// Socket message: the receiver took a large frame.
+pub(crate) const MSG_ACK: u8 = b'A';
+/// Smallest reservation for a frame whose size is unknown before encoding.
+const MIN_GUESS: usize = 4096;
+
+/// The producer ring and the adaptive size guess for archives.
+pub(crate) struct Tx {
+    pub(crate) producer: Producer,
+    guess: usize,
+}
+
+impl Tx {
+    pub(crate) fn new(producer: Producer) -> Self {
+        let guess = MIN_GUESS.min(producer.max_record());
+        Self { producer, guess }
+    }
+}
+
+/// What a non-waiting write achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wrote {
+    Done,
+    Full,
+    /// The frame does not fit in a ring record.
+    Large,
+}
+
+/// A link to one peer over a pair of rings.
+pub(crate) struct ShmLink {
+    pub(crate) peer: InstanceId,
+    pub(crate) local: InstanceId,
+    pub(crate) tx: Mutex<Tx>,
+    pub(crate) max_record: usize,
+    pub(crate) peer_max_frame: usize,
+    pub(crate) stream: UnixStream,
+    pub(crate) closers: [RingCloser; 2],
+    pub(crate) closed: AtomicBool,
+    pub(crate) reported: AtomicBool,
+    /// Cancelled when the link goes down (wakes every waiter).
+    pub(crate) lost: CancellationToken,
+    pub(crate) large_window: Semaphore,
+    pub(crate) events: Arc<dyn LinkEvents>,
+    pub(crate) registry: Weak<Registry>,
+    pub(crate) serial: u64,
+}
+
+impl std::fmt::Debug for ShmLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmLink")
+            .field("peer", &self.peer)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+fn next_guess(written: usize, max: usize) -> usize {
+    (written + written / 2)
+        .next_power_of_two()
+        .clamp(MIN_GUESS.min(max), max)
+}
+
+fn ring_io(e: RingError) -> std::io::Error {
+    match e {
+        RingError::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+fn mismatch() -> Error {
+    Error::Codec("frame larger than its announced size".into())
+}
+
+impl ShmLink {
+    fn check_open(&self) -> Result<()> {
+        // Acquire: pairs with the AcqRel swap in `shut`.
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::PeerLost(self.peer))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_size(&self, len: usize) -> Result<()> {
+        if len > self.peer_max_frame {
+            Err(Error::PayloadTooLarge {
+                size: len,
+                max: self.peer_max_frame,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Maps a ring failure to the caller's error; corruption drops the link.
+    fn ring_error(&self, e: RingError) -> Error {
+        match e {
+            RingError::Closed => Error::PeerLost(self.peer),
+            RingError::Corrupt { .. } => {
+                self.violation(ProtocolError::Link(e.to_string()));
+                Error::PeerLost(self.peer)
+            }
+            other => Error::Transport(other.to_string()),
+        }
+    }
+
+    /// The peer broke the protocol: report it and drop the link.
+    pub(crate) fn violation(&self, err: ProtocolError) {
+        tracing::warn!(peer = %self.peer, %err, "shm link dropped: protocol violation");
+        self.events.on_protocol_error(Some(self.peer), &err);
+        self.shut();
+    }
+
+    async fn lock_tx(&self) -> Result<MutexGuard<'_, Tx>> {
+        let guard = self.tx.lock().await;
+        self.check_open()?;
+        Ok(guard)
+    }
+
+    async fn reserve<'p>(&self, p: &'p mut Producer, len: usize) -> Result<WriteGrant<'p>> {
+        p.reserve(len).await.map_err(|e| self.ring_error(e))
+    }
+
+    /// Writes one frame into the ring without waiting.
+    pub(crate) fn write_now(&self, tx: &mut Tx, src: Source<'_>) -> Result<Wrote> {
+        let max = self.max_record;
+        if let Some(len) = src.exact_len() {
+            if len > max {
+                return Ok(Wrote::Large);
+            }
+            return match tx.producer.try_reserve(len) {
+                Ok(mut grant) => {
+                    let written = src.encode_into(&mut grant).map_err(|_| mismatch())?;
+                    grant.commit_len(written);
+                    Ok(Wrote::Done)
+                }
+                Err(RingError::Full) => Ok(Wrote::Full),
+                Err(e) => Err(self.ring_error(e)),
+            };
+        }
+        let mut len = tx.guess;
+        loop {
+            let mut grant = match tx.producer.try_reserve(len) {
+                Ok(grant) => grant,
+                Err(RingError::Full) => return Ok(Wrote::Full),
+                Err(e) => return Err(self.ring_error(e)),
+            };
+            match src.encode_into(&mut grant) {
+                Ok(written) => {
+                    grant.commit_len(written);
+                    tx.guess = next_guess(written, max);
+                    return Ok(Wrote::Done);
+                }
+                Err(DoesNotFit) if len < max => len = (len * 4).min(max),
+                Err(DoesNotFit) => return Ok(Wrote::Large),
+            }
+        }
+    }
+
+    /// Writes one frame, waiting for room (backpressure).
+    pub(crate) async fn write(&self, src: Source<'_>) -> Result<()> {
+        self.check_open()?;
+        let max = self.max_record;
+        if let Some(len) = src.exact_len() {
+            self.check_size(len)?;
+            if len > max {
+                return self.write_large(src).await;
+            }
+            let mut tx = self.lock_tx().await?;
+            let mut grant = self.reserve(&mut tx.producer, len).await?;
+            let written = src.encode_into(&mut grant).map_err(|_| mismatch())?;
+            grant.commit_len(written);
+            return Ok(());
+        }
+        {
+            let mut tx = self.lock_tx().await?;
+            let mut len = tx.guess;
+            loop {
+                let mut grant = self.reserve(&mut tx.producer, len).await?;
+                match src.encode_into(&mut grant) {
+                    Ok(written) => {
+                        grant.commit_len(written);
+                        tx.guess = next_guess(written, max);
+                        return Ok(());
+                    }
+                    Err(DoesNotFit) if len < max => len = (len * 4).min(max),
+                    Err(DoesNotFit) => break,
+                }
+            }
+        }
+        self.write_large(src).await
+    }
+
+    /// Sends a frame too big for a ring record as a sealed memfd.
+    async fn write_large(&self, src: Source<'_>) -> Result<()> {
+        let permit = tokio::select! {
+            permit = self.large_window.acquire() => {
+                permit.map_err(|_| Error::PeerLost(self.peer))?
+            }
+            () = self.lost.cancelled() => return Err(Error::PeerLost(self.peer)),
+        };
+        // Encoded before taking the ring, so other senders are not held up.
+        let blob = large::encode(src, self.peer_max_frame)?;
+        let mut tx = self.lock_tx().await?;
+        let mut marker = self.reserve(&mut tx.producer, MARKER_LEN).await?;
+        marker.set_flags(FLAG_LARGE);
+        marker[..8].copy_from_slice(&(blob.len as u64).to_le_bytes());
+        marker[8..MARKER_LEN].fill(0);
+        // The descriptor goes first, so it is there when the marker is read.
+        let send = self
+            .stream
+            .async_io(Interest::WRITABLE, || self.send_fd(&blob));
+        tokio::select! {
+            sent = send => sent.map_err(|_| Error::PeerLost(self.peer))?,
+            () = self.lost.cancelled() => return Err(Error::PeerLost(self.peer)),
+        }
+        marker.commit_len(MARKER_LEN);
+        permit.forget();
+        Ok(())
+    }
+
+    fn send_fd(&self, blob: &Blob) -> std::io::Result<()> {
+        send_fds(self.stream.as_fd(), &[MSG_FD], &[blob.fd.as_fd()]).map_err(ring_io)
+    }
+
+    /// Non-waiting twin of [`Self::write`]: `Full` instead of waiting.
+    pub(crate) fn try_write(&self, src: Source<'_>) -> Result<()> {
+        self.check_open()?;
+        if let Some(len) = src.exact_len() {
+            self.check_size(len)?;
+        }
+        let wrote = {
+            let mut tx = self.tx.try_lock().map_err(|_| Error::Full)?;
+            self.write_now(&mut tx, src)?
+        };
+        match wrote {
+            Wrote::Done => Ok(()),
+            Wrote::Full => Err(Error::Full),
+            Wrote::Large => self.try_write_large(src),
+        }
+    }
+
+    fn try_write_large(&self, src: Source<'_>) -> Result<()> {
+        let permit = self.large_window.try_acquire().map_err(|e| match e {
+            TryAcquireError::NoPermits => Error::Full,
+            TryAcquireError::Closed => Error::PeerLost(self.peer),
+        })?;
+        let blob = large::encode(src, self.peer_max_frame)?;
+        let mut tx = self.tx.try_lock().map_err(|_| Error::Full)?;
+        let mut marker = match tx.producer.try_reserve(MARKER_LEN) {
+            Ok(grant) => grant,
+            Err(RingError::Full) => return Err(Error::Full),
+            Err(e) => return Err(self.ring_error(e)),
+        };
+        marker.set_flags(FLAG_LARGE);
+        marker[..8].copy_from_slice(&(blob.len as u64).to_le_bytes());
+        marker[8..MARKER_LEN].fill(0);
+        match self
+            .stream
+            .try_io(Interest::WRITABLE, || self.send_fd(&blob))
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(Error::Full),
+            Err(_) => return Err(Error::PeerLost(self.peer)),
+        }
+        marker.commit_len(MARKER_LEN);
+        permit.forget();
+        Ok(())
+    }
+
+    /// Tells the sender a large frame was taken (returns a window slot).
+    pub(crate) async fn ack_large(&self) {
+        use nix::sys::socket::{MsgFlags, send};
+        let ack = self.stream.async_io(Interest::WRITABLE, || {
+            send(self.stream.as_raw_fd(), &[MSG_ACK], MsgFlags::MSG_NOSIGNAL)
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+        tokio::select! {
+            sent = ack => if let Err(e) = sent {
+                tracing::debug!(peer = %self.peer, %e, "large-frame ack not sent");
+            },
+            () = self.lost.cancelled() => {}
+        }
+    }
+
+    /// Marks the link down: senders fail with `PeerLost`, both rings close
+    /// (waking every parked reader and writer), the socket shuts so the peer
+    /// sees end of file. Idempotent. The reader task then drains what was
+    /// committed and reports the loss once ([`Self::finish`]).
+    pub(crate) fn shut(&self) {
+        // AcqRel: pairs with the Acquire loads in `check_open` / `is_closed`.
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for closer in &self.closers {
+            closer.close();
+        }
+        let _ =
+            nix::sys::socket::shutdown(self.stream.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        self.lost.cancel();
+    }
+
+    /// Called once by the reader task when it ends: reports the loss exactly
+    /// once and forgets the link.
+    pub(crate) fn finish(&self) {
+        self.shut();
+        // AcqRel: exactly one caller reports.
+        if !self.reported.swap(true, Ordering::AcqRel) {
+            tracing::debug!(peer = %self.peer, "shm link lost");
+            self.events.on_link_lost(self.peer);
+        }
+        if let Some(registry) = self.registry.upgrade() {
+            registry.remove(self.serial);
+        }
+    }
+
+    /// Best effort: a goodbye frame if the ring takes it right now.
+    fn say_goodbye(&self) {
+        if let Ok(mut tx) = self.tx.try_lock() {
+            let header = Header::new(Kind::Goodbye, MessageId(1), self.local);
+            let frame = OutFrame::bytes(header, "", &[]);
+            let _ = self.write_now(&mut tx, Source::Frame(&frame));
+        }
+    }
+}
+
+impl PeerLink for ShmLink {
+    fn peer(&self) -> InstanceId {
+        self.peer
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Shm
+    }
+
+    fn send<'a>(&'a self, frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.write(Source::Frame(&frame)).await })
+    }
+
+    fn try_send(&self, frame: OutFrame<'_>) -> Result<()> {
+        self.try_write(Source::Frame(&frame))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        if !self.is_closed() {
+            self.say_goodbye();
+            self.shut();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guesses_grow_with_frames_and_stay_bounded() {
+        assert_eq!(next_guess(100, 1 << 19), MIN_GUESS);
+        assert_eq!(next_guess(5000, 1 << 19), 8192);
+        assert_eq!(next_guess(400_000, 1 << 19), 1 << 19);
+        assert_eq!(next_guess(100, 2032), 2032);
+    }
+}
