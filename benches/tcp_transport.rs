@@ -140,7 +140,11 @@ struct AmPair {
 
 type Invocations = mpsc::Receiver<active_message::transport::Inbound>;
 
-fn transport(events: Arc<dyn LinkEvents>) -> (Arc<ZmqTransport>, Invocations, InstanceId) {
+/// A transport on loopback; `spin` overrides the I/O thread's spin setting.
+fn transport(
+    events: Arc<dyn LinkEvents>,
+    spin: Option<Duration>,
+) -> (Arc<ZmqTransport>, Invocations, InstanceId) {
     let id = InstanceId::new_random();
     let (tx, rx) = mpsc::channel(1024);
     let inbox = Inbox {
@@ -149,12 +153,10 @@ fn transport(events: Arc<dyn LinkEvents>) -> (Arc<ZmqTransport>, Invocations, In
         events,
         max_frame: MAX_FRAME,
     };
-    // AM_BENCH_SPIN_US: let the I/O threads spin that long after traffic.
-    let spin = std::env::var("AM_BENCH_SPIN_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(Duration::ZERO, Duration::from_micros);
-    let config = ZmqConfig::new("tcp://127.0.0.1:0").spin(spin);
+    let mut config = ZmqConfig::new("tcp://127.0.0.1:0");
+    if let Some(spin) = spin {
+        config = config.spin(spin);
+    }
     let t = ZmqTransport::bind(config, id, inbox).unwrap();
     (t, rx, id)
 }
@@ -194,8 +196,8 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 impl AmPair {
-    fn start() -> Self {
-        let (server, invocations, server_id) = transport(Arc::new(Replies::default()));
+    fn start(spin: Option<Duration>) -> Self {
+        let (server, invocations, server_id) = transport(Arc::new(Replies::default()), spin);
         let endpoint = server.local_endpoint().unwrap();
         let (stop_server, stop) = oneshot::channel::<()>();
         let server_thread = std::thread::spawn(move || {
@@ -203,7 +205,7 @@ impl AmPair {
         });
         let runtime = current_thread();
         let replies = Arc::new(Replies::default());
-        let (client, _unused_inbox, local) = transport(replies.clone());
+        let (client, _unused_inbox, local) = transport(replies.clone(), spin);
         let link = runtime
             .block_on(client.connect(server_id, &endpoint))
             .unwrap();
@@ -269,7 +271,7 @@ fn percentiles(name: &str, mut samples: Vec<Duration>) -> Duration {
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
     println!(
-        "{name:<28} p50 {:>9.1?}  p90 {:>9.1?}  p99 {:>9.1?}  (n = {})",
+        "{name:<32} p50 {:>9.1?}  p90 {:>9.1?}  p99 {:>9.1?}  (n = {})",
         at(0.5),
         at(0.9),
         at(0.99),
@@ -279,8 +281,13 @@ fn percentiles(name: &str, mut samples: Vec<Duration>) -> Duration {
 }
 
 fn round_trips(c: &mut Criterion) {
+    // RUST_LOG=active_message=info shows link events (a lost link, say).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let mut raw = RawPair::start();
-    let mut am = AmPair::start();
+    let mut am = AmPair::start(None);
     let mut group = c.benchmark_group("tcp_round_trip_64B");
     group.bench_function("raw_libzmq_dealer_router", |b| {
         b.iter_custom(|iters| {
@@ -296,23 +303,39 @@ fn round_trips(c: &mut Criterion) {
     });
     group.finish();
 
-    // Single round trips, interleaved in blocks so drift hits both alike.
-    let (mut raw_samples, mut am_samples) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        for _ in 0..1000 {
+    // Single round trips, interleaved in blocks so load drift hits every case
+    // alike. AM_BENCH_SPINS=0,100 adds transports with those spin settings (µs);
+    // the default config spins 50 µs after handing a frame to the application.
+    let mut variants: Vec<(String, AmPair, Vec<Duration>)> =
+        vec![("active-message (default)".to_owned(), am, Vec::new())];
+    if let Ok(list) = std::env::var("AM_BENCH_SPINS") {
+        for us in list.split(',').filter_map(|v| v.trim().parse::<u64>().ok()) {
+            let pair = AmPair::start(Some(Duration::from_micros(us)));
+            variants.push((format!("active-message (spin {us} µs)"), pair, Vec::new()));
+        }
+    }
+    let mut raw_samples = Vec::new();
+    for _ in 0..20 {
+        for _ in 0..500 {
             let start = Instant::now();
             raw.round_trip();
             raw_samples.push(start.elapsed());
         }
-        am_samples.extend(am.samples(1000));
+        for (_, pair, samples) in &mut variants {
+            samples.extend(pair.samples(500));
+        }
     }
-    println!("\nsingle round trips (same run, interleaved blocks of 1000):");
+    println!("\nsingle round trips (same run, interleaved blocks of 500):");
     let raw_p50 = percentiles("raw libzmq", raw_samples);
-    let am_p50 = percentiles("active-message transport", am_samples);
-    println!(
-        "ratio of medians: {:.2}x\n",
-        am_p50.as_secs_f64() / raw_p50.as_secs_f64()
-    );
+    for (name, _, samples) in variants.iter_mut() {
+        let p50 = percentiles(name, std::mem::take(samples));
+        println!(
+            "{:<28} ratio of medians to raw: {:.2}x",
+            "",
+            p50.as_secs_f64() / raw_p50.as_secs_f64()
+        );
+    }
+    println!();
 }
 
 fn config() -> Criterion {

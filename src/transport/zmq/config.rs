@@ -14,6 +14,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_SEND_QUEUE: usize = 1024;
 /// Default libzmq high-water mark (`ZMQ_SNDHWM` / `ZMQ_RCVHWM`), in frames.
 pub const DEFAULT_HIGH_WATER_MARK: i32 = 1000;
+/// Default spin of the I/O thread after it handed a frame to the application.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// Default time a goodbye may take to leave when a socket is closed.
 pub const DEFAULT_GOODBYE_LINGER: Duration = Duration::from_millis(200);
 
@@ -58,9 +60,11 @@ pub struct ZmqConfig {
     /// Default: the bound host, or for a wildcard the first non-loopback IPv4
     /// address of an up interface, else `127.0.0.1`.
     pub advertise_host: Option<String>,
-    /// How long the I/O thread keeps polling without sleeping after it handled
-    /// traffic, so a quick next message does not pay a thread wake-up.
-    /// Zero disables spinning. Default zero.
+    /// How long the I/O thread keeps polling instead of sleeping after it
+    /// handed a frame to the application (an invocation or a reply), so the
+    /// application's immediate answer does not pay a thread wake-up. The spin
+    /// yields the CPU between polls and ends as soon as the application sends;
+    /// idle links never spin. Default 50 µs; zero disables spinning.
     pub spin: Duration,
     /// How long a goodbye may take to leave when a link or the transport is
     /// closed (the socket's `ZMQ_LINGER` at close). Default 200 ms.
@@ -77,7 +81,7 @@ impl Default for ZmqConfig {
             send_queue: DEFAULT_SEND_QUEUE,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             advertise_host: None,
-            spin: Duration::ZERO,
+            spin: DEFAULT_SPIN,
             goodbye_linger: DEFAULT_GOODBYE_LINGER,
         }
     }
@@ -131,7 +135,8 @@ impl ZmqConfig {
         self
     }
 
-    /// Sets how long the I/O thread spins after traffic before it sleeps.
+    /// Sets how long the I/O thread spins after handing a frame to the
+    /// application (zero: never).
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
         self

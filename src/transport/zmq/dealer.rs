@@ -53,7 +53,9 @@ pub(crate) struct Dealer {
     /// The DEALER and its monitor (detached before both close).
     pub(crate) sockets: Monitored,
     state: State,
+    /// Last frame from the peer, last frame to it, last probe.
     last_rx: Instant,
+    last_tx: Instant,
     last_probe: Instant,
     /// A frame the socket had no room for (sent first when it has).
     blocked: Option<zmq::Message>,
@@ -100,6 +102,7 @@ impl Dealer {
                 waiters: Vec::new(),
             },
             last_rx: now,
+            last_tx: now,
             last_probe: now,
             blocked: None,
         })
@@ -146,7 +149,7 @@ impl Dealer {
     }
 
     /// Moves queued frames into the socket while it has room.
-    pub(crate) fn flush(&mut self) -> Option<Teardown> {
+    pub(crate) fn flush(&mut self, now: Instant) -> Option<Teardown> {
         let State::Up { queue, .. } = &mut self.state else {
             return None;
         };
@@ -166,6 +169,7 @@ impl Dealer {
                 tracing::warn!(peer = %self.peer, %err, "zmq: send on dealer failed");
                 return Some(Teardown::Lost("send failed"));
             }
+            self.last_tx = now;
         }
     }
 
@@ -227,7 +231,10 @@ impl Dealer {
     fn on_frame(&mut self, env: &mut Env, frame: &FrameRef<'_>) -> Option<Teardown> {
         let header = &frame.header;
         match (&self.state, header.kind) {
-            (_, kind) if kind.is_reply() => env.inbox.events.on_reply(header, frame.payload),
+            (_, kind) if kind.is_reply() => {
+                env.inbox.events.on_reply(header, frame.payload);
+                env.delivered = true;
+            }
             (State::Connecting { .. }, Kind::Heartbeat) if header.has(flags::PONG) => {
                 return self.handshake(env, frame);
             }
@@ -309,6 +316,11 @@ impl Dealer {
         }
     }
 
+    /// Does not count `paused` (time the I/O thread did not run) as silence.
+    pub(crate) fn excuse(&mut self, paused: Duration, now: Instant) {
+        self.last_rx = (self.last_rx + paused).min(now);
+    }
+
     /// Heartbeats and deadlines.
     pub(crate) fn tick(&mut self, env: &mut Env, now: Instant) -> Option<Teardown> {
         if let State::Connecting { deadline, .. } = self.state {
@@ -320,8 +332,11 @@ impl Dealer {
         if silent >= env.settings.heartbeat_timeout {
             return Some(Teardown::Lost("heartbeat timeout"));
         }
+        // Probe when we sent nothing for an interval (the peer hears we live)
+        // or heard nothing for one (a peer that only answers probes).
         let interval = env.settings.heartbeat_interval;
-        if silent >= interval
+        let idle = now.saturating_duration_since(self.last_tx) >= interval;
+        if (idle || silent >= interval)
             && now.saturating_duration_since(self.last_probe) >= interval
             && self.blocked.is_none()
             && self.writable()
@@ -329,6 +344,7 @@ impl Dealer {
             let (_, probe) = env.control.probe();
             if self.sockets.socket.send(probe, zmq::DONTWAIT).is_ok() {
                 self.last_probe = now;
+                self.last_tx = now;
             }
         }
         None

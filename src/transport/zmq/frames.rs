@@ -61,11 +61,17 @@ impl Control {
         encode(header, "", &[])
     }
 
-    /// An `Error` answer to the invocation `to`.
-    pub(crate) fn error(&mut self, to: &Header, code: ErrorCode, text: &str) -> zmq::Message {
+    /// The header of an `Error` answer to the invocation `to`.
+    pub(crate) fn error_header(&mut self, to: &Header, code: ErrorCode) -> Header {
         let mut header = self.header(Kind::Error);
         header.correlation_id = to.message_id;
         header.error_code = code as u8;
+        header
+    }
+
+    /// An `Error` answer to the invocation `to`.
+    pub(crate) fn error(&mut self, to: &Header, code: ErrorCode, text: &str) -> zmq::Message {
+        let header = self.error_header(to, code);
         encode(header, "", text.as_bytes())
     }
 }

@@ -86,6 +86,9 @@ pub(crate) struct Env {
     pub(crate) settings: Settings,
     pub(crate) control: Control,
     pub(crate) shared: Arc<IoShared>,
+    /// Set when a frame went to the application (an invocation or a reply):
+    /// its answer may follow at once, so the I/O thread may spin for it.
+    pub(crate) delivered: bool,
     next_link_id: u64,
 }
 
@@ -104,6 +107,7 @@ pub(crate) struct IoThread {
     dealers: Vec<Dealer>,
     commands: mpsc::Receiver<Command>,
     next_tick: Instant,
+    last_tick: Instant,
     spin_until: Option<Instant>,
     /// Reused buffers (no allocation per turn).
     dirty: Vec<Arc<ZmqLink>>,
@@ -134,12 +138,14 @@ impl IoThread {
                 settings,
                 control,
                 shared,
+                delivered: false,
                 next_link_id: 0,
             },
-            router: RouterSide::new(router, now),
+            router: RouterSide::new(router),
             dealers: Vec::new(),
             commands,
             next_tick: now,
+            last_tick: now,
             spin_until: None,
             dirty: Vec::new(),
             poll_items: Vec::new(),
@@ -154,7 +160,7 @@ impl IoThread {
         tracing::debug!(local = %self.env.local, "zmq: I/O thread started");
         while !self.env.shared.is_shut_down() {
             let now = Instant::now();
-            self.drain_dirty();
+            self.drain_dirty(now);
             self.drain_commands(now);
             self.router.retry(&mut self.env, now);
             if now >= self.next_tick {
@@ -164,32 +170,39 @@ impl IoThread {
             let timeout = self.poll_timeout(now);
             if self.poll(timeout) {
                 self.handle_ready();
+            } else if timeout == 0 && self.spin_until.is_some() {
+                // Spin politely: a waking application thread may need this core.
+                std::thread::yield_now();
             }
         }
         self.finish();
     }
 
     /// Moves frames of every dirty link into its socket; handles close requests.
-    fn drain_dirty(&mut self) {
+    fn drain_dirty(&mut self, now: Instant) {
         self.env.shared.take_dirty(&mut self.dirty);
         let mut dirty = std::mem::take(&mut self.dirty);
+        if !dirty.is_empty() {
+            // The application answered; what comes next is a network round trip away.
+            self.spin_until = None;
+        }
         for link in dirty.drain(..) {
             // Cleared before draining: a frame queued after this re-lists the link.
             link.dirty.swap(false, std::sync::atomic::Ordering::AcqRel);
             match link.route {
-                Route::Reverse(_) => self.router.on_dirty(&mut self.env, &link),
-                Route::Outbound => self.drain_outbound(&link),
+                Route::Reverse(_) => self.router.on_dirty(&mut self.env, &link, now),
+                Route::Outbound => self.drain_outbound(&link, now),
             }
         }
         self.dirty = dirty;
     }
 
-    fn drain_outbound(&mut self, link: &ZmqLink) {
+    fn drain_outbound(&mut self, link: &ZmqLink, now: Instant) {
         let Some(index) = self.dealers.iter().position(|d| d.link_id == link.id) else {
             return;
         };
         let dealer = &mut self.dealers[index];
-        let down = dealer.flush();
+        let down = dealer.flush(now);
         if down.is_none()
             && !link
                 .close_requested
@@ -256,13 +269,26 @@ impl IoThread {
     }
 
     fn tick(&mut self, now: Instant) {
+        // Time this thread did not run (starved, or the process was stopped)
+        // is not the peers' silence: their frames wait unread in the sockets.
+        let paused = now
+            .saturating_duration_since(self.last_tick)
+            .saturating_sub(2 * self.env.settings.tick());
+        self.last_tick = now;
+        if !paused.is_zero() {
+            tracing::debug!(?paused, "zmq: the I/O thread did not run for a while");
+            for dealer in &mut self.dealers {
+                dealer.excuse(paused, now);
+            }
+            self.router.excuse(paused, now);
+        }
         for (index, dealer) in self.dealers.iter_mut().enumerate() {
             if let Some(down) = dealer.tick(&mut self.env, now) {
                 self.downs.push((index, down));
             }
         }
         self.remove_downs();
-        self.router.tick(&self.env, now);
+        self.router.tick(&mut self.env, now);
     }
 
     /// Tears down the DEALERs listed in `downs` (highest index first, so
@@ -342,9 +368,6 @@ impl IoThread {
     /// Serves whatever `poll` found ready.
     fn handle_ready(&mut self) {
         let now = Instant::now();
-        if !self.env.settings.spin.is_zero() {
-            self.spin_until = Some(now + self.env.settings.spin);
-        }
         if self.ready[0].contains(zmq::POLLIN) {
             self.env.shared.clear_doorbell();
         }
@@ -358,7 +381,7 @@ impl IoThread {
                 down = dealer.read(&mut self.env, now, &mut self.body, READ_BUDGET);
             }
             if down.is_none() && data.contains(zmq::POLLOUT) {
-                down = dealer.flush();
+                down = dealer.flush(now);
             }
             if down.is_none() && monitor.contains(zmq::POLLIN) {
                 down = dealer.read_monitor(&mut self.body);
@@ -368,6 +391,9 @@ impl IoThread {
             }
         }
         self.remove_downs();
+        if std::mem::take(&mut self.env.delivered) && !self.env.settings.spin.is_zero() {
+            self.spin_until = Some(now + self.env.settings.spin);
+        }
     }
 
     /// Shutdown: fail queued connects, say goodbye everywhere, close sockets.
@@ -378,7 +404,7 @@ impl IoThread {
             let _ = reply.send(Err(Error::ShuttingDown));
         }
         for mut dealer in std::mem::take(&mut self.dealers) {
-            let _ = dealer.flush();
+            let _ = dealer.flush(Instant::now());
             dealer.say_goodbye(&mut self.env);
             dealer.teardown(&self.env, Teardown::Closed);
         }

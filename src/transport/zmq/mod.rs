@@ -20,20 +20,31 @@
 //! # Liveness
 //! `connect` sends a heartbeat probe and waits for the pong: the instance that
 //! answers must be the one asked for, and a refused connection fails at once
-//! (from the monitor) rather than at the connect timeout. An outbound link
-//! probes when it has heard nothing for one heartbeat interval; any frame
-//! from the peer counts as life. It is lost — `on_link_lost(peer)` once, its
-//! DEALER closed so libzmq does not reconnect to a dead instance — when the
-//! monitor reports the TCP connection closed (a killed peer is seen at
-//! once), when the peer says goodbye, or after the heartbeat timeout without
-//! a sign of life. A server stalled by a full inbox keeps telling its clients
-//! it is alive, so backpressure is never mistaken for death.
+//! (from the monitor) rather than at the connect timeout. Then each side sends
+//! the other a heartbeat whenever it has sent it nothing for one interval (an
+//! outbound link probes, the ROUTER answers with a pong and sends unasked
+//! pongs to clients it has been quiet towards, also while a full inbox stalls
+//! it), and any frame counts as life. An outbound link is lost —
+//! `on_link_lost(peer)` once, its DEALER closed so libzmq does not reconnect
+//! to a dead instance — when the monitor reports its TCP connection closed (a
+//! killed peer is seen at once), when the peer says goodbye, or after the
+//! heartbeat timeout without a sign of life. Time during which the I/O thread
+//! itself did not run (a starved or stopped process) is not counted as the
+//! peer's silence.
 //!
 //! Reverse (ROUTER-side) links are closed when their client says goodbye, is
 //! silent past the heartbeat timeout, or becomes unroutable; they do **not**
 //! call `on_link_lost` (the runtime learns of a lost caller from that
 //! caller's own outbound link, if it has one). Closing a link yourself
 //! (`close`, `shutdown`) does not call it either.
+//!
+//! # Latency
+//! Each direction of a round trip crosses two more threads than raw libzmq
+//! (the caller's task to the I/O thread, the I/O thread to the receiving
+//! task). To spare one of those wake-ups, the I/O thread keeps polling for
+//! [`ZmqConfig::spin`] (50 µs by default, yielding the CPU on every empty
+//! pass) after it handed a frame to the application, whose answer typically
+//! follows at once. Idle links never spin.
 //!
 //! # Frame limit
 //! The largest frame is [`Inbox::max_frame`]. It is set as `ZMQ_MAXMSGSIZE`
@@ -64,7 +75,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use self::config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_GOODBYE_LINGER, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_HEARTBEAT_MISSES, DEFAULT_HIGH_WATER_MARK, DEFAULT_SEND_QUEUE, ZmqConfig,
+    DEFAULT_HEARTBEAT_MISSES, DEFAULT_HIGH_WATER_MARK, DEFAULT_SEND_QUEUE, DEFAULT_SPIN, ZmqConfig,
 };
 use self::io_thread::{Command, IoThread, Settings};
 use self::link::IoShared;

@@ -7,18 +7,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::dealer::skip_rest;
+use super::dealer::{millis, skip_rest};
 use super::frames::{announced_limit, expects_reply};
 use super::io_thread::Env;
 use super::link::{Route, ZmqLink};
 use crate::ids::{InstanceId, MessageId};
-use crate::transport::{BoxedLink, Inbound, PeerLink};
+use crate::transport::{BoxedLink, Inbound, OutFrame, PeerLink};
 use crate::wire::{self, ErrorCode, FrameRef, Header, Kind, ProtocolError, flags};
 
 /// One client that called us, keyed by its routing id.
@@ -27,7 +27,9 @@ struct Client {
     queue: mpsc::Receiver<zmq::Message>,
     /// A reply the client's pipe had no room for.
     blocked: Option<zmq::Message>,
+    /// Last frame from the client, and last frame we sent it.
     last_seen: Instant,
+    last_sent: Instant,
 }
 
 /// Why a send through the ROUTER did not happen.
@@ -38,15 +40,16 @@ enum RouteError {
     Gone,
 }
 
+/// A message whose multipart shape was wrong: size of the first part, size
+/// of the rest, and the first part's header if it was readable.
+type BadShape = (usize, usize, Option<Header>);
+
 /// The ROUTER socket and everything known about its clients.
 pub(crate) struct RouterSide {
     pub(crate) socket: zmq::Socket,
     clients: HashMap<Box<[u8]>, Client>,
     /// An invocation the inbox had no room for; while set the ROUTER is not read.
     pending: Option<Inbound>,
-    /// When the current stall began, and when we last told clients we live.
-    stalled_since: Option<Instant>,
-    last_keepalive: Instant,
     /// Clients with a blocked reply (retried on a short timer).
     blocked: usize,
     identity: zmq::Message,
@@ -55,13 +58,11 @@ pub(crate) struct RouterSide {
 
 impl RouterSide {
     /// Wraps the bound ROUTER.
-    pub(crate) fn new(socket: zmq::Socket, now: Instant) -> Self {
+    pub(crate) fn new(socket: zmq::Socket) -> Self {
         Self {
             socket,
             clients: HashMap::new(),
             pending: None,
-            stalled_since: None,
-            last_keepalive: now,
             blocked: 0,
             identity: zmq::Message::new(),
             body: zmq::Message::new(),
@@ -79,7 +80,7 @@ impl RouterSide {
     }
 
     /// Reads up to `budget` messages, stopping early when the inbox is full.
-    pub(crate) fn read(&mut self, env: &mut Env, now: Instant, budget: usize) -> usize {
+    pub(crate) fn read(&mut self, env: &mut Env, now: Instant, budget: usize) {
         let mut count = 0;
         while count < budget && self.pending.is_none() {
             if self.socket.recv(&mut self.identity, zmq::DONTWAIT).is_err() {
@@ -96,8 +97,8 @@ impl RouterSide {
                 let first = self.body.len();
                 // Keep what the header says (for an answer) before skipping the rest.
                 let header = wire::decode_header(&self.body).ok();
-                let extra = skip_rest(&self.socket, &mut self.body);
-                Some((first, extra, header))
+                let rest = skip_rest(&self.socket, &mut self.body);
+                Some((first, rest, header))
             } else {
                 None
             };
@@ -108,7 +109,6 @@ impl RouterSide {
             self.identity = identity;
             self.body = body;
         }
-        count
     }
 
     fn on_message(
@@ -117,13 +117,13 @@ impl RouterSide {
         now: Instant,
         identity: &[u8],
         body: &[u8],
-        shape: Option<(usize, usize, Option<Header>)>,
+        shape: Option<BadShape>,
     ) {
         let decoded = match shape {
-            Some((first, extra, header)) => Err((
+            Some((first, rest, header)) => Err((
                 ProtocolError::LengthMismatch {
                     declared: first as u64,
-                    actual: first + extra,
+                    actual: first + rest,
                 },
                 header,
             )),
@@ -140,7 +140,7 @@ impl RouterSide {
                     let answer = env
                         .control
                         .error(&header, ErrorCode::Codec, &err.to_string());
-                    let _ = route(&self.socket, identity, answer);
+                    self.send_control(identity, answer, now);
                 }
                 return;
             }
@@ -151,13 +151,11 @@ impl RouterSide {
             Kind::OneWay | Kind::Confirm | Kind::Request | Kind::Cancel => {
                 let inbound =
                     Inbound::from_frame(Bytes::copy_from_slice(body), &frame, link as BoxedLink);
-                self.deliver(env, identity, inbound, now);
+                self.deliver(env, inbound);
             }
             Kind::Heartbeat if !header.has(flags::PONG) => {
                 let pong = env.control.pong(header.message_id);
-                if let Err(RouteError::Gone) = route(&self.socket, identity, pong) {
-                    self.drop_client(identity, "unroutable");
-                }
+                self.send_control(identity, pong, now);
             }
             Kind::Heartbeat => {}
             Kind::Goodbye => {
@@ -166,6 +164,7 @@ impl RouterSide {
             }
             Kind::Ack | Kind::Response | Kind::Error | Kind::Receipt => {
                 env.inbox.events.on_reply(&header, frame.payload);
+                env.delivered = true;
             }
         }
     }
@@ -204,53 +203,35 @@ impl RouterSide {
                 queue,
                 blocked: None,
                 last_seen: now,
+                last_sent: now,
             },
         );
         link
     }
 
-    fn deliver(&mut self, env: &mut Env, identity: &[u8], inbound: Inbound, now: Instant) {
+    fn deliver(&mut self, env: &mut Env, inbound: Inbound) {
         match env.inbox.invocations.try_send(inbound) {
-            Ok(()) => {}
+            Ok(()) => env.delivered = true,
             Err(TrySendError::Full(inbound)) => {
                 tracing::trace!("zmq: inbox full, pausing the router");
                 self.pending = Some(inbound);
-                self.stalled_since = Some(now);
             }
-            Err(TrySendError::Closed(inbound)) => {
-                if expects_reply(inbound.header.kind) {
-                    let answer = env.control.error(
-                        &inbound.header,
-                        ErrorCode::ShuttingDown,
-                        "receiver is shutting down",
-                    );
-                    let _ = route(&self.socket, identity, answer);
-                }
-            }
+            Err(TrySendError::Closed(inbound)) => refuse_shutting_down(env, &inbound),
         }
     }
 
-    /// Retries the stalled invocation and blocked replies; while stalled,
-    /// tells every client once per interval that we are alive.
+    /// Retries the stalled invocation and the blocked replies.
     pub(crate) fn retry(&mut self, env: &mut Env, now: Instant) {
         if let Some(inbound) = self.pending.take() {
             match env.inbox.invocations.try_send(inbound) {
                 Ok(()) => {
-                    self.stalled_since = None;
                     // Their frames waited in the socket, not in silence.
                     for client in self.clients.values_mut() {
                         client.last_seen = now;
                     }
                 }
-                Err(TrySendError::Full(inbound)) => {
-                    self.pending = Some(inbound);
-                    if now.saturating_duration_since(self.last_keepalive)
-                        >= env.settings.heartbeat_interval
-                    {
-                        self.keepalive(env, now);
-                    }
-                }
-                Err(TrySendError::Closed(_)) => self.stalled_since = None,
+                Err(TrySendError::Full(inbound)) => self.pending = Some(inbound),
+                Err(TrySendError::Closed(inbound)) => refuse_shutting_down(env, &inbound),
             }
         }
         if self.blocked > 0 {
@@ -261,20 +242,27 @@ impl RouterSide {
                 .map(|(id, _)| id.clone())
                 .collect();
             for identity in blocked {
-                self.flush(&identity);
+                self.flush(&identity, now);
             }
         }
     }
 
-    fn keepalive(&mut self, env: &mut Env, now: Instant) {
-        self.last_keepalive = now;
-        for identity in self.clients.keys() {
-            let _ = route(&self.socket, identity, env.control.pong(MessageId(0)));
+    /// Sends a control frame to a known or unknown client (dropped when its
+    /// pipe is full; a known client that is gone is forgotten).
+    fn send_control(&mut self, identity: &[u8], msg: zmq::Message, now: Instant) {
+        match route(&self.socket, identity, msg) {
+            Ok(()) => {
+                if let Some(client) = self.clients.get_mut(identity) {
+                    client.last_sent = now;
+                }
+            }
+            Err(RouteError::Full(_)) => {}
+            Err(RouteError::Gone) => self.drop_client(identity, "unroutable"),
         }
     }
 
     /// A reverse link has queued replies or a close request.
-    pub(crate) fn on_dirty(&mut self, env: &mut Env, link: &ZmqLink) {
+    pub(crate) fn on_dirty(&mut self, env: &mut Env, link: &ZmqLink, now: Instant) {
         let Route::Reverse(identity) = &link.route else {
             return;
         };
@@ -285,7 +273,7 @@ impl RouterSide {
         {
             return; // Already dropped; its queue went with it.
         }
-        self.flush(identity);
+        self.flush(identity, now);
         if link
             .close_requested
             .load(std::sync::atomic::Ordering::Acquire)
@@ -297,7 +285,7 @@ impl RouterSide {
     }
 
     /// Moves a client's queued replies into the ROUTER while it has room.
-    fn flush(&mut self, identity: &[u8]) {
+    fn flush(&mut self, identity: &[u8], now: Instant) {
         let Some(client) = self.clients.get_mut(identity) else {
             return;
         };
@@ -309,7 +297,7 @@ impl RouterSide {
             .or_else(|| client.queue.try_recv().ok())
         {
             match route(&self.socket, identity, msg) {
-                Ok(()) => {}
+                Ok(()) => client.last_sent = now,
                 Err(RouteError::Full(msg)) => {
                     client.blocked = Some(msg);
                     break;
@@ -320,8 +308,7 @@ impl RouterSide {
                 }
             }
         }
-        let now_blocked = client.blocked.is_some();
-        match (was_blocked, now_blocked) {
+        match (was_blocked, client.blocked.is_some()) {
             (false, true) => self.blocked += 1,
             (true, false) => self.blocked -= 1,
             _ => {}
@@ -343,36 +330,74 @@ impl RouterSide {
         }
     }
 
-    /// Drops clients silent past the heartbeat timeout (not while we stall:
-    /// then their frames wait unread in the socket).
-    pub(crate) fn tick(&mut self, env: &Env, now: Instant) {
-        if self.stalled_since.is_some() {
-            return;
+    /// Does not count `paused` (time the I/O thread did not run) as silence.
+    pub(crate) fn excuse(&mut self, paused: Duration, now: Instant) {
+        for client in self.clients.values_mut() {
+            client.last_seen = (client.last_seen + paused).min(now);
         }
-        let timeout = env.settings.heartbeat_timeout;
-        let silent: Vec<Box<[u8]>> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_seen) >= timeout)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for identity in silent {
-            self.drop_client(&identity, "silent past the heartbeat timeout");
+    }
+
+    /// Heartbeats: a pong to every client we sent nothing for an interval (so
+    /// it hears we live even when its probes wait behind data, or while we
+    /// stall on a full inbox); then drops clients silent past the timeout,
+    /// except while we stall (their frames then wait unread in the socket).
+    pub(crate) fn tick(&mut self, env: &mut Env, now: Instant) {
+        let interval = env.settings.heartbeat_interval;
+        let mut gone = Vec::new();
+        for (identity, client) in &mut self.clients {
+            let idle = now.saturating_duration_since(client.last_sent) >= interval;
+            if idle && client.blocked.is_none() {
+                match route(&self.socket, identity, env.control.pong(MessageId(0))) {
+                    Ok(()) => client.last_sent = now,
+                    Err(RouteError::Full(_)) => {}
+                    Err(RouteError::Gone) => gone.push(identity.clone()),
+                }
+            }
+        }
+        if self.pending.is_none() {
+            let timeout = env.settings.heartbeat_timeout;
+            gone.extend(
+                self.clients
+                    .iter()
+                    .filter(|(_, c)| now.saturating_duration_since(c.last_seen) >= timeout)
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        for identity in gone {
+            self.drop_client(&identity, "silent or unroutable");
         }
     }
 
     /// Shutdown: flush what fits, say goodbye to every client, close them all.
     pub(crate) fn finish(&mut self, env: &mut Env) {
         self.pending = None;
+        let now = Instant::now();
         let identities: Vec<Box<[u8]>> = self.clients.keys().cloned().collect();
         for identity in identities {
-            self.flush(&identity);
+            self.flush(&identity, now);
             let _ = route(&self.socket, &identity, env.control.goodbye());
             self.drop_client(&identity, "shutdown");
         }
-        let _ = self
-            .socket
-            .set_linger(super::dealer::millis(env.settings.goodbye_linger));
+        let _ = self.socket.set_linger(millis(env.settings.goodbye_linger));
+    }
+}
+
+/// Answers an invocation the dispatcher can no longer take (its inbox is
+/// closed) with `ShuttingDown`, through the invocation's own reply link.
+fn refuse_shutting_down(env: &mut Env, inbound: &Inbound) {
+    if !expects_reply(inbound.header.kind) {
+        return;
+    }
+    let header = env
+        .control
+        .error_header(&inbound.header, ErrorCode::ShuttingDown);
+    let answer = OutFrame {
+        header,
+        name: "",
+        payload: b"receiver is shutting down",
+    };
+    if let Err(err) = inbound.reply_link.try_send(answer) {
+        tracing::debug!(%err, "zmq: could not refuse an invocation");
     }
 }
 
