@@ -391,11 +391,7 @@ fn refuse_shutting_down(env: &mut Env, inbound: &Inbound) {
     let header = env
         .control
         .error_header(&inbound.header, ErrorCode::ShuttingDown);
-    let answer = OutFrame {
-        header,
-        name: "",
-        payload: b"receiver is shutting down",
-    };
+    let answer = OutFrame::bytes(header, "", b"receiver is shutting down");
     if let Err(err) = inbound.reply_link.try_send(answer) {
         tracing::debug!(%err, "zmq: could not refuse an invocation");
     }
