@@ -53,7 +53,7 @@ async fn sigkilled_peer_fails_every_pending_call_within_100_ms() {
         .unwrap();
     let c = manager.client();
     let target = info.instance_id;
-    c.connect_to_peer(info).await.unwrap();
+    c.connect_to_peer(info.clone()).await.unwrap();
     assert_eq!(manager.stats().peers[0].transport, TransportKind::Shm);
     let echoed: String = c
         .active_message("echo")
@@ -107,6 +107,14 @@ async fn sigkilled_peer_fails_every_pending_call_within_100_ms() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 
+    let dev_shm_before = dev_shm();
+    let socket = info
+        .shm_endpoint
+        .as_deref()
+        .and_then(|e| e.strip_prefix("shm://"))
+        .map(std::path::PathBuf::from)
+        .expect("an shm endpoint");
+    assert!(socket.exists());
     let killed = Instant::now();
     child.0.kill().unwrap();
     let mut worst = Duration::ZERO;
@@ -124,6 +132,15 @@ async fn sigkilled_peer_fails_every_pending_call_within_100_ms() {
     eprintln!("pending calls failed {worst:?} after SIGKILL");
     assert!(worst < Duration::from_millis(100), "took {worst:?}");
 
+    // Nothing is left behind: the dead peer's rendezvous socket is reaped by
+    // the survivor, and memfds never appear in /dev/shm.
+    let reap_deadline = Instant::now() + Duration::from_secs(3);
+    while socket.exists() && Instant::now() < reap_deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!socket.exists(), "{} left behind", socket.display());
+    assert_eq!(dev_shm(), dev_shm_before, "/dev/shm changed");
+
     // New calls fail at once too, and the peer is gone from the stats.
     let err = c
         .active_message("echo")
@@ -140,4 +157,17 @@ async fn sigkilled_peer_fails_every_pending_call_within_100_ms() {
     );
     assert!(manager.stats().peers.is_empty());
     manager.shutdown().await.unwrap();
+}
+
+/// The entries of /dev/shm, sorted.
+fn dev_shm() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }

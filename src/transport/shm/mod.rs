@@ -310,8 +310,18 @@ impl ThinTransport for ShmTransport {
                 return Err(Error::ShuttingDown);
             }
             let raw = handshake::connect(&path, peer, &self.shared.params()).await?;
-            let link: BoxedLink = self.shared.start_link(raw)?;
-            Ok(link)
+            let link = self.shared.start_link(raw)?;
+            // A peer killed with SIGKILL leaves its socket file behind: reap it.
+            let lost = link.lost.clone();
+            let stop = self.shared.stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => {}
+                    () = lost.cancelled() => rendezvous::reap_after_loss(path).await,
+                }
+            });
+            Ok(link as BoxedLink)
         })
     }
 

@@ -87,6 +87,39 @@ fn probe(path: &Path) -> Result<Occupant> {
     }
 }
 
+/// Removes `path` if it is a rendezvous socket nobody listens on any more
+/// (its process died without cleaning up, e.g. SIGKILL). Returns whether it did.
+pub(crate) fn remove_if_stale(path: &Path) -> bool {
+    match probe(path) {
+        Ok(Occupant::Stale) => match std::fs::remove_file(path) {
+            Ok(()) => {
+                tracing::debug!(path = %path.display(), "removed a dead peer's rendezvous socket");
+                true
+            }
+            Err(_) => false,
+        },
+        _ => false,
+    }
+}
+
+/// After losing the link to the peer listening at `path`: once its process
+/// is gone its socket file is stale; remove it. The dying process may close
+/// its listener a moment after the link, so look a few times.
+pub(crate) async fn reap_after_loss(path: std::path::PathBuf) {
+    // A probe of a live listener costs it one connection that ends at once.
+    for wait_ms in [0u64, 20, 100] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        match probe(&path) {
+            Ok(Occupant::Alive) => continue,
+            Ok(Occupant::Stale) => {
+                remove_if_stale(&path);
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Binds a listening socket at `path`, replacing a stale socket file.
 pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile)> {
     for _ in 0..3 {
