@@ -18,9 +18,14 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `am serve` with `args` and waits (at most 20 s) for its `PeerInfo` line.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_am"))
-            .arg("serve")
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_am"));
+        command.arg("serve").args(args);
+        Self::start_command(command)
+    }
+
+    /// Runs `command` (which must exec `am serve`) and waits for its `PeerInfo` line.
+    pub fn start_command(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn am serve");
