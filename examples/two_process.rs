@@ -1,4 +1,6 @@
-//! A server process and a client process talking over loopback TCP.
+//! A server process and a client process on one host: they talk over
+//! shared memory, chosen automatically (a peer on another host would be
+//! reached over its TCP endpoint).
 //!
 //! `cargo run --example two_process` starts itself a second time as the
 //! server (`--server`), reads the server's `PeerInfo` from its stdout, calls
@@ -67,6 +69,8 @@ async fn client() -> Result<()> {
     let client = manager.client();
     client.connect_to_peer(peer.clone()).await?;
     let target = peer.instance_id;
+    // Same host: shared memory is chosen automatically (TCP for other hosts).
+    println!("connected over {}", manager.stats().peers[0].transport);
 
     let started = Instant::now();
     let total: u64 = client
