@@ -503,6 +503,36 @@ def run_checks(endpoint, expect_instance, timeout):
         expect(names == sorted(names), "handler list not sorted")
         return "%d handlers listed" % len(names)
 
+    def other_system_handlers():
+        mid, replies = client.call(REQUEST, "_discover", b"", flags=SYSTEM | RAW)
+        info = json.loads(one_reply(replies, RESPONSE, mid).payload)
+        expect(info.get("tcp_endpoint") == endpoint, "_discover tcp_endpoint %r" % info.get("tcp_endpoint"))
+        for key in ("instance_id", "shm_endpoint", "local_endpoint", "host_id"):
+            expect(key in info, "%s missing from _discover: %r" % (key, info))
+        if expect_instance:
+            expect(info["instance_id"] == expect_instance, "_discover instance_id %r" % info["instance_id"])
+        for name, timeout_ms, available in (("echo", 100, True), ("never_registered", 50, False)):
+            request = json.dumps({"handler_name": name, "timeout_ms": timeout_ms}).encode()
+            mid, replies = client.call(REQUEST, "_wait_for_handler", request, flags=SYSTEM | RAW)
+            body = json.loads(one_reply(replies, RESPONSE, mid).payload)
+            expect(body == {"handler_name": name, "available": available}, "_wait_for_handler %r" % body)
+        mid, replies = client.call(REQUEST, "_wait_for_handler", b"{not json", flags=SYSTEM | RAW)
+        expect_error(replies, mid, CODEC)
+        return "_discover, _wait_for_handler (found, not found, bad JSON -> Codec)"
+
+    def stats():
+        mid, replies = client.call(REQUEST, "_stats", b"", flags=SYSTEM | RAW)
+        body = json.loads(one_reply(replies, RESPONSE, mid).payload)
+        counters = body["counters"]
+        for key in ("messages_received", "replies_sent", "handler_errors", "unknown_handler",
+                    "refused", "protocol_errors"):
+            expect(isinstance(counters.get(key), int), "%s missing from _stats: %r" % (key, counters))
+        for key in ("instance_id", "late_replies", "calls_in_flight", "handlers_running", "peers"):
+            expect(key in body, "%s missing from _stats: %r" % (key, body))
+        # (g) sent five malformed messages.
+        expect(counters["protocol_errors"] >= 5, "protocol_errors = %d" % counters["protocol_errors"])
+        return "protocol_errors = %d, refused = %d" % (counters["protocol_errors"], counters["refused"])
+
     def refused_without_system_flag():
         mid, replies = client.call(REQUEST, "_health_check", b"", flags=RAW)
         frame = expect_error(replies, mid, REFUSED)
@@ -530,8 +560,14 @@ def run_checks(endpoint, expect_instance, timeout):
         lying[56:64] = struct.pack("<Q", 6)
         client.send_raw(bytes(lying))
         expect_error(client.await_replies(mid), mid, CODEC)
+        # Two ZeroMQ parts instead of one frame: malformed, answered with Codec.
+        mid = client.new_id()
+        client.sock.send_multipart([encode_frame(REQUEST, mid, client.sender, "echo_bytes",
+                                                 b"part one", flags=RAW), b"part two"])
+        expect_error(client.await_replies(mid), mid, CODEC)
         echo_request()
-        return "3 unreadable frames dropped silently, length lie answered with Codec, echo still works"
+        return ("3 unreadable frames dropped silently, length lie and multipart message "
+                "answered with Codec, echo still works")
 
     def receipt():
         mid, replies = client.call(REQUEST, "echo_bytes", b"with receipt", flags=RECEIPT_FLAG | RAW)
@@ -548,13 +584,17 @@ def run_checks(endpoint, expect_instance, timeout):
         details = []
         for text in ("hello", "hello, active messages", "\u00e9t\u00e9 " * 40):
             archive = rkyv_string(text)
-            mid, replies = client.call(REQUEST, "echo", archive)
-            frame = one_reply(replies, RESPONSE, mid)
-            expect(rkyv_string_decode(frame.payload) == text, "echo returned %r" % frame.payload)
+            for handler in ("echo", "echo_async", "echo_archived"):
+                mid, replies = client.call(REQUEST, handler, archive)
+                frame = one_reply(replies, RESPONSE, mid)
+                expect(frame.payload == archive, "%s returned %r for %r" % (handler, frame.payload, text))
+                expect(rkyv_string_decode(frame.payload) == text, "%s returned %r" % (handler, frame.payload))
             details.append("%d-byte archive" % len(archive))
         mid, replies = client.call(REQUEST, "echo", b"\x01\x02\x03")
         expect_error(replies, mid, CODEC)
-        return "typed String echo (%s); undecodable archive -> Codec" % ", ".join(details)
+        mid, replies = client.call(REQUEST, "fail", rkyv_string("x"))
+        expect_error(replies, mid, HANDLER, 'failed on "x"')
+        return "echo, echo_async, echo_archived (%s); undecodable archive -> Codec" % ", ".join(details)
 
     def one_way_then_count():
         client.send(ONE_WAY, "note", b"")
@@ -573,6 +613,14 @@ def run_checks(endpoint, expect_instance, timeout):
         echo_request()
         return "Cancel of an unknown call is ignored"
 
+    def slow_call_kept_alive():
+        # Longer than the server's heartbeat timeout (750 ms by default): the
+        # reply arrives only because the client keeps probing while it waits.
+        mid, replies = client.call(REQUEST, "slow", rkyv_u64(1200))
+        frame = one_reply(replies, RESPONSE, mid)
+        expect(rkyv_u64_decode(frame.payload) == 1200, "slow returned %r" % frame.payload)
+        return "slow(1200 ms) answered while probing every %.0f ms" % (client.PROBE_EVERY * 1000)
+
     def no_stray_frames():
         client.quiet(0.2)
         expect(not client.stray, "frames answering nothing: %r" % client.stray)
@@ -587,14 +635,17 @@ def run_checks(endpoint, expect_instance, timeout):
         check("(d) Request nope -> Error NoSuchHandler", no_such_handler)
         check("(e) Request _health_check (SYSTEM, empty payload) -> JSON status ok", health_check)
         check("(e2) Request _list_handlers (SYSTEM) -> JSON list", list_handlers)
+        check("(e3) _discover and _wait_for_handler JSON", other_system_handlers)
         check("(f) _-name without SYSTEM (and SYSTEM on a user name) -> Error Refused",
               refused_without_system_flag)
         check("(g) garbage and bad magic dropped, connection keeps serving", garbage_then_echo)
+        check("(g2) _stats JSON counts the malformed messages", stats)
         check("(h) RECEIPT flag -> Receipt then Response", receipt)
         check("(i) typed echo with rkyv String archives", typed_echo)
         check("(j) OneWay note, then Request notes (rkyv u64)", one_way_then_count)
         check("(k) Cancel of an unknown call", cancel_unknown)
-        check("(l) no stray frames; Goodbye", no_stray_frames)
+        check("(l) a call longer than the heartbeat timeout, kept alive by probes", slow_call_kept_alive)
+        check("(m) no stray frames; Goodbye", no_stray_frames)
     finally:
         client.close()
     failed = results.count(False)
