@@ -360,3 +360,33 @@ async fn remote_shutdown_stops_the_server_process() {
     assert!(status.success(), "{status:?}");
     manager.shutdown().await.unwrap();
 }
+
+/// Long calls while replies trickle in: the client must stay known to the
+/// server (it heartbeats when it has sent nothing), so no reply is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_calls_with_trickling_replies_all_complete() {
+    let server = ServerProcess::start(&[]);
+    let (manager, c) = client_for(&server).await;
+    let target = server.info.instance_id;
+    let calls = (1..=20u64).map(|i| {
+        let c = Arc::clone(&c);
+        tokio::spawn(async move {
+            c.active_message("slow")?
+                .payload(&(i * 100))?
+                .timeout(Duration::from_secs(5))
+                .expect_response::<u64>()
+                .send(target)
+                .await?
+                .await_response()
+                .await
+        })
+    });
+    for (i, call) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(call.unwrap().unwrap(), (i as u64 + 1) * 100);
+    }
+    manager.shutdown().await.unwrap();
+}
