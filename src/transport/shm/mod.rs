@@ -109,7 +109,9 @@ impl std::fmt::Debug for ShmTransport {
 impl ShmTransport {
     /// Prepares the rendezvous directory, binds `am-<local>.sock` there
     /// (replacing a stale socket file, refusing a live one) and starts
-    /// accepting links. Must be called inside a tokio runtime.
+    /// accepting links. Sockets left in the directory by dead processes
+    /// (nobody accepts, older than 10 s) are removed on the way. Must be
+    /// called inside a tokio runtime.
     pub fn bind(config: ShmConfig, local: InstanceId, inbox: Inbox) -> Result<Arc<Self>> {
         config.validate()?;
         let ring = config.ring_config()?;
@@ -119,6 +121,7 @@ impl ShmTransport {
             ));
         }
         let dir = config::prepare_dir(&config.dir())?;
+        rendezvous::sweep_stale(&dir);
         let path = config::socket_path(&dir, local)?;
         let (listener, socket) = rendezvous::bind(&path)?;
         let listener = UnixListener::from_std(listener)?;
