@@ -53,6 +53,9 @@ async fn sigkilled_peer_fails_every_pending_call_within_100_ms() {
         .unwrap();
     let c = manager.client();
     let target = info.instance_id;
+    let socket =
+        active_message::transport::shm::endpoint_path(info.shm_endpoint.as_deref().unwrap())
+            .unwrap();
     c.connect_to_peer(info).await.unwrap();
     assert_eq!(manager.stats().peers[0].transport, TransportKind::Shm);
     let echoed: String = c
@@ -140,4 +143,8 @@ async fn sigkilled_peer_fails_every_pending_call_within_100_ms() {
     );
     assert!(manager.stats().peers.is_empty());
     manager.shutdown().await.unwrap();
+    // The dead child's socket file is stale: nobody accepts there any more.
+    let refused = std::os::unix::net::UnixStream::connect(&socket).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    std::fs::remove_file(&socket).unwrap();
 }
