@@ -143,7 +143,8 @@ async fn sigkilled_peer_fails_every_pending_call_within_100_ms() {
     );
     assert!(manager.stats().peers.is_empty());
     manager.shutdown().await.unwrap();
-    // The dead child's socket file is stale: nobody accepts there any more.
+    // Once the child is reaped, its socket file is stale: nobody accepts there.
+    child.0.wait().unwrap();
     let refused = std::os::unix::net::UnixStream::connect(&socket).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     std::fs::remove_file(&socket).unwrap();

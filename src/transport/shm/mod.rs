@@ -40,7 +40,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use shm_ring::{Consumer, Producer, RingConfig};
+use shm_ring::{Consumer, Producer, RingConfig, WaitPolicy};
 use tokio::net::UnixListener;
 use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -203,7 +203,14 @@ impl Shared {
             ));
         }
         producer.set_policy(policy);
-        consumer.set_policy(policy);
+        // The reader spins itself (see `pump::wait_record`); its consumer
+        // parks at once when asked to wait, and notifies unless the link spins.
+        let (consumer_policy, spin) = match policy {
+            WaitPolicy::Spin => (WaitPolicy::Spin, None),
+            WaitPolicy::Adaptive { spin } => (WaitPolicy::Park, Some(spin)),
+            WaitPolicy::Park => (WaitPolicy::Park, Some(Duration::ZERO)),
+        };
+        consumer.set_policy(consumer_policy);
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let link = Arc::new(ShmLink {
             peer: raw.peer,
@@ -231,6 +238,7 @@ impl Shared {
             fd_rx,
             self.inbox.clone(),
             copy,
+            spin,
         ));
         tracing::debug!(local = %self.local, peer = %link.peer, copy, ?policy, "shm link up");
         if self.is_closed() {
