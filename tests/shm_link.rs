@@ -363,3 +363,49 @@ fn wire_frames_used_here_are_valid() {
     let frame = wire::encode_to_vec(&one_way(InstanceId::new_random(), 0), "h", b"x");
     wire::decode(&frame, 1024).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peers_never_hang_a_handshake() {
+    let quick = config().with_handshake_timeout(Duration::from_millis(200));
+    let server = node(quick.clone());
+    let client = node(quick);
+
+    // A connection that never says hello does not hold up anyone else.
+    let path = server.transport.socket_path().to_path_buf();
+    let silent = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let link = connect(&client, &server).await;
+    assert!(!link.is_closed());
+    // The server gives up on it after the timeout (it sees end of file).
+    let mut buf = [0u8; 8];
+    let mut silent = silent;
+    let n = tokio::time::timeout(Duration::from_secs(2), async {
+        use tokio::io::AsyncReadExt;
+        silent.read(&mut buf).await
+    })
+    .await
+    .expect("the server kept a silent connection")
+    .unwrap_or(0);
+    assert_eq!(n, 0);
+
+    // A listener that accepts and never answers: the client gives up promptly.
+    let dir = std::env::temp_dir().join("am-shm-link-tests");
+    let mute_path = dir.join(format!("mute-{}.sock", uuid_suffix()));
+    let mute = tokio::net::UnixListener::bind(&mute_path).unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = mute.accept().await {
+            held.push(stream);
+        }
+    });
+    let t0 = Instant::now();
+    let err = connect_err(
+        client
+            .transport
+            .connect(server.id, &format!("shm://{}", mute_path.display()))
+            .await,
+    );
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    held.abort();
+    let _ = std::fs::remove_file(&mute_path);
+}

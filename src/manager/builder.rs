@@ -150,7 +150,7 @@ impl ActiveMessageManagerBuilder {
     }
 
     /// How shared-memory readers and writers wait (default
-    /// `Adaptive { spin: 100 µs }`). A link spins only if both ends spin.
+    /// `Adaptive { spin: 50 µs }`). A link spins only if both ends spin.
     pub fn wait_policy(mut self, policy: WaitPolicy) -> Self {
         self.shm_config = self.shm_config.with_wait_policy(policy);
         self

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 /// Default data capacity of each ring (one per direction): 1 MiB.
 pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
 /// Default busy-poll budget of [`WaitPolicy::Adaptive`] before parking.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// Default bound on every handshake step.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Spin budget used instead of `Spin` when the peer does not spin too (a
@@ -70,7 +70,7 @@ impl ShmConfig {
         self
     }
 
-    /// How ring readers and writers wait (default `Adaptive` with a 100 µs spin).
+    /// How ring readers and writers wait (default `Adaptive` with a 50 µs spin).
     pub fn with_wait_policy(mut self, policy: WaitPolicy) -> Self {
         self.wait_policy = policy;
         self

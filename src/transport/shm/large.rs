@@ -51,16 +51,12 @@ impl Source<'_> {
         }
     }
 
-    /// The error to report when the frame fits nowhere: its real size if it
-    /// can be archived at all, else the archiving error.
+    /// The error to report when the frame fits nowhere. An archive that did
+    /// not fit in `max` bytes is reported as `max + 1` bytes (a lower bound:
+    /// measuring it would mean archiving it all once more).
     pub(crate) fn too_large(&self, max: usize) -> Error {
-        match self {
-            Self::Frame(f) => match f.to_vec() {
-                Ok(v) => Error::PayloadTooLarge { size: v.len(), max },
-                Err(e) => e,
-            },
-            Self::Encoded(b) => Error::PayloadTooLarge { size: b.len(), max },
-        }
+        let size = self.exact_len().unwrap_or(max.saturating_add(1));
+        Error::PayloadTooLarge { size, max }
     }
 }
 

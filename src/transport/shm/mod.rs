@@ -40,7 +40,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use shm_ring::{Consumer, Producer, RingConfig};
+use shm_ring::{Consumer, Producer, RingConfig, WaitPolicy};
 use tokio::net::UnixListener;
 use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -109,7 +109,9 @@ impl std::fmt::Debug for ShmTransport {
 impl ShmTransport {
     /// Prepares the rendezvous directory, binds `am-<local>.sock` there
     /// (replacing a stale socket file, refusing a live one) and starts
-    /// accepting links. Must be called inside a tokio runtime.
+    /// accepting links. Sockets left in the directory by dead processes
+    /// (nobody accepts, older than 10 s) are removed on the way. Must be
+    /// called inside a tokio runtime.
     pub fn bind(config: ShmConfig, local: InstanceId, inbox: Inbox) -> Result<Arc<Self>> {
         config.validate()?;
         let ring = config.ring_config()?;
@@ -119,6 +121,7 @@ impl ShmTransport {
             ));
         }
         let dir = config::prepare_dir(&config.dir())?;
+        rendezvous::sweep_stale(&dir);
         let path = config::socket_path(&dir, local)?;
         let (listener, socket) = rendezvous::bind(&path)?;
         let listener = UnixListener::from_std(listener)?;
@@ -200,7 +203,14 @@ impl Shared {
             ));
         }
         producer.set_policy(policy);
-        consumer.set_policy(policy);
+        // The reader spins itself (see `pump::wait_record`); its consumer
+        // parks at once when asked to wait, and notifies unless the link spins.
+        let (consumer_policy, spin) = match policy {
+            WaitPolicy::Spin => (WaitPolicy::Spin, None),
+            WaitPolicy::Adaptive { spin } => (WaitPolicy::Park, Some(spin)),
+            WaitPolicy::Park => (WaitPolicy::Park, Some(Duration::ZERO)),
+        };
+        consumer.set_policy(consumer_policy);
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let link = Arc::new(ShmLink {
             peer: raw.peer,
@@ -228,6 +238,7 @@ impl Shared {
             fd_rx,
             self.inbox.clone(),
             copy,
+            spin,
         ));
         tracing::debug!(local = %self.local, peer = %link.peer, copy, ?policy, "shm link up");
         if self.is_closed() {

@@ -39,18 +39,61 @@ enum Outcome {
     Stop,
 }
 
+/// Waits until the consumer has a record (or an error) at its head.
+///
+/// `spin`: `None` spins for ever (`Spin`), `Some(d)` spins for `d`, then
+/// parks on the doorbell (the consumer's own policy is then `Park`).
+/// Each spin round yields to the tokio scheduler (so tasks sharing the
+/// thread run) and then to the OS. When the peer's thread was woken onto
+/// this very core (schedulers like to do that after an eventfd wake-up, and
+/// a loaded host does it all the time), a spinner that keeps the core holds
+/// up the very answer it waits for until its budget runs out. Measured on a
+/// loaded 2-core VM, 64-byte echo, median round trip: `Adaptive` ~210 µs
+/// when never yielding the core (threads co-located) against ~5-7 µs when
+/// yielding every round; `Spin` 3.3 µs or 100-135 µs (co-located) when
+/// yielding every 64 rounds, against a steady ~6 µs when yielding every
+/// round. On an idle core the extra `sched_yield` is cheap.
+async fn wait_record(rx: &mut Consumer, spin: Option<Duration>) -> Result<(), RingError> {
+    // A record left unreleased (dropped grant) stays at the head.
+    let ready = |rx: &mut Consumer| match rx.try_read() {
+        Ok(_) => Ok(true),
+        Err(RingError::Empty) => Ok(false),
+        Err(e) => Err(e),
+    };
+    if ready(rx)? {
+        return Ok(());
+    }
+    if spin != Some(Duration::ZERO) {
+        let start = std::time::Instant::now();
+        while spin.is_none_or(|budget| start.elapsed() < budget) {
+            tokio::task::yield_now().await;
+            std::thread::yield_now();
+            if ready(rx)? {
+                return Ok(());
+            }
+        }
+    }
+    rx.read().await.map(drop)
+}
+
 /// Reads the consumer ring until the link ends, then reports the loss.
+/// `spin` is the busy-wait budget (see [`wait_record`]).
 pub(crate) async fn read_ring(
     link: Arc<ShmLink>,
     mut rx: Consumer,
     mut fds: mpsc::Receiver<OwnedFd>,
     inbox: Inbox,
     copy: bool,
+    spin: Option<Duration>,
 ) {
     let mut scratch = AlignedVec::<PAYLOAD_ALIGN>::new();
     let mut deferred: Vec<Vec<u8>> = Vec::new();
     loop {
-        let grant = match rx.read().await {
+        let grant = match wait_record(&mut rx, spin).await {
+            Ok(()) => rx.try_read(),
+            Err(e) => Err(e),
+        };
+        let grant = match grant {
             Ok(grant) => grant,
             Err(RingError::Closed) => break,
             Err(e @ RingError::Corrupt { .. }) => {

@@ -164,6 +164,41 @@ pub(crate) fn bind(path: &Path) -> Result<(UnixListener, SocketFile)> {
     )))
 }
 
+/// Socket files of dead processes older than this are swept at bind time
+/// (instance ids are random, so a crashed process's socket is never reused).
+const STALE_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most directory entries looked at per sweep.
+const SWEEP_LIMIT: usize = 1024;
+
+/// Removes `am-*.sock` files in `dir` that nobody listens on any more and
+/// that are old enough not to be a socket being set up right now.
+pub(crate) fn sweep_stale(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten().take(SWEEP_LIMIT) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("am-") || !name.ends_with(".sock") {
+            continue;
+        }
+        let path = entry.path();
+        let old = std::fs::symlink_metadata(&path)
+            .ok()
+            .filter(|m| m.file_type().is_socket())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AGE);
+        if old && matches!(probe(&path), Ok(Occupant::Stale)) && std::fs::remove_file(&path).is_ok()
+        {
+            tracing::debug!(path = %path.display(), "removed a dead process's rendezvous socket");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Accepts a peer running as `peer_uid`: our own uid, or one explicitly allowed.
 pub fn check_peer_uid(peer_uid: u32, own_uid: u32, allowed: &[u32]) -> Result<()> {
     if peer_uid == own_uid || allowed.contains(&peer_uid) {
@@ -205,6 +240,40 @@ mod tests {
         assert!(!path.exists());
         std::fs::write(&path, b"x").unwrap();
         assert!(matches!(bind(&path), Err(Error::Transport(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sweep_removes_only_old_dead_sockets() {
+        use nix::sys::stat::{UtimensatFlags, utimensat};
+        use nix::sys::time::TimeSpec;
+        let dir = std::env::temp_dir().join(format!("am-sweep-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).unwrap();
+        let age = |path: &Path| {
+            let old = TimeSpec::new(1_000_000, 0);
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                path,
+                &old,
+                &old,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+        };
+        let dead_old = dir.join("am-dead-old.sock");
+        let dead_new = dir.join("am-dead-new.sock");
+        let live_old = dir.join("am-live-old.sock");
+        let other = dir.join("other.sock");
+        drop(UnixListener::bind(&dead_old).unwrap());
+        drop(UnixListener::bind(&dead_new).unwrap());
+        drop(UnixListener::bind(&other).unwrap());
+        let _live = UnixListener::bind(&live_old).unwrap();
+        for p in [&dead_old, &live_old, &other] {
+            age(p);
+        }
+        assert_eq!(sweep_stale(&dir), 1);
+        assert!(!dead_old.exists());
+        assert!(dead_new.exists() && live_old.exists() && other.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
