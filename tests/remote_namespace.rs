@@ -31,6 +31,15 @@ fn run(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Removes a directory on drop.
+struct RemoveDir(String);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 /// A network namespace with a veth pair to it; removed on drop.
 struct TestHost {
     netns: String,
@@ -83,10 +92,14 @@ async fn a_peer_in_another_namespace_is_reached_over_tcp() {
             return;
         }
     };
-    // In its own mount namespace with a private /tmp, the server's rendezvous
-    // socket does not exist for us, although the kernel (host id) is the same.
+    // In its own mount namespace, the server's rendezvous directory is a
+    // private tmpfs: its socket does not exist for us, although the kernel
+    // (host id) is the same. (Only that directory: the binary may live anywhere.)
+    let rendezvous = format!("/run/am-test-ns-{}", std::process::id());
+    std::fs::create_dir_all(&rendezvous).unwrap();
+    let _cleanup = RemoveDir(rendezvous.clone());
     let script = format!(
-        "mount -t tmpfs tmpfs /tmp && XDG_RUNTIME_DIR=/tmp exec \"{}\" serve --endpoint tcp://{PEER_IP}:0",
+        "mount -t tmpfs tmpfs {rendezvous} && XDG_RUNTIME_DIR={rendezvous} exec \"{}\" serve --endpoint tcp://{PEER_IP}:0",
         env!("CARGO_BIN_EXE_am")
     );
     let mut command = Command::new("ip");
