@@ -1,0 +1,367 @@
+//! Cross-process comparison harness: every case runs across two real processes (this
+//! binary re-executes itself as `--child <case>`), and one table compares our ring and
+//! runtime with the floor and raw OS / libzmq baselines measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench compare                 # full run (< 3 min)
+//! COMPARE_QUICK=1 cargo bench --bench compare # smoke run
+//! cargo bench --bench compare -- ring zmq     # only cases whose key contains a word
+//! ```
+//!
+//! The table goes to stdout and, as markdown, to `target/compare.md`. What each case
+//! is, and the bars, are in `docs/performance.md` (and design.md section 9).
+
+#![allow(missing_docs)]
+
+#[path = "compare/am.rs"]
+mod am;
+#[path = "compare/am_server.rs"]
+mod am_server;
+#[path = "compare/raw.rs"]
+mod raw;
+#[path = "compare/report.rs"]
+mod report;
+#[path = "compare/ring.rs"]
+mod ring;
+#[path = "compare/util.rs"]
+mod util;
+#[path = "compare/zmq_raw.rs"]
+mod zmq_raw;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use report::{Bar, Row};
+use util::{Args, Ctl};
+
+#[global_allocator]
+static GLOBAL: util::CountingAlloc = util::CountingAlloc;
+
+/// Payload sizes of the one-way and memcpy cases.
+pub const SIZES: [usize; 4] = [64, 4 << 10, 64 << 10, 1 << 20];
+
+/// Iteration counts: full or quick (`COMPARE_QUICK=1`).
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// A smoke run (`COMPARE_QUICK=1`).
+    pub quick: bool,
+}
+
+impl Plan {
+    /// `full` normally, `full / 10` (at least 1) in a quick run.
+    pub fn n(self, full: u64) -> u64 {
+        if self.quick { (full / 10).max(1) } else { full }
+    }
+
+    /// Warm-up and most timed round trips for a case whose trip costs about
+    /// `trip_us`: enough for the time budget, within [2 000, 200 000].
+    pub fn trips(self, trip_us: f64) -> (u64, u64) {
+        let iters = ((self.budget().as_secs_f64() * 1e6 / trip_us) as u64).clamp(2_000, 200_000);
+        (iters / 10, iters)
+    }
+
+    /// Time budget of the timed round trips of one case.
+    pub fn budget(self) -> Duration {
+        Duration::from_millis(if self.quick { 200 } else { 1500 })
+    }
+
+    /// Messages in the calibration batch of a one-way stream of `size`-byte messages.
+    pub fn first(self, size: usize) -> u64 {
+        ((4u64 << 20) / size as u64).clamp(8, 2000)
+    }
+
+    /// Target duration of one batch of a one-way stream.
+    pub fn batch_time(self) -> Duration {
+        Duration::from_millis(if self.quick { 30 } else { 200 })
+    }
+
+    /// Timed batches per one-way case.
+    pub fn batches(self) -> u64 {
+        if self.quick { 2 } else { 5 }
+    }
+}
+
+/// The bars of design.md section 9 that this harness can judge.
+fn bars() -> Vec<Bar> {
+    use Bar::*;
+    vec![
+        Ratio {
+            case: "ring_pp_spin",
+            base: "floor",
+            at_most: true,
+            factor: 2.5,
+            text: "ring-only ping-pong <= 2.5x floor",
+        },
+        Elsewhere {
+            text: "ring-only ping-pong within 1.3x of rtrb",
+            why: "rtrb: separate comparison crate (shm-ring criterion bench for threads)",
+        },
+        Ratio {
+            case: "am_shm_spin_rt",
+            base: "ring_pp_spin",
+            at_most: true,
+            factor: 3.0,
+            text: "AM round trip, Spin <= 3x ring-only ping-pong",
+        },
+        Elsewhere {
+            text: "AM round trip, Spin faster than iceoryx2 request-response",
+            why: "iceoryx2: separate comparison crate",
+        },
+        Ratio {
+            case: "am_shm_adaptive_rt",
+            base: "am_shm_spin_rt",
+            at_most: true,
+            factor: 1.5,
+            text: "AM round trip, Adaptive <= 1.5x Spin",
+        },
+        AtMost {
+            case: "am_shm_adaptive_rt",
+            field: "idle cpu % server",
+            limit: 1.0,
+            unit: "%",
+            text: "Adaptive: idle link < 1% of a core (server)",
+        },
+        AtMost {
+            case: "am_shm_adaptive_rt",
+            field: "idle cpu % client",
+            limit: 1.0,
+            unit: "%",
+            text: "Adaptive: idle link < 1% of a core (client)",
+        },
+        Ratio {
+            case: "am_shm_park_rt",
+            base: "eventfd",
+            at_most: true,
+            factor: 1.1,
+            text: "AM round trip, Park <= 1.1x raw eventfd ping-pong",
+        },
+        Ratio {
+            case: "am_tcp_rt",
+            base: "zmq_pp",
+            at_most: true,
+            factor: 1.5,
+            text: "AM round trip, TCP <= 1.5x raw libzmq ping-pong",
+        },
+        Elsewhere {
+            text: "ring one-way 64 B >= 0.5x rtrb throughput",
+            why: "rtrb: separate comparison crate",
+        },
+        Ratio {
+            case: "am_shm_tp_64",
+            base: "zmq_tp_64",
+            at_most: false,
+            factor: 5.0,
+            text: "AM one-way 64 B (shm) >= 5x raw libzmq push/pull",
+        },
+        Ratio {
+            case: "am_shm_tp_1m",
+            base: "ring_tp_1m",
+            at_most: false,
+            factor: 0.7,
+            text: "AM one-way 1 MiB (shm) >= 0.7x bare ring bandwidth",
+        },
+        Ratio {
+            case: "am_shm_tp_1m",
+            base: "am_tcp_tp_1m",
+            at_most: false,
+            factor: 7.0,
+            text: "AM one-way 1 MiB (shm) >= 7x AM over TCP",
+        },
+        AtMost {
+            case: "am_shm_spin_rt",
+            field: "allocs/msg client",
+            limit: 0.01,
+            unit: "",
+            text: "steady state (shm, Spin): <= 0.01 allocations per message, client",
+        },
+        AtMost {
+            case: "am_shm_spin_rt",
+            field: "allocs/msg server",
+            limit: 0.01,
+            unit: "",
+            text: "steady state (shm, Spin): <= 0.01 allocations per message, server",
+        },
+        AtMost {
+            case: "am_shm_spin_rt",
+            field: "rw syscalls/msg client",
+            limit: 0.01,
+            unit: "",
+            text: "steady state (shm, Spin): <= 0.01 read/write syscalls per message, client",
+        },
+        AtMost {
+            case: "am_shm_spin_rt",
+            field: "rw syscalls/msg server",
+            limit: 0.01,
+            unit: "",
+            text: "steady state (shm, Spin): <= 0.01 read/write syscalls per message, server",
+        },
+        AtMost {
+            case: "am_shm_kill",
+            field: "p99",
+            limit: 1000.0,
+            unit: "µs",
+            text: "peer killed: pending call failed in <= 1 ms (shm)",
+        },
+    ]
+}
+
+/// Runs one case, turning an error into a "not measured" row (printed at once).
+fn run(rows: &mut Vec<Row>, key: &str, label: &str, f: impl FnOnce() -> Result<Vec<Row>>) {
+    let t = Instant::now();
+    match f() {
+        Ok(new) => {
+            for r in &new {
+                if let Err(why) = &r.metric {
+                    println!("  {:<24} skipped: {why}", r.key);
+                }
+            }
+            println!("  {key:<24} done in {:.1} s", t.elapsed().as_secs_f64());
+            rows.extend(new);
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            println!("  {key:<24} FAILED / skipped: {why}");
+            rows.push(Row::skipped(key, label, why));
+        }
+    }
+}
+
+fn one(r: Result<Row>) -> Result<Vec<Row>> {
+    r.map(|r| vec![r])
+}
+
+fn parent(filters: &[String], plan: Plan) -> Result<()> {
+    print!("{}", util::machine_facts());
+    println!(
+        "mode: {}",
+        if plan.quick {
+            "quick (COMPARE_QUICK=1)"
+        } else {
+            "full"
+        }
+    );
+    let wanted = |k: &str| filters.is_empty() || filters.iter().any(|f| k.contains(f.as_str()));
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let r = &mut rows;
+    macro_rules! case {
+        ($key:expr, $label:expr, $f:expr) => {
+            if wanted(&$key) {
+                run(r, &$key, &$label, || $f);
+            }
+        };
+    }
+    let (w, n) = plan.trips(0.5);
+    case!(
+        "floor",
+        "floor: atomic ping-pong",
+        one(raw::floor(plan, w, n))
+    );
+    let (w, n) = plan.trips(60.0);
+    case!(
+        "eventfd",
+        "raw eventfd ping-pong",
+        one(raw::eventfd(plan, w, n))
+    );
+    case!(
+        "uds",
+        "raw Unix-socket ping-pong",
+        one(raw::uds(plan, w, n))
+    );
+    let (w, n) = plan.trips(80.0);
+    case!(
+        "zmq_pp",
+        "raw libzmq ping-pong",
+        one(zmq_raw::pingpong(plan, w, n))
+    );
+    for size in [64, 1 << 20] {
+        let k = raw::size_key(size);
+        case!(
+            format!("zmq_tp_{k}"),
+            "raw libzmq push/pull",
+            one(zmq_raw::push_pull(plan, size))
+        );
+    }
+    for size in SIZES {
+        let k = raw::size_key(size);
+        case!(
+            format!("memcpy_{k}"),
+            "memcpy",
+            one(raw::memcpy(size, plan.n(2000)))
+        );
+    }
+    for pol in ["spin", "adaptive", "park"] {
+        let trip = if pol == "spin" { 1.0 } else { 40.0 };
+        let (w, n) = plan.trips(trip);
+        case!(
+            format!("ring_pp_{pol}"),
+            format!("ring-only ping-pong, {pol}"),
+            one(ring::pingpong(plan, pol, w, n))
+        );
+    }
+    for size in SIZES {
+        let k = raw::size_key(size);
+        case!(
+            format!("ring_tp_{k}"),
+            "ring-only one-way",
+            one(ring::throughput(plan, size))
+        );
+    }
+    for suite in am::suites() {
+        case!(suite.key(), suite.label(), suite.run(plan));
+    }
+    case!(
+        "am_shm_kill",
+        "peer killed (shm)",
+        one(am_server::kill(plan))
+    );
+
+    let table = report::text_table(&rows);
+    let (bars_text, bars_md) = report::bars_tables(&bars(), &rows);
+    println!("\n{table}\nBars (design.md section 9):\n{bars_text}");
+    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compare.md");
+    std::fs::create_dir_all(out.parent().expect("has a parent"))?;
+    let md = format!(
+        "# compare\n\n```text\n{}```\n\n{}\n## Bars\n\n{}",
+        util::machine_facts(),
+        report::markdown_table(&rows),
+        bars_md
+    );
+    std::fs::write(&out, md)?;
+    println!("markdown table written to {}", out.display());
+    Ok(())
+}
+
+fn child(case: &str, rest: &[String]) -> Result<()> {
+    util::watchdog();
+    let args = Args::parse(rest);
+    let ctl = Ctl::from_stdin()?;
+    match case {
+        "floor" => raw::floor_child(&ctl),
+        "eventfd" => raw::eventfd_child(&ctl),
+        "uds" => raw::uds_child(&ctl),
+        "ring_pp" => ring::pingpong_child(&args, &ctl),
+        "ring_tp" => ring::throughput_child(&args, &ctl),
+        "zmq_pp" => zmq_raw::pingpong_child(&ctl),
+        "zmq_tp" => zmq_raw::push_pull_child(&args, &ctl),
+        "am_server" => am_server::server_child(&args, ctl),
+        other => bail!("unknown child case {other}"),
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let case = args.get(i + 1).cloned().unwrap_or_default();
+        if let Err(e) = child(&case, &args[i + 2..]) {
+            eprintln!("compare child {case}: {e:#}");
+            std::process::exit(2);
+        }
+        return Ok(());
+    }
+    let filters: Vec<String> = args.into_iter().filter(|a| !a.starts_with('-')).collect();
+    let quick = std::env::var("COMPARE_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    parent(&filters, Plan { quick })
+}

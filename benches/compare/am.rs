@@ -1,0 +1,328 @@
+//! The full active-message runtime across two processes: a server child with the
+//! benchmark handlers, and this process as the client.
+//!
+//! * round trip: `[u8; 64]` request -> `typed_unary_handler` -> `[u8; 64]` response;
+//! * one-way: `raw_payload` + `execute()` to an `am_handler`, then a request to a
+//!   `barrier` handler that answers once the sink has counted every message;
+//! * steady state: allocations and read/write syscalls per round trip on both sides
+//!   (the server reports its counters through a `probe` handler);
+//! * idle: CPU used by both processes over an idle second after the round trips.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use active_message::{InstanceId, NetworkClient, PeerInfo};
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+
+use crate::am_server::{SHM_MERGED, SHM_MISSING, builder, runtime};
+use crate::raw::size_key;
+use crate::report::{Metric, Row};
+use crate::util::{self, Peer, kv, median_p99};
+use crate::{Plan, SIZES};
+
+/// One server child and the cases run against it.
+#[derive(Clone, Copy, Debug)]
+pub struct Suite {
+    /// `"tcp"` or `"shm"`.
+    transport: &'static str,
+    /// `"spin"`, `"adaptive"` or `"park"` (shm only).
+    policy: &'static str,
+    /// Also run the one-way throughput cases.
+    throughput: bool,
+}
+
+/// The suites, in table order.
+pub fn suites() -> Vec<Suite> {
+    let s = |transport, policy, throughput| Suite {
+        transport,
+        policy,
+        throughput,
+    };
+    vec![
+        s("shm", "spin", true),
+        s("shm", "adaptive", false),
+        s("shm", "park", false),
+        s("tcp", "-", true),
+    ]
+}
+
+impl Suite {
+    fn prefix(self) -> String {
+        match self.transport {
+            "tcp" => "am_tcp".into(),
+            _ => format!("am_shm_{}", self.policy),
+        }
+    }
+
+    /// Key of the suite (a prefix of its rows' keys, for filtering).
+    pub fn key(self) -> String {
+        self.prefix()
+    }
+
+    /// What the suite measures.
+    pub fn label(self) -> String {
+        format!("active message over {} ({})", self.transport, self.policy)
+    }
+
+    fn rt_key(self) -> String {
+        format!("{}_rt", self.prefix())
+    }
+
+    fn rt_label(self) -> String {
+        match self.transport {
+            "tcp" => "AM round trip, TCP (64 B typed)".into(),
+            _ => format!("AM round trip, shm {} (64 B typed)", self.policy),
+        }
+    }
+
+    fn tp_key(self, size: usize) -> String {
+        format!("am_{}_tp_{}", self.transport, size_key(size))
+    }
+
+    fn rt_baseline(self) -> &'static str {
+        match (self.transport, self.policy) {
+            ("tcp", _) => "zmq_pp",
+            (_, "spin") => "ring_pp_spin",
+            (_, "adaptive") => "am_shm_spin_rt",
+            _ => "eventfd",
+        }
+    }
+
+    fn tp_baseline(self, size: usize) -> Option<String> {
+        match (self.transport, size) {
+            ("shm", s) => Some(format!("ring_tp_{}", size_key(s))),
+            ("tcp", 64 | 0x10_0000) => Some(format!("zmq_tp_{}", size_key(size))),
+            _ => None,
+        }
+    }
+
+    /// Runs the suite; every case it cannot measure comes back as a skipped row.
+    pub fn run(self, plan: Plan) -> Result<Vec<Row>> {
+        if self.transport == "shm" && !SHM_MERGED {
+            return Ok(self.skipped(SHM_MISSING));
+        }
+        let rt = runtime()?;
+        match rt.block_on(self.client(plan)) {
+            Ok(rows) => Ok(rows),
+            Err(e) => Ok(self.skipped(&format!("{e:#}"))),
+        }
+    }
+
+    fn skipped(self, why: &str) -> Vec<Row> {
+        let mut rows = vec![Row::skipped(&self.rt_key(), self.rt_label(), why)];
+        if self.throughput {
+            for size in SIZES {
+                rows.push(Row::skipped(&self.tp_key(size), self.tp_label(size), why));
+            }
+        }
+        rows
+    }
+
+    fn tp_label(self, size: usize) -> String {
+        format!(
+            "AM one-way, {} ({})",
+            self.transport,
+            crate::raw::size_label(size)
+        )
+    }
+
+    async fn client(self, plan: Plan) -> Result<Vec<Row>> {
+        let peer = Peer::spawn(
+            "am_server",
+            &kv(&[("transport", &self.transport), ("policy", &self.policy)]),
+        )?;
+        let (json, _) = peer.ctl.recv().context("server PeerInfo")?;
+        if let Some(why) = json.strip_prefix("error: ") {
+            bail!("server: {why}");
+        }
+        let info: PeerInfo = serde_json::from_str(&json).context("server PeerInfo")?;
+        let manager = builder(self.transport, self.policy)?.build().await?;
+        let client = manager.client();
+        client.connect_to_peer(info.clone()).await?;
+        let c = Client {
+            client,
+            target: info.instance_id,
+        };
+        let rows = self.cases(&c, plan).await;
+        let _ = peer.ctl.send("stop", &[]);
+        manager.shutdown().await?;
+        peer.finish()?;
+        rows
+    }
+
+    async fn cases(self, c: &Client, plan: Plan) -> Result<Vec<Row>> {
+        let mut row = self.round_trips(c, plan).await?;
+        if self.policy == "adaptive" {
+            let idle = Duration::from_millis(if plan.quick { 300 } else { 2000 });
+            let before = c.probe().await?;
+            let cpu0 = util::cpu_ns();
+            tokio::time::sleep(idle).await;
+            let cpu1 = util::cpu_ns();
+            let after = c.probe().await?;
+            let pct = |d: u64| d as f64 / idle.as_nanos() as f64 * 100.0;
+            row = row
+                .extra("idle cpu % client", pct(cpu1 - cpu0))
+                .extra("idle cpu % server", pct(after[2] - before[2]));
+        }
+        let mut rows = vec![row];
+        if self.throughput {
+            let mut sent = 0;
+            for size in SIZES {
+                rows.push(self.one_way(c, plan, size, &mut sent).await?);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Typed 64 B round trips, with allocations and syscalls per trip on both sides.
+    async fn round_trips(self, c: &Client, plan: Plan) -> Result<Row> {
+        let trip_us = match (self.transport, self.policy) {
+            ("tcp", _) => 100.0,
+            (_, "spin") => 5.0,
+            _ => 60.0,
+        };
+        let (warmup, iters) = plan.trips(trip_us);
+        let req = [7u8; 64];
+        let start = Instant::now();
+        for _ in 0..warmup {
+            c.echo(&req).await?;
+            if start.elapsed() > plan.budget() / 5 {
+                break;
+            }
+        }
+        let before = c.probe().await?;
+        let (a0, s0) = (util::allocs(), util::rw_syscalls());
+        let start = Instant::now();
+        let mut ns = Vec::with_capacity(iters as usize);
+        while (ns.len() as u64) < iters {
+            let t = Instant::now();
+            let back = c.echo(&req).await?;
+            ns.push(t.elapsed().as_nanos() as u64);
+            std::hint::black_box(back);
+            if ns.len() >= 1000 && start.elapsed() > plan.budget() {
+                break;
+            }
+        }
+        let (a1, s1) = (util::allocs(), util::rw_syscalls());
+        let after = c.probe().await?;
+        let iters = ns.len() as u64;
+        let per = |d: u64| d as f64 / iters as f64;
+        let (median, p99) = median_p99(&mut ns);
+        Ok(Row::new(
+            &self.rt_key(),
+            self.rt_label(),
+            iters,
+            Metric::Latency { median, p99 },
+        )
+        .vs(self.rt_baseline())
+        .extra("allocs/msg client", per(a1 - a0))
+        .extra("allocs/msg server", per(after[0] - before[0]))
+        .extra("rw syscalls/msg client", per(s1 - s0))
+        .extra("rw syscalls/msg server", per(after[1] - before[1])))
+    }
+
+    /// Fire-and-forget stream of `size`-byte raw payloads to the `sink` handler; each
+    /// batch ends with a `barrier` request answered once the sink counted them all.
+    /// Batches as in [`util::batches`]; `sent` is the running total for the barrier.
+    async fn one_way(self, c: &Client, plan: Plan, size: usize, sent: &mut u64) -> Result<Row> {
+        let payload = Bytes::from(vec![0x5au8; size]);
+        let mut count = plan.first(size);
+        let mut per_msg = Vec::new();
+        let mut total = 0;
+        let mut probes = None;
+        for b in 0..plan.batches() + 2 {
+            if b == 2 {
+                let server = c.probe().await?;
+                probes = Some((server, util::allocs(), util::rw_syscalls()));
+            }
+            let t = Instant::now();
+            for _ in 0..count {
+                c.client
+                    .active_message("sink")?
+                    .raw_payload(payload.clone())
+                    .target_instance(c.target)
+                    .execute()
+                    .await?;
+            }
+            *sent += count;
+            c.barrier(*sent).await?;
+            let elapsed = t.elapsed();
+            if b >= 2 {
+                total += count;
+                per_msg.push(elapsed.as_nanos() as f64 / count as f64);
+            }
+            count = util::next_count(count, elapsed, plan.batch_time());
+        }
+        let (a1, s1) = (util::allocs(), util::rw_syscalls());
+        let after = c.probe().await?;
+        let (before, a0, s0) = probes.context("no timed batch")?;
+        let per = |d: u64| d as f64 / total as f64;
+        per_msg.sort_by(f64::total_cmp);
+        let row = Row::new(
+            &self.tp_key(size),
+            self.tp_label(size),
+            total,
+            Metric::Rate {
+                size,
+                median: per_msg[per_msg.len() / 2],
+                worst: *per_msg.last().context("no batch")?,
+            },
+        )
+        .extra("allocs/msg client", per(a1 - a0))
+        .extra("allocs/msg server", per(after[0] - before[0]))
+        .extra("rw syscalls/msg client", per(s1 - s0))
+        .extra("rw syscalls/msg server", per(after[1] - before[1]));
+        Ok(match self.tp_baseline(size) {
+            Some(b) => row.vs(&b),
+            None => row,
+        })
+    }
+}
+
+/// The client side of a suite.
+pub struct Client {
+    pub client: Arc<NetworkClient>,
+    pub target: InstanceId,
+}
+
+impl Client {
+    pub async fn echo(&self, req: &[u8; 64]) -> Result<[u8; 64]> {
+        Ok(self
+            .client
+            .active_message("echo64")?
+            .payload(req)?
+            .expect_response::<[u8; 64]>()
+            .send(self.target)
+            .await?
+            .await_response()
+            .await?)
+    }
+
+    /// The server's allocations, read/write syscalls and CPU ns so far.
+    async fn probe(&self) -> Result<[u64; 3]> {
+        Ok(self
+            .client
+            .active_message("probe")?
+            .payload(&())?
+            .expect_response::<[u64; 3]>()
+            .send(self.target)
+            .await?
+            .await_response()
+            .await?)
+    }
+
+    /// Returns once the server's sink has counted `total` one-way messages.
+    async fn barrier(&self, total: u64) -> Result<u64> {
+        Ok(self
+            .client
+            .active_message("barrier")?
+            .payload(&total)?
+            .expect_response::<u64>()
+            .timeout(Duration::from_secs(60))
+            .send(self.target)
+            .await?
+            .await_response()
+            .await?)
+    }
+}

@@ -1,0 +1,209 @@
+//! The server side of the active-message cases (handlers, the `am_server` child), the
+//! manager configuration of both sides, and the peer-killed case.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use active_message::handler_impls::{
+    TypedContext, am_handler, typed_unary_handler, typed_unary_handler_async,
+};
+use active_message::{
+    ActiveMessageManager, ActiveMessageManagerBuilder, PeerInfo, TransportPolicy, WaitPolicy,
+};
+use anyhow::{Context, Result, bail};
+use tokio::sync::Notify;
+
+use crate::Plan;
+use crate::am::Client;
+use crate::report::{Metric, Row};
+use crate::util::{self, Args, Ctl, Peer, kv, median_p99};
+
+/// Whether this revision has the shared-memory transport (builder options
+/// `wait_policy` / `transport_policy`).
+pub const SHM_MERGED: bool = true;
+/// Where both sides listen.
+const ENDPOINT: &str = "tcp://127.0.0.1:0";
+/// Why the shared-memory cases are skipped when it is not.
+pub const SHM_MISSING: &str = "shared-memory transport not merged in this revision";
+
+/// A manager builder for `transport` (`tcp`/`shm`) and wait `policy` (shm only:
+/// `spin`, `park`, or `adaptive` = the runtime's default `Adaptive`). Both bind
+/// TCP on loopback; the transport policy picks the link.
+pub fn builder(transport: &str, policy: &str) -> Result<ActiveMessageManagerBuilder> {
+    let b = ActiveMessageManagerBuilder::new().endpoint(ENDPOINT);
+    Ok(match transport {
+        "tcp" => b.transport_policy(TransportPolicy::TcpOnly),
+        _ => {
+            let b = b.transport_policy(TransportPolicy::ShmOnly);
+            match policy {
+                "spin" => b.wait_policy(WaitPolicy::Spin),
+                "park" => b.wait_policy(WaitPolicy::Park),
+                "adaptive" => b,
+                other => bail!("unknown wait policy {other}"),
+            }
+        }
+    })
+}
+
+/// The tokio runtime of each side: one thread per process (the client's calls and
+/// the link's reader share it), as a 2-core machine running two processes affords.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Counts one-way messages; wakes the barrier when the count reaches its target.
+#[derive(Default)]
+struct Sink {
+    count: AtomicU64,
+    target: AtomicU64,
+    reached: Notify,
+}
+
+async fn register(manager: &ActiveMessageManager) -> Result<()> {
+    let sink = Arc::new(Sink::default());
+    manager
+        .register_handler(
+            "echo64",
+            typed_unary_handler("echo64", |c: TypedContext<[u8; 64]>| Ok(c.input)),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "probe",
+            typed_unary_handler("probe", |_: TypedContext<()>| {
+                Ok([util::allocs(), util::rw_syscalls(), util::cpu_ns()])
+            }),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "hang",
+            typed_unary_handler_async("hang", |_: TypedContext<u64>| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(0u64)
+            }),
+        )
+        .await?;
+    let s = Arc::clone(&sink);
+    manager
+        .register_handler(
+            "sink",
+            am_handler("sink", move |_ctx| {
+                let s = Arc::clone(&s);
+                async move {
+                    let n = s.count.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n == s.target.load(Ordering::SeqCst) {
+                        s.reached.notify_one();
+                    }
+                    Ok(())
+                }
+            }),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "barrier",
+            typed_unary_handler_async("barrier", move |c: TypedContext<u64>| {
+                let s = Arc::clone(&sink);
+                async move {
+                    s.target.store(c.input, Ordering::SeqCst);
+                    while s.count.load(Ordering::SeqCst) < c.input {
+                        s.reached.notified().await;
+                    }
+                    Ok(s.count.load(Ordering::SeqCst))
+                }
+            }),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The server child: builds a manager, registers the handlers, sends its `PeerInfo`
+/// (or `error: ..`) and serves until the parent says `stop` or goes away.
+pub fn server_child(args: &Args, ctl: Ctl) -> Result<()> {
+    let transport: String = args.get("transport")?;
+    let policy: String = args.get("policy")?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let manager = match builder(&transport, &policy) {
+            Ok(b) => b.build().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        let manager = match manager {
+            Ok(m) => m,
+            Err(e) => {
+                ctl.send(&format!("error: {e:#}"), &[])?;
+                return Ok(());
+            }
+        };
+        register(&manager).await?;
+        ctl.send(&serde_json::to_string(&manager.peer_info().await)?, &[])?;
+        let _ = tokio::task::spawn_blocking(move || ctl.recv()).await;
+        manager.shutdown().await?;
+        Ok(())
+    })
+}
+
+/// Peer killed: a call to the server's `hang` handler is pending when the server gets
+/// SIGKILL; the time from `kill()` to the call failing, one fresh server per sample.
+pub fn kill(plan: Plan) -> Result<Row> {
+    const LABEL: &str = "peer SIGKILLed -> pending call failed (shm)";
+    if !SHM_MERGED {
+        return Ok(Row::skipped("am_shm_kill", LABEL, SHM_MISSING));
+    }
+    let rt = runtime()?;
+    let samples = plan.n(20);
+    let mut ns = Vec::new();
+    let manager = rt.block_on(builder("shm", "adaptive")?.build())?;
+    for _ in 0..samples {
+        let mut peer = Peer::spawn(
+            "am_server",
+            &kv(&[("transport", &"shm"), ("policy", &"adaptive")]),
+        )?;
+        let (json, _) = peer.ctl.recv().context("server PeerInfo")?;
+        let info: PeerInfo = serde_json::from_str(&json).context("server PeerInfo")?;
+        let d = rt.block_on(async {
+            let client = manager.client();
+            client.connect_to_peer(info.clone()).await?;
+            let c = Client {
+                client,
+                target: info.instance_id,
+            };
+            c.echo(&[1; 64]).await?;
+            let status = c
+                .client
+                .active_message("hang")?
+                .payload(&0u64)?
+                .expect_response::<u64>()
+                .send(c.target)
+                .await?;
+            let waiter = tokio::spawn(async move {
+                let r = status.await_response().await;
+                (Instant::now(), r)
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let t0 = Instant::now();
+            peer.kill()?;
+            let (t1, r) = tokio::time::timeout(Duration::from_secs(10), waiter)
+                .await
+                .context("pending call not failed within 10 s")??;
+            if r.is_ok() {
+                bail!("the pending call succeeded although the server was killed");
+            }
+            Ok::<_, anyhow::Error>(t1.saturating_duration_since(t0))
+        })?;
+        ns.push(d.as_nanos() as u64);
+        let _ = peer.finish();
+    }
+    rt.block_on(manager.shutdown())?;
+    let (median, p99) = median_p99(&mut ns);
+    Ok(Row::new(
+        "am_shm_kill",
+        LABEL,
+        samples,
+        Metric::Latency { median, p99 },
+    ))
+}

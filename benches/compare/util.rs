@@ -1,0 +1,364 @@
+//! Plumbing shared by every case: the child process and its control socket, busy
+//! waiting, statistics, an allocation counter and the CPU time of this process.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use shm_ring::fdpass::{recv_fds, send_fds};
+
+/// Counts heap allocations of this process (both sides of every case run this binary),
+/// so the steady-state rows can report allocations per message.
+pub struct CountingAlloc;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; the counter is a
+// relaxed atomic and never allocates.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Allocations so far in this process.
+pub fn allocs() -> u64 {
+    ALLOCS.load(Ordering::Relaxed)
+}
+
+/// Read/write-family system calls so far (`syscr + syscw` of `/proc/self/io`: read,
+/// write, recvmsg, sendmsg, ... but not poll or epoll_wait).
+pub fn rw_syscalls() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU time (ns) used so far by every thread of this process, from the scheduler's
+/// own accounting (`/proc/self/task/*/schedstat`, first field).
+pub fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// One busy-wait round, as in the ring's `Spin` policy: a spin hint per poll and a
+/// `yield_now` every 1024 polls (so a loaded 2-core machine still progresses).
+#[inline]
+pub fn spin(polls: &mut u32) {
+    std::hint::spin_loop();
+    *polls = polls.wrapping_add(1);
+    if (*polls).is_multiple_of(1024) {
+        std::thread::yield_now();
+    }
+}
+
+/// Median and 99th percentile of `v` (sorted in place).
+pub fn median_p99(v: &mut [u64]) -> (u64, u64) {
+    if v.is_empty() {
+        return (0, 0);
+    }
+    v.sort_unstable();
+    let p99 = ((v.len() * 99).div_ceil(100)).clamp(1, v.len()) - 1;
+    (v[v.len() / 2], v[p99])
+}
+
+/// Times up to `iters` round trips of `f` (given the trip index, counting from 0
+/// without gaps) after up to `warmup` untimed ones (at most a fifth of `budget`),
+/// stopping early once `budget` is spent (after at least 1000 trips); returns ns per
+/// timed trip.
+pub fn time_trips(warmup: u64, iters: u64, budget: Duration, mut f: impl FnMut(u64)) -> Vec<u64> {
+    let start = Instant::now();
+    let mut done = warmup;
+    for i in 0..warmup {
+        f(i);
+        if i % 64 == 63 && start.elapsed() > budget / 5 {
+            done = i + 1;
+            break;
+        }
+    }
+    let warmup = done;
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(iters as usize);
+    for i in warmup..warmup + iters {
+        let t = Instant::now();
+        f(i);
+        out.push(t.elapsed().as_nanos() as u64);
+        if out.len() >= 1000 && out.len().is_multiple_of(256) && start.elapsed() > budget {
+            break;
+        }
+    }
+    out
+}
+
+/// Messages for the next batch of a one-way stream: enough for `batch_time` at the
+/// rate of the previous batch (`count` messages in `elapsed`), within [20, 4M].
+pub fn next_count(count: u64, elapsed: Duration, batch_time: Duration) -> u64 {
+    let per = elapsed.as_secs_f64() / count.max(1) as f64;
+    ((batch_time.as_secs_f64() / per.max(1e-9)) as u64).clamp(20, 4_000_000)
+}
+
+/// Runs a one-way stream in batches: `send(count)` sends `count` messages and returns
+/// once the receiver has them all. The first batch (`first` messages) calibrates, the
+/// second warms up, then `batches` are timed. Returns (messages timed, ns per message
+/// of each timed batch, sorted).
+pub fn batches(
+    first: u64,
+    batches: u64,
+    batch_time: Duration,
+    mut send: impl FnMut(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, Vec<f64>)> {
+    let mut count = first;
+    let mut total = 0;
+    let mut per_msg = Vec::new();
+    for b in 0..batches + 2 {
+        let t = Instant::now();
+        send(count)?;
+        let elapsed = t.elapsed();
+        if b >= 2 {
+            total += count;
+            per_msg.push(elapsed.as_nanos() as f64 / count as f64);
+        }
+        count = next_count(count, elapsed, batch_time);
+    }
+    per_msg.sort_by(f64::total_cmp);
+    Ok((total, per_msg))
+}
+
+/// Child side of a batched stream: the size of the next batch (`batch N`), or `None`
+/// at `end`.
+pub fn next_batch(ctl: &Ctl) -> Result<Option<u64>> {
+    let (msg, _) = ctl.recv()?;
+    if msg == "end" {
+        return Ok(None);
+    }
+    let n = msg
+        .strip_prefix("batch ")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("expected `batch N` or `end`, got {msg:?}"))?;
+    Ok(Some(n))
+}
+
+/// How long a child may take before it is killed (a hang guard only).
+const CHILD_GUARD: Duration = Duration::from_secs(90);
+
+/// A control channel: a `SOCK_SEQPACKET` Unix socket, so every message (text plus
+/// optional descriptors) arrives whole.
+pub struct Ctl {
+    fd: OwnedFd,
+}
+
+impl Ctl {
+    /// The child's end: its stdin.
+    pub fn from_stdin() -> Result<Ctl> {
+        let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+        Ok(Ctl { fd })
+    }
+
+    /// Sends `text` with `fds` attached.
+    pub fn send(&self, text: &str, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        let bytes = if text.is_empty() { " " } else { text };
+        send_fds(self.fd.as_fd(), bytes.as_bytes(), fds)?;
+        Ok(())
+    }
+
+    /// Receives one message; fails at EOF.
+    pub fn recv(&self) -> Result<(String, Vec<OwnedFd>)> {
+        let mut buf = vec![0u8; 64 << 10];
+        let (n, fds) = recv_fds(self.fd.as_fd(), &mut buf)?;
+        if n == 0 {
+            bail!("control socket closed by the peer");
+        }
+        Ok((String::from_utf8_lossy(&buf[..n]).trim().to_string(), fds))
+    }
+
+    /// Receives one message and checks that it is `want`.
+    pub fn expect(&self, want: &str) -> Result<()> {
+        let (got, _) = self.recv()?;
+        if got != want {
+            bail!("expected {want:?} from the peer, got {got:?}");
+        }
+        Ok(())
+    }
+}
+
+/// The child process of one case and the parent's end of its control socket.
+pub struct Peer {
+    child: Child,
+    /// Control channel to the child.
+    pub ctl: Ctl,
+}
+
+impl Peer {
+    /// Starts this binary again as `--child <case> <args..>`, its stdin the other end of
+    /// a fresh control socket.
+    pub fn spawn(case: &str, args: &[String]) -> Result<Peer> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let exe = std::env::current_exe().context("current_exe")?;
+        let child = Command::new(exe)
+            .arg("--child")
+            .arg(case)
+            .args(args)
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning the child process")?;
+        Ok(Peer {
+            child,
+            ctl: Ctl { fd: ours },
+        })
+    }
+
+    /// Kills the child with SIGKILL (no clean-up on its side).
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        Ok(())
+    }
+
+    /// Waits for the child to exit (successfully), killing it after the guard time.
+    pub fn finish(mut self) -> Result<()> {
+        let deadline = Instant::now() + CHILD_GUARD;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if status.success() {
+                    return Ok(());
+                }
+                bail!("child exited with {status}");
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("child hung: killed after {CHILD_GUARD:?}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Child side: exits the process if the parent goes away (its pid changes) or after
+/// the guard time, so a crashed parent never leaves a spinning child behind.
+pub fn watchdog() {
+    let parent = std::os::unix::process::parent_id();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if std::os::unix::process::parent_id() != parent || start.elapsed() > CHILD_GUARD {
+                eprintln!("compare child: parent gone or guard time exceeded, exiting");
+                std::process::exit(3);
+            }
+        }
+    });
+}
+
+/// Parses `key=value` child arguments.
+pub struct Args(Vec<(String, String)>);
+
+impl Args {
+    /// From the arguments after `--child <case>`.
+    pub fn parse(raw: &[String]) -> Args {
+        Args(
+            raw.iter()
+                .filter_map(|a| a.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// The value of `key`, parsed.
+    pub fn get<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
+        let v = self
+            .0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| anyhow!("child argument {key}= missing"))?;
+        v.parse()
+            .map_err(|_| anyhow!("child argument {key}={v} unparsable"))
+    }
+}
+
+/// Formats `key=value` child arguments.
+pub fn kv(pairs: &[(&str, &dyn std::fmt::Display)]) -> Vec<String> {
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Machine facts for the top of the table: CPUs, kernel, CPU model, load, date.
+pub fn machine_facts() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (hh, mm) = (secs % 86_400 / 3600, secs % 3600 / 60);
+    let loadavg = read("/proc/loadavg");
+    let load: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    format!(
+        "date: {y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC\nnproc: {nproc}\nkernel: {}\ncpu: {model}\nclocksource: {}\nload average at start: {}\n",
+        read("/proc/sys/kernel/osrelease").trim(),
+        read("/sys/devices/system/clocksource/clocksource0/current_clocksource").trim(),
+        load.join(" "),
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
