@@ -17,6 +17,8 @@
 mod am;
 #[path = "compare/am_server.rs"]
 mod am_server;
+#[path = "compare/machine.rs"]
+mod machine;
 #[path = "compare/raw.rs"]
 mod raw;
 #[path = "compare/report.rs"]
@@ -87,11 +89,11 @@ fn bars() -> Vec<Bar> {
     use Bar::*;
     vec![
         Ratio {
-            case: "ring_pp_spin",
+            case: "ring_pp_spin_8",
             base: "floor",
             at_most: true,
             factor: 2.5,
-            text: "ring-only ping-pong <= 2.5x floor",
+            text: "ring-only ping-pong (8 B, as the floor) <= 2.5x floor",
         },
         Elsewhere {
             text: "ring-only ping-pong within 1.3x of rtrb",
@@ -102,7 +104,7 @@ fn bars() -> Vec<Bar> {
             base: "ring_pp_spin",
             at_most: true,
             factor: 3.0,
-            text: "AM round trip, Spin <= 3x ring-only ping-pong",
+            text: "AM round trip, Spin <= 3x ring-only ping-pong (64 B)",
         },
         Elsewhere {
             text: "AM round trip, Spin faster than iceoryx2 request-response",
@@ -160,6 +162,13 @@ fn bars() -> Vec<Bar> {
             at_most: false,
             factor: 0.7,
             text: "AM one-way 1 MiB (shm) >= 0.7x bare ring bandwidth",
+        },
+        Ratio {
+            case: "am_shm_tp_1m_ring4m",
+            base: "ring_tp_1m",
+            at_most: false,
+            factor: 0.7,
+            text: "  same, with 4 MiB rings (1 MiB fits in the ring)",
         },
         Ratio {
             case: "am_shm_tp_1m",
@@ -222,7 +231,7 @@ fn run(rows: &mut Vec<Row>, key: &str, label: &str, f: impl FnOnce() -> Result<V
         Err(e) => {
             let why = format!("{e:#}");
             println!("  {key:<24} FAILED / skipped: {why}");
-            rows.push(Row::skipped(key, label, why));
+            rows.push(Row::skipped(key, format!("{label}: {key}"), why));
         }
     }
 }
@@ -232,7 +241,7 @@ fn one(r: Result<Row>) -> Result<Vec<Row>> {
 }
 
 fn parent(filters: &[String], plan: Plan) -> Result<()> {
-    print!("{}", util::machine_facts());
+    print!("{}", machine::facts());
     println!(
         "mode: {}",
         if plan.quick {
@@ -245,77 +254,48 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
     let r = &mut rows;
+    // `case!(pinned, key, label, rows)`: pinned cases run this process and the child
+    // on two different CPUs (busy-polling pairs must not share a core).
     macro_rules! case {
-        ($key:expr, $label:expr, $f:expr) => {
+        ($pin:expr, $key:expr, $label:expr, $f:expr) => {
             if wanted(&$key) {
+                let _pin = $pin.then(machine::PinnedPair::new);
                 run(r, &$key, &$label, || $f);
             }
         };
     }
     let (w, n) = plan.trips(0.5);
-    case!(
-        "floor",
-        "floor: atomic ping-pong",
-        one(raw::floor(plan, w, n))
-    );
+    case!(true, "floor", "floor", one(raw::floor(plan, w, n)));
     let (w, n) = plan.trips(60.0);
-    case!(
-        "eventfd",
-        "raw eventfd ping-pong",
-        one(raw::eventfd(plan, w, n))
-    );
-    case!(
-        "uds",
-        "raw Unix-socket ping-pong",
-        one(raw::uds(plan, w, n))
-    );
+    case!(false, "eventfd", "eventfd", one(raw::eventfd(plan, w, n)));
+    case!(false, "uds", "uds", one(raw::uds(plan, w, n)));
     let (w, n) = plan.trips(80.0);
-    case!(
-        "zmq_pp",
-        "raw libzmq ping-pong",
-        one(zmq_raw::pingpong(plan, w, n))
-    );
+    case!(false, "zmq_pp", "zmq", one(zmq_raw::pingpong(plan, w, n)));
     for size in [64, 1 << 20] {
-        let k = raw::size_key(size);
-        case!(
-            format!("zmq_tp_{k}"),
-            "raw libzmq push/pull",
-            one(zmq_raw::push_pull(plan, size))
-        );
+        let k = format!("zmq_tp_{}", raw::size_key(size));
+        case!(false, k, "zmq", one(zmq_raw::push_pull(plan, size)));
     }
     for size in SIZES {
-        let k = raw::size_key(size);
-        case!(
-            format!("memcpy_{k}"),
-            "memcpy",
-            one(raw::memcpy(size, plan.n(2000)))
-        );
+        let k = format!("memcpy_{}", raw::size_key(size));
+        case!(false, k, "memcpy", one(raw::memcpy(size, plan.n(2000))));
     }
-    for pol in ["spin", "adaptive", "park"] {
-        let trip = if pol == "spin" { 1.0 } else { 40.0 };
-        let (w, n) = plan.trips(trip);
-        case!(
-            format!("ring_pp_{pol}"),
-            format!("ring-only ping-pong, {pol}"),
-            one(ring::pingpong(plan, pol, w, n))
-        );
+    for (pol, size) in [("spin", 8), ("spin", 64), ("adaptive", 64), ("park", 64)] {
+        let (w, n) = plan.trips(if pol == "spin" { 1.0 } else { 40.0 });
+        let k = match size {
+            8 => format!("ring_pp_{pol}_8"),
+            _ => format!("ring_pp_{pol}"),
+        };
+        let f = || one(ring::pingpong(plan, pol, size, w, n));
+        case!(pol != "park", k, "ring", f());
     }
     for size in SIZES {
-        let k = raw::size_key(size);
-        case!(
-            format!("ring_tp_{k}"),
-            "ring-only one-way",
-            one(ring::throughput(plan, size))
-        );
+        let k = format!("ring_tp_{}", raw::size_key(size));
+        case!(true, k, "ring", one(ring::throughput(plan, size)));
     }
     for suite in am::suites() {
-        case!(suite.key(), suite.label(), suite.run(plan));
+        case!(suite.pinned(), suite.key(), suite.label(), suite.run(plan));
     }
-    case!(
-        "am_shm_kill",
-        "peer killed (shm)",
-        one(am_server::kill(plan))
-    );
+    case!(false, "am_shm_kill", "kill", one(am_server::kill(plan)));
 
     let table = report::text_table(&rows);
     let (bars_text, bars_md) = report::bars_tables(&bars(), &rows);
@@ -325,7 +305,7 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
     std::fs::create_dir_all(out.parent().expect("has a parent"))?;
     let md = format!(
         "# compare\n\n```text\n{}```\n\n{}\n## Bars\n\n{}",
-        util::machine_facts(),
+        machine::facts(),
         report::markdown_table(&rows),
         bars_md
     );
@@ -335,6 +315,12 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
 }
 
 fn child(case: &str, rest: &[String]) -> Result<()> {
+    if let Some(cpu) = std::env::var(util::CPU_ENV)
+        .ok()
+        .and_then(|c| c.parse().ok())
+    {
+        machine::pin_to(cpu);
+    }
     util::watchdog();
     let args = Args::parse(rest);
     let ctl = Ctl::from_stdin()?;

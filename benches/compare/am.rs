@@ -15,7 +15,8 @@ use active_message::{InstanceId, NetworkClient, PeerInfo};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 
-use crate::am_server::{SHM_MERGED, SHM_MISSING, builder, runtime};
+use crate::am_server::{builder, runtime};
+use crate::machine;
 use crate::raw::size_key;
 use crate::report::{Metric, Row};
 use crate::util::{self, Peer, kv, median_p99};
@@ -28,36 +29,43 @@ pub struct Suite {
     transport: &'static str,
     /// `"spin"`, `"adaptive"` or `"park"` (shm only).
     policy: &'static str,
-    /// Also run the one-way throughput cases.
-    throughput: bool,
+    /// Run the round trips (and, for Adaptive, the idle measurement).
+    round_trips: bool,
+    /// Sizes of the one-way throughput cases.
+    sizes: &'static [usize],
+    /// Ring capacity in bytes (0: the runtime's default).
+    ring: usize,
 }
+
+/// Ring capacity of the suite that carries 1 MiB messages inside the ring.
+const BIG_RING: usize = 4 << 20;
 
 /// The suites, in table order.
 pub fn suites() -> Vec<Suite> {
-    let s = |transport, policy, throughput| Suite {
+    let s = |transport, policy, round_trips, sizes, ring| Suite {
         transport,
         policy,
-        throughput,
+        round_trips,
+        sizes,
+        ring,
     };
     vec![
-        s("shm", "spin", true),
-        s("shm", "adaptive", false),
-        s("shm", "park", false),
-        s("tcp", "-", true),
+        s("shm", "spin", true, &SIZES[..], 0),
+        s("shm", "spin", false, &SIZES[3..], BIG_RING),
+        s("shm", "adaptive", true, &[], 0),
+        s("shm", "park", true, &[], 0),
+        s("tcp", "-", true, &SIZES[..], 0),
     ]
 }
 
 impl Suite {
-    fn prefix(self) -> String {
-        match self.transport {
-            "tcp" => "am_tcp".into(),
-            _ => format!("am_shm_{}", self.policy),
-        }
-    }
-
     /// Key of the suite (a prefix of its rows' keys, for filtering).
     pub fn key(self) -> String {
-        self.prefix()
+        let ring = if self.ring > 0 { "_ring4m" } else { "" };
+        match self.transport {
+            "tcp" => "am_tcp".into(),
+            _ => format!("am_shm_{}{ring}", self.policy),
+        }
     }
 
     /// What the suite measures.
@@ -65,8 +73,13 @@ impl Suite {
         format!("active message over {} ({})", self.transport, self.policy)
     }
 
+    /// Whether both processes should run pinned to their own CPU (busy-polling links).
+    pub fn pinned(self) -> bool {
+        self.transport == "shm" && self.policy != "park"
+    }
+
     fn rt_key(self) -> String {
-        format!("{}_rt", self.prefix())
+        format!("{}_rt", self.key())
     }
 
     fn rt_label(self) -> String {
@@ -77,7 +90,14 @@ impl Suite {
     }
 
     fn tp_key(self, size: usize) -> String {
-        format!("am_{}_tp_{}", self.transport, size_key(size))
+        let ring = if self.ring > 0 { "_ring4m" } else { "" };
+        format!("am_{}_tp_{}{ring}", self.transport, size_key(size))
+    }
+
+    fn tp_label(self, size: usize) -> String {
+        let ring = if self.ring > 0 { ", 4 MiB rings" } else { "" };
+        let size = crate::raw::size_label(size);
+        format!("AM one-way, {} ({size}{ring})", self.transport)
     }
 
     fn rt_baseline(self) -> &'static str {
@@ -99,9 +119,6 @@ impl Suite {
 
     /// Runs the suite; every case it cannot measure comes back as a skipped row.
     pub fn run(self, plan: Plan) -> Result<Vec<Row>> {
-        if self.transport == "shm" && !SHM_MERGED {
-            return Ok(self.skipped(SHM_MISSING));
-        }
         let rt = runtime()?;
         match rt.block_on(self.client(plan)) {
             Ok(rows) => Ok(rows),
@@ -110,34 +127,33 @@ impl Suite {
     }
 
     fn skipped(self, why: &str) -> Vec<Row> {
-        let mut rows = vec![Row::skipped(&self.rt_key(), self.rt_label(), why)];
-        if self.throughput {
-            for size in SIZES {
-                rows.push(Row::skipped(&self.tp_key(size), self.tp_label(size), why));
-            }
+        let mut rows = Vec::new();
+        if self.round_trips {
+            rows.push(Row::skipped(&self.rt_key(), self.rt_label(), why));
+        }
+        for &size in self.sizes {
+            rows.push(Row::skipped(&self.tp_key(size), self.tp_label(size), why));
         }
         rows
-    }
-
-    fn tp_label(self, size: usize) -> String {
-        format!(
-            "AM one-way, {} ({})",
-            self.transport,
-            crate::raw::size_label(size)
-        )
     }
 
     async fn client(self, plan: Plan) -> Result<Vec<Row>> {
         let peer = Peer::spawn(
             "am_server",
-            &kv(&[("transport", &self.transport), ("policy", &self.policy)]),
+            &kv(&[
+                ("transport", &self.transport),
+                ("policy", &self.policy),
+                ("ring", &self.ring),
+            ]),
         )?;
         let (json, _) = peer.ctl.recv().context("server PeerInfo")?;
         if let Some(why) = json.strip_prefix("error: ") {
             bail!("server: {why}");
         }
         let info: PeerInfo = serde_json::from_str(&json).context("server PeerInfo")?;
-        let manager = builder(self.transport, self.policy)?.build().await?;
+        let manager = builder(self.transport, self.policy, self.ring)?
+            .build()
+            .await?;
         let client = manager.client();
         client.connect_to_peer(info.clone()).await?;
         let c = Client {
@@ -152,31 +168,32 @@ impl Suite {
     }
 
     async fn cases(self, c: &Client, plan: Plan) -> Result<Vec<Row>> {
-        let mut row = self.round_trips(c, plan).await?;
-        if self.policy == "adaptive" {
-            let idle = Duration::from_millis(if plan.quick { 300 } else { 2000 });
-            let before = c.probe().await?;
-            let cpu0 = util::cpu_ns();
-            tokio::time::sleep(idle).await;
-            let cpu1 = util::cpu_ns();
-            let after = c.probe().await?;
-            let pct = |d: u64| d as f64 / idle.as_nanos() as f64 * 100.0;
-            row = row
-                .extra("idle cpu % client", pct(cpu1 - cpu0))
-                .extra("idle cpu % server", pct(after[2] - before[2]));
-        }
-        let mut rows = vec![row];
-        if self.throughput {
-            let mut sent = 0;
-            for size in SIZES {
-                rows.push(self.one_way(c, plan, size, &mut sent).await?);
+        let mut rows = Vec::new();
+        if self.round_trips {
+            let mut row = self.round_trip_row(c, plan).await?;
+            if self.policy == "adaptive" {
+                let idle = Duration::from_millis(if plan.quick { 300 } else { 2000 });
+                let before = c.probe().await?;
+                let cpu0 = machine::cpu_ns();
+                tokio::time::sleep(idle).await;
+                let cpu1 = machine::cpu_ns();
+                let after = c.probe().await?;
+                let pct = |d: u64| d as f64 / idle.as_nanos() as f64 * 100.0;
+                row = row
+                    .extra("idle cpu % client", pct(cpu1 - cpu0))
+                    .extra("idle cpu % server", pct(after[2] - before[2]));
             }
+            rows.push(row);
+        }
+        let mut sent = 0;
+        for &size in self.sizes {
+            rows.push(self.one_way(c, plan, size, &mut sent).await?);
         }
         Ok(rows)
     }
 
     /// Typed 64 B round trips, with allocations and syscalls per trip on both sides.
-    async fn round_trips(self, c: &Client, plan: Plan) -> Result<Row> {
+    async fn round_trip_row(self, c: &Client, plan: Plan) -> Result<Row> {
         let trip_us = match (self.transport, self.policy) {
             ("tcp", _) => 100.0,
             (_, "spin") => 5.0,
@@ -192,7 +209,7 @@ impl Suite {
             }
         }
         let before = c.probe().await?;
-        let (a0, s0) = (util::allocs(), util::rw_syscalls());
+        let (a0, s0) = (util::allocs(), machine::rw_syscalls());
         let start = Instant::now();
         let mut ns = Vec::with_capacity(iters as usize);
         while (ns.len() as u64) < iters {
@@ -204,7 +221,7 @@ impl Suite {
                 break;
             }
         }
-        let (a1, s1) = (util::allocs(), util::rw_syscalls());
+        let (a1, s1) = (util::allocs(), machine::rw_syscalls());
         let after = c.probe().await?;
         let iters = ns.len() as u64;
         let per = |d: u64| d as f64 / iters as f64;
@@ -234,7 +251,7 @@ impl Suite {
         for b in 0..plan.batches() + 2 {
             if b == 2 {
                 let server = c.probe().await?;
-                probes = Some((server, util::allocs(), util::rw_syscalls()));
+                probes = Some((server, util::allocs(), machine::rw_syscalls()));
             }
             let t = Instant::now();
             for _ in 0..count {
@@ -254,7 +271,7 @@ impl Suite {
             }
             count = util::next_count(count, elapsed, plan.batch_time());
         }
-        let (a1, s1) = (util::allocs(), util::rw_syscalls());
+        let (a1, s1) = (util::allocs(), machine::rw_syscalls());
         let after = c.probe().await?;
         let (before, a0, s0) = probes.context("no timed batch")?;
         let per = |d: u64| d as f64 / total as f64;

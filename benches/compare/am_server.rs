@@ -16,22 +16,22 @@ use tokio::sync::Notify;
 
 use crate::Plan;
 use crate::am::Client;
+use crate::machine;
 use crate::report::{Metric, Row};
 use crate::util::{self, Args, Ctl, Peer, kv, median_p99};
 
-/// Whether this revision has the shared-memory transport (builder options
-/// `wait_policy` / `transport_policy`).
-pub const SHM_MERGED: bool = true;
 /// Where both sides listen.
 const ENDPOINT: &str = "tcp://127.0.0.1:0";
-/// Why the shared-memory cases are skipped when it is not.
-pub const SHM_MISSING: &str = "shared-memory transport not merged in this revision";
 
-/// A manager builder for `transport` (`tcp`/`shm`) and wait `policy` (shm only:
-/// `spin`, `park`, or `adaptive` = the runtime's default `Adaptive`). Both bind
-/// TCP on loopback; the transport policy picks the link.
-pub fn builder(transport: &str, policy: &str) -> Result<ActiveMessageManagerBuilder> {
-    let b = ActiveMessageManagerBuilder::new().endpoint(ENDPOINT);
+/// A manager builder for `transport` (`tcp`/`shm`), wait `policy` (shm only:
+/// `spin`, `park`, or `adaptive` = the runtime's default `Adaptive`) and ring
+/// capacity (0: default). Both bind TCP on loopback (and the shm rendezvous); the
+/// transport policy picks the link.
+pub fn builder(transport: &str, policy: &str, ring: usize) -> Result<ActiveMessageManagerBuilder> {
+    let mut b = ActiveMessageManagerBuilder::new().endpoint(ENDPOINT);
+    if ring > 0 {
+        b = b.ring_capacity(ring);
+    }
     Ok(match transport {
         "tcp" => b.transport_policy(TransportPolicy::TcpOnly),
         _ => {
@@ -74,7 +74,7 @@ async fn register(manager: &ActiveMessageManager) -> Result<()> {
         .register_handler(
             "probe",
             typed_unary_handler("probe", |_: TypedContext<()>| {
-                Ok([util::allocs(), util::rw_syscalls(), util::cpu_ns()])
+                Ok([util::allocs(), machine::rw_syscalls(), machine::cpu_ns()])
             }),
         )
         .await?;
@@ -126,9 +126,10 @@ async fn register(manager: &ActiveMessageManager) -> Result<()> {
 pub fn server_child(args: &Args, ctl: Ctl) -> Result<()> {
     let transport: String = args.get("transport")?;
     let policy: String = args.get("policy")?;
+    let ring: usize = args.get("ring")?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let manager = match builder(&transport, &policy) {
+        let manager = match builder(&transport, &policy, ring) {
             Ok(b) => b.build().await.map_err(anyhow::Error::from),
             Err(e) => Err(e),
         };
@@ -151,17 +152,14 @@ pub fn server_child(args: &Args, ctl: Ctl) -> Result<()> {
 /// SIGKILL; the time from `kill()` to the call failing, one fresh server per sample.
 pub fn kill(plan: Plan) -> Result<Row> {
     const LABEL: &str = "peer SIGKILLed -> pending call failed (shm)";
-    if !SHM_MERGED {
-        return Ok(Row::skipped("am_shm_kill", LABEL, SHM_MISSING));
-    }
     let rt = runtime()?;
     let samples = plan.n(20);
     let mut ns = Vec::new();
-    let manager = rt.block_on(builder("shm", "adaptive")?.build())?;
+    let manager = rt.block_on(builder("shm", "adaptive", 0)?.build())?;
     for _ in 0..samples {
         let mut peer = Peer::spawn(
             "am_server",
-            &kv(&[("transport", &"shm"), ("policy", &"adaptive")]),
+            &kv(&[("transport", &"shm"), ("policy", &"adaptive"), ("ring", &0)]),
         )?;
         let (json, _) = peer.ctl.recv().context("server PeerInfo")?;
         let info: PeerInfo = serde_json::from_str(&json).context("server PeerInfo")?;

@@ -14,8 +14,6 @@ use crate::raw::{STOP_BYTE, size_key, size_label};
 use crate::report::{Metric, Row};
 use crate::util::{self, Args, Ctl, Peer, kv, median_p99, time_trips};
 
-/// Size of each ping-pong message.
-const PP_MSG: usize = 64;
 /// Ring capacity for the ping-pong (each direction).
 const PP_RING: usize = 64 << 10;
 /// Ring capacity for the one-way throughput case (fits 1 MiB records).
@@ -85,21 +83,22 @@ fn attach(ctl: &Ctl, pol: WaitPolicy) -> Result<(Arc<Region>, Consumer, Producer
     Ok((region, rx, tx))
 }
 
-/// Ring-only ping-pong: 64 B each way, both sides using `pol`.
-pub fn pingpong(plan: Plan, pol_name: &str, warmup: u64, iters: u64) -> Result<Row> {
+/// Ring-only ping-pong: `size` bytes (8 or 64) each way, both sides using `pol`.
+pub fn pingpong(plan: Plan, pol_name: &str, size: usize, warmup: u64, iters: u64) -> Result<Row> {
     let pol = policy(pol_name)?;
     let peer = Peer::spawn("ring_pp", &kv(&[("policy", &pol_name)]))?;
     let mut l = link(&peer, PP_RING, pol)?;
-    let msg = [7u8; PP_MSG];
-    let mut back = [0u8; PP_MSG];
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    let (msg, back) = (&msg[..size.min(64)], &mut back[..size.min(64)]);
     let mut failed = None;
     let mut ns = time_trips(warmup, iters, plan.budget(), |_| {
         let r = (|| -> Result<()> {
-            let mut g = l.tx.reserve_blocking(PP_MSG, None)?;
-            g.copy_from_slice(&msg);
+            let mut g = l.tx.reserve_blocking(msg.len(), None)?;
+            g.copy_from_slice(msg);
             g.commit();
             let g = l.rx.read_blocking(None)?;
-            g.copy_to_slice(&mut back);
+            g.copy_to_slice(back);
             g.release();
             Ok(())
         })();
@@ -110,18 +109,19 @@ pub fn pingpong(plan: Plan, pol_name: &str, warmup: u64, iters: u64) -> Result<R
     if let Some(e) = failed {
         return Err(e);
     }
-    l.tx.push_blocking(&[STOP_BYTE; PP_MSG], None)?;
+    l.tx.push_blocking(&[STOP_BYTE; 8], None)?;
     peer.finish()?;
     let iters = ns.len() as u64;
     let (median, p99) = median_p99(&mut ns);
-    let base = match pol_name {
-        "spin" => "floor",
-        "adaptive" => "ring_pp_spin",
-        _ => "eventfd",
+    let (key, base) = match (pol_name, size) {
+        ("spin", 8) => ("ring_pp_spin_8".to_string(), "floor"),
+        ("spin", _) => ("ring_pp_spin".into(), "floor"),
+        ("adaptive", _) => ("ring_pp_adaptive".into(), "ring_pp_spin"),
+        _ => (format!("ring_pp_{pol_name}"), "eventfd"),
     };
     Ok(Row::new(
-        &format!("ring_pp_{pol_name}"),
-        format!("ring-only ping-pong, {pol_name} (64 B)"),
+        &key,
+        format!("ring-only ping-pong, {pol_name} ({size} B)"),
         iters,
         Metric::Latency { median, p99 },
     )

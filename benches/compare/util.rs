@@ -46,28 +46,6 @@ pub fn allocs() -> u64 {
     ALLOCS.load(Ordering::Relaxed)
 }
 
-/// Read/write-family system calls so far (`syscr + syscw` of `/proc/self/io`: read,
-/// write, recvmsg, sendmsg, ... but not poll or epoll_wait).
-pub fn rw_syscalls() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
-}
-
-/// CPU time (ns) used so far by every thread of this process, from the scheduler's
-/// own accounting (`/proc/self/task/*/schedstat`, first field).
-pub fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// One busy-wait round, as in the ring's `Spin` policy: a spin hint per poll and a
 /// `yield_now` every 1024 polls (so a loaded 2-core machine still progresses).
 #[inline]
@@ -165,6 +143,9 @@ pub fn next_batch(ctl: &Ctl) -> Result<Option<u64>> {
     Ok(Some(n))
 }
 
+/// Environment variable naming the CPU a child pins itself to.
+pub const CPU_ENV: &str = "COMPARE_CHILD_CPU";
+
 /// How long a child may take before it is killed (a hang guard only).
 const CHILD_GUARD: Duration = Duration::from_secs(90);
 
@@ -226,7 +207,11 @@ impl Peer {
             SockFlag::SOCK_CLOEXEC,
         )?;
         let exe = std::env::current_exe().context("current_exe")?;
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        if let Some(cpu) = crate::machine::child_cpu() {
+            cmd.env(CPU_ENV, cpu.to_string());
+        }
+        let child = cmd
             .arg("--child")
             .arg(case)
             .args(args)
@@ -322,43 +307,4 @@ impl Args {
 /// Formats `key=value` child arguments.
 pub fn kv(pairs: &[(&str, &dyn std::fmt::Display)]) -> Vec<String> {
     pairs.iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
-/// Machine facts for the top of the table: CPUs, kernel, CPU model, load, date.
-pub fn machine_facts() -> String {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let (hh, mm) = (secs % 86_400 / 3600, secs % 3600 / 60);
-    let loadavg = read("/proc/loadavg");
-    let load: Vec<&str> = loadavg.split_whitespace().take(3).collect();
-    format!(
-        "date: {y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC\nnproc: {nproc}\nkernel: {}\ncpu: {model}\nclocksource: {}\nload average at start: {}\n",
-        read("/proc/sys/kernel/osrelease").trim(),
-        read("/sys/devices/system/clocksource/clocksource0/current_clocksource").trim(),
-        load.join(" "),
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }

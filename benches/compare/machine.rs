@@ -1,0 +1,145 @@
+//! The machine: facts for the report, CPU pinning, and per-process counters read from
+//! `/proc` (system calls, CPU time).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The CPU the next spawned child is pinned to (`usize::MAX`: none).
+static CHILD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Words of the CPU mask passed to `sched_{get,set}affinity` (1024 CPUs).
+const MASK_WORDS: usize = 16;
+
+unsafe extern "C" {
+    fn sched_setaffinity(pid: i32, cpusetsize: usize, mask: *const u64) -> i32;
+    fn sched_getaffinity(pid: i32, cpusetsize: usize, mask: *mut u64) -> i32;
+}
+
+fn get_mask() -> Option<[u64; MASK_WORDS]> {
+    let mut mask = [0u64; MASK_WORDS];
+    // SAFETY: `mask` is a writable buffer of exactly the size passed; pid 0 is the
+    // calling thread.
+    let rc = unsafe { sched_getaffinity(0, size_of_val(&mask), mask.as_mut_ptr()) };
+    (rc == 0).then_some(mask)
+}
+
+fn set_mask(mask: &[u64; MASK_WORDS]) -> bool {
+    // SAFETY: `mask` is a readable buffer of exactly the size passed; pid 0 is the
+    // calling thread.
+    unsafe { sched_setaffinity(0, size_of_val(mask), mask.as_ptr()) == 0 }
+}
+
+/// Pins the calling thread (and the threads it creates later) to `cpu`.
+pub fn pin_to(cpu: usize) -> bool {
+    let mut mask = [0u64; MASK_WORDS];
+    if cpu >= MASK_WORDS * 64 {
+        return false;
+    }
+    mask[cpu / 64] |= 1 << (cpu % 64);
+    set_mask(&mask)
+}
+
+/// While alive, this thread runs on one CPU and every child spawned runs on another
+/// (so two busy-polling processes never share a core). Restores the affinity on drop.
+pub struct PinnedPair {
+    saved: Option<[u64; MASK_WORDS]>,
+}
+
+impl PinnedPair {
+    /// Pins to the first two CPUs this process may use; does nothing if there are not
+    /// two, or if `COMPARE_PIN=0`.
+    pub fn new() -> PinnedPair {
+        let off = std::env::var("COMPARE_PIN").is_ok_and(|v| v == "0");
+        let Some(saved) = get_mask().filter(|_| !off) else {
+            return PinnedPair { saved: None };
+        };
+        let cpus: Vec<usize> = (0..MASK_WORDS * 64)
+            .filter(|c| saved[c / 64] & (1 << (c % 64)) != 0)
+            .take(2)
+            .collect();
+        if cpus.len() < 2 || !pin_to(cpus[0]) {
+            return PinnedPair { saved: None };
+        }
+        CHILD_CPU.store(cpus[1], Ordering::Relaxed);
+        PinnedPair { saved: Some(saved) }
+    }
+}
+
+impl Drop for PinnedPair {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            set_mask(saved);
+            CHILD_CPU.store(usize::MAX, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The CPU a child spawned now must pin itself to, if any.
+pub fn child_cpu() -> Option<usize> {
+    Some(CHILD_CPU.load(Ordering::Relaxed)).filter(|&c| c != usize::MAX)
+}
+
+/// Read/write-family system calls so far (`syscr + syscw` of `/proc/self/io`: read,
+/// write, recvmsg, sendmsg, ... but not poll or epoll_wait).
+pub fn rw_syscalls() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU time (ns) used so far by every thread of this process, from the scheduler's
+/// own accounting (`/proc/self/task/*/schedstat`, first field).
+pub fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Machine facts for the top of the table: CPUs, kernel, CPU model, load, date.
+pub fn facts() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (hh, mm) = (secs % 86_400 / 3600, secs % 3600 / 60);
+    let loadavg = read("/proc/loadavg");
+    let load: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    format!(
+        "date: {y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC\nnproc: {nproc}\nkernel: {}\ncpu: {model}\nclocksource: {}\nload average at start: {}\npinning: {}\n",
+        read("/proc/sys/kernel/osrelease").trim(),
+        read("/sys/devices/system/clocksource/clocksource0/current_clocksource").trim(),
+        load.join(" "),
+        if std::env::var("COMPARE_PIN").is_ok_and(|v| v == "0") {
+            "off (COMPARE_PIN=0)"
+        } else {
+            "busy-polling cases run the two processes on two different CPUs"
+        },
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
