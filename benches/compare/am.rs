@@ -35,6 +35,10 @@ pub struct Suite {
     sizes: &'static [usize],
     /// Ring capacity in bytes (0: the runtime's default).
     ring: usize,
+    /// One-way messages go to the zero-copy `sink_zc` (an `archived_unary_handler`
+    /// run inline on the link's reader, `Vec<u8>` archived into the ring slot) instead
+    /// of the async `sink` (`am_handler`, raw payload).
+    zero_copy: bool,
 }
 
 /// Ring capacity of the suite that carries 1 MiB messages inside the ring.
@@ -42,30 +46,38 @@ const BIG_RING: usize = 4 << 20;
 
 /// The suites, in table order.
 pub fn suites() -> Vec<Suite> {
-    let s = |transport, policy, round_trips, sizes, ring| Suite {
+    let s = |transport, policy, round_trips, sizes, ring, zero_copy| Suite {
         transport,
         policy,
         round_trips,
         sizes,
         ring,
+        zero_copy,
     };
     vec![
-        s("shm", "spin", true, &SIZES[..], 0),
-        s("shm", "spin", false, &SIZES[3..], BIG_RING),
-        s("shm", "adaptive", true, &[], 0),
-        s("shm", "park", true, &[], 0),
-        s("tcp", "-", true, &SIZES[..], 0),
+        s("shm", "spin", true, &SIZES[..], 0, false),
+        s("shm", "spin", false, &SIZES[3..], BIG_RING, false),
+        s("shm", "spin", false, &SIZES[..], BIG_RING, true),
+        s("shm", "adaptive", true, &[], 0, false),
+        s("shm", "park", true, &[], 0, false),
+        s("tcp", "-", true, &SIZES[..], 0, false),
     ]
 }
 
 impl Suite {
     /// Key of the suite (a prefix of its rows' keys, for filtering).
     pub fn key(self) -> String {
-        let ring = if self.ring > 0 { "_ring4m" } else { "" };
         match self.transport {
             "tcp" => "am_tcp".into(),
-            _ => format!("am_shm_{}{ring}", self.policy),
+            _ => format!("am_shm_{}{}", self.policy, self.variant()),
         }
+    }
+
+    /// Key suffix of the variants: `_zc` (zero-copy sink), `_ring4m` (4 MiB rings).
+    fn variant(self) -> String {
+        let zc = if self.zero_copy { "_zc" } else { "" };
+        let ring = if self.ring > 0 { "_ring4m" } else { "" };
+        format!("{zc}{ring}")
     }
 
     /// What the suite measures.
@@ -90,14 +102,19 @@ impl Suite {
     }
 
     fn tp_key(self, size: usize) -> String {
-        let ring = if self.ring > 0 { "_ring4m" } else { "" };
-        format!("am_{}_tp_{}{ring}", self.transport, size_key(size))
+        let v = self.variant();
+        format!("am_{}_tp_{}{v}", self.transport, size_key(size))
     }
 
     fn tp_label(self, size: usize) -> String {
+        let zc = if self.zero_copy {
+            ", zero-copy handler"
+        } else {
+            ""
+        };
         let ring = if self.ring > 0 { ", 4 MiB rings" } else { "" };
         let size = crate::raw::size_label(size);
-        format!("AM one-way, {} ({size}{ring})", self.transport)
+        format!("AM one-way, {} ({size}{zc}{ring})", self.transport)
     }
 
     fn rt_baseline(self) -> &'static str {
@@ -115,6 +132,10 @@ impl Suite {
             ("tcp", 64 | 0x10_0000) => Some(format!("zmq_tp_{}", size_key(size))),
             _ => None,
         }
+    }
+
+    fn sink(self) -> &'static str {
+        if self.zero_copy { "sink_zc" } else { "sink" }
     }
 
     /// Runs the suite; every case it cannot measure comes back as a skipped row.
@@ -244,6 +265,7 @@ impl Suite {
     /// Batches as in [`util::batches`]; `sent` is the running total for the barrier.
     async fn one_way(self, c: &Client, plan: Plan, size: usize, sent: &mut u64) -> Result<Row> {
         let payload = Bytes::from(vec![0x5au8; size]);
+        let typed = vec![0x5au8; size];
         let mut count = plan.first(size);
         let mut per_msg = Vec::new();
         let mut total = 0;
@@ -255,12 +277,12 @@ impl Suite {
             }
             let t = Instant::now();
             for _ in 0..count {
-                c.client
-                    .active_message("sink")?
-                    .raw_payload(payload.clone())
-                    .target_instance(c.target)
-                    .execute()
-                    .await?;
+                let m = c.client.active_message(self.sink())?;
+                let m = match self.zero_copy {
+                    true => m.payload(&typed)?,
+                    false => m.raw_payload(payload.clone()),
+                };
+                m.target_instance(c.target).execute().await?;
             }
             *sent += count;
             c.barrier(*sent).await?;

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use active_message::handler_impls::{
-    TypedContext, am_handler, typed_unary_handler, typed_unary_handler_async,
+    ArchivedContext, TypedContext, am_handler, archived_unary_handler, typed_unary_handler,
+    typed_unary_handler_async,
 };
 use active_message::{
     ActiveMessageManager, ActiveMessageManagerBuilder, PeerInfo, TransportPolicy, WaitPolicy,
@@ -62,6 +63,15 @@ struct Sink {
     reached: Notify,
 }
 
+impl Sink {
+    fn count_one(&self) {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.target.load(Ordering::SeqCst) {
+            self.reached.notify_one();
+        }
+    }
+}
+
 async fn register(manager: &ActiveMessageManager) -> Result<()> {
     let sink = Arc::new(Sink::default());
     manager
@@ -90,14 +100,22 @@ async fn register(manager: &ActiveMessageManager) -> Result<()> {
     let s = Arc::clone(&sink);
     manager
         .register_handler(
+            "sink_zc",
+            archived_unary_handler("sink_zc", move |c: ArchivedContext<'_, Vec<u8>>| {
+                std::hint::black_box(c.input.len());
+                s.count_one();
+                Ok(())
+            }),
+        )
+        .await?;
+    let s = Arc::clone(&sink);
+    manager
+        .register_handler(
             "sink",
             am_handler("sink", move |_ctx| {
                 let s = Arc::clone(&s);
                 async move {
-                    let n = s.count.fetch_add(1, Ordering::SeqCst) + 1;
-                    if n == s.target.load(Ordering::SeqCst) {
-                        s.reached.notify_one();
-                    }
+                    s.count_one();
                     Ok(())
                 }
             }),
@@ -150,11 +168,14 @@ pub fn server_child(args: &Args, ctl: Ctl) -> Result<()> {
 
 /// Peer killed: a call to the server's `hang` handler is pending when the server gets
 /// SIGKILL; the time from `kill()` to the call failing, one fresh server per sample.
+/// Beside it, the time from `kill()` to EOF on a plain Unix socket the server held
+/// (our control socket): the kernel's share (tearing the process down), which no
+/// runtime can beat.
 pub fn kill(plan: Plan) -> Result<Row> {
     const LABEL: &str = "peer SIGKILLed -> pending call failed (shm)";
     let rt = runtime()?;
-    let samples = plan.n(20);
-    let mut ns = Vec::new();
+    let samples = plan.n(30);
+    let (mut ns, mut eof_ns) = (Vec::new(), Vec::new());
     let manager = rt.block_on(builder("shm", "adaptive", 0)?.build())?;
     for _ in 0..samples {
         let mut peer = Peer::spawn(
@@ -163,7 +184,12 @@ pub fn kill(plan: Plan) -> Result<Row> {
         )?;
         let (json, _) = peer.ctl.recv().context("server PeerInfo")?;
         let info: PeerInfo = serde_json::from_str(&json).context("server PeerInfo")?;
-        let d = rt.block_on(async {
+        let ctl = peer.ctl.try_clone()?;
+        let eof = std::thread::spawn(move || {
+            let _ = ctl.recv();
+            Instant::now()
+        });
+        let (t0, t1) = rt.block_on(async {
             let client = manager.client();
             client.connect_to_peer(info.clone()).await?;
             let c = Client {
@@ -191,17 +217,24 @@ pub fn kill(plan: Plan) -> Result<Row> {
             if r.is_ok() {
                 bail!("the pending call succeeded although the server was killed");
             }
-            Ok::<_, anyhow::Error>(t1.saturating_duration_since(t0))
+            Ok::<_, anyhow::Error>((t0, t1))
         })?;
-        ns.push(d.as_nanos() as u64);
+        let t_eof = eof
+            .join()
+            .map_err(|_| anyhow::anyhow!("EOF thread panicked"))?;
+        ns.push(t1.saturating_duration_since(t0).as_nanos() as u64);
+        eof_ns.push(t_eof.saturating_duration_since(t0).as_nanos() as u64);
         let _ = peer.finish();
     }
     rt.block_on(manager.shutdown())?;
     let (median, p99) = median_p99(&mut ns);
+    let (eof_median, eof_p99) = median_p99(&mut eof_ns);
     Ok(Row::new(
         "am_shm_kill",
         LABEL,
         samples,
         Metric::Latency { median, p99 },
-    ))
+    )
+    .extra("kill->socket EOF median µs", eof_median as f64 / 1e3)
+    .extra("kill->socket EOF p99 µs", eof_p99 as f64 / 1e3))
 }

@@ -104,7 +104,8 @@ pub enum Bar {
         factor: f64,
         text: &'static str,
     },
-    /// An extra figure of `case` (or its p99 for `field == "p99"`) must be `<= limit`.
+    /// An extra figure of `case` (or its median / p99 in µs, for `field` `"median"` /
+    /// `"p99"`) must be `<= limit`.
     AtMost {
         case: &'static str,
         field: &'static str,
@@ -162,6 +163,7 @@ fn judge(bar: &Bar, rows: &[Row]) -> (String, String, String) {
             };
             let value = match (*field, &r.metric) {
                 ("p99", Ok(Metric::Latency { p99, .. })) => Some(*p99 as f64 / 1e3),
+                ("median", Ok(Metric::Latency { median, .. })) => Some(*median as f64 / 1e3),
                 (f, _) => r.extra_value(f),
             };
             match value {

@@ -162,6 +162,13 @@ impl Ctl {
         Ok(Ctl { fd })
     }
 
+    /// A second handle on the same socket.
+    pub fn try_clone(&self) -> Result<Ctl> {
+        Ok(Ctl {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
     /// Sends `text` with `fds` attached.
     pub fn send(&self, text: &str, fds: &[BorrowedFd<'_>]) -> Result<()> {
         let bytes = if text.is_empty() { " " } else { text };
