@@ -268,8 +268,9 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
     let r = &mut rows;
-    // `case!(pinned, key, label, rows)`: pinned cases run this process and the child
-    // on two different CPUs (busy-polling pairs must not share a core).
+    // `case!(pinned, key, label, rows)`: pinned cases run this process (all its threads)
+    // on one CPU and the child on another, so placement is the same in every run and
+    // two busy-polling processes never share a core.
     macro_rules! case {
         ($pin:expr, $key:expr, $label:expr, $f:expr) => {
             if wanted(&$key) {
@@ -281,13 +282,13 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
     let (w, n) = plan.trips(0.5);
     case!(true, "floor", "floor", one(raw::floor(plan, w, n)));
     let (w, n) = plan.trips(60.0);
-    case!(false, "eventfd", "eventfd", one(raw::eventfd(plan, w, n)));
-    case!(false, "uds", "uds", one(raw::uds(plan, w, n)));
+    case!(true, "eventfd", "eventfd", one(raw::eventfd(plan, w, n)));
+    case!(true, "uds", "uds", one(raw::uds(plan, w, n)));
     let (w, n) = plan.trips(80.0);
-    case!(false, "zmq_pp", "zmq", one(zmq_raw::pingpong(plan, w, n)));
+    case!(true, "zmq_pp", "zmq", one(zmq_raw::pingpong(plan, w, n)));
     for size in [64, 1 << 20] {
         let k = format!("zmq_tp_{}", raw::size_key(size));
-        case!(false, k, "zmq", one(zmq_raw::push_pull(plan, size)));
+        case!(true, k, "zmq", one(zmq_raw::push_pull(plan, size)));
     }
     for size in SIZES {
         let k = format!("memcpy_{}", raw::size_key(size));
@@ -300,14 +301,14 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
             _ => format!("ring_pp_{pol}"),
         };
         let f = || one(ring::pingpong(plan, pol, size, w, n));
-        case!(pol != "park", k, "ring", f());
+        case!(true, k, "ring", f());
     }
     for size in SIZES {
         let k = format!("ring_tp_{}", raw::size_key(size));
         case!(true, k, "ring", one(ring::throughput(plan, size)));
     }
     for suite in am::suites() {
-        case!(suite.pinned(), suite.key(), suite.label(), suite.run(plan));
+        case!(true, suite.key(), suite.label(), suite.run(plan));
     }
     case!(false, "am_shm_kill", "kill", one(am_server::kill(plan)));
 

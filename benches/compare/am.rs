@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 
 use crate::am_server::{builder, runtime};
-use crate::machine;
+use crate::machine::{self, Snap};
 use crate::raw::size_key;
 use crate::report::{Metric, Row};
 use crate::util::{self, Peer, kv, median_p99};
@@ -83,11 +83,6 @@ impl Suite {
     /// What the suite measures.
     pub fn label(self) -> String {
         format!("active message over {} ({})", self.transport, self.policy)
-    }
-
-    /// Whether both processes should run pinned to their own CPU (busy-polling links).
-    pub fn pinned(self) -> bool {
-        self.transport == "shm" && self.policy != "park"
     }
 
     fn rt_key(self) -> String {
@@ -202,7 +197,7 @@ impl Suite {
                 let pct = |d: u64| d as f64 / idle.as_nanos() as f64 * 100.0;
                 row = row
                     .extra("idle cpu % client", pct(cpu1 - cpu0))
-                    .extra("idle cpu % server", pct(after[2] - before[2]));
+                    .extra("idle cpu % server", pct(after.cpu - before.cpu));
             }
             rows.push(row);
         }
@@ -230,7 +225,7 @@ impl Suite {
             }
         }
         let before = c.probe().await?;
-        let (a0, s0) = (util::allocs(), machine::rw_syscalls());
+        let ours = Snap::now();
         let start = Instant::now();
         let mut ns = Vec::with_capacity(iters as usize);
         while (ns.len() as u64) < iters {
@@ -242,22 +237,19 @@ impl Suite {
                 break;
             }
         }
-        let (a1, s1) = (util::allocs(), machine::rw_syscalls());
+        let ours_after = Snap::now();
         let after = c.probe().await?;
         let iters = ns.len() as u64;
-        let per = |d: u64| d as f64 / iters as f64;
         let (median, p99) = median_p99(&mut ns);
-        Ok(Row::new(
+        let row = Row::new(
             &self.rt_key(),
             self.rt_label(),
             iters,
             Metric::Latency { median, p99 },
         )
-        .vs(self.rt_baseline())
-        .extra("allocs/msg client", per(a1 - a0))
-        .extra("allocs/msg server", per(after[0] - before[0]))
-        .extra("rw syscalls/msg client", per(s1 - s0))
-        .extra("rw syscalls/msg server", per(after[1] - before[1])))
+        .vs(self.rt_baseline());
+        let row = ours.per_msg(ours_after, iters, "client", true, row);
+        Ok(before.per_msg(after, iters, "server", true, row))
     }
 
     /// Fire-and-forget stream of `size`-byte raw payloads to the `sink` handler; each
@@ -273,7 +265,7 @@ impl Suite {
         for b in 0..plan.batches() + 2 {
             if b == 2 {
                 let server = c.probe().await?;
-                probes = Some((server, util::allocs(), machine::rw_syscalls()));
+                probes = Some((server, Snap::now()));
             }
             let t = Instant::now();
             for _ in 0..count {
@@ -293,10 +285,9 @@ impl Suite {
             }
             count = util::next_count(count, elapsed, plan.batch_time());
         }
-        let (a1, s1) = (util::allocs(), machine::rw_syscalls());
+        let ours_after = Snap::now();
         let after = c.probe().await?;
-        let (before, a0, s0) = probes.context("no timed batch")?;
-        let per = |d: u64| d as f64 / total as f64;
+        let (before, ours) = probes.context("no timed batch")?;
         per_msg.sort_by(f64::total_cmp);
         let row = Row::new(
             &self.tp_key(size),
@@ -307,11 +298,9 @@ impl Suite {
                 median: per_msg[per_msg.len() / 2],
                 worst: *per_msg.last().context("no batch")?,
             },
-        )
-        .extra("allocs/msg client", per(a1 - a0))
-        .extra("allocs/msg server", per(after[0] - before[0]))
-        .extra("rw syscalls/msg client", per(s1 - s0))
-        .extra("rw syscalls/msg server", per(after[1] - before[1]));
+        );
+        let row = ours.per_msg(ours_after, total, "client", true, row);
+        let row = before.per_msg(after, total, "server", true, row);
         Ok(match self.tp_baseline(size) {
             Some(b) => row.vs(&b),
             None => row,
@@ -338,17 +327,18 @@ impl Client {
             .await?)
     }
 
-    /// The server's allocations, read/write syscalls and CPU ns so far.
-    async fn probe(&self) -> Result<[u64; 3]> {
-        Ok(self
+    /// The server's counters so far.
+    async fn probe(&self) -> Result<Snap> {
+        let counters = self
             .client
             .active_message("probe")?
             .payload(&())?
-            .expect_response::<[u64; 3]>()
+            .expect_response::<[u64; 4]>()
             .send(self.target)
             .await?
             .await_response()
-            .await?)
+            .await?;
+        Ok(Snap::from_array(counters))
     }
 
     /// Returns once the server's sink has counted `total` one-way messages.

@@ -17,9 +17,9 @@ use tokio::sync::Notify;
 
 use crate::Plan;
 use crate::am::Client;
-use crate::machine;
+use crate::machine::Snap;
 use crate::report::{Metric, Row};
-use crate::util::{self, Args, Ctl, Peer, kv, median_p99};
+use crate::util::{Args, Ctl, Peer, kv, median_p99};
 
 /// Where both sides listen.
 const ENDPOINT: &str = "tcp://127.0.0.1:0";
@@ -83,9 +83,7 @@ async fn register(manager: &ActiveMessageManager) -> Result<()> {
     manager
         .register_handler(
             "probe",
-            typed_unary_handler("probe", |_: TypedContext<()>| {
-                Ok([util::allocs(), machine::rw_syscalls(), machine::cpu_ns()])
-            }),
+            typed_unary_handler("probe", |_: TypedContext<()>| Ok(Snap::now().to_array())),
         )
         .await?;
     manager

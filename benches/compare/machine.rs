@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::report::Row;
+
 /// The CPU the next spawned child is pinned to (`usize::MAX`: none).
 static CHILD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
 
@@ -78,6 +80,82 @@ pub fn child_cpu() -> Option<usize> {
     Some(CHILD_CPU.load(Ordering::Relaxed)).filter(|&c| c != usize::MAX)
 }
 
+/// Per-process counters at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Snap {
+    /// Heap allocations (the counting allocator).
+    pub allocs: u64,
+    /// Read/write-family system calls.
+    pub rw: u64,
+    /// Voluntary context switches of all threads: how often the process went to
+    /// sleep (blocked in the kernel), i.e. how many wake-ups it paid for.
+    pub sleeps: u64,
+    /// CPU time in ns.
+    pub cpu: u64,
+}
+
+impl Snap {
+    /// The counters now.
+    pub fn now() -> Snap {
+        Snap {
+            allocs: crate::util::allocs(),
+            rw: rw_syscalls(),
+            sleeps: task_sum("status", |s| {
+                s.lines()
+                    .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            }),
+            cpu: cpu_ns(),
+        }
+    }
+
+    /// As an array, to travel in a message.
+    pub fn to_array(self) -> [u64; 4] {
+        [self.allocs, self.rw, self.sleeps, self.cpu]
+    }
+
+    /// From [`to_array`](Self::to_array).
+    pub fn from_array(a: [u64; 4]) -> Snap {
+        Snap {
+            allocs: a[0],
+            rw: a[1],
+            sleeps: a[2],
+            cpu: a[3],
+        }
+    }
+
+    /// Adds `allocs/msg`, `rw syscalls/msg` and `sleeps/msg` of `side` between `self`
+    /// and `later` over `n` messages (allocations only if `allocs`).
+    pub fn per_msg(self, later: Snap, n: u64, side: &str, allocs: bool, row: Row) -> Row {
+        let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / n.max(1) as f64;
+        let row = if allocs {
+            row.extra(
+                &format!("allocs/msg {side}"),
+                per(self.allocs, later.allocs),
+            )
+        } else {
+            row
+        };
+        row.extra(&format!("rw syscalls/msg {side}"), per(self.rw, later.rw))
+            .extra(
+                &format!("sleeps/msg {side}"),
+                per(self.sleeps, later.sleeps),
+            )
+    }
+}
+
+/// Sum over the threads of this process of a number parsed from
+/// `/proc/self/task/*/<file>`.
+fn task_sum(file: &str, parse: impl Fn(&str) -> Option<u64>) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join(file)).ok())
+        .filter_map(|s| parse(&s))
+        .sum()
+}
+
 /// Read/write-family system calls so far (`syscr + syscw` of `/proc/self/io`: read,
 /// write, recvmsg, sendmsg, ... but not poll or epoll_wait).
 pub fn rw_syscalls() -> u64 {
@@ -91,13 +169,7 @@ pub fn rw_syscalls() -> u64 {
 /// CPU time (ns) used so far by every thread of this process, from the scheduler's
 /// own accounting (`/proc/self/task/*/schedstat`, first field).
 pub fn cpu_ns() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    task_sum("schedstat", |s| s.split_whitespace().next()?.parse().ok())
 }
 
 /// Machine facts for the top of the table: CPUs, kernel, CPU model, load, date.
@@ -126,7 +198,7 @@ pub fn facts() -> String {
         if std::env::var("COMPARE_PIN").is_ok_and(|v| v == "0") {
             "off (COMPARE_PIN=0)"
         } else {
-            "busy-polling cases run the two processes on two different CPUs"
+            "each two-process case runs parent and child on two different CPUs"
         },
     )
 }

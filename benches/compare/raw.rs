@@ -29,12 +29,6 @@ fn counter(region: &Region) -> &AtomicU64 {
     unsafe { &*(region.as_ptr() as *const AtomicU64) }
 }
 
-fn latency_row(key: &str, label: &str, mut ns: Vec<u64>) -> Row {
-    let iters = ns.len() as u64;
-    let (median, p99) = median_p99(&mut ns);
-    Row::new(key, label, iters, Metric::Latency { median, p99 })
-}
-
 /// Floor: the parent stores an odd value, the child answers with the next even one,
 /// both spinning on one `AtomicU64` in a shared memfd.
 pub fn floor(plan: Plan, warmup: u64, iters: u64) -> Result<Row> {
@@ -43,7 +37,7 @@ pub fn floor(plan: Plan, warmup: u64, iters: u64) -> Result<Row> {
     let fd = region.fd().context("memfd region has an fd")?;
     peer.ctl.send("region", &[fd])?;
     let ctr = counter(&region);
-    let ns = time_trips(warmup, iters, plan.budget(), |i| {
+    let trips = time_trips(warmup, iters, plan.budget(), |i| {
         ctr.store(2 * i + 1, Ordering::Release);
         let mut polls = 0;
         while ctr.load(Ordering::Acquire) != 2 * i + 2 {
@@ -52,11 +46,7 @@ pub fn floor(plan: Plan, warmup: u64, iters: u64) -> Result<Row> {
     });
     ctr.store(STOP, Ordering::Release);
     peer.finish()?;
-    Ok(latency_row(
-        "floor",
-        "floor: atomic ping-pong (memfd, spin)",
-        ns,
-    ))
+    Ok(trips.row("floor", "floor: atomic ping-pong (memfd, spin)"))
 }
 
 pub fn floor_child(ctl: &Ctl) -> Result<()> {
@@ -104,7 +94,7 @@ pub fn eventfd(plan: Plan, warmup: u64, iters: u64) -> Result<Row> {
     let peer = Peer::spawn("eventfd", &[])?;
     peer.ctl.send("eventfds", &[ping.as_fd(), pong.as_fd()])?;
     let mut failed = None;
-    let ns = time_trips(warmup, iters, plan.budget(), |_| {
+    let trips = time_trips(warmup, iters, plan.budget(), |_| {
         if let Err(e) = efd_write(&ping, 1).and_then(|()| efd_read(&pong)) {
             failed.get_or_insert(e);
         }
@@ -114,11 +104,7 @@ pub fn eventfd(plan: Plan, warmup: u64, iters: u64) -> Result<Row> {
     }
     efd_write(&ping, 2)?;
     peer.finish()?;
-    Ok(latency_row(
-        "eventfd",
-        "raw eventfd ping-pong (blocking)",
-        ns,
-    ))
+    Ok(trips.row("eventfd", "raw eventfd ping-pong (blocking)"))
 }
 
 /// Answers every 1 on `ping` with a 1 on `pong`; any other value means stop.
@@ -140,7 +126,7 @@ pub fn uds(plan: Plan, warmup: u64, iters: u64) -> Result<Row> {
     let out = [7u8; MSG];
     let mut back = [0u8; MSG];
     let mut failed = None;
-    let ns = time_trips(warmup, iters, plan.budget(), |_| {
+    let trips = time_trips(warmup, iters, plan.budget(), |_| {
         if let Err(e) = ours
             .write_all(&out)
             .and_then(|()| ours.read_exact(&mut back))
@@ -153,11 +139,7 @@ pub fn uds(plan: Plan, warmup: u64, iters: u64) -> Result<Row> {
     }
     ours.write_all(&[STOP_BYTE; MSG])?;
     peer.finish()?;
-    Ok(latency_row(
-        "uds",
-        "raw Unix-socket ping-pong (64 B, blocking)",
-        ns,
-    ))
+    Ok(trips.row("uds", "raw Unix-socket ping-pong (64 B, blocking)"))
 }
 
 /// Echoes 64-byte messages until one starts with the stop byte.

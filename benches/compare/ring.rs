@@ -12,7 +12,7 @@ use shm_ring::{
 use crate::Plan;
 use crate::raw::{STOP_BYTE, size_key, size_label};
 use crate::report::{Metric, Row};
-use crate::util::{self, Args, Ctl, Peer, kv, median_p99, time_trips};
+use crate::util::{self, Args, Ctl, Peer, kv, time_trips};
 
 /// Ring capacity for the ping-pong (each direction).
 const PP_RING: usize = 64 << 10;
@@ -92,7 +92,7 @@ pub fn pingpong(plan: Plan, pol_name: &str, size: usize, warmup: u64, iters: u64
     let mut back = [0u8; 64];
     let (msg, back) = (&msg[..size.min(64)], &mut back[..size.min(64)]);
     let mut failed = None;
-    let mut ns = time_trips(warmup, iters, plan.budget(), |_| {
+    let trips = time_trips(warmup, iters, plan.budget(), |_| {
         let r = (|| -> Result<()> {
             let mut g = l.tx.reserve_blocking(msg.len(), None)?;
             g.copy_from_slice(msg);
@@ -111,21 +111,14 @@ pub fn pingpong(plan: Plan, pol_name: &str, size: usize, warmup: u64, iters: u64
     }
     l.tx.push_blocking(&[STOP_BYTE; 8], None)?;
     peer.finish()?;
-    let iters = ns.len() as u64;
-    let (median, p99) = median_p99(&mut ns);
     let (key, base) = match (pol_name, size) {
         ("spin", 8) => ("ring_pp_spin_8".to_string(), "floor"),
         ("spin", _) => ("ring_pp_spin".into(), "floor"),
         ("adaptive", _) => ("ring_pp_adaptive".into(), "ring_pp_spin"),
         _ => (format!("ring_pp_{pol_name}"), "eventfd"),
     };
-    Ok(Row::new(
-        &key,
-        format!("ring-only ping-pong, {pol_name} ({size} B)"),
-        iters,
-        Metric::Latency { median, p99 },
-    )
-    .vs(base))
+    let label = format!("ring-only ping-pong, {pol_name} ({size} B)");
+    Ok(trips.row(&key, label).vs(base))
 }
 
 /// Echoes every record until one starts with the stop byte.

@@ -11,6 +11,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use shm_ring::fdpass::{recv_fds, send_fds};
 
+use crate::machine::Snap;
+use crate::report::{Metric, Row};
+
 /// Counts heap allocations of this process (both sides of every case run this binary),
 /// so the steady-state rows can report allocations per message.
 pub struct CountingAlloc;
@@ -67,11 +70,30 @@ pub fn median_p99(v: &mut [u64]) -> (u64, u64) {
     (v[v.len() / 2], v[p99])
 }
 
+/// Timed round trips and this process's counters around them.
+pub struct Trips {
+    /// ns per timed trip.
+    pub ns: Vec<u64>,
+    /// Counters before the first timed trip.
+    pub before: Snap,
+    /// Counters after the last timed trip.
+    pub after: Snap,
+}
+
+impl Trips {
+    /// A latency row (median, p99) with this side's syscalls and sleeps per trip.
+    pub fn row(mut self, key: &str, label: impl Into<String>) -> Row {
+        let n = self.ns.len() as u64;
+        let (median, p99) = median_p99(&mut self.ns);
+        let row = Row::new(key, label, n, Metric::Latency { median, p99 });
+        self.before.per_msg(self.after, n, "client", false, row)
+    }
+}
+
 /// Times up to `iters` round trips of `f` (given the trip index, counting from 0
 /// without gaps) after up to `warmup` untimed ones (at most a fifth of `budget`),
-/// stopping early once `budget` is spent (after at least 1000 trips); returns ns per
-/// timed trip.
-pub fn time_trips(warmup: u64, iters: u64, budget: Duration, mut f: impl FnMut(u64)) -> Vec<u64> {
+/// stopping early once `budget` is spent (after at least 1000 trips).
+pub fn time_trips(warmup: u64, iters: u64, budget: Duration, mut f: impl FnMut(u64)) -> Trips {
     let start = Instant::now();
     let mut done = warmup;
     for i in 0..warmup {
@@ -82,17 +104,19 @@ pub fn time_trips(warmup: u64, iters: u64, budget: Duration, mut f: impl FnMut(u
         }
     }
     let warmup = done;
+    let before = Snap::now();
     let start = Instant::now();
-    let mut out = Vec::with_capacity(iters as usize);
+    let mut ns = Vec::with_capacity(iters as usize);
     for i in warmup..warmup + iters {
         let t = Instant::now();
         f(i);
-        out.push(t.elapsed().as_nanos() as u64);
-        if out.len() >= 1000 && out.len().is_multiple_of(256) && start.elapsed() > budget {
+        ns.push(t.elapsed().as_nanos() as u64);
+        if ns.len() >= 1000 && ns.len().is_multiple_of(256) && start.elapsed() > budget {
             break;
         }
     }
-    out
+    let after = Snap::now();
+    Trips { ns, before, after }
 }
 
 /// Messages for the next batch of a one-way stream: enough for `batch_time` at the

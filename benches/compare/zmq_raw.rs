@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow};
 use crate::Plan;
 use crate::raw::{size_key, size_label};
 use crate::report::{Metric, Row};
-use crate::util::{self, Args, Ctl, Peer, kv, median_p99, time_trips};
+use crate::util::{self, Args, Ctl, Peer, kv, time_trips};
 
 /// Ping-pong message size.
 const MSG: usize = 64;
@@ -28,7 +28,7 @@ pub fn pingpong(plan: Plan, warmup: u64, iters: u64) -> Result<Row> {
     let msg = [7u8; MSG];
     let mut back = [0u8; MSG];
     let mut failed = None;
-    let mut ns = time_trips(warmup, iters, plan.budget(), |_| {
+    let trips = time_trips(warmup, iters, plan.budget(), |_| {
         let r = dealer
             .send(&msg[..], 0)
             .and_then(|()| dealer.recv_into(&mut back, 0));
@@ -41,14 +41,7 @@ pub fn pingpong(plan: Plan, warmup: u64, iters: u64) -> Result<Row> {
     }
     dealer.send(&[][..], 0)?;
     peer.finish()?;
-    let iters = ns.len() as u64;
-    let (median, p99) = median_p99(&mut ns);
-    Ok(Row::new(
-        "zmq_pp",
-        "raw libzmq DEALER/ROUTER ping-pong (tcp, 64 B)",
-        iters,
-        Metric::Latency { median, p99 },
-    ))
+    Ok(trips.row("zmq_pp", "raw libzmq DEALER/ROUTER ping-pong (tcp, 64 B)"))
 }
 
 pub fn pingpong_child(ctl: &Ctl) -> Result<()> {
