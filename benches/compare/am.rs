@@ -44,8 +44,9 @@ pub struct Suite {
 /// Ring capacity of the suite that carries 1 MiB messages inside the ring.
 const BIG_RING: usize = 4 << 20;
 
-/// The suites, in table order.
-pub fn suites() -> Vec<Suite> {
+/// A suite by name: `spin`, `adaptive`, `park` (shm round trips), `tcp` (round trips
+/// and one-way), `shm_one_way`, `shm_one_way_ring4m`, `shm_one_way_zc`.
+pub fn suite(name: &str) -> Suite {
     let s = |transport, policy, round_trips, sizes, ring, zero_copy| Suite {
         transport,
         policy,
@@ -54,22 +55,28 @@ pub fn suites() -> Vec<Suite> {
         ring,
         zero_copy,
     };
-    vec![
-        s("shm", "spin", true, &SIZES[..], 0, false),
-        s("shm", "spin", false, &SIZES[3..], BIG_RING, false),
-        s("shm", "spin", false, &SIZES[..], BIG_RING, true),
-        s("shm", "adaptive", true, &[], 0, false),
-        s("shm", "park", true, &[], 0, false),
-        s("tcp", "-", true, &SIZES[..], 0, false),
-    ]
+    match name {
+        "spin" | "adaptive" | "park" => {
+            let policy = ["spin", "adaptive", "park"]
+                .into_iter()
+                .find(|p| *p == name)
+                .unwrap_or("spin");
+            s("shm", policy, true, &[], 0, false)
+        }
+        "tcp" => s("tcp", "-", true, &SIZES[..], 0, false),
+        "shm_one_way_ring4m" => s("shm", "spin", false, &SIZES[3..], BIG_RING, false),
+        "shm_one_way_zc" => s("shm", "spin", false, &SIZES[..], BIG_RING, true),
+        _ => s("shm", "spin", false, &SIZES[..], 0, false),
+    }
 }
 
 impl Suite {
     /// Key of the suite (a prefix of its rows' keys, for filtering).
     pub fn key(self) -> String {
-        match self.transport {
-            "tcp" => "am_tcp".into(),
-            _ => format!("am_shm_{}{}", self.policy, self.variant()),
+        match (self.transport, self.round_trips) {
+            ("tcp", _) => "am_tcp".into(),
+            (_, true) => format!("am_shm_{}", self.policy),
+            (_, false) => format!("am_shm_one_way{}", self.variant()),
         }
     }
 

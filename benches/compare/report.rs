@@ -94,6 +94,12 @@ pub fn ratio(row: &Row, base: &Row) -> Option<f64> {
     }
 }
 
+/// Ratio of the rows `key` and `base` (see [`ratio`]), if both were measured.
+pub fn find_ratio(rows: &[Row], key: &str, base: &str) -> Option<f64> {
+    let find = |k: &str| rows.iter().find(|r| r.key == k);
+    ratio(find(key)?, find(base)?)
+}
+
 /// A bar from design.md section 9.
 pub enum Bar {
     /// `case` / `base` (a ratio as in [`ratio`]) must be `<=` (`at_most`) or `>=` `factor`.
