@@ -85,7 +85,7 @@ pub fn child_cpu() -> Option<usize> {
 pub struct Snap {
     /// Heap allocations (the counting allocator).
     pub allocs: u64,
-    /// Read/write-family system calls.
+    /// `read`/`write`-family system calls (see [`rw_syscalls`]).
     pub rw: u64,
     /// Voluntary context switches of all threads: how often the process went to
     /// sleep (blocked in the kernel), i.e. how many wake-ups it paid for.
@@ -156,8 +156,9 @@ fn task_sum(file: &str, parse: impl Fn(&str) -> Option<u64>) -> u64 {
         .sum()
 }
 
-/// Read/write-family system calls so far (`syscr + syscw` of `/proc/self/io`: read,
-/// write, recvmsg, sendmsg, ... but not poll or epoll_wait).
+/// `read(2)`/`write(2)`-family system calls so far (`syscr + syscw` of
+/// `/proc/self/io`): calls through the VFS, such as eventfd and pipe reads and writes.
+/// Not counted: `send`/`recv`/`sendmsg` on sockets, `poll`, `epoll_wait`, futexes.
 pub fn rw_syscalls() -> u64 {
     let text = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
     text.lines()
