@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use dashmap::DashMap;
 
 use crate::builder::MessageBuilder;
@@ -239,18 +241,40 @@ impl NetworkClient {
         header
     }
 
-    /// Sends a fire-and-forget invocation; returns once the link took it.
+    /// Sends a fire-and-forget invocation; returns once the link took it,
+    /// or fails with `Timeout` if the link stayed full past the call's budget.
     pub(crate) async fn send_one_way(&self, call: Call<'_>) -> Result<()> {
         let link = self.admit(&call)?;
+        let deadline = Instant::now() + call.timeout;
         let header = self.header(&call, self.next_id());
-        link.send(OutFrame {
+        self.send_until(&link, deadline, &call, header).await?;
+        self.count_sent(&call);
+        Ok(())
+    }
+
+    /// Writes the invocation, waiting for room on the link at most until
+    /// `deadline`: a stopped or wedged peer never holds a caller longer than
+    /// its own budget. Cancelling the write is safe: a frame is either wholly
+    /// written or not at all.
+    async fn send_until(
+        &self,
+        link: &BoxedLink,
+        deadline: Instant,
+        call: &Call<'_>,
+        header: Header,
+    ) -> Result<()> {
+        let frame = OutFrame {
             header,
             name: call.name,
             payload: call.body.as_ref(),
-        })
-        .await?;
-        self.count_sent(&call);
-        Ok(())
+        };
+        match tokio::time::timeout_at(deadline, link.send(frame)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                Counters::bump(&self.counters.timeouts);
+                Err(Error::Timeout(call.timeout))
+            }
+        }
     }
 
     /// Sends a call that expects a reply and returns what to await it with.
@@ -260,7 +284,7 @@ impl NetworkClient {
     ) -> Result<(MessageId, Option<ReceiptRx>, Waiter)> {
         let link = self.admit(&call)?;
         let id = self.next_id();
-        let deadline = tokio::time::Instant::now() + call.timeout;
+        let deadline = Instant::now() + call.timeout;
         let (receipt, done) =
             self.pending
                 .register(id, call.target, call.flags & flags::RECEIPT != 0);
@@ -270,16 +294,11 @@ impl NetworkClient {
             link: Arc::clone(&link),
             local: self.instance_id,
             cancel_id: self.next_id(),
+            counters: Arc::clone(&self.counters),
         };
         let header = self.header(&call, id);
-        if let Err(err) = link
-            .send(OutFrame {
-                header,
-                name: call.name,
-                payload: call.body.as_ref(),
-            })
-            .await
-        {
+        if let Err(err) = self.send_until(&link, deadline, &call, header).await {
+            // Never written (or the link broke): there is nothing to cancel.
             guard.disarm();
             return Err(err);
         }

@@ -55,6 +55,8 @@ counters! {
     peers_lost,
     /// Calls that ended in a timeout.
     timeouts,
+    /// Invocations not run because their caller's deadline had passed.
+    expired,
 }
 
 impl Counters {

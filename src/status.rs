@@ -72,7 +72,10 @@ impl Waiter {
             // The entry was dropped without an outcome: only on manager teardown.
             Ok(Err(_)) => Err(Error::ShuttingDown),
             // Dropping the guard removes the entry and cancels on the peer.
-            Err(_) => Err(Error::Timeout(timeout)),
+            Err(_) => {
+                guard.timed_out();
+                Err(Error::Timeout(timeout))
+            }
         }
     }
 }
@@ -172,7 +175,10 @@ impl<R> ReceiptHandle<R> {
                 Err(err)
             }
             Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => Err(Error::Timeout(waiter.timeout)),
+            Err(_) => {
+                waiter.guard.timed_out();
+                Err(Error::Timeout(waiter.timeout))
+            }
         }
     }
 }

@@ -84,8 +84,14 @@ pub mod flags {
     pub const PONG: u16 = 1 << 2;
     /// The payload is raw bytes rather than an rkyv archive (informative only).
     pub const RAW: u16 = 1 << 3;
+    /// On invocations: `timeout_us` holds the absolute deadline on the
+    /// sender's `CLOCK_MONOTONIC`, in microseconds, rather than a budget.
+    /// Only used between processes of one host (shared memory), which share
+    /// that clock; lets the receiver skip calls whose caller already gave
+    /// up, however long they waited in the ring.
+    pub const MONOTONIC_DEADLINE: u16 = 1 << 4;
     /// Every flag this version knows; others are refused.
-    pub const KNOWN: u16 = SYSTEM | RECEIPT | PONG | RAW;
+    pub const KNOWN: u16 = SYSTEM | RECEIPT | PONG | RAW | MONOTONIC_DEADLINE;
 }
 
 /// Why a `Confirm` or `Request` failed; carried in `error_code` of an `Error` frame.

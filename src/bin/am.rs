@@ -1,6 +1,6 @@
 //! `am`: a small command-line tool around the runtime.
 //!
-//! - `am serve [--endpoint E] [--max-concurrent N] [--max-message-bytes N]`
+//! - `am serve [--endpoint E] [--max-concurrent N] [--max-message-bytes N] [--ring-capacity N]`
 //!   starts a manager with the demo handlers, prints its `PeerInfo` as one
 //!   JSON line on stdout, and serves until `_request_shutdown`, SIGINT or SIGTERM.
 //! - `am health <peer-info-json>` / `am handlers <peer-info-json>` query a peer.
@@ -32,6 +32,9 @@ async fn serve(args: &[String]) -> Result<(), String> {
     }
     if let Some(n) = parse(args, "--max-message-bytes")? {
         builder = builder.max_message_bytes(n);
+    }
+    if let Some(n) = parse(args, "--ring-capacity")? {
+        builder = builder.ring_capacity(n);
     }
     let manager = builder.build().await.map_err(|e| e.to_string())?;
     active_message::demo::register_demo_handlers(&manager)

@@ -15,12 +15,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tokio::time::Instant;
+
 use crate::client::NetworkClient;
 use crate::codec::Body;
 use crate::handler::registry::HandlerRegistry;
 use crate::handler::{HandlerContext, HandlerError, HandlerRef, InlineOutcome};
 use crate::ids::is_system_name as reserved;
 use crate::ids::{InstanceId, MessageId, is_system_name};
+use crate::runtime::deadline;
 use crate::stats::Counters;
 use crate::transport::{Inbound, InlineDispatch, OutFrame, PayloadRef};
 use crate::wire::{ErrorCode, Header, Kind, flags};
@@ -69,10 +72,7 @@ impl Dispatcher {
             inbound.payload().len(),
         );
         if inbound.header.kind == Kind::Cancel {
-            let key = (inbound.header.sender, inbound.header.correlation_id);
-            if let Some(token) = self.running.get(&key) {
-                token.cancel();
-            }
+            self.cancel(&inbound.header);
             return;
         }
         let this = Arc::clone(self);
@@ -80,12 +80,26 @@ impl Dispatcher {
             .spawn(async move { this.process(inbound, permit).await });
     }
 
+    /// A caller gave up on a call: its handler's token fires.
+    fn cancel(&self, header: &Header) {
+        let key = (header.sender, header.correlation_id);
+        if let Some(token) = self.running.get(&key) {
+            token.cancel();
+        }
+    }
+
     async fn process(&self, inbound: Inbound, permit: OwnedSemaphorePermit) {
+        if deadline::expired(&inbound.header, inbound.deadline) {
+            // The caller has given up: running it would only waste work.
+            Counters::bump(&self.client.counters.expired);
+            return;
+        }
         let handler = match self.admit(&inbound) {
             Ok(handler) => handler,
             Err(err) => return self.reply_error(&inbound, err).await,
         };
-        if inbound.header.has(flags::RECEIPT) {
+        // A one-way message gets nothing back, ever (not even a receipt).
+        if inbound.header.has(flags::RECEIPT) && inbound.header.kind != Kind::OneWay {
             self.reply(&inbound, Kind::Receipt, 0, &[]).await;
         }
         let permit = if handler.exempt_from_limit() {
@@ -232,6 +246,15 @@ impl InlineDispatch for Dispatcher {
         payload: &[u8],
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {
+        // Cancels never wait behind the concurrency limit.
+        if header.kind == Kind::Cancel {
+            self.cancel(header);
+            return true;
+        }
+        if deadline::expired(header, deadline::deadline_of(header, Instant::now())) {
+            Counters::bump(&self.client.counters.expired);
+            return true;
+        }
         // Anything unusual takes the regular path, which answers it properly.
         if !header.kind.is_invocation()
             || header.has(flags::RECEIPT)

@@ -1,4 +1,5 @@
 //! The transport-agnostic runtime: dispatcher and response table.
 
+pub(crate) mod deadline;
 pub(crate) mod dispatcher;
 pub mod pending;

@@ -6,13 +6,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
+use crate::stats::Counters;
 use crate::transport::{BoxedLink, OutFrame};
 use crate::wire::{ErrorCode, Header, Kind};
 
@@ -27,11 +29,26 @@ struct Entry {
     done: oneshot::Sender<Result<Bytes>>,
 }
 
+/// Cancels waiting for room on a full link, at most.
+const DEFERRED_CANCELS: usize = 1024;
+/// How long a deferred Cancel waits for room before it is given up.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
 /// Outstanding calls of one manager.
-#[derive(Default)]
 pub struct PendingTable {
     entries: DashMap<MessageId, Entry>,
     late_replies: AtomicU64,
+    deferred_cancels: Arc<Semaphore>,
+}
+
+impl Default for PendingTable {
+    fn default() -> Self {
+        Self {
+            entries: DashMap::new(),
+            late_replies: AtomicU64::new(0),
+            deferred_cancels: Arc::new(Semaphore::new(DEFERRED_CANCELS)),
+        }
+    }
 }
 
 impl PendingTable {
@@ -133,6 +150,26 @@ impl PendingTable {
         failed
     }
 
+    /// Sends a Cancel that did not fit a full link once there is room: a
+    /// bounded number wait at once, each at most [`CANCEL_GRACE`]; the link
+    /// failing ends the wait at once.
+    fn cancel_later(&self, link: BoxedLink, header: Header) {
+        let Ok(permit) = Arc::clone(&self.deferred_cancels).try_acquire_owned() else {
+            tracing::debug!(id = %header.correlation_id, "too many deferred cancels: this one is dropped");
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let cancel = link.send(OutFrame::bytes(header, "", &[]));
+            if let Ok(Err(err)) = tokio::time::timeout(CANCEL_GRACE, cancel).await {
+                tracing::debug!(%err, "deferred cancel not delivered");
+            }
+            drop(permit);
+        });
+    }
+
     /// Removes an entry; true if it was still there.
     pub(crate) fn remove(&self, id: MessageId) -> bool {
         self.entries.remove(&id).is_some()
@@ -174,23 +211,37 @@ pub(crate) struct PendingGuard {
     pub(crate) link: BoxedLink,
     pub(crate) local: InstanceId,
     pub(crate) cancel_id: MessageId,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl PendingGuard {
-    /// Forgets the entry (it was completed); nothing is sent.
+    /// Forgets the entry (it was completed); nothing is sent. The guard is
+    /// then dropped normally, releasing its link handle.
     pub(crate) fn disarm(self) {
         self.table.remove(self.id);
-        std::mem::forget(self);
+    }
+
+    /// The caller's budget ran out: counts it; dropping the guard then
+    /// cancels the call on the peer.
+    pub(crate) fn timed_out(self) {
+        Counters::bump(&self.counters.timeouts);
     }
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        if self.table.remove(self.id) {
-            let mut header = Header::new(Kind::Cancel, self.cancel_id, self.local);
-            header.correlation_id = self.id;
-            // Best effort: a full or broken link just means the handler runs on.
-            let _ = self.link.try_send(OutFrame::bytes(header, "", &[]));
+        if !self.table.remove(self.id) {
+            return;
+        }
+        let mut header = Header::new(Kind::Cancel, self.cancel_id, self.local);
+        header.correlation_id = self.id;
+        match self.link.try_send(OutFrame::bytes(header, "", &[])) {
+            Ok(()) => {}
+            // A full link (a slow or stopped peer) still gets its Cancel,
+            // once there is room.
+            Err(Error::Full) => self.table.cancel_later(Arc::clone(&self.link), header),
+            // A broken link runs nothing any more.
+            Err(_) => {}
         }
     }
 }

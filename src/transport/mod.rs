@@ -192,12 +192,19 @@ pub struct Inbound {
     pub name_len: usize,
     /// The link replies go back on.
     pub reply_link: BoxedLink,
+    /// When the caller gives up (from the header's budget, counted from
+    /// arrival, or its absolute deadline); `None` without a budget.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl Inbound {
     /// Builds an inbound frame from checked frame bytes.
     pub fn from_frame(frame: Bytes, view: &FrameRef<'_>, reply_link: BoxedLink) -> Self {
         Self {
+            deadline: crate::runtime::deadline::deadline_of(
+                &view.header,
+                tokio::time::Instant::now(),
+            ),
             header: view.header,
             payload_offset: view.payload_offset,
             name_len: view.name.len(),
@@ -251,7 +258,9 @@ pub trait InlineDispatch: Send + Sync + 'static {
     /// handler, a concurrency permit free, no receipt asked, admitting),
     /// handing the reply frame, if any, to `reply` before returning true.
     /// Returns false, having done nothing, when the invocation must go
-    /// through [`Inbox::invocations`] instead.
+    /// through [`Inbox::invocations`] instead. `Cancel` frames are always
+    /// handled here (they must not wait behind the concurrency limit), and so
+    /// are requests whose caller's deadline has passed (dropped, counted).
     fn try_inline(
         &self,
         header: &Header,

@@ -25,6 +25,7 @@ use super::large::{self, Blob, Source};
 use crate::codec::DoesNotFit;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
+use crate::runtime::deadline;
 use crate::transport::{BoxFuture, LinkEvents, OutFrame, PeerLink, TransportKind};
 use crate::wire::{Header, Kind, ProtocolError};
 
@@ -374,11 +375,14 @@ impl PeerLink for ShmLink {
         TransportKind::Shm
     }
 
-    fn send<'a>(&'a self, frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>> {
+    fn send<'a>(&'a self, mut frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>> {
+        // Both ends share this host's clock (see `runtime::deadline`).
+        deadline::to_monotonic(&mut frame.header);
         Box::pin(async move { self.write(Source::Frame(&frame)).await })
     }
 
-    fn try_send(&self, frame: OutFrame<'_>) -> Result<()> {
+    fn try_send(&self, mut frame: OutFrame<'_>) -> Result<()> {
+        deadline::to_monotonic(&mut frame.header);
         self.try_write(Source::Frame(&frame))
     }
 

@@ -199,7 +199,8 @@ fn handle(
         }
         _ => {}
     }
-    if kind.is_invocation()
+    // Cancels are handled here too: they never wait behind the concurrency limit.
+    if (kind.is_invocation() || kind == Kind::Cancel)
         && let Some(inline) = inbox.inline.get()
         && inline.try_inline(&view.header, view.name, view.payload, &mut |reply| {
             reply_inline(link, reply, deferred)

@@ -148,6 +148,8 @@ impl RouterSide {
         let link = self.client(env, identity, &frame, now);
         let header = frame.header;
         match header.kind {
+            // Cancels never wait behind the concurrency limit.
+            Kind::Cancel if cancel_now(env, &header, frame.name, frame.payload) => {}
             Kind::OneWay | Kind::Confirm | Kind::Request | Kind::Cancel => {
                 let inbound =
                     Inbound::from_frame(Bytes::copy_from_slice(body), &frame, link as BoxedLink);
@@ -416,4 +418,13 @@ fn route(socket: &zmq::Socket, identity: &[u8], msg: zmq::Message) -> Result<(),
         tracing::warn!(%err, "zmq: router send failed after the routing id");
         RouteError::Gone
     })
+}
+
+/// Hands a Cancel straight to the dispatcher; false when there is none (it
+/// then goes through the inbox like any invocation).
+fn cancel_now(env: &Env, header: &Header, name: &str, payload: &[u8]) -> bool {
+    env.inbox
+        .inline
+        .get()
+        .is_some_and(|inline| inline.try_inline(header, name, payload, &mut |_| {}))
 }
