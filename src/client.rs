@@ -141,6 +141,7 @@ impl NetworkClient {
                 Ok(link) => {
                     tracing::debug!(peer = %info.instance_id, %kind, endpoint, "connected");
                     self.links.insert(info.instance_id, link);
+                    self.pending.forget_loss(info.instance_id);
                     return Ok(());
                 }
                 Err(err) => {
@@ -210,6 +211,7 @@ impl NetworkClient {
         match self.links.get(&peer) {
             Some(link) if !link.is_closed() => Ok(Arc::clone(link.value())),
             Some(_) => Err(Error::PeerLost(peer)),
+            None if self.pending.was_lost(peer) => Err(Error::PeerLost(peer)),
             None => Err(Error::UnknownPeer(peer)),
         }
     }

@@ -65,11 +65,16 @@ impl HandlerError {
         }
     }
 
-    /// The input could not be decoded.
-    pub fn codec(message: impl fmt::Display) -> Self {
+    /// The input could not be decoded (or the output encoded). The
+    /// decoder's own text can quote memory addresses and internal layout,
+    /// so it is logged here and the caller gets a fixed text.
+    pub fn codec(detail: impl fmt::Display) -> Self {
+        tracing::debug!(%detail, "payload codec failure");
         Self {
             code: ErrorCode::Codec,
-            message: message.to_string(),
+            message: "the payload could not be decoded as the handler's input type \
+                      (or its output could not be encoded)"
+                .into(),
         }
     }
 }

@@ -270,6 +270,7 @@ impl ActiveMessageManagerBuilder {
         inbox.inline.set(Arc::downgrade(&inline));
         system::register_all(&inner)?;
         tokio::spawn(dispatcher.run(inbox_rx, inner.dispatcher_stop.clone()));
+        tokio::spawn(shutdown_on_root_cancel(Arc::downgrade(&inner)));
         tracing::debug!(%instance_id, %endpoint, "manager started");
         Ok(ActiveMessageManager { inner })
     }
@@ -295,5 +296,26 @@ impl ActiveMessageManagerBuilder {
         }
         transports.push(LocalTransport::bind(id, inbox.clone()));
         Ok(transports)
+    }
+}
+
+/// Cancelling the root token from outside shuts the manager down, as
+/// `shutdown()` would (which cancels it too; the second call just waits).
+async fn shutdown_on_root_cancel(inner: std::sync::Weak<ManagerInner>) {
+    let Some((root, stopped)) = inner
+        .upgrade()
+        .map(|i| (i.root_cancel.clone(), i.dispatcher_stop.clone()))
+    else {
+        return;
+    };
+    tokio::select! {
+        () = root.cancelled() => {
+            if let Some(inner) = inner.upgrade() {
+                tracing::debug!("root token cancelled: shutting down");
+                inner.shutdown().await;
+            }
+        }
+        // Dropped without shutdown: nothing left to watch.
+        () = stopped.cancelled() => {}
     }
 }

@@ -35,6 +35,7 @@ impl LinkEvents for RuntimeEvents {
             .links
             .remove_if(&peer, |_, link| link.is_closed())
             .is_some();
+        self.pending.note_lost(peer);
         let failed = self.pending.fail_peer(peer);
         if removed || failed > 0 {
             Counters::bump(&self.counters.peers_lost);

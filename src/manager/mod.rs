@@ -90,7 +90,8 @@ impl ActiveMessageManager {
         self.inner.registry.subscribe()
     }
 
-    /// The root cancellation token; `shutdown()` cancels it.
+    /// The root cancellation token; `shutdown()` cancels it, and cancelling
+    /// it from outside shuts the manager down (as `shutdown()` does).
     pub fn cancel_token(&self) -> CancellationToken {
         self.inner.root_cancel.clone()
     }

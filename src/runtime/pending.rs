@@ -4,12 +4,14 @@
 //! peer loss fails every entry of that peer at once, and a guard removes the
 //! entry (and tells the peer) when the caller stops waiting.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::error::{Error, Result};
@@ -33,12 +35,15 @@ struct Entry {
 const DEFERRED_CANCELS: usize = 1024;
 /// How long a deferred Cancel waits for room before it is given up.
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
+/// Lost peers remembered, so later calls to them say `PeerLost`.
+const REMEMBERED_LOSSES: usize = 1024;
 
 /// Outstanding calls of one manager.
 pub struct PendingTable {
     entries: DashMap<MessageId, Entry>,
     late_replies: AtomicU64,
     deferred_cancels: Arc<Semaphore>,
+    lost: Mutex<VecDeque<InstanceId>>,
 }
 
 impl Default for PendingTable {
@@ -47,6 +52,7 @@ impl Default for PendingTable {
             entries: DashMap::new(),
             late_replies: AtomicU64::new(0),
             deferred_cancels: Arc::new(Semaphore::new(DEFERRED_CANCELS)),
+            lost: Mutex::new(VecDeque::new()),
         }
     }
 }
@@ -114,6 +120,27 @@ impl PendingTable {
     fn count_late(&self, header: &Header) {
         self.late_replies.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(correlation = %header.correlation_id, kind = ?header.kind, "late or unknown reply dropped");
+    }
+
+    /// Remembers (boundedly) that the link to `peer` broke.
+    pub(crate) fn note_lost(&self, peer: InstanceId) {
+        let mut lost = self.lost.lock();
+        if !lost.contains(&peer) {
+            if lost.len() == REMEMBERED_LOSSES {
+                lost.pop_front();
+            }
+            lost.push_back(peer);
+        }
+    }
+
+    /// Whether the link to `peer` broke recently (rather than never existing).
+    pub(crate) fn was_lost(&self, peer: InstanceId) -> bool {
+        self.lost.lock().contains(&peer)
+    }
+
+    /// Forgets a loss (the peer was connected again).
+    pub(crate) fn forget_loss(&self, peer: InstanceId) {
+        self.lost.lock().retain(|p| *p != peer);
     }
 
     /// Fails every call waiting on `peer`.
