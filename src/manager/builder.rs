@@ -283,7 +283,9 @@ impl ActiveMessageManagerBuilder {
     ) -> Result<Vec<BoxedTransport>> {
         let mut transports: Vec<BoxedTransport> = Vec::with_capacity(3);
         if endpoint.starts_with("tcp://") {
-            let config = ZmqConfig::new(endpoint).heartbeat_interval(self.heartbeat_interval);
+            let config = ZmqConfig::new(endpoint)
+                .heartbeat_interval(self.heartbeat_interval)
+                .drain_timeout(self.shutdown_timeout);
             transports.push(ZmqTransport::bind(config, id, inbox.clone())?);
         } else if endpoint != local::SCHEME && endpoint != shm::SCHEME {
             return Err(Error::Config(format!(

@@ -346,13 +346,18 @@ impl ShmLink {
     /// once and forgets the link.
     pub(crate) fn finish(&self) {
         self.shut();
+        self.report_lost();
+        if let Some(registry) = self.registry.upgrade() {
+            registry.remove(self.serial);
+        }
+    }
+
+    /// Reports the loss to the runtime, once (the first caller does).
+    pub(crate) fn report_lost(&self) {
         // AcqRel: exactly one caller reports.
         if !self.reported.swap(true, Ordering::AcqRel) {
             tracing::debug!(peer = %self.peer, "shm link lost");
             self.events.on_link_lost(self.peer);
-        }
-        if let Some(registry) = self.registry.upgrade() {
-            registry.remove(self.serial);
         }
     }
 

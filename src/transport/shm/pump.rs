@@ -239,23 +239,27 @@ fn reply_inline(link: &ShmLink, reply: OutFrame<'_>, deferred: &mut Vec<Vec<u8>>
 }
 
 /// Queues an invocation for the dispatcher, waiting while the inbox is full.
-/// Once the peer is gone, only what fits at once is delivered.
+/// Frames the peer committed before it went are still owed to the handlers
+/// (its sender was told they were sent), so they wait for room too; if the
+/// peer is already gone, its loss is reported first, so our own calls to it
+/// fail now rather than after this backlog.
 async fn deliver(link: &ShmLink, inbox: &Inbox, inbound: Inbound) {
-    if !link.lost.is_cancelled() {
+    let mut reported = false;
+    loop {
         tokio::select! {
             biased;
             permit = inbox.invocations.reserve() => {
                 match permit {
                     Ok(permit) => permit.send(inbound),
-                    Err(_) => tracing::debug!("dispatcher gone: invocation dropped"),
+                    Err(_) => tracing::warn!(peer = %link.peer, "dispatcher gone: invocation dropped"),
                 }
                 return;
             }
-            () = link.lost.cancelled() => {}
+            () = link.lost.cancelled(), if !reported => {
+                link.report_lost();
+                reported = true;
+            }
         }
-    }
-    if inbox.invocations.try_send(inbound).is_err() {
-        tracing::debug!(peer = %link.peer, "invocation from a lost peer dropped");
     }
 }
 

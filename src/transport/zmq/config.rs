@@ -18,6 +18,8 @@ pub const DEFAULT_HIGH_WATER_MARK: i32 = 1000;
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// Default time a goodbye may take to leave when a socket is closed.
 pub const DEFAULT_GOODBYE_LINGER: Duration = Duration::from_millis(200);
+/// Default [`ZmqConfig::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of a [`ZmqTransport`](super::ZmqTransport).
 ///
@@ -69,6 +71,11 @@ pub struct ZmqConfig {
     /// How long a goodbye may take to leave when a link or the transport is
     /// closed (the socket's `ZMQ_LINGER` at close). Default 200 ms.
     pub goodbye_linger: Duration,
+    /// At shutdown, how long frames already accepted by outbound links may
+    /// take to leave (queued frames first, then the goodbye, then libzmq's
+    /// own queue as linger). Default 5 s; the manager sets its shutdown
+    /// timeout.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ZmqConfig {
@@ -83,6 +90,7 @@ impl Default for ZmqConfig {
             advertise_host: None,
             spin: DEFAULT_SPIN,
             goodbye_linger: DEFAULT_GOODBYE_LINGER,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -145,6 +153,12 @@ impl ZmqConfig {
     /// Sets how long a goodbye may take to leave at close.
     pub fn goodbye_linger(mut self, linger: Duration) -> Self {
         self.goodbye_linger = linger;
+        self
+    }
+
+    /// Sets [`ZmqConfig::drain_timeout`].
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 

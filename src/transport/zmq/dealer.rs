@@ -43,6 +43,17 @@ enum State {
     },
 }
 
+/// Where a link is in the shutdown drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Drain {
+    /// Not started (or frames still queued).
+    Idle,
+    /// A probe went out behind the last frame.
+    Probed(MessageId),
+    /// The peer answered it: it has read everything.
+    Done,
+}
+
 /// One outbound DEALER and its state.
 pub(crate) struct Dealer {
     /// Id of the link this DEALER carries.
@@ -59,6 +70,8 @@ pub(crate) struct Dealer {
     last_probe: Instant,
     /// A frame the socket had no room for (sent first when it has).
     blocked: Option<zmq::Message>,
+    /// Shutdown drain: the probe sent behind the last frame, answered yet?
+    drain: Drain,
 }
 
 fn zmq_err(what: &str) -> impl Fn(zmq::Error) -> Error + '_ {
@@ -105,6 +118,7 @@ impl Dealer {
             last_tx: now,
             last_probe: now,
             blocked: None,
+            drain: Drain::Idle,
         })
     }
 
@@ -173,8 +187,41 @@ impl Dealer {
         }
     }
 
-    /// Sends the goodbye (best effort) and lets it linger on close.
-    pub(crate) fn say_goodbye(&mut self, env: &mut Env) {
+    /// One step of the shutdown drain; true once the peer has read every
+    /// frame this link accepted. A probe sent behind the last frame is
+    /// answered only when the peer's ROUTER reads it, which it does in order
+    /// and only with room for what came before (no timer involved).
+    pub(crate) fn drain_step(&mut self, env: &mut Env) -> bool {
+        if !matches!(self.state, State::Up { .. }) {
+            return true;
+        }
+        if self.has_backlog() {
+            return false;
+        }
+        match self.drain {
+            Drain::Idle if self.writable() => {
+                let (id, probe) = env.control.probe();
+                if self.sockets.socket.send(probe, zmq::DONTWAIT).is_ok() {
+                    self.drain = Drain::Probed(id);
+                }
+                false
+            }
+            Drain::Idle | Drain::Probed(_) => false,
+            Drain::Done => true,
+        }
+    }
+
+    /// Whether frames accepted for this peer still wait in our queue.
+    pub(crate) fn has_backlog(&self) -> bool {
+        match &self.state {
+            State::Up { queue, .. } => self.blocked.is_some() || !queue.is_empty(),
+            State::Connecting { .. } => false,
+        }
+    }
+
+    /// Sends the goodbye (best effort) and lets what libzmq still queues
+    /// linger on close for at most `linger`.
+    pub(crate) fn say_goodbye(&mut self, env: &mut Env, linger: Duration) {
         if !matches!(self.state, State::Up { .. }) {
             return;
         }
@@ -184,10 +231,7 @@ impl Dealer {
                 .socket
                 .send(env.control.goodbye(), zmq::DONTWAIT);
         }
-        let _ = self
-            .sockets
-            .socket
-            .set_linger(millis(env.settings.goodbye_linger));
+        let _ = self.sockets.socket.set_linger(millis(linger));
     }
 
     /// Reads up to `budget` frames from the peer.
@@ -237,6 +281,12 @@ impl Dealer {
             }
             (State::Connecting { .. }, Kind::Heartbeat) if header.has(flags::PONG) => {
                 return self.handshake(env, frame);
+            }
+            (State::Up { .. }, Kind::Heartbeat)
+                if header.has(flags::PONG)
+                    && self.drain == Drain::Probed(header.correlation_id) =>
+            {
+                self.drain = Drain::Done;
             }
             (_, Kind::Heartbeat) => {}
             (State::Up { .. }, Kind::Goodbye) => return Some(Teardown::Lost("peer said goodbye")),

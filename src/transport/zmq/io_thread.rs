@@ -47,6 +47,7 @@ pub(crate) struct Settings {
     pub(crate) max_frame: usize,
     pub(crate) spin: Duration,
     pub(crate) goodbye_linger: Duration,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl Settings {
@@ -61,6 +62,7 @@ impl Settings {
             max_frame,
             spin: config.spin,
             goodbye_linger: config.goodbye_linger,
+            drain_timeout: config.drain_timeout,
         }
     }
 
@@ -155,10 +157,33 @@ impl IoThread {
         }
     }
 
-    /// Runs until shutdown is requested, then says goodbye and closes.
+    /// Runs until shutdown is requested, lets the outbound links drain
+    /// what they accepted (within the drain timeout), then says goodbye and
+    /// closes.
     pub(crate) fn run(mut self) {
         tracing::debug!(local = %self.env.local, "zmq: I/O thread started");
         while !self.env.shared.is_shut_down() {
+            self.turn();
+        }
+        let deadline = Instant::now() + self.env.settings.drain_timeout;
+        while !self.drained() && Instant::now() < deadline {
+            self.turn();
+        }
+        self.finish(deadline);
+    }
+
+    /// Whether every outbound link's peer has read all it accepted.
+    fn drained(&mut self) -> bool {
+        let mut all = !self.env.shared.has_dirty();
+        for dealer in &mut self.dealers {
+            all &= dealer.drain_step(&mut self.env);
+        }
+        all
+    }
+
+    /// One pass: queued frames out, commands, retries, heartbeats, then poll.
+    fn turn(&mut self) {
+        {
             let now = Instant::now();
             self.drain_dirty(now);
             self.drain_commands(now);
@@ -175,7 +200,6 @@ impl IoThread {
                 std::thread::yield_now();
             }
         }
-        self.finish();
     }
 
     /// Moves frames of every dirty link into its socket; handles close requests.
@@ -212,7 +236,8 @@ impl IoThread {
         }
         let mut dealer = self.dealers.swap_remove(index);
         let why = down.unwrap_or_else(|| {
-            dealer.say_goodbye(&mut self.env);
+            let linger = self.env.settings.goodbye_linger;
+            dealer.say_goodbye(&mut self.env, linger);
             Teardown::Closed
         });
         dealer.teardown(&self.env, why);
@@ -248,7 +273,8 @@ impl IoThread {
                     // Up but closed: its close is not processed yet; do it now.
                     reply = Some(back);
                     let mut old = self.dealers.swap_remove(index);
-                    old.say_goodbye(&mut self.env);
+                    let linger = self.env.settings.goodbye_linger;
+                    old.say_goodbye(&mut self.env, linger);
                     old.teardown(&self.env, Teardown::Closed);
                 }
             }
@@ -396,16 +422,23 @@ impl IoThread {
         }
     }
 
-    /// Shutdown: fail queued connects, say goodbye everywhere, close sockets.
-    fn finish(mut self) {
+    /// Shutdown: fail queued connects, say goodbye everywhere, close sockets
+    /// (lingering until `deadline` at most for what libzmq still queues).
+    fn finish(mut self, deadline: Instant) {
         tracing::debug!(local = %self.env.local, "zmq: I/O thread shutting down");
         self.commands.close();
         while let Ok(Command::Connect { reply, .. }) = self.commands.try_recv() {
             let _ = reply.send(Err(Error::ShuttingDown));
         }
+        let linger = deadline
+            .saturating_duration_since(Instant::now())
+            .max(self.env.settings.goodbye_linger);
         for mut dealer in std::mem::take(&mut self.dealers) {
             let _ = dealer.flush(Instant::now());
-            dealer.say_goodbye(&mut self.env);
+            if dealer.has_backlog() {
+                tracing::warn!(peer = %dealer.peer, "zmq: drain timeout passed: frames still queued are dropped");
+            }
+            dealer.say_goodbye(&mut self.env, linger);
             dealer.teardown(&self.env, Teardown::Closed);
         }
         self.router.finish(&mut self.env);

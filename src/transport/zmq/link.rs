@@ -79,6 +79,11 @@ impl IoShared {
         let _ = self.doorbell.read();
     }
 
+    /// Whether links with work are listed.
+    pub(crate) fn has_dirty(&self) -> bool {
+        !self.dirty.lock().is_empty()
+    }
+
     /// Moves the dirty links into `out` (the I/O thread).
     pub(crate) fn take_dirty(&self, out: &mut Vec<Arc<ZmqLink>>) {
         std::mem::swap(&mut *self.dirty.lock(), out);
