@@ -595,11 +595,16 @@ async fn frames_over_either_ends_limit_are_refused_before_sending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_inbox_pushes_back_to_the_sender_without_losing_the_link() {
+    // The stall below must outlast the heartbeat timeout, but a live link must
+    // not be declared lost because a busy machine delayed a heartbeat: with a
+    // 50 ms interval and a 1 s timeout, twenty heartbeats in a row would have
+    // to be late.
+    let heartbeat_timeout = Duration::from_secs(1);
     let tight = loopback()
         .high_water_mark(4)
         .send_queue(4)
         .heartbeat_interval(Duration::from_millis(50))
-        .heartbeat_timeout(Duration::from_millis(150));
+        .heartbeat_timeout(heartbeat_timeout);
     let mut server = node_with(tight.clone(), 1, MAX_FRAME);
     let client = node_with(tight, 8, MAX_FRAME);
     let link = client.connect_to(&server).await;
@@ -620,7 +625,7 @@ async fn full_inbox_pushes_back_to_the_sender_without_losing_the_link() {
             Err(Error::Full) => saw_full += 1,
             Err(err) => panic!("try_send while filling: {err}"),
         }
-        match tokio::time::timeout(Duration::from_millis(500), link.send(make(next))).await {
+        match tokio::time::timeout(2 * heartbeat_timeout, link.send(make(next))).await {
             Ok(result) => {
                 result.expect("send while filling");
                 next += 1;
