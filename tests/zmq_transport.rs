@@ -294,11 +294,10 @@ async fn connect_to_a_closed_port_fails_promptly() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let client = node_with(
-        loopback().connect_timeout(Duration::from_secs(2)),
-        8,
-        MAX_FRAME,
-    );
+    // A refused connection must not wait for the connect timeout; half of a
+    // 30 s timeout is a margin no scheduling delay comes near.
+    let connect_timeout = Duration::from_secs(30);
+    let client = node_with(loopback().connect_timeout(connect_timeout), 8, MAX_FRAME);
     let started = Instant::now();
     let result = client
         .transport
@@ -310,7 +309,7 @@ async fn connect_to_a_closed_port_fails_promptly() {
         "{:?}",
         result.as_ref().err()
     );
-    assert!(took < Duration::from_millis(500), "took {took:?}");
+    assert!(took < connect_timeout / 2, "took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,16 +361,16 @@ async fn peer_shutdown_is_reported_at_once_and_later_sends_fail() {
     let client = node_with(slow, 8, MAX_FRAME);
     let link = client.connect_to(&server).await;
 
-    let started = Instant::now();
+    // Heartbeats would take 30 s to notice: a loss reported within SOON came
+    // from the goodbye.
     server.transport.shutdown().await;
     server.transport.shutdown().await; // idempotent
     client
         .events
-        .wait_for("on_link_lost", Duration::from_secs(1), |seen| {
+        .wait_for("on_link_lost", SOON, |seen| {
             seen.lost.iter().find(|(p, _)| *p == server.id).map(|_| ())
         })
         .await;
-    assert!(started.elapsed() < Duration::from_secs(1));
     assert!(link.is_closed());
     let h = header(Kind::OneWay, 1, client.id);
     assert!(matches!(link.try_send(frame(h, "x", b"")), Err(Error::PeerLost(p)) if p == server.id));
