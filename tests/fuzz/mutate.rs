@@ -47,6 +47,7 @@ impl Fuzz {
     }
 
     /// Cases run so far.
+    #[allow(dead_code, reason = "not every fuzz binary reads it")]
     pub fn cases(&self) -> u64 {
         self.cases
     }
