@@ -84,8 +84,11 @@ pub mod flags {
     pub const PONG: u16 = 1 << 2;
     /// The payload is raw bytes rather than an rkyv archive (informative only).
     pub const RAW: u16 = 1 << 3;
+    /// On `Heartbeat`: a step of the TCP authentication handshake
+    /// (`docs/wire.md`, section 14).
+    pub const AUTH: u16 = 1 << 4;
     /// Every flag this version knows; others are refused.
-    pub const KNOWN: u16 = SYSTEM | RECEIPT | PONG | RAW;
+    pub const KNOWN: u16 = SYSTEM | RECEIPT | PONG | RAW | AUTH;
 }
 
 /// Why a `Confirm` or `Request` failed; carried in `error_code` of an `Error` frame.

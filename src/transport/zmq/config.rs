@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::auth::AuthSecret;
 use crate::error::{Error, Result};
 
 /// Default heartbeat interval.
@@ -69,6 +70,11 @@ pub struct ZmqConfig {
     /// How long a goodbye may take to leave when a link or the transport is
     /// closed (the socket's `ZMQ_LINGER` at close). Default 200 ms.
     pub goodbye_linger: Duration,
+    /// Shared secret of the connection handshake (`docs/security.md`).
+    /// With one, every connection to our ROUTER must prove it knows it
+    /// before any of its frames reaches a handler, and every peer we dial
+    /// must prove it too. Default none: anyone reaching the port may call.
+    pub auth_secret: Option<AuthSecret>,
 }
 
 impl Default for ZmqConfig {
@@ -83,6 +89,7 @@ impl Default for ZmqConfig {
             advertise_host: None,
             spin: DEFAULT_SPIN,
             goodbye_linger: DEFAULT_GOODBYE_LINGER,
+            auth_secret: None,
         }
     }
 }
@@ -145,6 +152,12 @@ impl ZmqConfig {
     /// Sets how long a goodbye may take to leave at close.
     pub fn goodbye_linger(mut self, linger: Duration) -> Self {
         self.goodbye_linger = linger;
+        self
+    }
+
+    /// Requires every connection, both ways, to prove it knows `secret`.
+    pub fn auth_secret(mut self, secret: AuthSecret) -> Self {
+        self.auth_secret = Some(secret);
         self
     }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::auth::{ClientAuth, Handshake};
 use super::frames::{announced_limit, expects_reply};
 use super::io_thread::Env;
 use super::link::{Route, ZmqLink};
@@ -35,6 +36,8 @@ enum State {
         deadline: Instant,
         probe: MessageId,
         waiters: Vec<Waiter>,
+        /// Our side of the authentication handshake, with a secret.
+        auth: Option<ClientAuth>,
     },
     /// Handshake done; frames flow.
     Up {
@@ -86,7 +89,14 @@ impl Dealer {
         socket
             .connect(endpoint)
             .map_err(|err| Error::transport(format!("connect to {endpoint:?}: {err}")))?;
-        let (probe, msg) = env.control.probe();
+        // With a secret the opening probe is a hello (`auth::ClientAuth`).
+        let (auth, (probe, msg)) = match &env.settings.secret {
+            Some(_) => {
+                let (auth, hello) = ClientAuth::start(&mut env.control)?;
+                (Some(auth), hello)
+            }
+            None => (None, env.control.probe()),
+        };
         socket
             .send(msg, zmq::DONTWAIT)
             .map_err(zmq_err("zmq send probe"))?;
@@ -100,6 +110,7 @@ impl Dealer {
                 deadline: now + env.settings.connect_timeout,
                 probe,
                 waiters: Vec::new(),
+                auth,
             },
             last_rx: now,
             last_tx: now,
@@ -231,6 +242,18 @@ impl Dealer {
     fn on_frame(&mut self, env: &mut Env, frame: &FrameRef<'_>) -> Option<Teardown> {
         let header = &frame.header;
         match (&self.state, header.kind) {
+            (State::Connecting { probe, auth, .. }, Kind::Error)
+                if header.correlation_id == *probe
+                    || auth.as_ref().is_some_and(|a| a.proof_id == Some(header.correlation_id)) =>
+            {
+                // The peer refused our handshake (it wants a secret we lack or
+                // do not share).
+                let why = String::from_utf8_lossy(frame.payload);
+                return Some(Teardown::Failed(Error::Refused(format!(
+                    "{} at {}: {why}",
+                    self.peer, self.endpoint
+                ))));
+            }
             (_, kind) if kind.is_reply() => {
                 env.inbox.events.on_reply(header, frame.payload);
                 env.delivered = true;
@@ -260,10 +283,12 @@ impl Dealer {
     }
 
     fn handshake(&mut self, env: &mut Env, frame: &FrameRef<'_>) -> Option<Teardown> {
-        let State::Connecting { probe, .. } = &self.state else {
+        let State::Connecting { probe, auth, .. } = &mut self.state else {
             return None;
         };
-        if frame.header.correlation_id != *probe && frame.header.correlation_id.0 != 0 {
+        let corr = frame.header.correlation_id;
+        let answers_probe = corr == *probe;
+        if !answers_probe && corr.0 != 0 && auth.as_ref().is_none_or(|a| a.proof_id != Some(corr)) {
             return None;
         }
         if frame.header.sender != self.peer {
@@ -275,7 +300,37 @@ impl Dealer {
             );
             return Some(Teardown::Failed(Error::PeerLost(self.peer)));
         }
-        let limit = announced_limit(frame.payload).map_or(env.settings.max_frame, |theirs| {
+        let Some(secret) = env.settings.secret.clone() else {
+            let limit = announced_limit(frame.payload);
+            return self.come_up(env, limit, false);
+        };
+        let Some(auth) = auth.as_mut() else {
+            return None;
+        };
+        match auth.on_pong(&secret, &mut env.control, self.peer, frame) {
+            Ok(Handshake::Wait) => None,
+            Ok(Handshake::Send(msg)) => {
+                if let Err(err) = self.sockets.socket.send(msg, zmq::DONTWAIT) {
+                    return Some(Teardown::Failed(Error::transport(format!(
+                        "zmq send proof: {err}"
+                    ))));
+                }
+                None
+            }
+            Ok(Handshake::Done(limit)) => self.come_up(env, Some(limit), true),
+            Err(why) => {
+                tracing::warn!(peer = %self.peer, endpoint = %self.endpoint, why, "zmq: peer failed authentication");
+                Some(Teardown::Failed(Error::Refused(format!(
+                    "{} at {}: {why}",
+                    self.peer, self.endpoint
+                ))))
+            }
+        }
+    }
+
+    /// The handshake is done: the link comes up and the waiters get it.
+    fn come_up(&mut self, env: &Env, theirs: Option<usize>, trusted: bool) -> Option<Teardown> {
+        let limit = theirs.map_or(env.settings.max_frame, |theirs| {
             theirs.min(env.settings.max_frame)
         });
         let (link, queue) = ZmqLink::new(
@@ -286,6 +341,7 @@ impl Dealer {
             env.settings.send_queue,
             Arc::clone(&env.shared),
         );
+        link.set_trusted(trusted);
         let old = std::mem::replace(
             &mut self.state,
             State::Up {
@@ -393,6 +449,7 @@ fn clone_err(err: &Error) -> Error {
         Error::PeerLost(peer) => Error::PeerLost(*peer),
         Error::Timeout(after) => Error::Timeout(*after),
         Error::ShuttingDown => Error::ShuttingDown,
+        Error::Refused(why) => Error::Refused(why.clone()),
         other => Error::transport(other.to_string()),
     }
 }

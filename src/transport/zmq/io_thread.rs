@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 
 use super::config::ZmqConfig;
 use super::dealer::{Dealer, Teardown, Waiter, millis};
+use super::auth::AuthSecret;
 use super::frames::Control;
+use super::gate::Gate;
 use super::link::{IoShared, Route, ZmqLink};
 use super::router::RouterSide;
 use crate::error::Error;
@@ -47,6 +49,8 @@ pub(crate) struct Settings {
     pub(crate) max_frame: usize,
     pub(crate) spin: Duration,
     pub(crate) goodbye_linger: Duration,
+    /// The shared secret connections must prove they know, if any.
+    pub(crate) secret: Option<AuthSecret>,
 }
 
 impl Settings {
@@ -61,6 +65,7 @@ impl Settings {
             max_frame,
             spin: config.spin,
             goodbye_linger: config.goodbye_linger,
+            secret: config.auth_secret.clone(),
         }
     }
 
@@ -130,6 +135,11 @@ impl IoThread {
     ) -> Self {
         let now = Instant::now();
         let control = Control::new(local, settings.max_frame);
+        // A client gets its connect timeout to finish a handshake it began.
+        let gate = settings
+            .secret
+            .clone()
+            .map(|secret| Gate::new(secret, settings.connect_timeout.max(settings.heartbeat_timeout)));
         Self {
             env: Env {
                 ctx,
@@ -141,7 +151,7 @@ impl IoThread {
                 delivered: false,
                 next_link_id: 0,
             },
-            router: RouterSide::new(router),
+            router: RouterSide::new(router, gate),
             dealers: Vec::new(),
             commands,
             next_tick: now,

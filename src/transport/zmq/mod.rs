@@ -58,10 +58,13 @@
 //! `Error` frame (`ErrorCode::Codec`) when its header was readable and it
 //! expected a reply. The transport keeps serving everyone else.
 
+mod auth;
 mod config;
+mod conn;
 mod dealer;
 mod endpoint;
 mod frames;
+mod gate;
 mod io_thread;
 mod link;
 mod monitor;
@@ -73,6 +76,7 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use self::auth::AuthSecret;
 pub use self::config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_GOODBYE_LINGER, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HEARTBEAT_MISSES, DEFAULT_HIGH_WATER_MARK, DEFAULT_SEND_QUEUE, DEFAULT_SPIN, ZmqConfig,
@@ -161,6 +165,14 @@ impl ZmqTransport {
                 let _ = done_tx.send(true);
             })?;
         tracing::info!(%local, bound, advertised, "zmq transport listening");
+        if config.auth_secret.is_none() && !endpoint::is_local_only(&bound) {
+            tracing::warn!(
+                bound,
+                "zmq: listening beyond loopback without an authentication secret: anyone \
+                 who reaches this port can call every handler (set AM_AUTH_SECRET or \
+                 auth_secret; the traffic stays plaintext, see docs/security.md)"
+            );
+        }
         Ok(Arc::new(Self {
             local,
             bound,

@@ -13,8 +13,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::conn::{ConnId, ConnRef, RawMsg};
 use super::dealer::{millis, skip_rest};
 use super::frames::{announced_limit, expects_reply};
+use super::gate::{Gate, Screen};
 use super::io_thread::Env;
 use super::link::{Route, ZmqLink};
 use crate::ids::{InstanceId, MessageId};
@@ -30,6 +32,8 @@ struct Client {
     /// Last frame from the client, and last frame we sent it.
     last_seen: Instant,
     last_sent: Instant,
+    /// The connection that authenticated (with a secret configured).
+    conn: Option<ConnId>,
 }
 
 /// Why a send through the ROUTER did not happen.
@@ -48,23 +52,26 @@ type BadShape = (usize, usize, Option<Header>);
 pub(crate) struct RouterSide {
     pub(crate) socket: zmq::Socket,
     clients: HashMap<Box<[u8]>, Client>,
+    /// Authentication, when a secret is configured.
+    gate: Option<Gate>,
     /// An invocation the inbox had no room for; while set the ROUTER is not read.
     pending: Option<Inbound>,
     /// Clients with a blocked reply (retried on a short timer).
     blocked: usize,
-    identity: zmq::Message,
+    identity: RawMsg,
     body: zmq::Message,
 }
 
 impl RouterSide {
     /// Wraps the bound ROUTER.
-    pub(crate) fn new(socket: zmq::Socket) -> Self {
+    pub(crate) fn new(socket: zmq::Socket, gate: Option<Gate>) -> Self {
         Self {
             socket,
             clients: HashMap::new(),
+            gate,
             pending: None,
             blocked: 0,
-            identity: zmq::Message::new(),
+            identity: RawMsg::new(),
             body: zmq::Message::new(),
         }
     }
@@ -83,11 +90,11 @@ impl RouterSide {
     pub(crate) fn read(&mut self, env: &mut Env, now: Instant, budget: usize) {
         let mut count = 0;
         while count < budget && self.pending.is_none() {
-            if self.socket.recv(&mut self.identity, zmq::DONTWAIT).is_err() {
+            if self.identity.recv(&mut self.socket, zmq::DONTWAIT).is_err() {
                 break;
             }
             count += 1;
-            if !self.identity.get_more() {
+            if !self.identity.more() {
                 continue; // A ROUTER always prefixes the routing id; nothing to answer.
             }
             if self.socket.recv(&mut self.body, zmq::DONTWAIT).is_err() {
@@ -103,9 +110,10 @@ impl RouterSide {
                 None
             };
             // Lend the buffers out so handling may borrow `self` mutably.
-            let identity = std::mem::replace(&mut self.identity, zmq::Message::new());
+            let identity = std::mem::replace(&mut self.identity, RawMsg::new());
             let body = std::mem::replace(&mut self.body, zmq::Message::new());
-            self.on_message(env, now, &identity, &body, shape);
+            let conn = self.gate.as_ref().and_then(|_| identity.conn());
+            self.on_message(env, now, (identity.bytes(), conn), &body, shape);
             self.identity = identity;
             self.body = body;
         }
@@ -115,7 +123,7 @@ impl RouterSide {
         &mut self,
         env: &mut Env,
         now: Instant,
-        identity: &[u8],
+        (identity, conn): (&[u8], Option<ConnRef<'_>>),
         body: &[u8],
         shape: Option<BadShape>,
     ) {
@@ -145,6 +153,10 @@ impl RouterSide {
                 return;
             }
         };
+        if self.gate.is_some() && !self.authenticated(identity, conn) {
+            self.screen(env, now, identity, conn, &frame);
+            return;
+        }
         let link = self.client(env, identity, &frame, now);
         let header = frame.header;
         match header.kind {
@@ -186,6 +198,20 @@ impl RouterSide {
         let theirs = (frame.header.kind == Kind::Heartbeat)
             .then(|| announced_limit(frame.payload))
             .flatten();
+        self.insert_client(env, identity, peer, theirs, None, now)
+    }
+
+    /// Makes the reverse link of a new client; `conn` is the connection it
+    /// authenticated on, if it did (its link is then trusted).
+    fn insert_client(
+        &mut self,
+        env: &mut Env,
+        identity: &[u8],
+        peer: InstanceId,
+        theirs: Option<usize>,
+        conn: Option<ConnId>,
+        now: Instant,
+    ) -> Arc<ZmqLink> {
         let limit = theirs.map_or(env.settings.max_frame, |l| l.min(env.settings.max_frame));
         let (link, queue) = ZmqLink::new(
             env.new_link_id(),
@@ -195,7 +221,8 @@ impl RouterSide {
             env.settings.send_queue,
             Arc::clone(&env.shared),
         );
-        tracing::debug!(%peer, "zmq: new client");
+        link.set_trusted(conn.is_some());
+        tracing::debug!(%peer, authenticated = conn.is_some(), "zmq: new client");
         self.clients.insert(
             identity.into(),
             Client {
@@ -204,9 +231,60 @@ impl RouterSide {
                 blocked: None,
                 last_seen: now,
                 last_sent: now,
+                conn,
             },
         );
         link
+    }
+
+    /// Whether `identity` authenticated on this very connection. A client
+    /// whose routing id now arrives on another connection (a handover, or a
+    /// stranger reusing it) is forgotten: that connection must authenticate.
+    fn authenticated(&mut self, identity: &[u8], conn: Option<ConnRef<'_>>) -> bool {
+        let Some(client) = self.clients.get(identity) else {
+            return false;
+        };
+        let same = matches!((conn, &client.conn), (Some(now), Some(then)) if now.is(then));
+        if !same {
+            tracing::warn!(peer = %client.link.peer(), "zmq: routing id reused by another connection");
+            self.drop_client(identity, "routing id on another connection");
+        }
+        same
+    }
+
+    /// Handles a frame from a connection that has not authenticated.
+    fn screen(
+        &mut self,
+        env: &mut Env,
+        now: Instant,
+        identity: &[u8],
+        conn: Option<ConnRef<'_>>,
+        frame: &FrameRef<'_>,
+    ) {
+        let Some(gate) = self.gate.as_mut() else {
+            return;
+        };
+        match gate.screen(&mut env.control, identity, conn, frame, now) {
+            Screen::Reply(msg) => self.send_control(identity, msg, now),
+            Screen::Admit {
+                peer,
+                limit,
+                conn,
+                welcome,
+            } => {
+                self.insert_client(env, identity, peer, Some(limit), Some(conn), now);
+                self.send_control(identity, welcome, now);
+            }
+            Screen::Refuse(answer) => {
+                let sender = frame.header.sender;
+                tracing::debug!(%sender, kind = ?frame.header.kind, "zmq: frame from an unauthenticated connection refused");
+                env.inbox.events.on_refused(Some(sender));
+                if let Some(answer) = answer {
+                    self.send_control(identity, answer, now);
+                }
+            }
+            Screen::Ignore => {}
+        }
     }
 
     fn deliver(&mut self, env: &mut Env, inbound: Inbound) {
@@ -342,6 +420,9 @@ impl RouterSide {
     /// stall on a full inbox); then drops clients silent past the timeout,
     /// except while we stall (their frames then wait unread in the socket).
     pub(crate) fn tick(&mut self, env: &mut Env, now: Instant) {
+        if let Some(gate) = &mut self.gate {
+            gate.expire(now);
+        }
         let interval = env.settings.heartbeat_interval;
         let mut gone = Vec::new();
         for (identity, client) in &mut self.clients {
