@@ -12,7 +12,9 @@
 //! both at once.
 //!
 //! The `zmq` crate reads properties only through an allocating helper, so the
-//! routing-id part is received into a `zmq_msg_t` of our own via `zmq-sys`.
+//! body part is received into a `zmq_msg_t` of our own via `zmq-sys`. (Not
+//! the routing-id part: libzmq's ROUTER builds it without properties when it
+//! prefetched the message, as `zmq_poll` makes it do.)
 
 use std::ffi::CStr;
 use std::mem::MaybeUninit;

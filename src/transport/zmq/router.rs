@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::conn::{ConnId, ConnRef, RawMsg};
-use super::dealer::{millis, skip_rest};
+use super::dealer::millis;
 use super::frames::{announced_limit, expects_reply};
 use super::gate::{Gate, Screen};
 use super::io_thread::Env;
@@ -58,8 +58,8 @@ pub(crate) struct RouterSide {
     pending: Option<Inbound>,
     /// Clients with a blocked reply (retried on a short timer).
     blocked: usize,
-    identity: RawMsg,
-    body: zmq::Message,
+    identity: zmq::Message,
+    body: RawMsg,
 }
 
 impl RouterSide {
@@ -71,8 +71,8 @@ impl RouterSide {
             gate,
             pending: None,
             blocked: 0,
-            identity: RawMsg::new(),
-            body: zmq::Message::new(),
+            identity: zmq::Message::new(),
+            body: RawMsg::new(),
         }
     }
 
@@ -90,30 +90,33 @@ impl RouterSide {
     pub(crate) fn read(&mut self, env: &mut Env, now: Instant, budget: usize) {
         let mut count = 0;
         while count < budget && self.pending.is_none() {
-            if self.identity.recv(&mut self.socket, zmq::DONTWAIT).is_err() {
+            if self.socket.recv(&mut self.identity, zmq::DONTWAIT).is_err() {
                 break;
             }
             count += 1;
-            if !self.identity.more() {
+            if !self.identity.get_more() {
                 continue; // A ROUTER always prefixes the routing id; nothing to answer.
             }
-            if self.socket.recv(&mut self.body, zmq::DONTWAIT).is_err() {
+            // The body, not the routing id, always carries the connection's
+            // properties (libzmq's `router_t::xhas_in` prefetches ids without).
+            if self.body.recv(&mut self.socket, zmq::DONTWAIT).is_err() {
                 break;
             }
-            let shape = if self.body.get_more() {
-                let first = self.body.len();
+            let shape = if self.body.more() {
+                let first = self.body.bytes().len();
                 // Keep what the header says (for an answer) before skipping the rest.
-                let header = wire::decode_header(&self.body).ok();
-                let rest = skip_rest(&self.socket, &mut self.body);
+                let header = wire::decode_header(self.body.bytes()).ok();
+                let mut scratch = zmq::Message::new();
+                let rest = skip_more(&self.socket, &mut scratch);
                 Some((first, rest, header))
             } else {
                 None
             };
             // Lend the buffers out so handling may borrow `self` mutably.
-            let identity = std::mem::replace(&mut self.identity, RawMsg::new());
-            let body = std::mem::replace(&mut self.body, zmq::Message::new());
-            let conn = self.gate.as_ref().and_then(|_| identity.conn());
-            self.on_message(env, now, (identity.bytes(), conn), &body, shape);
+            let identity = std::mem::replace(&mut self.identity, zmq::Message::new());
+            let body = std::mem::replace(&mut self.body, RawMsg::new());
+            let conn = self.gate.as_ref().and_then(|_| body.conn());
+            self.on_message(env, now, (&identity, conn), body.bytes(), shape);
             self.identity = identity;
             self.body = body;
         }
@@ -482,6 +485,21 @@ fn refuse_shutting_down(env: &mut Env, inbound: &Inbound) {
 fn instance_of(identity: &[u8]) -> Option<InstanceId> {
     let bytes: [u8; 16] = identity.try_into().ok()?;
     Some(InstanceId::from_bytes(bytes))
+}
+
+/// Reads and drops the parts that follow a part flagged "more"; returns
+/// their total size.
+fn skip_more(socket: &zmq::Socket, scratch: &mut zmq::Message) -> usize {
+    let mut extra = 0;
+    loop {
+        if socket.recv(scratch, zmq::DONTWAIT).is_err() {
+            return extra;
+        }
+        extra += scratch.len();
+        if !scratch.get_more() {
+            return extra;
+        }
+    }
 }
 
 /// Sends `msg` to the client `identity` without blocking.
