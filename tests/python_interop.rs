@@ -541,8 +541,14 @@ fn python_client_authenticates_with_the_shared_secret() {
     }
     let secret = "interop secret";
     let (server, info, server_stderr) = start_server(Some(secret));
-    let endpoint = info["tcp_endpoint"].as_str().expect("tcp_endpoint").to_owned();
-    let instance = info["instance_id"].as_str().expect("instance_id").to_owned();
+    let endpoint = info["tcp_endpoint"]
+        .as_str()
+        .expect("tcp_endpoint")
+        .to_owned();
+    let instance = info["instance_id"]
+        .as_str()
+        .expect("instance_id")
+        .to_owned();
     let (status, err) = run_with_timeout(
         Command::new(&python)
             .arg(client_script())
@@ -555,6 +561,8 @@ fn python_client_authenticates_with_the_shared_secret() {
     drop(server);
     if !status.success() {
         let server_err = server_stderr.join().unwrap_or_default();
-        panic!("wire_client.py --secret failed ({status}); its stderr:\n{err}\n`am serve` stderr:\n{server_err}");
+        panic!(
+            "wire_client.py --secret failed ({status}); its stderr:\n{err}\n`am serve` stderr:\n{server_err}"
+        );
     }
 }

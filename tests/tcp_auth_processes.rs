@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use active_message::wire::{self, ErrorCode, Header, Kind};
 use active_message::{
-    ActiveMessageManager, ActiveMessageManagerBuilder, Error, InstanceId, MessageId,
-    NetworkClient, TransportPolicy,
+    ActiveMessageManager, ActiveMessageManagerBuilder, Error, InstanceId, MessageId, NetworkClient,
+    TransportPolicy,
 };
 use common::process::ServerProcess;
 
@@ -82,7 +82,8 @@ fn raw_note_then_request(endpoint: &str) -> Header {
     raw.set_identity(me.as_bytes()).unwrap();
     raw.connect(endpoint).unwrap();
     let note = Header::new(Kind::OneWay, MessageId(1), me);
-    raw.send(wire::encode_to_vec(&note, "note", b""), 0).unwrap();
+    raw.send(wire::encode_to_vec(&note, "note", b""), 0)
+        .unwrap();
     let request = Header::new(Kind::Request, MessageId(2), me);
     raw.send(wire::encode_to_vec(&request, "notes", b""), 0)
         .unwrap();
@@ -115,7 +116,11 @@ async fn a_server_with_a_secret_serves_only_clients_that_know_it() {
     let (manager, c, connected) = client(&server, Some(SECRET)).await;
     connected.unwrap();
     assert_eq!(echo(&c, &server).await.unwrap(), "authenticated");
-    assert_eq!(notes(&c, &server).await, 0, "the raw note reached no handler");
+    assert_eq!(
+        notes(&c, &server).await,
+        0,
+        "the raw note reached no handler"
+    );
     manager.shutdown().await.unwrap();
 }
 
@@ -124,7 +129,10 @@ async fn remote_shutdown_is_refused_to_an_unauthenticated_process() {
     let mut server = server(None);
     let (manager, c, connected) = client(&server, None).await;
     connected.unwrap();
-    let err = c.request_shutdown(server.info.instance_id).await.unwrap_err();
+    let err = c
+        .request_shutdown(server.info.instance_id)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Refused(_)), "{err:?}");
     // Still serving, and still running.
     assert_eq!(echo(&c, &server).await.unwrap(), "authenticated");

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use active_message::handler_impls::unary_handler;
 use active_message::wire::{self, ErrorCode, Header, Kind, flags};
 use active_message::{
     ActiveMessageManager, ActiveMessageManagerBuilder, Error, InstanceId, MessageId, PeerInfo,
     TransportPolicy,
 };
-use active_message::handler_impls::unary_handler;
 use common::{Flavor, builder, eventually};
 
 const SECRET: &str = "correct horse battery staple";
@@ -33,7 +33,9 @@ fn tcp(secret: Option<&str>) -> ActiveMessageManagerBuilder {
 }
 
 /// A server with an `echo_bytes` handler that counts its invocations.
-async fn counting_server(b: ActiveMessageManagerBuilder) -> (ActiveMessageManager, Arc<AtomicUsize>) {
+async fn counting_server(
+    b: ActiveMessageManagerBuilder,
+) -> (ActiveMessageManager, Arc<AtomicUsize>) {
     let server = b.build().await.unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
@@ -41,7 +43,10 @@ async fn counting_server(b: ActiveMessageManagerBuilder) -> (ActiveMessageManage
         counter.fetch_add(1, Ordering::SeqCst);
         Ok(Some(ctx.payload))
     });
-    server.register_handler("echo_bytes", handler).await.unwrap();
+    server
+        .register_handler("echo_bytes", handler)
+        .await
+        .unwrap();
     (server, calls)
 }
 
@@ -192,19 +197,24 @@ async fn a_wrong_proof_is_refused_by_the_server() {
         hello.flags = flags::AUTH;
         let mut payload = 4096u64.to_le_bytes().to_vec();
         payload.extend_from_slice(&[9; 32]);
-        raw.send(wire::encode_to_vec(&hello, "", &payload), 0).unwrap();
+        raw.send(wire::encode_to_vec(&hello, "", &payload), 0)
+            .unwrap();
         let (challenge, body) = answer_to(&raw, MessageId(1)).expect("a challenge");
         assert_eq!(challenge.flags, flags::PONG | flags::AUTH);
         assert_eq!(body.len(), 8 + 32 + 32);
         let mut proof = Header::new(Kind::Heartbeat, MessageId(2), me);
         proof.flags = flags::AUTH;
         proof.correlation_id = challenge.message_id;
-        raw.send(wire::encode_to_vec(&proof, "", &[0; 32]), 0).unwrap();
+        raw.send(wire::encode_to_vec(&proof, "", &[0; 32]), 0)
+            .unwrap();
         let proof_answer = answer_to(&raw, MessageId(2)).expect("an answer to the proof");
         let request = Header::new(Kind::Request, MessageId(3), me);
         raw.send(wire::encode_to_vec(&request, "echo_bytes", b"x"), 0)
             .unwrap();
-        (proof_answer.0, answer_to(&raw, MessageId(3)).expect("an answer").0)
+        (
+            proof_answer.0,
+            answer_to(&raw, MessageId(3)).expect("an answer").0,
+        )
     })
     .await
     .unwrap();
@@ -231,7 +241,11 @@ async fn an_authenticated_peers_routing_id_on_another_connection_is_refused() {
     let (header, _) = raw_calls(endpoint, client.instance_id()).await;
     assert_eq!(header.kind, Kind::Error);
     assert_eq!(header.error_code, ErrorCode::Refused as u8);
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the stranger reached no handler");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the stranger reached no handler"
+    );
 
     // The genuine client authenticates again on a new connection.
     assert!(
@@ -333,4 +347,3 @@ async fn an_empty_secret_is_a_configuration_error() {
     let err = tcp(Some("")).build().await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
-

@@ -74,7 +74,10 @@ impl AuthSecret {
 
     /// The proof one side gives.
     pub(crate) fn proof(&self, role: Role, nonces: &Nonces, ids: &Ids) -> [u8; PROOF_LEN] {
-        self.mac(role.label(), nonces, ids).finalize().into_bytes().into()
+        self.mac(role.label(), nonces, ids)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// Checks, in constant time, the proof one side gave.

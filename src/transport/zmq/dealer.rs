@@ -244,7 +244,9 @@ impl Dealer {
         match (&self.state, header.kind) {
             (State::Connecting { probe, auth, .. }, Kind::Error)
                 if header.correlation_id == *probe
-                    || auth.as_ref().is_some_and(|a| a.proof_id == Some(header.correlation_id)) =>
+                    || auth
+                        .as_ref()
+                        .is_some_and(|a| a.proof_id == Some(header.correlation_id)) =>
             {
                 // The peer refused our handshake (it wants a secret we lack or
                 // do not share).
@@ -304,9 +306,7 @@ impl Dealer {
             let limit = announced_limit(frame.payload);
             return self.come_up(env, limit, false);
         };
-        let Some(auth) = auth.as_mut() else {
-            return None;
-        };
+        let auth = auth.as_mut()?;
         match auth.on_pong(&secret, &mut env.control, self.peer, frame) {
             Ok(Handshake::Wait) => None,
             Ok(Handshake::Send(msg)) => {

@@ -75,7 +75,11 @@ impl Control {
         payload: &[u8],
     ) -> (MessageId, zmq::Message) {
         let mut header = self.header(Kind::Heartbeat);
-        header.flags = if pong { flags::PONG | flags::AUTH } else { flags::AUTH };
+        header.flags = if pong {
+            flags::PONG | flags::AUTH
+        } else {
+            flags::AUTH
+        };
         header.correlation_id = to;
         (header.message_id, encode(header, "", payload))
     }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::auth::AuthSecret;
 use super::config::ZmqConfig;
 use super::dealer::{Dealer, Teardown, Waiter, millis};
-use super::auth::AuthSecret;
 use super::frames::Control;
 use super::gate::Gate;
 use super::link::{IoShared, Route, ZmqLink};
@@ -136,10 +136,12 @@ impl IoThread {
         let now = Instant::now();
         let control = Control::new(local, settings.max_frame);
         // A client gets its connect timeout to finish a handshake it began.
-        let gate = settings
-            .secret
-            .clone()
-            .map(|secret| Gate::new(secret, settings.connect_timeout.max(settings.heartbeat_timeout)));
+        let gate = settings.secret.clone().map(|secret| {
+            Gate::new(
+                secret,
+                settings.connect_timeout.max(settings.heartbeat_timeout),
+            )
+        });
         Self {
             env: Env {
                 ctx,
