@@ -13,8 +13,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+mod send;
+
+use self::send::{RouteError, route};
 use super::conn::{ConnId, ConnRef, RawMsg};
-use super::dealer::millis;
 use super::frames::{announced_limit, expects_reply};
 use super::gate::{Gate, Screen};
 use super::io_thread::Env;
@@ -34,14 +36,6 @@ struct Client {
     last_sent: Instant,
     /// The connection that authenticated (with a secret configured).
     conn: Option<ConnId>,
-}
-
-/// Why a send through the ROUTER did not happen.
-enum RouteError {
-    /// The client's pipe is full: try again later (the message is returned).
-    Full(zmq::Message),
-    /// The client is gone (unroutable or the socket failed).
-    Gone,
 }
 
 /// A message whose multipart shape was wrong: size of the first part, size
@@ -328,89 +322,6 @@ impl RouterSide {
         }
     }
 
-    /// Sends a control frame to a known or unknown client (dropped when its
-    /// pipe is full; a known client that is gone is forgotten).
-    fn send_control(&mut self, identity: &[u8], msg: zmq::Message, now: Instant) {
-        match route(&self.socket, identity, msg) {
-            Ok(()) => {
-                if let Some(client) = self.clients.get_mut(identity) {
-                    client.last_sent = now;
-                }
-            }
-            Err(RouteError::Full(_)) => {}
-            Err(RouteError::Gone) => self.drop_client(identity, "unroutable"),
-        }
-    }
-
-    /// A reverse link has queued replies or a close request.
-    pub(crate) fn on_dirty(&mut self, env: &mut Env, link: &ZmqLink, now: Instant) {
-        let Route::Reverse(identity) = &link.route else {
-            return;
-        };
-        if self
-            .clients
-            .get(&**identity)
-            .is_none_or(|c| c.link.id != link.id)
-        {
-            return; // Already dropped; its queue went with it.
-        }
-        self.flush(identity, now);
-        if link
-            .close_requested
-            .load(std::sync::atomic::Ordering::Acquire)
-            && self.clients.contains_key(&**identity)
-        {
-            let _ = route(&self.socket, identity, env.control.goodbye());
-            self.drop_client(identity, "closed locally");
-        }
-    }
-
-    /// Moves a client's queued replies into the ROUTER while it has room.
-    fn flush(&mut self, identity: &[u8], now: Instant) {
-        let Some(client) = self.clients.get_mut(identity) else {
-            return;
-        };
-        let was_blocked = client.blocked.is_some();
-        let mut gone = false;
-        while let Some(msg) = client
-            .blocked
-            .take()
-            .or_else(|| client.queue.try_recv().ok())
-        {
-            match route(&self.socket, identity, msg) {
-                Ok(()) => client.last_sent = now,
-                Err(RouteError::Full(msg)) => {
-                    client.blocked = Some(msg);
-                    break;
-                }
-                Err(RouteError::Gone) => {
-                    gone = true;
-                    break;
-                }
-            }
-        }
-        match (was_blocked, client.blocked.is_some()) {
-            (false, true) => self.blocked += 1,
-            (true, false) => self.blocked -= 1,
-            _ => {}
-        }
-        if gone {
-            self.drop_client(identity, "unroutable");
-        }
-    }
-
-    /// Forgets a client and closes its reverse link (no `on_link_lost`).
-    fn drop_client(&mut self, identity: &[u8], why: &str) {
-        if let Some(mut client) = self.clients.remove(identity) {
-            if client.blocked.take().is_some() {
-                self.blocked -= 1;
-            }
-            client.link.mark_closed();
-            client.queue.close();
-            tracing::debug!(peer = %client.link.peer(), why, "zmq: client dropped");
-        }
-    }
-
     /// Does not count `paused` (time the I/O thread did not run) as silence.
     pub(crate) fn excuse(&mut self, paused: Duration, now: Instant) {
         for client in self.clients.values_mut() {
@@ -451,19 +362,6 @@ impl RouterSide {
             self.drop_client(&identity, "silent or unroutable");
         }
     }
-
-    /// Shutdown: flush what fits, say goodbye to every client, close them all.
-    pub(crate) fn finish(&mut self, env: &mut Env) {
-        self.pending = None;
-        let now = Instant::now();
-        let identities: Vec<Box<[u8]>> = self.clients.keys().cloned().collect();
-        for identity in identities {
-            self.flush(&identity, now);
-            let _ = route(&self.socket, &identity, env.control.goodbye());
-            self.drop_client(&identity, "shutdown");
-        }
-        let _ = self.socket.set_linger(millis(env.settings.goodbye_linger));
-    }
 }
 
 /// Answers an invocation the dispatcher can no longer take (its inbox is
@@ -500,19 +398,4 @@ fn skip_more(socket: &zmq::Socket, scratch: &mut zmq::Message) -> usize {
             return extra;
         }
     }
-}
-
-/// Sends `msg` to the client `identity` without blocking.
-fn route(socket: &zmq::Socket, identity: &[u8], msg: zmq::Message) -> Result<(), RouteError> {
-    // With ROUTER_MANDATORY the routing-id part fails (EAGAIN: full,
-    // EHOSTUNREACH: unknown) before anything is queued, so `msg` is kept.
-    match socket.send(identity, zmq::SNDMORE | zmq::DONTWAIT) {
-        Ok(()) => {}
-        Err(zmq::Error::EAGAIN) => return Err(RouteError::Full(msg)),
-        Err(_) => return Err(RouteError::Gone),
-    }
-    socket.send(msg, zmq::DONTWAIT).map_err(|err| {
-        tracing::warn!(%err, "zmq: router send failed after the routing id");
-        RouteError::Gone
-    })
 }
