@@ -6,6 +6,13 @@
 //! else is refused: answered with an `Error` frame of code `Refused` when it
 //! expects an answer (invocations and plain probes), dropped otherwise.
 //! Half-done handshakes are bounded in number and expire.
+//!
+//! An admitted connection stays admitted, under its routing id, until its
+//! client says goodbye, the routing id shows up on another connection, or,
+//! beyond [`MAX_ADMITTED`] connections, it is the one unused the longest.
+//! It outlives the reverse link, which the ROUTER drops after a heartbeat
+//! timeout of silence: an idle authenticated client need not authenticate
+//! again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,6 +25,9 @@ use crate::wire::{ErrorCode, FrameRef, Kind, flags};
 
 /// Most handshakes in progress at once; the oldest is forgotten beyond that.
 const MAX_PENDING: usize = 1024;
+/// Most admitted connections remembered; the least recently used is
+/// forgotten beyond that (its client must authenticate again).
+const MAX_ADMITTED: usize = 4096;
 
 /// A handshake waiting for the client's proof.
 struct Pending {
@@ -29,6 +39,22 @@ struct Pending {
     since: Instant,
 }
 
+/// A connection that authenticated.
+struct Admitted {
+    conn: ConnId,
+    peer: InstanceId,
+    limit: usize,
+    last_used: Instant,
+}
+
+/// Whether a frame's connection may reach the handlers.
+pub(crate) enum Admission {
+    /// It authenticated as `peer`, who accepts frames up to `limit`.
+    Admitted { peer: InstanceId, limit: usize },
+    /// It did not: the frame goes to [`Gate::screen`].
+    Unknown,
+}
+
 /// What the ROUTER does with a frame from an unauthenticated connection.
 pub(crate) enum Screen {
     /// Send this frame back (a challenge).
@@ -37,7 +63,6 @@ pub(crate) enum Screen {
     Admit {
         peer: InstanceId,
         limit: usize,
-        conn: ConnId,
         welcome: zmq::Message,
     },
     /// Refused (counted): send the `Error` answer, if any.
@@ -52,6 +77,7 @@ pub(crate) struct Gate {
     /// How long a client may take between its hello and its proof.
     expiry: Duration,
     pending: HashMap<Box<[u8]>, Pending>,
+    admitted: HashMap<Box<[u8]>, Admitted>,
 }
 
 impl Gate {
@@ -61,7 +87,35 @@ impl Gate {
             secret,
             expiry,
             pending: HashMap::new(),
+            admitted: HashMap::new(),
         }
+    }
+
+    /// Whether routing id `identity` authenticated on connection `conn`.
+    /// The flag is true when it had authenticated on another connection,
+    /// which is forgotten now.
+    pub(crate) fn check(
+        &mut self,
+        identity: &[u8],
+        conn: Option<ConnRef<'_>>,
+        now: Instant,
+    ) -> (Admission, bool) {
+        let Some(admitted) = self.admitted.get_mut(identity) else {
+            return (Admission::Unknown, false);
+        };
+        if conn.is_some_and(|conn| conn.is(&admitted.conn)) {
+            admitted.last_used = now;
+            let (peer, limit) = (admitted.peer, admitted.limit);
+            return (Admission::Admitted { peer, limit }, false);
+        }
+        tracing::warn!(peer = %admitted.peer, "zmq: an authenticated routing id arrived on another connection");
+        self.admitted.remove(identity);
+        (Admission::Unknown, true)
+    }
+
+    /// Forgets the connection of `identity` (its client said goodbye).
+    pub(crate) fn forget(&mut self, identity: &[u8]) {
+        self.admitted.remove(identity);
     }
 
     /// Decides about `frame`, from routing id `identity` on connection `conn`.
@@ -79,7 +133,7 @@ impl Gate {
             (Kind::Heartbeat, true, false) if header.correlation_id.0 == 0 => {
                 self.on_hello(control, identity, conn, frame, now)
             }
-            (Kind::Heartbeat, true, false) => self.on_proof(control, identity, conn, frame),
+            (Kind::Heartbeat, true, false) => self.on_proof(control, identity, conn, frame, now),
             (Kind::Heartbeat, _, true) | (Kind::Goodbye, _, _) => Screen::Ignore,
             (Kind::Heartbeat, false, false) => {
                 refuse(control, frame, "authentication required: send a hello")
@@ -137,6 +191,7 @@ impl Gate {
         identity: &[u8],
         conn: Option<ConnRef<'_>>,
         frame: &FrameRef<'_>,
+        now: Instant,
     ) -> Screen {
         let header = &frame.header;
         let valid = self.pending.get(identity).is_some_and(|p| {
@@ -166,12 +221,39 @@ impl Gate {
             header.message_id,
             &(control.max_frame() as u64).to_le_bytes(),
         );
+        self.admit(identity, p.conn, p.client, p.limit, now);
         Screen::Admit {
             peer: p.client,
             limit: p.limit,
-            conn: p.conn,
             welcome,
         }
+    }
+
+    fn admit(
+        &mut self,
+        identity: &[u8],
+        conn: ConnId,
+        peer: InstanceId,
+        limit: usize,
+        now: Instant,
+    ) {
+        if self.admitted.len() >= MAX_ADMITTED && !self.admitted.contains_key(identity) {
+            let stalest = self
+                .admitted
+                .iter()
+                .min_by_key(|(_, a)| a.last_used)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = stalest {
+                self.admitted.remove(&id);
+            }
+        }
+        let admitted = Admitted {
+            conn,
+            peer,
+            limit,
+            last_used: now,
+        };
+        self.admitted.insert(identity.into(), admitted);
     }
 
     /// Forgets handshakes older than the expiry; then, if still full, the oldest.

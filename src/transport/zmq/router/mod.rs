@@ -16,13 +16,13 @@ use tokio::sync::mpsc::error::TrySendError;
 mod send;
 
 use self::send::{RouteError, route};
-use super::conn::{ConnId, ConnRef, RawMsg};
+use super::conn::{ConnRef, RawMsg};
 use super::frames::{announced_limit, expects_reply};
-use super::gate::{Gate, Screen};
+use super::gate::{Admission, Gate, Screen};
 use super::io_thread::Env;
 use super::link::{Route, ZmqLink};
 use crate::ids::{InstanceId, MessageId};
-use crate::transport::{BoxedLink, Inbound, OutFrame, PeerLink};
+use crate::transport::{BoxedLink, Inbound, OutFrame};
 use crate::wire::{self, ErrorCode, FrameRef, Header, Kind, ProtocolError, flags};
 
 /// One client that called us, keyed by its routing id.
@@ -34,8 +34,6 @@ struct Client {
     /// Last frame from the client, and last frame we sent it.
     last_seen: Instant,
     last_sent: Instant,
-    /// The connection that authenticated (with a secret configured).
-    conn: Option<ConnId>,
 }
 
 /// A message whose multipart shape was wrong: size of the first part, size
@@ -150,11 +148,16 @@ impl RouterSide {
                 return;
             }
         };
-        if self.gate.is_some() && !self.authenticated(identity, conn) {
-            self.screen(env, now, identity, conn, &frame);
-            return;
-        }
-        let link = self.client(env, identity, &frame, now);
+        let link = match self.admission(identity, conn, now) {
+            None => self.client(env, identity, &frame, now),
+            Some(Admission::Admitted { peer, limit }) => {
+                self.authenticated_client(env, identity, peer, limit, now)
+            }
+            Some(Admission::Unknown) => {
+                self.screen(env, now, identity, conn, &frame);
+                return;
+            }
+        };
         let header = frame.header;
         match header.kind {
             Kind::OneWay | Kind::Confirm | Kind::Request | Kind::Cancel => {
@@ -170,6 +173,9 @@ impl RouterSide {
             Kind::Goodbye => {
                 tracing::debug!(peer = %header.sender, "zmq: client said goodbye");
                 self.drop_client(identity, "goodbye");
+                if let Some(gate) = &mut self.gate {
+                    gate.forget(identity);
+                }
             }
             Kind::Ack | Kind::Response | Kind::Error | Kind::Receipt => {
                 env.inbox.events.on_reply(&header, frame.payload);
@@ -195,18 +201,37 @@ impl RouterSide {
         let theirs = (frame.header.kind == Kind::Heartbeat)
             .then(|| announced_limit(frame.payload))
             .flatten();
-        self.insert_client(env, identity, peer, theirs, None, now)
+        self.insert_client(env, identity, peer, theirs, false, now)
     }
 
-    /// Makes the reverse link of a new client; `conn` is the connection it
-    /// authenticated on, if it did (its link is then trusted).
+    /// The reverse link of an authenticated connection (made again after the
+    /// client was forgotten for silence: its connection stays admitted).
+    fn authenticated_client(
+        &mut self,
+        env: &mut Env,
+        identity: &[u8],
+        peer: InstanceId,
+        limit: usize,
+        now: Instant,
+    ) -> Arc<ZmqLink> {
+        match self.clients.get_mut(identity) {
+            Some(client) => {
+                client.last_seen = now;
+                Arc::clone(&client.link)
+            }
+            None => self.insert_client(env, identity, peer, Some(limit), true, now),
+        }
+    }
+
+    /// Makes the reverse link of a new client (trusted when its connection
+    /// authenticated).
     fn insert_client(
         &mut self,
         env: &mut Env,
         identity: &[u8],
         peer: InstanceId,
         theirs: Option<usize>,
-        conn: Option<ConnId>,
+        trusted: bool,
         now: Instant,
     ) -> Arc<ZmqLink> {
         let limit = theirs.map_or(env.settings.max_frame, |l| l.min(env.settings.max_frame));
@@ -218,8 +243,8 @@ impl RouterSide {
             env.settings.send_queue,
             Arc::clone(&env.shared),
         );
-        link.set_trusted(conn.is_some());
-        tracing::debug!(%peer, authenticated = conn.is_some(), "zmq: new client");
+        link.set_trusted(trusted);
+        tracing::debug!(%peer, authenticated = trusted, "zmq: new client");
         self.clients.insert(
             identity.into(),
             Client {
@@ -228,25 +253,26 @@ impl RouterSide {
                 blocked: None,
                 last_seen: now,
                 last_sent: now,
-                conn,
             },
         );
         link
     }
 
-    /// Whether `identity` authenticated on this very connection. A client
-    /// whose routing id now arrives on another connection (a handover, or a
-    /// stranger reusing it) is forgotten: that connection must authenticate.
-    fn authenticated(&mut self, identity: &[u8], conn: Option<ConnRef<'_>>) -> bool {
-        let Some(client) = self.clients.get(identity) else {
-            return false;
-        };
-        let same = matches!((conn, &client.conn), (Some(now), Some(then)) if now.is(then));
-        if !same {
-            tracing::warn!(peer = %client.link.peer(), "zmq: routing id reused by another connection");
+    /// With a secret, whether the frame's connection is admitted. A routing
+    /// id that authenticated on another connection (a handover, or a
+    /// stranger presenting it) loses its reverse link and must authenticate
+    /// again. `None` without a secret.
+    fn admission(
+        &mut self,
+        identity: &[u8],
+        conn: Option<ConnRef<'_>>,
+        now: Instant,
+    ) -> Option<Admission> {
+        let (admission, replaced) = self.gate.as_mut()?.check(identity, conn, now);
+        if replaced {
             self.drop_client(identity, "routing id on another connection");
         }
-        same
+        Some(admission)
     }
 
     /// Handles a frame from a connection that has not authenticated.
@@ -266,10 +292,11 @@ impl RouterSide {
             Screen::Admit {
                 peer,
                 limit,
-                conn,
                 welcome,
             } => {
-                self.insert_client(env, identity, peer, Some(limit), Some(conn), now);
+                // A reverse link from before (same routing id) was not trusted.
+                self.drop_client(identity, "authenticated anew");
+                self.insert_client(env, identity, peer, Some(limit), true, now);
                 self.send_control(identity, welcome, now);
             }
             Screen::Refuse(answer) => {
