@@ -347,3 +347,61 @@ async fn an_empty_secret_is_a_configuration_error() {
     let err = tcp(Some("")).build().await.unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
+
+/// Collects what a tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// A current-thread runtime: the TCP transport binds on this thread, under
+// the subscriber set for it.
+#[tokio::test]
+async fn binding_beyond_loopback_without_a_secret_logs_a_warning() {
+    let cases = [
+        ("tcp://0.0.0.0:0", None, true),
+        ("tcp://0.0.0.0:0", Some(SECRET), false),
+        ("tcp://127.0.0.1:0", None, false),
+    ];
+    for (endpoint, secret, warns) in cases {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        let mut builder = ActiveMessageManagerBuilder::new()
+            .endpoint(endpoint)
+            .shm(false);
+        if let Some(secret) = secret {
+            builder = builder.auth_secret(secret);
+        }
+        let manager = builder.build().await.unwrap();
+        drop(guard);
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            logs.contains("without an authentication secret"),
+            warns,
+            "{endpoint} with secret {secret:?}: {logs}"
+        );
+        manager.shutdown().await.unwrap();
+    }
+}
