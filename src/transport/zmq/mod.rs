@@ -38,6 +38,17 @@
 //! caller's own outbound link, if it has one). Closing a link yourself
 //! (`close`, `shutdown`) does not call it either.
 //!
+//! # Authentication
+//! With [`ZmqConfig::auth_secret`], `connect` opens with a hello instead of
+//! a plain probe and both ends prove they know the secret (HMAC-SHA256 over
+//! both nonces and both instance ids; see `auth` and `docs/wire.md`,
+//! section 14). The ROUTER admits a *connection*, identified by the file
+//! descriptor and remote address libzmq attaches to its messages, not a
+//! routing id; until then its frames reach no handler (`gate`). Reverse links
+//! of admitted connections, and outbound links that authenticated the peer,
+//! are trusted ([`PeerLink::is_trusted`](crate::transport::PeerLink::is_trusted)).
+//! Binding beyond loopback without a secret logs a warning.
+//!
 //! # Latency
 //! Each direction of a round trip crosses two more threads than raw libzmq
 //! (the caller's task to the I/O thread, the I/O thread to the receiving
