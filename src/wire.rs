@@ -84,14 +84,17 @@ pub mod flags {
     pub const PONG: u16 = 1 << 2;
     /// The payload is raw bytes rather than an rkyv archive (informative only).
     pub const RAW: u16 = 1 << 3;
+    /// On `Heartbeat`: a step of the TCP authentication handshake
+    /// (`docs/wire.md`, section 14).
+    pub const AUTH: u16 = 1 << 4;
     /// On invocations: `timeout_us` holds the absolute deadline on the
     /// sender's `CLOCK_MONOTONIC`, in microseconds, rather than a budget.
     /// Only used between processes of one host (shared memory), which share
     /// that clock; lets the receiver skip calls whose caller already gave
     /// up, however long they waited in the ring.
-    pub const MONOTONIC_DEADLINE: u16 = 1 << 4;
+    pub const MONOTONIC_DEADLINE: u16 = 1 << 5;
     /// Every flag this version knows; others are refused.
-    pub const KNOWN: u16 = SYSTEM | RECEIPT | PONG | RAW | MONOTONIC_DEADLINE;
+    pub const KNOWN: u16 = SYSTEM | RECEIPT | PONG | RAW | AUTH | MONOTONIC_DEADLINE;
 }
 
 /// Why a `Confirm` or `Request` failed; carried in `error_code` of an `Error` frame.

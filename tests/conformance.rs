@@ -459,7 +459,13 @@ async fn system_handlers_answer(flavor: Flavor) {
 }
 
 async fn remote_shutdown_request_is_honoured(flavor: Flavor) {
-    let p = pair(flavor).await;
+    // Shared-memory and in-process callers are trusted by default; an
+    // unauthenticated TCP caller only when remote shutdown is allowed to all.
+    let p = pair_with(flavor, |b| match flavor {
+        Flavor::Tcp => b.allow_remote_shutdown(true),
+        Flavor::Local | Flavor::Shm => b,
+    })
+    .await;
     let c = p.client.client();
     c.request_shutdown(p.target()).await.unwrap();
     let token = p.server.cancel_token();

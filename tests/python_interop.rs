@@ -305,6 +305,8 @@ fn wire_doc_constants_match_the_code() {
         ("RECEIPT", flags::RECEIPT),
         ("PONG", flags::PONG),
         ("RAW", flags::RAW),
+        ("AUTH", flags::AUTH),
+        ("MONOTONIC_DEADLINE", flags::MONOTONIC_DEADLINE),
     ];
     for (name, bit) in expected_flags {
         let row = format!("| `{bit:#06x}` | `{name}` |");
@@ -328,7 +330,12 @@ fn wire_doc_constants_match_the_code() {
     );
     assert_eq!(
         flags::KNOWN,
-        flags::SYSTEM | flags::RECEIPT | flags::PONG | flags::RAW,
+        flags::SYSTEM
+            | flags::RECEIPT
+            | flags::PONG
+            | flags::RAW
+            | flags::AUTH
+            | flags::MONOTONIC_DEADLINE,
         "a new flag needs a row in docs/wire.md"
     );
 }
@@ -428,9 +435,15 @@ fn has_pyzmq(python: &Path) -> bool {
     matches!(probe, Ok(status) if status.success())
 }
 
-/// Starts `am serve` on a free local port; returns the guard and the PeerInfo.
-fn start_server() -> (KillOnDrop, serde_json::Value, JoinHandle<String>) {
-    let child = Command::new(env!("CARGO_BIN_EXE_am"))
+/// Starts `am serve` on a free local port, with `secret` as its
+/// `AM_AUTH_SECRET` if given; returns the guard and the PeerInfo.
+fn start_server(secret: Option<&str>) -> (KillOnDrop, serde_json::Value, JoinHandle<String>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_am"));
+    command.env_remove("AM_AUTH_SECRET");
+    if let Some(secret) = secret {
+        command.env("AM_AUTH_SECRET", secret);
+    }
+    let child = command
         .args(["serve", "--endpoint", "tcp://127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -496,7 +509,7 @@ fn python_client_speaks_the_wire_protocol() {
     );
 
     // Live: the Python client against the real server.
-    let (server, info, server_stderr) = start_server();
+    let (server, info, server_stderr) = start_server(None);
     let endpoint = info["tcp_endpoint"]
         .as_str()
         .unwrap_or_else(|| panic!("PeerInfo has no tcp_endpoint: {info}"))
@@ -518,6 +531,44 @@ fn python_client_speaks_the_wire_protocol() {
         let server_err = server_stderr.join().unwrap_or_default();
         panic!(
             "wire_client.py failed against {endpoint} ({status}); its stderr:\n{err}\n`am serve` stderr:\n{server_err}"
+        );
+    }
+}
+
+/// The Python client authenticates (docs/wire.md, section 14) with Python's
+/// own `hmac`, is refused before that, and then passes every check.
+#[test]
+fn python_client_authenticates_with_the_shared_secret() {
+    let python = python();
+    if !has_pyzmq(&python) {
+        assert!(std::env::var_os("CI").is_none(), "CI must install pyzmq");
+        eprintln!("skipped: pyzmq not installed; run scripts/test-all");
+        return;
+    }
+    let secret = "interop secret";
+    let (server, info, server_stderr) = start_server(Some(secret));
+    let endpoint = info["tcp_endpoint"]
+        .as_str()
+        .expect("tcp_endpoint")
+        .to_owned();
+    let instance = info["instance_id"]
+        .as_str()
+        .expect("instance_id")
+        .to_owned();
+    let (status, err) = run_with_timeout(
+        Command::new(&python)
+            .arg(client_script())
+            .arg(&endpoint)
+            .args(["--expect-instance", &instance, "--secret", secret])
+            .env_remove("AM_AUTH_SECRET"),
+        "wire_client.py --secret",
+        CLIENT_RUN,
+    );
+    drop(server);
+    if !status.success() {
+        let server_err = server_stderr.join().unwrap_or_default();
+        panic!(
+            "wire_client.py --secret failed ({status}); its stderr:\n{err}\n`am serve` stderr:\n{server_err}"
         );
     }
 }

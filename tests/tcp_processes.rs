@@ -348,18 +348,6 @@ async fn concurrency_limit_holds_across_processes() {
     manager.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_shutdown_stops_the_server_process() {
-    let mut server = ServerProcess::start(&[]);
-    let (manager, c) = client_for(&server).await;
-    c.request_shutdown(server.info.instance_id).await.unwrap();
-    let status = server
-        .wait_exit(Duration::from_secs(10))
-        .expect("server exits");
-    assert!(status.success(), "{status:?}");
-    manager.shutdown().await.unwrap();
-}
-
 /// Long calls while replies trickle in: the client must stay known to the
 /// server (it heartbeats when it has sent nothing), so no reply is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //!
 //! - `am serve [--endpoint E] [--max-concurrent N] [--max-message-bytes N] [--ring-capacity N]`
 //!   starts a manager with the demo handlers, prints its `PeerInfo` as one
-//!   JSON line on stdout, and serves until `_request_shutdown`, SIGINT or SIGTERM.
+//!   JSON line on stdout, and serves until `_request_shutdown` (from a trusted
+//!   caller), SIGINT or SIGTERM. With `AM_AUTH_SECRET` set in its environment,
+//!   TCP clients must authenticate with that secret (`docs/security.md`).
 //! - `am health <peer-info-json>` / `am handlers <peer-info-json>` query a peer.
 //!
 //! The demo handlers are those of [`active_message::demo`].

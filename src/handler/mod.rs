@@ -36,6 +36,10 @@ pub struct HandlerContext {
     pub client: Arc<NetworkClient>,
     /// Cancelled when the caller gives up or the manager shuts down.
     pub cancel: CancellationToken,
+    /// Whether the caller's link is trusted (see
+    /// [`PeerLink::is_trusted`](crate::transport::PeerLink::is_trusted)):
+    /// shared memory, in-process, or TCP authenticated with the shared secret.
+    pub caller_trusted: bool,
 }
 
 impl fmt::Debug for HandlerContext {

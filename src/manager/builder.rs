@@ -21,9 +21,13 @@ use crate::runtime::pending::PendingTable;
 use crate::stats::Counters;
 use crate::transport::local::{self, LocalTransport};
 use crate::transport::shm::{self, ShmConfig, ShmTransport};
-use crate::transport::zmq::{ZmqConfig, ZmqTransport};
+use crate::transport::zmq::{AuthSecret, ZmqConfig, ZmqTransport};
 use crate::transport::{BoxedTransport, Inbox, InlineDispatch, InlineSlot, TransportKind};
 use crate::{WaitPolicy, system, wire};
+
+/// The environment variable holding the TCP shared secret when
+/// [`ActiveMessageManagerBuilder::auth_secret`] is not called.
+pub(crate) const AUTH_SECRET_ENV: &str = "AM_AUTH_SECRET";
 
 /// Configures and starts an [`ActiveMessageManager`].
 #[derive(Debug, Clone)]
@@ -36,7 +40,8 @@ pub struct ActiveMessageManagerBuilder {
     default_timeout: Duration,
     heartbeat_interval: Duration,
     shutdown_timeout: Duration,
-    allow_remote_shutdown: bool,
+    allow_remote_shutdown: Option<bool>,
+    auth_secret: Option<Vec<u8>>,
     shm: bool,
     shm_config: ShmConfig,
     transport_policy: TransportPolicy,
@@ -53,7 +58,8 @@ impl Default for ActiveMessageManagerBuilder {
             default_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_millis(250),
             shutdown_timeout: Duration::from_secs(10),
-            allow_remote_shutdown: true,
+            allow_remote_shutdown: None,
+            auth_secret: None,
             shm: cfg!(target_os = "linux"),
             shm_config: ShmConfig::default(),
             transport_policy: TransportPolicy::Auto,
@@ -121,9 +127,22 @@ impl ActiveMessageManagerBuilder {
         self
     }
 
-    /// Whether peers may shut this manager down with `_request_shutdown` (default true).
+    /// Who may shut this manager down with `_request_shutdown`: `true`
+    /// anyone, `false` no one. Unset (the default), only trusted callers:
+    /// shared-memory and in-process peers, and TCP peers that authenticated
+    /// with the [shared secret](Self::auth_secret).
     pub fn allow_remote_shutdown(mut self, allow: bool) -> Self {
-        self.allow_remote_shutdown = allow;
+        self.allow_remote_shutdown = Some(allow);
+        self
+    }
+
+    /// The shared secret TCP connections must prove they know, both ways
+    /// (HMAC-SHA256 challenge-response once per connection; see
+    /// `docs/security.md`). When not set, the environment variable
+    /// `AM_AUTH_SECRET` is used if it is set and not empty; without either,
+    /// TCP peers are not authenticated. An empty secret fails `build`.
+    pub fn auth_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.auth_secret = Some(secret.as_ref().to_vec());
         self
     }
 
@@ -275,6 +294,17 @@ impl ActiveMessageManagerBuilder {
         Ok(ActiveMessageManager { inner })
     }
 
+    /// The secret set, else `AM_AUTH_SECRET` from the environment.
+    fn secret(&self) -> Result<Option<AuthSecret>> {
+        match &self.auth_secret {
+            Some(secret) => AuthSecret::new(secret).map(Some),
+            None => Ok(std::env::var_os(AUTH_SECRET_ENV)
+                .filter(|value| !value.is_empty())
+                .map(|value| AuthSecret::new(value.as_encoded_bytes()))
+                .transpose()?),
+        }
+    }
+
     fn bind_transports(
         &self,
         endpoint: &str,
@@ -283,9 +313,12 @@ impl ActiveMessageManagerBuilder {
     ) -> Result<Vec<BoxedTransport>> {
         let mut transports: Vec<BoxedTransport> = Vec::with_capacity(3);
         if endpoint.starts_with("tcp://") {
-            let config = ZmqConfig::new(endpoint)
+            let mut config = ZmqConfig::new(endpoint)
                 .heartbeat_interval(self.heartbeat_interval)
                 .drain_timeout(self.shutdown_timeout);
+            if let Some(secret) = self.secret()? {
+                config = config.auth_secret(secret);
+            }
             transports.push(ZmqTransport::bind(config, id, inbox.clone())?);
         } else if endpoint != local::SCHEME && endpoint != shm::SCHEME {
             return Err(Error::Config(format!(

@@ -47,4 +47,9 @@ impl LinkEvents for RuntimeEvents {
         Counters::bump(&self.counters.protocol_errors);
         tracing::debug!(?peer, %error, "malformed frame dropped");
     }
+
+    fn on_refused(&self, peer: Option<InstanceId>) {
+        Counters::bump(&self.counters.refused);
+        tracing::debug!(?peer, "frame from an unauthenticated peer refused");
+    }
 }

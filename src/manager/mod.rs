@@ -45,7 +45,8 @@ pub(crate) struct ManagerInner {
     pub(crate) dispatcher_stop: CancellationToken,
     pub(crate) started: Instant,
     pub(crate) shutdown_timeout: Duration,
-    pub(crate) allow_remote_shutdown: bool,
+    /// `None`: trusted callers only; `Some(allow)`: everyone or no one.
+    pub(crate) allow_remote_shutdown: Option<bool>,
     shutdown_done: OnceCell<()>,
 }
 

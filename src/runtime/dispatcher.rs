@@ -171,6 +171,7 @@ impl Dispatcher {
             sender_id: inbound.header.sender,
             client: Arc::clone(&self.client),
             cancel,
+            caller_trusted: inbound.reply_link.is_trusted(),
         };
         let payload: Bytes = inbound.payload_bytes();
         // A panicking handler must answer its caller, not leave it waiting.
@@ -274,6 +275,8 @@ impl InlineDispatch for Dispatcher {
             sender_id: header.sender,
             client: Arc::clone(&self.client),
             cancel: self.handlers_cancel.clone(),
+            // Only transports with trusted links run handlers inline.
+            caller_trusted: true,
         };
         let mut deliver = |outcome: InlineOutcome<'_>| {
             if let Err(err) = &outcome {

@@ -153,8 +153,12 @@ fn register_service(m: Arc<ManagerInner>, ctx: HandlerContext, payload: Bytes) -
     }))
 }
 
-fn request_shutdown(m: Arc<ManagerInner>, _: HandlerContext, _: Bytes) -> HandlerCall {
-    let acknowledged = m.allow_remote_shutdown;
+fn request_shutdown(m: Arc<ManagerInner>, ctx: HandlerContext, _: Bytes) -> HandlerCall {
+    // Unset: trusted callers only (shm, in-process, authenticated TCP).
+    let acknowledged = m.allow_remote_shutdown.unwrap_or(ctx.caller_trusted);
+    if !acknowledged {
+        tracing::warn!(sender = %ctx.sender_id, trusted = ctx.caller_trusted, "remote shutdown refused");
+    }
     if acknowledged {
         // Detached: shutdown drains in-flight handlers, this one included, so
         // the acknowledgement goes out before the links close.

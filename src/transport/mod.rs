@@ -151,6 +151,14 @@ pub trait PeerLink: Send + Sync + 'static {
     fn try_send(&self, frame: OutFrame<'_>) -> Result<()>;
     /// Whether the link is known to be broken.
     fn is_closed(&self) -> bool;
+    /// Whether the peer at the other end is trusted with privileged system
+    /// calls (`_request_shutdown`). By default, shared-memory links (their
+    /// peer passed the `SO_PEERCRED` uid check: same uid, or a uid explicitly
+    /// allowed) and in-process links are; TCP links are only when their
+    /// connection authenticated with the shared secret (they override this).
+    fn is_trusted(&self) -> bool {
+        matches!(self.kind(), TransportKind::Local | TransportKind::Shm)
+    }
     /// Closes the link (sending a goodbye where possible). Idempotent.
     fn close(&self);
 }
@@ -249,10 +257,19 @@ pub trait LinkEvents: Send + Sync + 'static {
     fn on_link_lost(&self, peer: InstanceId);
     /// A frame was malformed and dropped.
     fn on_protocol_error(&self, peer: Option<InstanceId>, error: &ProtocolError);
+    /// A frame was refused before reaching the dispatcher (its connection
+    /// did not authenticate). Ignored unless overridden.
+    fn on_refused(&self, peer: Option<InstanceId>) {
+        let _ = peer;
+    }
 }
 
 /// Runs cheap handlers on the transport's own thread or task, over the
 /// payload in place: no channel hop, no task, no copy.
+///
+/// Only transports whose links are all trusted (see
+/// [`PeerLink::is_trusted`]: shared memory, in-process) may call it: a
+/// handler run inline is told its caller is trusted.
 pub trait InlineDispatch: Send + Sync + 'static {
     /// Runs the invocation inline if it can (a synchronous or zero-copy
     /// handler, a concurrency permit free, no receipt asked, admitting),

@@ -5,8 +5,10 @@ Written from docs/wire.md alone, with pyzmq and the standard library only.
 
 Usage:
     wire_client.py tcp://HOST:PORT [--expect-instance UUID] [--timeout SECONDS]
+                   [--secret SECRET]
         Runs every live check against an `am serve` server; one line per check;
-        exit code 0 only if all pass.
+        exit code 0 only if all pass. With a secret (or AM_AUTH_SECRET in the
+        environment) the client first authenticates (docs/wire.md, section 14).
     wire_client.py --self-test PATH/TO/docs/wire.md
         Offline: encodes the document's example frames and rkyv archives with
         this file's encoder and compares them with the generated hex dumps in
@@ -16,6 +18,8 @@ Every receive is bounded by a poll timeout: the client never hangs.
 """
 
 import argparse
+import hashlib
+import hmac
 import json
 import os
 import struct
@@ -51,7 +55,14 @@ SYSTEM = 0x0001
 RECEIPT_FLAG = 0x0002
 PONG = 0x0004
 RAW = 0x0008
-KNOWN_FLAGS = SYSTEM | RECEIPT_FLAG | PONG | RAW
+AUTH = 0x0010
+MONOTONIC_DEADLINE = 0x0020
+KNOWN_FLAGS = SYSTEM | RECEIPT_FLAG | PONG | RAW | AUTH | MONOTONIC_DEADLINE
+
+# Authentication (docs/wire.md, "Authentication handshake")
+SERVER_LABEL = b"AMSG-AUTH-v1 server"
+CLIENT_LABEL = b"AMSG-AUTH-v1 client"
+OUR_LIMIT = 64 << 20
 
 # Error codes
 NO_SUCH_HANDLER, HANDLER, REFUSED, SHUTTING_DOWN, CODEC, TOO_LARGE, INTERNAL = range(1, 8)
@@ -262,7 +273,7 @@ def self_test(doc_path):
         "bad magic": b"XMSG" + good[4:],
         "bad version": good[:4] + b"\x02" + good[5:],
         "unknown kind": good[:5] + b"\x0b" + good[6:],
-        "unknown flag": good[:6] + b"\x10\x00" + good[8:],
+        "unknown flag": good[:6] + b"\x40\x00" + good[8:],
         "reserved not zero": good[:51] + b"\x01" + good[52:],
         "length mismatch": good + b"!",
         "reply without correlation": encode_frame(RESPONSE, 2, DOC_SERVER),
@@ -343,6 +354,40 @@ class Client:
 
     def probe(self):
         return self.send(HEARTBEAT)
+
+    def _answer_to(self, mid, until):
+        """The first frame whose correlation id is `mid`, without probing
+        (plain probes are refused before authentication)."""
+        while time.monotonic() < until:
+            wait = max(1, int((until - time.monotonic()) * 1000))
+            if not self.sock.poll(wait, self.zmq.POLLIN):
+                continue
+            frame = decode_frame(self.sock.recv())
+            if frame.correlation_id == mid:
+                return frame
+        raise CheckFailed("no answer to message %d" % mid)
+
+    def authenticate(self, secret):
+        """The handshake of docs/wire.md section 14; checks the server's proof
+        and returns the server's instance id."""
+        until = time.monotonic() + self.timeout
+        nonce = os.urandom(32)
+        hello = self.send(HEARTBEAT, payload=struct.pack("<Q", OUR_LIMIT) + nonce, flags=AUTH)
+        challenge = self._answer_to(hello, until)
+        expect(challenge.kind == HEARTBEAT and challenge.flags == PONG | AUTH
+               and len(challenge.payload) == 72, "not a challenge: %r" % challenge)
+        server_nonce, server_proof = challenge.payload[8:40], challenge.payload[40:72]
+        signed = nonce + server_nonce + self.sender + challenge.sender
+        expected = hmac.new(secret, SERVER_LABEL + signed, hashlib.sha256).digest()
+        expect(hmac.compare_digest(expected, server_proof), "the server's proof is wrong")
+        proof = hmac.new(secret, CLIENT_LABEL + signed, hashlib.sha256).digest()
+        mid = self.send(HEARTBEAT, payload=proof, flags=AUTH,
+                        correlation_id=challenge.message_id)
+        welcome = self._answer_to(mid, until)
+        expect(welcome.kind == HEARTBEAT and welcome.flags == PONG | AUTH,
+               "not welcomed: %r" % welcome)
+        self.server = challenge.sender
+        return challenge.sender
 
     def _recv(self, until):
         """One decoded frame before `until` (monotonic), or None at the deadline.
@@ -425,7 +470,7 @@ def expect_error(replies, mid, code, text=None):
     return frame
 
 
-def run_checks(endpoint, expect_instance, timeout):
+def run_checks(endpoint, expect_instance, timeout, secret=None):
     client = Client(endpoint, timeout)
     expected_sender = uuid.UUID(expect_instance).bytes if expect_instance else None
     results = []
@@ -627,7 +672,23 @@ def run_checks(endpoint, expect_instance, timeout):
         client.send(GOODBYE)
         return "%d pongs received along the way" % len(client.pongs)
 
+    def refused_before_authentication():
+        mid = client.send(REQUEST, "echo_bytes", b"x")
+        frame = client._answer_to(mid, time.monotonic() + timeout)
+        expect(frame.kind == ERROR and frame.error_code == REFUSED,
+               "expected Error Refused, got %r" % frame)
+        return "Request before the handshake: Error Refused (%s)" % frame.text()
+
+    def authenticate():
+        server = client.authenticate(secret)
+        if expected_sender is not None:
+            expect(server == expected_sender, "authenticated by the wrong instance")
+        return "HMAC-SHA256 proofs exchanged with %s" % uuid.UUID(bytes=server)
+
     try:
+        if secret is not None:
+            check("(00) before authenticating, a Request is refused", refused_before_authentication)
+            check("(01) authentication handshake, both proofs checked", authenticate)
         check("(0) heartbeat probe answered with PONG", handshake)
         check("(a) Request echo_bytes -> Response, same payload and correlation", echo_request)
         check("(b) Confirm echo_bytes -> Ack", confirm)
@@ -659,13 +720,17 @@ def main():
     parser.add_argument("--expect-instance", help="the server's instance id (UUID)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for any one reply (default 10)")
+    parser.add_argument("--secret", default=os.environ.get("AM_AUTH_SECRET") or None,
+                        help="authenticate with this shared secret first "
+                             "(default: $AM_AUTH_SECRET)")
     parser.add_argument("--self-test", metavar="WIRE_MD",
                         help="check the encoder against docs/wire.md, offline")
     args = parser.parse_args()
     if args.self_test:
         failed = self_test(args.self_test)
     elif args.endpoint and args.endpoint.startswith("tcp://"):
-        failed = run_checks(args.endpoint, args.expect_instance, args.timeout)
+        secret = args.secret.encode() if args.secret is not None else None
+        failed = run_checks(args.endpoint, args.expect_instance, args.timeout, secret)
     else:
         parser.error("give a tcp:// endpoint or --self-test PATH")
         return 2

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::auth::AuthSecret;
 use crate::error::{Error, Result};
 
 /// Default heartbeat interval.
@@ -76,6 +77,11 @@ pub struct ZmqConfig {
     /// own queue as linger). Default 5 s; the manager sets its shutdown
     /// timeout.
     pub drain_timeout: Duration,
+    /// Shared secret of the connection handshake (`docs/security.md`).
+    /// With one, every connection to our ROUTER must prove it knows it
+    /// before any of its frames reaches a handler, and every peer we dial
+    /// must prove it too. Default none: anyone reaching the port may call.
+    pub auth_secret: Option<AuthSecret>,
 }
 
 impl Default for ZmqConfig {
@@ -91,6 +97,7 @@ impl Default for ZmqConfig {
             spin: DEFAULT_SPIN,
             goodbye_linger: DEFAULT_GOODBYE_LINGER,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            auth_secret: None,
         }
     }
 }
@@ -159,6 +166,12 @@ impl ZmqConfig {
     /// Sets [`ZmqConfig::drain_timeout`].
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// Requires every connection, both ways, to prove it knows `secret`.
+    pub fn auth_secret(mut self, secret: AuthSecret) -> Self {
+        self.auth_secret = Some(secret);
         self
     }
 

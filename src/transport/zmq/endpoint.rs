@@ -19,6 +19,16 @@ fn is_wildcard(host: &str) -> bool {
     bare == "*" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified())
 }
 
+/// Whether a bound endpoint is reachable from this host only (a loopback
+/// address, or not TCP at all). Wildcards and real addresses are not.
+pub(crate) fn is_local_only(bound: &str) -> bool {
+    let Some((host, _)) = split_tcp(bound) else {
+        return true;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Formats a host for an endpoint, bracketing IPv6 literals.
 fn format_host(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -78,6 +88,16 @@ pub(crate) fn first_routable_ipv4() -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_binds_count_as_local() {
+        assert!(is_local_only("tcp://127.0.0.1:4000"));
+        assert!(is_local_only("tcp://[::1]:4000"));
+        assert!(is_local_only("ipc:///tmp/x"));
+        assert!(!is_local_only("tcp://0.0.0.0:4000"));
+        assert!(!is_local_only("tcp://[::]:4000"));
+        assert!(!is_local_only("tcp://10.1.2.3:4000"));
+    }
 
     #[test]
     fn concrete_hosts_are_kept_and_wildcards_replaced() {

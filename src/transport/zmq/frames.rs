@@ -55,6 +55,35 @@ impl Control {
         encode(header, "", &limit)
     }
 
+    /// The instance these frames come from.
+    pub(crate) fn local(&self) -> InstanceId {
+        self.local
+    }
+
+    /// The largest frame this end accepts (announced in handshakes).
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// A step of the authentication handshake (`docs/wire.md`, section 14):
+    /// a heartbeat with flag `AUTH` (and `PONG` from the server) answering
+    /// `to` (zero for the opening hello). Returns its id.
+    pub(crate) fn auth(
+        &mut self,
+        pong: bool,
+        to: MessageId,
+        payload: &[u8],
+    ) -> (MessageId, zmq::Message) {
+        let mut header = self.header(Kind::Heartbeat);
+        header.flags = if pong {
+            flags::PONG | flags::AUTH
+        } else {
+            flags::AUTH
+        };
+        header.correlation_id = to;
+        (header.message_id, encode(header, "", payload))
+    }
+
     /// A goodbye: we close this link.
     pub(crate) fn goodbye(&mut self) -> zmq::Message {
         let header = self.header(Kind::Goodbye);

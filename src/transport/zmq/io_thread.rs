@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::auth::AuthSecret;
 use super::config::ZmqConfig;
 use super::dealer::{Dealer, Teardown, Waiter, millis};
 use super::frames::Control;
+use super::gate::Gate;
 use super::link::{IoShared, Route, ZmqLink};
 use super::router::RouterSide;
 use crate::error::Error;
@@ -48,6 +50,8 @@ pub(crate) struct Settings {
     pub(crate) spin: Duration,
     pub(crate) goodbye_linger: Duration,
     pub(crate) drain_timeout: Duration,
+    /// The shared secret connections must prove they know, if any.
+    pub(crate) secret: Option<AuthSecret>,
 }
 
 impl Settings {
@@ -63,6 +67,7 @@ impl Settings {
             spin: config.spin,
             goodbye_linger: config.goodbye_linger,
             drain_timeout: config.drain_timeout,
+            secret: config.auth_secret.clone(),
         }
     }
 
@@ -132,6 +137,13 @@ impl IoThread {
     ) -> Self {
         let now = Instant::now();
         let control = Control::new(local, settings.max_frame);
+        // A client gets its connect timeout to finish a handshake it began.
+        let gate = settings.secret.clone().map(|secret| {
+            Gate::new(
+                secret,
+                settings.connect_timeout.max(settings.heartbeat_timeout),
+            )
+        });
         Self {
             env: Env {
                 ctx,
@@ -143,7 +155,7 @@ impl IoThread {
                 delivered: false,
                 next_link_id: 0,
             },
-            router: RouterSide::new(router),
+            router: RouterSide::new(router, gate),
             dealers: Vec::new(),
             commands,
             next_tick: now,

@@ -139,6 +139,8 @@ pub(crate) struct ZmqLink {
     max_frame: usize,
     /// Broken or closed: sends fail.
     closed: AtomicBool,
+    /// The connection authenticated with the shared secret.
+    trusted: AtomicBool,
     /// `close()` was called; the I/O thread says goodbye and tears down.
     pub(crate) close_requested: AtomicBool,
     /// Listed in `IoShared::dirty`; cleared by the I/O thread before draining.
@@ -165,12 +167,18 @@ impl ZmqLink {
             route,
             max_frame,
             closed: AtomicBool::new(false),
+            trusted: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             tx,
             io,
         });
         (link, rx)
+    }
+
+    /// Records whether the connection authenticated (before the link is handed out).
+    pub(crate) fn set_trusted(&self, trusted: bool) {
+        self.trusted.store(trusted, Ordering::Release);
     }
 
     /// Marks the link broken (the I/O thread, or `close`).
@@ -257,6 +265,10 @@ impl PeerLink for ZmqLink {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn is_trusted(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
     }
 
     fn close(&self) {

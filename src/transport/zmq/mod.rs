@@ -38,6 +38,17 @@
 //! caller's own outbound link, if it has one). Closing a link yourself
 //! (`close`, `shutdown`) does not call it either.
 //!
+//! # Authentication
+//! With [`ZmqConfig::auth_secret`], `connect` opens with a hello instead of
+//! a plain probe and both ends prove they know the secret (HMAC-SHA256 over
+//! both nonces and both instance ids; see `auth` and `docs/wire.md`,
+//! section 14). The ROUTER admits a *connection*, identified by the file
+//! descriptor and remote address libzmq attaches to its messages, not a
+//! routing id; until then its frames reach no handler (`gate`). Reverse links
+//! of admitted connections, and outbound links that authenticated the peer,
+//! are trusted ([`PeerLink::is_trusted`](crate::transport::PeerLink::is_trusted)).
+//! Binding beyond loopback without a secret logs a warning.
+//!
 //! # Latency
 //! Each direction of a round trip crosses two more threads than raw libzmq
 //! (the caller's task to the I/O thread, the I/O thread to the receiving
@@ -58,10 +69,13 @@
 //! `Error` frame (`ErrorCode::Codec`) when its header was readable and it
 //! expected a reply. The transport keeps serving everyone else.
 
+mod auth;
 mod config;
+mod conn;
 mod dealer;
 mod endpoint;
 mod frames;
+mod gate;
 mod io_thread;
 mod link;
 mod monitor;
@@ -73,6 +87,7 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use self::auth::AuthSecret;
 pub use self::config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOODBYE_LINGER,
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_MISSES, DEFAULT_HIGH_WATER_MARK,
@@ -162,6 +177,14 @@ impl ZmqTransport {
                 let _ = done_tx.send(true);
             })?;
         tracing::info!(%local, bound, advertised, "zmq transport listening");
+        if config.auth_secret.is_none() && !endpoint::is_local_only(&bound) {
+            tracing::warn!(
+                bound,
+                "zmq: listening beyond loopback without an authentication secret: anyone \
+                 who reaches this port can call every handler (set AM_AUTH_SECRET or \
+                 auth_secret; the traffic stays plaintext, see docs/security.md)"
+            );
+        }
         Ok(Arc::new(Self {
             local,
             bound,

@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::frames::{announced_limit, expects_reply};
+mod handshake;
+
+use super::auth::ClientAuth;
+use super::frames::expects_reply;
 use super::io_thread::Env;
-use super::link::{Route, ZmqLink};
+use super::link::ZmqLink;
 use super::monitor::{self, MonitorEvent, Monitored};
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
@@ -35,6 +38,8 @@ enum State {
         deadline: Instant,
         probe: MessageId,
         waiters: Vec<Waiter>,
+        /// Our side of the authentication handshake, with a secret.
+        auth: Option<ClientAuth>,
     },
     /// Handshake done; frames flow.
     Up {
@@ -99,7 +104,14 @@ impl Dealer {
         socket
             .connect(endpoint)
             .map_err(|err| Error::transport(format!("connect to {endpoint:?}: {err}")))?;
-        let (probe, msg) = env.control.probe();
+        // With a secret the opening probe is a hello (`auth::ClientAuth`).
+        let (auth, (probe, msg)) = match &env.settings.secret {
+            Some(_) => {
+                let (auth, hello) = ClientAuth::start(&mut env.control)?;
+                (Some(auth), hello)
+            }
+            None => (None, env.control.probe()),
+        };
         socket
             .send(msg, zmq::DONTWAIT)
             .map_err(zmq_err("zmq send probe"))?;
@@ -113,6 +125,7 @@ impl Dealer {
                 deadline: now + env.settings.connect_timeout,
                 probe,
                 waiters: Vec::new(),
+                auth,
             },
             last_rx: now,
             last_tx: now,
@@ -275,6 +288,20 @@ impl Dealer {
     fn on_frame(&mut self, env: &mut Env, frame: &FrameRef<'_>) -> Option<Teardown> {
         let header = &frame.header;
         match (&self.state, header.kind) {
+            (State::Connecting { probe, auth, .. }, Kind::Error)
+                if header.correlation_id == *probe
+                    || auth
+                        .as_ref()
+                        .is_some_and(|a| a.proof_id == Some(header.correlation_id)) =>
+            {
+                // The peer refused our handshake (it wants a secret we lack or
+                // do not share).
+                let why = String::from_utf8_lossy(frame.payload);
+                return Some(Teardown::Failed(Error::Refused(format!(
+                    "{} at {}: {why}",
+                    self.peer, self.endpoint
+                ))));
+            }
             (_, kind) if kind.is_reply() => {
                 env.inbox.events.on_reply(header, frame.payload);
                 env.delivered = true;
@@ -306,49 +333,6 @@ impl Dealer {
                 }
             }
         }
-        None
-    }
-
-    fn handshake(&mut self, env: &mut Env, frame: &FrameRef<'_>) -> Option<Teardown> {
-        let State::Connecting { probe, .. } = &self.state else {
-            return None;
-        };
-        if frame.header.correlation_id != *probe && frame.header.correlation_id.0 != 0 {
-            return None;
-        }
-        if frame.header.sender != self.peer {
-            tracing::warn!(
-                expected = %self.peer,
-                found = %frame.header.sender,
-                endpoint = %self.endpoint,
-                "zmq: another instance answers at this endpoint"
-            );
-            return Some(Teardown::Failed(Error::PeerLost(self.peer)));
-        }
-        let limit = announced_limit(frame.payload).map_or(env.settings.max_frame, |theirs| {
-            theirs.min(env.settings.max_frame)
-        });
-        let (link, queue) = ZmqLink::new(
-            self.link_id,
-            self.peer,
-            Route::Outbound,
-            limit,
-            env.settings.send_queue,
-            Arc::clone(&env.shared),
-        );
-        let old = std::mem::replace(
-            &mut self.state,
-            State::Up {
-                link: Arc::clone(&link),
-                queue,
-            },
-        );
-        if let State::Connecting { waiters, .. } = old {
-            for waiter in waiters {
-                let _ = waiter.send(Ok(Arc::clone(&link) as BoxedLink));
-            }
-        }
-        tracing::debug!(peer = %self.peer, endpoint = %self.endpoint, "zmq: link up");
         None
     }
 
@@ -443,6 +427,7 @@ fn clone_err(err: &Error) -> Error {
         Error::PeerLost(peer) => Error::PeerLost(*peer),
         Error::Timeout(after) => Error::Timeout(*after),
         Error::ShuttingDown => Error::ShuttingDown,
+        Error::Refused(why) => Error::Refused(why.clone()),
         other => Error::transport(other.to_string()),
     }
 }

@@ -13,12 +13,16 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::dealer::{millis, skip_rest};
+mod send;
+
+use self::send::{RouteError, route};
+use super::conn::{ConnRef, RawMsg};
 use super::frames::{announced_limit, expects_reply};
+use super::gate::{Admission, Gate, Screen};
 use super::io_thread::Env;
 use super::link::{Route, ZmqLink};
 use crate::ids::{InstanceId, MessageId};
-use crate::transport::{BoxedLink, Inbound, OutFrame, PeerLink};
+use crate::transport::{BoxedLink, Inbound, OutFrame};
 use crate::wire::{self, ErrorCode, FrameRef, Header, Kind, ProtocolError, flags};
 
 /// One client that called us, keyed by its routing id.
@@ -32,14 +36,6 @@ struct Client {
     last_sent: Instant,
 }
 
-/// Why a send through the ROUTER did not happen.
-enum RouteError {
-    /// The client's pipe is full: try again later (the message is returned).
-    Full(zmq::Message),
-    /// The client is gone (unroutable or the socket failed).
-    Gone,
-}
-
 /// A message whose multipart shape was wrong: size of the first part, size
 /// of the rest, and the first part's header if it was readable.
 type BadShape = (usize, usize, Option<Header>);
@@ -48,24 +44,27 @@ type BadShape = (usize, usize, Option<Header>);
 pub(crate) struct RouterSide {
     pub(crate) socket: zmq::Socket,
     clients: HashMap<Box<[u8]>, Client>,
+    /// Authentication, when a secret is configured.
+    gate: Option<Gate>,
     /// An invocation the inbox had no room for; while set the ROUTER is not read.
     pending: Option<Inbound>,
     /// Clients with a blocked reply (retried on a short timer).
     blocked: usize,
     identity: zmq::Message,
-    body: zmq::Message,
+    body: RawMsg,
 }
 
 impl RouterSide {
     /// Wraps the bound ROUTER.
-    pub(crate) fn new(socket: zmq::Socket) -> Self {
+    pub(crate) fn new(socket: zmq::Socket, gate: Option<Gate>) -> Self {
         Self {
             socket,
             clients: HashMap::new(),
+            gate,
             pending: None,
             blocked: 0,
             identity: zmq::Message::new(),
-            body: zmq::Message::new(),
+            body: RawMsg::new(),
         }
     }
 
@@ -90,22 +89,26 @@ impl RouterSide {
             if !self.identity.get_more() {
                 continue; // A ROUTER always prefixes the routing id; nothing to answer.
             }
-            if self.socket.recv(&mut self.body, zmq::DONTWAIT).is_err() {
+            // The body, not the routing id, always carries the connection's
+            // properties (libzmq's `router_t::xhas_in` prefetches ids without).
+            if self.body.recv(&mut self.socket, zmq::DONTWAIT).is_err() {
                 break;
             }
-            let shape = if self.body.get_more() {
-                let first = self.body.len();
+            let shape = if self.body.more() {
+                let first = self.body.bytes().len();
                 // Keep what the header says (for an answer) before skipping the rest.
-                let header = wire::decode_header(&self.body).ok();
-                let rest = skip_rest(&self.socket, &mut self.body);
+                let header = wire::decode_header(self.body.bytes()).ok();
+                let mut scratch = zmq::Message::new();
+                let rest = skip_more(&self.socket, &mut scratch);
                 Some((first, rest, header))
             } else {
                 None
             };
             // Lend the buffers out so handling may borrow `self` mutably.
             let identity = std::mem::replace(&mut self.identity, zmq::Message::new());
-            let body = std::mem::replace(&mut self.body, zmq::Message::new());
-            self.on_message(env, now, &identity, &body, shape);
+            let body = std::mem::replace(&mut self.body, RawMsg::new());
+            let conn = self.gate.as_ref().and_then(|_| body.conn());
+            self.on_message(env, now, (&identity, conn), body.bytes(), shape);
             self.identity = identity;
             self.body = body;
         }
@@ -115,7 +118,7 @@ impl RouterSide {
         &mut self,
         env: &mut Env,
         now: Instant,
-        identity: &[u8],
+        (identity, conn): (&[u8], Option<ConnRef<'_>>),
         body: &[u8],
         shape: Option<BadShape>,
     ) {
@@ -145,7 +148,16 @@ impl RouterSide {
                 return;
             }
         };
-        let link = self.client(env, identity, &frame, now);
+        let link = match self.admission(identity, conn, now) {
+            None => self.client(env, identity, &frame, now),
+            Some(Admission::Admitted { peer, limit }) => {
+                self.authenticated_client(env, identity, peer, limit, now)
+            }
+            Some(Admission::Unknown) => {
+                self.screen(env, now, identity, conn, &frame);
+                return;
+            }
+        };
         let header = frame.header;
         match header.kind {
             // Cancels never wait behind the concurrency limit.
@@ -163,6 +175,9 @@ impl RouterSide {
             Kind::Goodbye => {
                 tracing::debug!(peer = %header.sender, "zmq: client said goodbye");
                 self.drop_client(identity, "goodbye");
+                if let Some(gate) = &mut self.gate {
+                    gate.forget(identity);
+                }
             }
             Kind::Ack | Kind::Response | Kind::Error | Kind::Receipt => {
                 env.inbox.events.on_reply(&header, frame.payload);
@@ -188,6 +203,39 @@ impl RouterSide {
         let theirs = (frame.header.kind == Kind::Heartbeat)
             .then(|| announced_limit(frame.payload))
             .flatten();
+        self.insert_client(env, identity, peer, theirs, false, now)
+    }
+
+    /// The reverse link of an authenticated connection (made again after the
+    /// client was forgotten for silence: its connection stays admitted).
+    fn authenticated_client(
+        &mut self,
+        env: &mut Env,
+        identity: &[u8],
+        peer: InstanceId,
+        limit: usize,
+        now: Instant,
+    ) -> Arc<ZmqLink> {
+        match self.clients.get_mut(identity) {
+            Some(client) => {
+                client.last_seen = now;
+                Arc::clone(&client.link)
+            }
+            None => self.insert_client(env, identity, peer, Some(limit), true, now),
+        }
+    }
+
+    /// Makes the reverse link of a new client (trusted when its connection
+    /// authenticated).
+    fn insert_client(
+        &mut self,
+        env: &mut Env,
+        identity: &[u8],
+        peer: InstanceId,
+        theirs: Option<usize>,
+        trusted: bool,
+        now: Instant,
+    ) -> Arc<ZmqLink> {
         let limit = theirs.map_or(env.settings.max_frame, |l| l.min(env.settings.max_frame));
         let (link, queue) = ZmqLink::new(
             env.new_link_id(),
@@ -197,7 +245,8 @@ impl RouterSide {
             env.settings.send_queue,
             Arc::clone(&env.shared),
         );
-        tracing::debug!(%peer, "zmq: new client");
+        link.set_trusted(trusted);
+        tracing::debug!(%peer, authenticated = trusted, "zmq: new client");
         self.clients.insert(
             identity.into(),
             Client {
@@ -209,6 +258,59 @@ impl RouterSide {
             },
         );
         link
+    }
+
+    /// With a secret, whether the frame's connection is admitted. A routing
+    /// id that authenticated on another connection (a handover, or a
+    /// stranger presenting it) loses its reverse link and must authenticate
+    /// again. `None` without a secret.
+    fn admission(
+        &mut self,
+        identity: &[u8],
+        conn: Option<ConnRef<'_>>,
+        now: Instant,
+    ) -> Option<Admission> {
+        let (admission, replaced) = self.gate.as_mut()?.check(identity, conn, now);
+        if replaced {
+            self.drop_client(identity, "routing id on another connection");
+        }
+        Some(admission)
+    }
+
+    /// Handles a frame from a connection that has not authenticated.
+    fn screen(
+        &mut self,
+        env: &mut Env,
+        now: Instant,
+        identity: &[u8],
+        conn: Option<ConnRef<'_>>,
+        frame: &FrameRef<'_>,
+    ) {
+        let Some(gate) = self.gate.as_mut() else {
+            return;
+        };
+        match gate.screen(&mut env.control, identity, conn, frame, now) {
+            Screen::Reply(msg) => self.send_control(identity, msg, now),
+            Screen::Admit {
+                peer,
+                limit,
+                welcome,
+            } => {
+                // A reverse link from before (same routing id) was not trusted.
+                self.drop_client(identity, "authenticated anew");
+                self.insert_client(env, identity, peer, Some(limit), true, now);
+                self.send_control(identity, welcome, now);
+            }
+            Screen::Refuse(answer) => {
+                let sender = frame.header.sender;
+                tracing::debug!(%sender, kind = ?frame.header.kind, "zmq: frame from an unauthenticated connection refused");
+                env.inbox.events.on_refused(Some(sender));
+                if let Some(answer) = answer {
+                    self.send_control(identity, answer, now);
+                }
+            }
+            Screen::Ignore => {}
+        }
     }
 
     fn deliver(&mut self, env: &mut Env, inbound: Inbound) {
@@ -249,89 +351,6 @@ impl RouterSide {
         }
     }
 
-    /// Sends a control frame to a known or unknown client (dropped when its
-    /// pipe is full; a known client that is gone is forgotten).
-    fn send_control(&mut self, identity: &[u8], msg: zmq::Message, now: Instant) {
-        match route(&self.socket, identity, msg) {
-            Ok(()) => {
-                if let Some(client) = self.clients.get_mut(identity) {
-                    client.last_sent = now;
-                }
-            }
-            Err(RouteError::Full(_)) => {}
-            Err(RouteError::Gone) => self.drop_client(identity, "unroutable"),
-        }
-    }
-
-    /// A reverse link has queued replies or a close request.
-    pub(crate) fn on_dirty(&mut self, env: &mut Env, link: &ZmqLink, now: Instant) {
-        let Route::Reverse(identity) = &link.route else {
-            return;
-        };
-        if self
-            .clients
-            .get(&**identity)
-            .is_none_or(|c| c.link.id != link.id)
-        {
-            return; // Already dropped; its queue went with it.
-        }
-        self.flush(identity, now);
-        if link
-            .close_requested
-            .load(std::sync::atomic::Ordering::Acquire)
-            && self.clients.contains_key(&**identity)
-        {
-            let _ = route(&self.socket, identity, env.control.goodbye());
-            self.drop_client(identity, "closed locally");
-        }
-    }
-
-    /// Moves a client's queued replies into the ROUTER while it has room.
-    fn flush(&mut self, identity: &[u8], now: Instant) {
-        let Some(client) = self.clients.get_mut(identity) else {
-            return;
-        };
-        let was_blocked = client.blocked.is_some();
-        let mut gone = false;
-        while let Some(msg) = client
-            .blocked
-            .take()
-            .or_else(|| client.queue.try_recv().ok())
-        {
-            match route(&self.socket, identity, msg) {
-                Ok(()) => client.last_sent = now,
-                Err(RouteError::Full(msg)) => {
-                    client.blocked = Some(msg);
-                    break;
-                }
-                Err(RouteError::Gone) => {
-                    gone = true;
-                    break;
-                }
-            }
-        }
-        match (was_blocked, client.blocked.is_some()) {
-            (false, true) => self.blocked += 1,
-            (true, false) => self.blocked -= 1,
-            _ => {}
-        }
-        if gone {
-            self.drop_client(identity, "unroutable");
-        }
-    }
-
-    /// Forgets a client and closes its reverse link (no `on_link_lost`).
-    fn drop_client(&mut self, identity: &[u8], why: &str) {
-        if let Some(mut client) = self.clients.remove(identity) {
-            if client.blocked.take().is_some() {
-                self.blocked -= 1;
-            }
-            client.link.mark_closed();
-            client.queue.close();
-            tracing::debug!(peer = %client.link.peer(), why, "zmq: client dropped");
-        }
-    }
-
     /// Does not count `paused` (time the I/O thread did not run) as silence.
     pub(crate) fn excuse(&mut self, paused: Duration, now: Instant) {
         for client in self.clients.values_mut() {
@@ -344,6 +363,9 @@ impl RouterSide {
     /// stall on a full inbox); then drops clients silent past the timeout,
     /// except while we stall (their frames then wait unread in the socket).
     pub(crate) fn tick(&mut self, env: &mut Env, now: Instant) {
+        if let Some(gate) = &mut self.gate {
+            gate.expire(now);
+        }
         let interval = env.settings.heartbeat_interval;
         let mut gone = Vec::new();
         for (identity, client) in &mut self.clients {
@@ -369,19 +391,6 @@ impl RouterSide {
             self.drop_client(&identity, "silent or unroutable");
         }
     }
-
-    /// Shutdown: flush what fits, say goodbye to every client, close them all.
-    pub(crate) fn finish(&mut self, env: &mut Env) {
-        self.pending = None;
-        let now = Instant::now();
-        let identities: Vec<Box<[u8]>> = self.clients.keys().cloned().collect();
-        for identity in identities {
-            self.flush(&identity, now);
-            let _ = route(&self.socket, &identity, env.control.goodbye());
-            self.drop_client(&identity, "shutdown");
-        }
-        let _ = self.socket.set_linger(millis(env.settings.goodbye_linger));
-    }
 }
 
 /// Answers an invocation the dispatcher can no longer take (its inbox is
@@ -405,19 +414,19 @@ fn instance_of(identity: &[u8]) -> Option<InstanceId> {
     Some(InstanceId::from_bytes(bytes))
 }
 
-/// Sends `msg` to the client `identity` without blocking.
-fn route(socket: &zmq::Socket, identity: &[u8], msg: zmq::Message) -> Result<(), RouteError> {
-    // With ROUTER_MANDATORY the routing-id part fails (EAGAIN: full,
-    // EHOSTUNREACH: unknown) before anything is queued, so `msg` is kept.
-    match socket.send(identity, zmq::SNDMORE | zmq::DONTWAIT) {
-        Ok(()) => {}
-        Err(zmq::Error::EAGAIN) => return Err(RouteError::Full(msg)),
-        Err(_) => return Err(RouteError::Gone),
+/// Reads and drops the parts that follow a part flagged "more"; returns
+/// their total size.
+fn skip_more(socket: &zmq::Socket, scratch: &mut zmq::Message) -> usize {
+    let mut extra = 0;
+    loop {
+        if socket.recv(scratch, zmq::DONTWAIT).is_err() {
+            return extra;
+        }
+        extra += scratch.len();
+        if !scratch.get_more() {
+            return extra;
+        }
     }
-    socket.send(msg, zmq::DONTWAIT).map_err(|err| {
-        tracing::warn!(%err, "zmq: router send failed after the routing id");
-        RouteError::Gone
-    })
 }
 
 /// Hands a Cancel straight to the dispatcher; false when there is none (it
