@@ -1,4 +1,5 @@
-//! `ActiveMessageManagerBuilder`: endpoints, limits, lifecycle settings.
+//! `ActiveMessageManagerBuilder`: endpoints, limits, lifecycle settings,
+//! and the transports a user plugs in.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -22,7 +23,10 @@ use crate::stats::Counters;
 use crate::transport::local::{self, LocalTransport};
 use crate::transport::shm::{self, ShmConfig, ShmTransport};
 use crate::transport::zmq::{ZmqConfig, ZmqTransport};
-use crate::transport::{BoxedTransport, Inbox, InlineDispatch, InlineSlot, TransportKind};
+use crate::transport::{
+    BoxedTransport, Inbox, InlineDispatch, InlineSlot, SharedFactory, TransportFactory,
+    TransportKind,
+};
 use crate::{WaitPolicy, system, wire};
 
 /// Configures and starts an [`ActiveMessageManager`].
@@ -40,7 +44,12 @@ pub struct ActiveMessageManagerBuilder {
     shm: bool,
     shm_config: ShmConfig,
     transport_policy: TransportPolicy,
+    custom: Vec<SharedFactory>,
 }
+
+/// Scheme of an endpoint that binds the shared-memory transport with the
+/// rendezvous directory taken from the path (`ipc:///run/app`).
+pub(crate) const IPC_SCHEME: &str = "ipc://";
 
 impl Default for ActiveMessageManagerBuilder {
     fn default() -> Self {
@@ -57,6 +66,7 @@ impl Default for ActiveMessageManagerBuilder {
             shm: cfg!(target_os = "linux"),
             shm_config: ShmConfig::default(),
             transport_policy: TransportPolicy::Auto,
+            custom: Vec::new(),
         }
     }
 }
@@ -72,6 +82,15 @@ impl ActiveMessageManagerBuilder {
     /// in-process manager, or `shm://` for shared memory without TCP. The
     /// shared-memory transport is bound beside `tcp://` and `local://` too
     /// unless [`shm(false)`](Self::shm). Required.
+    ///
+    /// `ipc://<dir>` (as the seed's `ipc:///...` endpoints) also means shared
+    /// memory without TCP, with `<dir>` (absolute) as the rendezvous directory
+    /// (created with mode 0700, see [`shm_dir`](Self::shm_dir)); a bare `ipc://`
+    /// uses the default directory. It maps to shared memory rather than to a
+    /// socket transport because shared memory is this crate's local path: the
+    /// same rendezvous socket, peer-credential check and peer-loss detection,
+    /// with messages in rings instead of copied through the kernel. The peer
+    /// info advertises the resulting `shm://` endpoint.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
@@ -175,6 +194,18 @@ impl ActiveMessageManagerBuilder {
         self
     }
 
+    /// Plugs in a transport of your own, bound by `factory` during
+    /// [`build`](Self::build) with the manager's instance id and inbox (see
+    /// [`crate::transport`] for the contract, `docs/writing-a-transport.md`
+    /// for a walk-through). Its kind's scheme must be unique on this manager.
+    /// Its endpoint is advertised in [`PeerInfo::extra_endpoints`], in the
+    /// order transports were added, and `connect_to_peer` prefers it to TCP
+    /// (after shared memory on the same host) under [`TransportPolicy::Auto`].
+    pub fn transport(mut self, factory: impl TransportFactory) -> Self {
+        self.custom.push(SharedFactory(Arc::new(factory)));
+        self
+    }
+
     fn validate(&self) -> Result<&str> {
         let endpoint = self
             .endpoint
@@ -189,13 +220,41 @@ impl ActiveMessageManagerBuilder {
             return Err(Error::Config("heartbeat interval must be positive".into()));
         }
         if self.shm {
-            self.shm_config.validate()?;
-        } else if endpoint == shm::SCHEME || self.transport_policy == TransportPolicy::ShmOnly {
+            self.effective_shm_config(endpoint)?.validate()?;
+        } else if endpoint == shm::SCHEME
+            || endpoint.starts_with(IPC_SCHEME)
+            || self.transport_policy == TransportPolicy::ShmOnly
+        {
             return Err(Error::Config(
                 "shared memory is disabled (shm(false)) but the endpoint or policy needs it".into(),
             ));
         }
         Ok(endpoint)
+    }
+
+    /// The shared-memory settings, with the rendezvous directory of an
+    /// `ipc://<dir>` endpoint applied.
+    fn effective_shm_config(&self, endpoint: &str) -> Result<ShmConfig> {
+        let Some(path) = endpoint.strip_prefix(IPC_SCHEME) else {
+            return Ok(self.shm_config.clone());
+        };
+        if path.is_empty() {
+            return Ok(self.shm_config.clone());
+        }
+        let dir = std::path::Path::new(path);
+        if !dir.is_absolute() {
+            return Err(Error::Config(format!(
+                "{endpoint:?}: the ipc:// path must be absolute (ipc:///run/app)"
+            )));
+        }
+        let configured = self.shm_config.dir();
+        if configured != ShmConfig::default_dir() && configured != dir {
+            return Err(Error::Config(format!(
+                "{endpoint:?} names another rendezvous directory than shm_dir({})",
+                configured.display()
+            )));
+        }
+        Ok(self.shm_config.clone().with_dir(dir))
     }
 
     /// Binds the endpoints, starts the dispatcher and registers the system handlers.
@@ -217,20 +276,14 @@ impl ActiveMessageManagerBuilder {
             inline: Arc::new(InlineSlot::default()),
             max_frame: wire::frame_len(MAX_HANDLER_NAME, self.max_message_bytes),
         };
-        let transports = self.bind_transports(&endpoint, instance_id, &inbox)?;
-        let endpoint_of = |kind| {
-            transports
-                .iter()
-                .find(|t: &&BoxedTransport| t.kind() == kind)
-                .and_then(|t| t.local_endpoint())
-        };
-        let peer_info = PeerInfo {
-            instance_id,
-            tcp_endpoint: endpoint_of(TransportKind::Tcp),
-            shm_endpoint: endpoint_of(TransportKind::Shm),
-            local_endpoint: endpoint_of(TransportKind::Local),
-            host_id: host_id(),
-        };
+        let mut transports = self.bind_transports(&endpoint, instance_id, &inbox)?;
+        if let Err(err) = self.bind_custom(instance_id, &inbox, &mut transports) {
+            for transport in &transports {
+                transport.shutdown().await;
+            }
+            return Err(err);
+        }
+        let peer_info = advertise(instance_id, &transports);
         let client = Arc::new(NetworkClient {
             instance_id,
             peer_info,
@@ -280,20 +333,80 @@ impl ActiveMessageManagerBuilder {
         id: InstanceId,
         inbox: &Inbox,
     ) -> Result<Vec<BoxedTransport>> {
-        let mut transports: Vec<BoxedTransport> = Vec::with_capacity(3);
+        let mut transports: Vec<BoxedTransport> = Vec::with_capacity(3 + self.custom.len());
         if endpoint.starts_with("tcp://") {
             let config = ZmqConfig::new(endpoint).heartbeat_interval(self.heartbeat_interval);
             transports.push(ZmqTransport::bind(config, id, inbox.clone())?);
-        } else if endpoint != local::SCHEME && endpoint != shm::SCHEME {
+        } else if endpoint != local::SCHEME
+            && endpoint != shm::SCHEME
+            && !endpoint.starts_with(IPC_SCHEME)
+        {
             return Err(Error::Config(format!(
-                "unsupported endpoint {endpoint:?}: use tcp://host:port, local:// or shm://"
+                "unsupported endpoint {endpoint:?}: use tcp://host:port, local://, shm:// or ipc://<dir>"
             )));
         }
         if self.shm {
-            let config = self.shm_config.clone();
+            let config = self.effective_shm_config(endpoint)?;
             transports.push(ShmTransport::bind(config, id, inbox.clone())?);
         }
         transports.push(LocalTransport::bind(id, inbox.clone()));
         Ok(transports)
+    }
+
+    /// Binds the user's transports after the built-in ones; each joins
+    /// `transports` before it is checked, so the caller shuts it down on error.
+    fn bind_custom(
+        &self,
+        id: InstanceId,
+        inbox: &Inbox,
+        transports: &mut Vec<BoxedTransport>,
+    ) -> Result<()> {
+        for factory in &self.custom {
+            let transport = factory.0.bind(id, inbox.clone())?;
+            let kind = transport.kind();
+            let endpoint = transport.local_endpoint();
+            let taken = transports.iter().any(|t| t.kind() == kind);
+            transports.push(transport);
+            if !TransportKind::is_valid_scheme(kind.scheme()) {
+                return Err(Error::Config(format!(
+                    "transport scheme {:?} is not a valid URI scheme",
+                    kind.scheme()
+                )));
+            }
+            if taken {
+                return Err(Error::Config(format!(
+                    "two transports serve the scheme {kind}://"
+                )));
+            }
+            if let Some(endpoint) = endpoint.filter(|e| !kind.serves(e)) {
+                return Err(Error::Config(format!(
+                    "the {kind} transport advertises {endpoint:?}, not a {kind}:// endpoint"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What this manager advertises: each built-in transport's endpoint in its
+/// own field, the plugged-in ones' in registration order.
+fn advertise(instance_id: InstanceId, transports: &[BoxedTransport]) -> PeerInfo {
+    let endpoint_of = |kind: TransportKind| {
+        transports
+            .iter()
+            .find(|t| t.kind() == kind)
+            .and_then(|t| t.local_endpoint())
+    };
+    PeerInfo {
+        instance_id,
+        tcp_endpoint: endpoint_of(TransportKind::Tcp),
+        shm_endpoint: endpoint_of(TransportKind::Shm),
+        local_endpoint: endpoint_of(TransportKind::Local),
+        host_id: host_id(),
+        extra_endpoints: transports
+            .iter()
+            .filter(|t| matches!(t.kind(), TransportKind::Custom(_)))
+            .filter_map(|t| t.local_endpoint())
+            .collect(),
     }
 }
