@@ -480,4 +480,5 @@ conformance! {
     local: Flavor::Local;
     tcp: Flavor::Tcp;
     shm: Flavor::Shm;
+    uds: Flavor::Uds;
 }

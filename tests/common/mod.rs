@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 pub mod process;
+/// The example Unix-domain-socket transport, shared with `examples/uds_transport`.
+#[path = "../../examples/uds_transport/transport.rs"]
+pub mod uds;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,6 +22,8 @@ pub enum Flavor {
     Tcp,
     /// Shared-memory rings.
     Shm,
+    /// The example Unix-domain-socket transport, plugged in through the public API.
+    Uds,
 }
 
 /// A builder for `flavor` with short, test-friendly budgets.
@@ -34,7 +39,17 @@ pub fn builder(flavor: Flavor) -> ActiveMessageManagerBuilder {
         Flavor::Shm => base
             .endpoint("local://")
             .transport_policy(TransportPolicy::ShmOnly),
+        // Without shared memory, the plugged-in transport ranks first.
+        Flavor::Uds => base
+            .endpoint("local://")
+            .shm(false)
+            .transport(uds::UdsTransport::factory(uds_socket_path())),
     }
+}
+
+/// A fresh socket path for the example UDS transport.
+pub fn uds_socket_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("am-uds-{}.sock", uuid::Uuid::new_v4()))
 }
 
 /// A client manager connected to a server manager that runs the demo handlers.
