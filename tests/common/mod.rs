@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use active_message::{
-    ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId, TransportPolicy,
+    ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId, TransportKind, TransportPolicy,
 };
 
 /// Which transport a test runs over.
@@ -24,6 +24,18 @@ pub enum Flavor {
     Shm,
     /// The example Unix-domain-socket transport, plugged in through the public API.
     Uds,
+}
+
+impl Flavor {
+    /// The transport that carries this flavor's links.
+    pub fn kind(self) -> TransportKind {
+        match self {
+            Self::Local => TransportKind::Local,
+            Self::Tcp => TransportKind::Tcp,
+            Self::Shm => TransportKind::Shm,
+            Self::Uds => TransportKind::custom(uds::SCHEME),
+        }
+    }
 }
 
 /// A builder for `flavor` with short, test-friendly budgets.
@@ -88,6 +100,10 @@ pub async fn pair_with(
         .connect_to_peer(server.peer_info().await)
         .await
         .unwrap();
+    // The suite runs over the transport it names, never over a fallback.
+    let peers = client.stats().peers;
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].transport, flavor.kind(), "{flavor:?}");
     Pair { client, server }
 }
 
