@@ -3,7 +3,7 @@
 
 pub mod process;
 /// The example Unix-domain-socket transport, shared with `examples/uds_transport`.
-#[path = "../../examples/uds_transport/transport.rs"]
+#[path = "../../examples/uds_transport/transport/mod.rs"]
 pub mod uds;
 
 use std::future::Future;
