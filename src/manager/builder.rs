@@ -10,23 +10,19 @@ use tokio::sync::{OnceCell, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod binding;
+
 use super::events::RuntimeEvents;
 use super::{ActiveMessageManager, ManagerInner};
 use crate::client::{ClientLimits, NetworkClient, TransportPolicy};
 use crate::error::{Error, Result};
 use crate::handler::registry::HandlerRegistry;
 use crate::ids::{InstanceId, MAX_HANDLER_NAME, MessageIdGen};
-use crate::peer::{PeerInfo, host_id};
 use crate::runtime::dispatcher::Dispatcher;
 use crate::runtime::pending::PendingTable;
 use crate::stats::Counters;
-use crate::transport::local::{self, LocalTransport};
-use crate::transport::shm::{self, ShmConfig, ShmTransport};
-use crate::transport::zmq::{ZmqConfig, ZmqTransport};
-use crate::transport::{
-    BoxedTransport, Inbox, InlineDispatch, InlineSlot, SharedFactory, TransportFactory,
-    TransportKind,
-};
+use crate::transport::shm::{self, ShmConfig};
+use crate::transport::{Inbox, InlineDispatch, InlineSlot, SharedFactory, TransportFactory};
 use crate::{WaitPolicy, system, wire};
 
 /// Configures and starts an [`ActiveMessageManager`].
@@ -46,10 +42,6 @@ pub struct ActiveMessageManagerBuilder {
     transport_policy: TransportPolicy,
     custom: Vec<SharedFactory>,
 }
-
-/// Scheme of an endpoint that binds the shared-memory transport with the
-/// rendezvous directory taken from the path (`ipc:///run/app`).
-pub(crate) const IPC_SCHEME: &str = "ipc://";
 
 impl Default for ActiveMessageManagerBuilder {
     fn default() -> Self {
@@ -198,7 +190,8 @@ impl ActiveMessageManagerBuilder {
     /// [`build`](Self::build) with the manager's instance id and inbox (see
     /// [`crate::transport`] for the contract, `docs/writing-a-transport.md`
     /// for a walk-through). Its kind's scheme must be unique on this manager.
-    /// Its endpoint is advertised in [`PeerInfo::extra_endpoints`], in the
+    /// Its endpoint is advertised in
+    /// [`PeerInfo::extra_endpoints`](crate::PeerInfo::extra_endpoints), in the
     /// order transports were added, and `connect_to_peer` prefers it to TCP
     /// (after shared memory on the same host) under [`TransportPolicy::Auto`].
     pub fn transport(mut self, factory: impl TransportFactory) -> Self {
@@ -222,7 +215,7 @@ impl ActiveMessageManagerBuilder {
         if self.shm {
             self.effective_shm_config(endpoint)?.validate()?;
         } else if endpoint == shm::SCHEME
-            || endpoint.starts_with(IPC_SCHEME)
+            || endpoint.starts_with(binding::IPC_SCHEME)
             || self.transport_policy == TransportPolicy::ShmOnly
         {
             return Err(Error::Config(
@@ -230,31 +223,6 @@ impl ActiveMessageManagerBuilder {
             ));
         }
         Ok(endpoint)
-    }
-
-    /// The shared-memory settings, with the rendezvous directory of an
-    /// `ipc://<dir>` endpoint applied.
-    fn effective_shm_config(&self, endpoint: &str) -> Result<ShmConfig> {
-        let Some(path) = endpoint.strip_prefix(IPC_SCHEME) else {
-            return Ok(self.shm_config.clone());
-        };
-        if path.is_empty() {
-            return Ok(self.shm_config.clone());
-        }
-        let dir = std::path::Path::new(path);
-        if !dir.is_absolute() {
-            return Err(Error::Config(format!(
-                "{endpoint:?}: the ipc:// path must be absolute (ipc:///run/app)"
-            )));
-        }
-        let configured = self.shm_config.dir();
-        if configured != ShmConfig::default_dir() && configured != dir {
-            return Err(Error::Config(format!(
-                "{endpoint:?} names another rendezvous directory than shm_dir({})",
-                configured.display()
-            )));
-        }
-        Ok(self.shm_config.clone().with_dir(dir))
     }
 
     /// Binds the endpoints, starts the dispatcher and registers the system handlers.
@@ -283,7 +251,7 @@ impl ActiveMessageManagerBuilder {
             }
             return Err(err);
         }
-        let peer_info = advertise(instance_id, &transports);
+        let peer_info = binding::advertise(instance_id, &transports);
         let client = Arc::new(NetworkClient {
             instance_id,
             peer_info,
@@ -325,88 +293,5 @@ impl ActiveMessageManagerBuilder {
         tokio::spawn(dispatcher.run(inbox_rx, inner.dispatcher_stop.clone()));
         tracing::debug!(%instance_id, %endpoint, "manager started");
         Ok(ActiveMessageManager { inner })
-    }
-
-    fn bind_transports(
-        &self,
-        endpoint: &str,
-        id: InstanceId,
-        inbox: &Inbox,
-    ) -> Result<Vec<BoxedTransport>> {
-        let mut transports: Vec<BoxedTransport> = Vec::with_capacity(3 + self.custom.len());
-        if endpoint.starts_with("tcp://") {
-            let config = ZmqConfig::new(endpoint).heartbeat_interval(self.heartbeat_interval);
-            transports.push(ZmqTransport::bind(config, id, inbox.clone())?);
-        } else if endpoint != local::SCHEME
-            && endpoint != shm::SCHEME
-            && !endpoint.starts_with(IPC_SCHEME)
-        {
-            return Err(Error::Config(format!(
-                "unsupported endpoint {endpoint:?}: use tcp://host:port, local://, shm:// or ipc://<dir>"
-            )));
-        }
-        if self.shm {
-            let config = self.effective_shm_config(endpoint)?;
-            transports.push(ShmTransport::bind(config, id, inbox.clone())?);
-        }
-        transports.push(LocalTransport::bind(id, inbox.clone()));
-        Ok(transports)
-    }
-
-    /// Binds the user's transports after the built-in ones; each joins
-    /// `transports` before it is checked, so the caller shuts it down on error.
-    fn bind_custom(
-        &self,
-        id: InstanceId,
-        inbox: &Inbox,
-        transports: &mut Vec<BoxedTransport>,
-    ) -> Result<()> {
-        for factory in &self.custom {
-            let transport = factory.0.bind(id, inbox.clone())?;
-            let kind = transport.kind();
-            let endpoint = transport.local_endpoint();
-            let taken = transports.iter().any(|t| t.kind() == kind);
-            transports.push(transport);
-            if !TransportKind::is_valid_scheme(kind.scheme()) {
-                return Err(Error::Config(format!(
-                    "transport scheme {:?} is not a valid URI scheme",
-                    kind.scheme()
-                )));
-            }
-            if taken {
-                return Err(Error::Config(format!(
-                    "two transports serve the scheme {kind}://"
-                )));
-            }
-            if let Some(endpoint) = endpoint.filter(|e| !kind.serves(e)) {
-                return Err(Error::Config(format!(
-                    "the {kind} transport advertises {endpoint:?}, not a {kind}:// endpoint"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What this manager advertises: each built-in transport's endpoint in its
-/// own field, the plugged-in ones' in registration order.
-fn advertise(instance_id: InstanceId, transports: &[BoxedTransport]) -> PeerInfo {
-    let endpoint_of = |kind: TransportKind| {
-        transports
-            .iter()
-            .find(|t| t.kind() == kind)
-            .and_then(|t| t.local_endpoint())
-    };
-    PeerInfo {
-        instance_id,
-        tcp_endpoint: endpoint_of(TransportKind::Tcp),
-        shm_endpoint: endpoint_of(TransportKind::Shm),
-        local_endpoint: endpoint_of(TransportKind::Local),
-        host_id: host_id(),
-        extra_endpoints: transports
-            .iter()
-            .filter(|t| matches!(t.kind(), TransportKind::Custom(_)))
-            .filter_map(|t| t.local_endpoint())
-            .collect(),
     }
 }
