@@ -48,12 +48,12 @@ pub struct NetworkClient {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum TransportPolicy {
     /// Shared memory when the peer is on this host and advertises it, else
-    /// TCP, else in-process (the default).
+    /// a plugged-in transport, else TCP, else in-process (the default).
     #[default]
     Auto,
     /// Shared memory only: peers without a reachable shm endpoint are refused.
     ShmOnly,
-    /// Never shared memory (TCP, or in-process).
+    /// Never shared memory nor plugged-in transports (TCP, or in-process).
     TcpOnly,
 }
 
@@ -125,9 +125,14 @@ impl NetworkClient {
         self.peer_info.clone()
     }
 
-    /// Connects to a peer (no-op if a live link exists). Picks the best
-    /// transport the peer advertises: shared memory on the same host, then
-    /// TCP, then in-process.
+    /// Connects to a peer (no-op if a live link exists). Tries the endpoints
+    /// the peer advertises in this order, each with this manager's transport
+    /// of the endpoint's scheme, and keeps the first that connects:
+    /// shared memory (same host only), then the endpoints of plugged-in
+    /// transports in the peer's order ([`PeerInfo::extra_endpoints`]), then
+    /// TCP, then in-process. A plugged-in transport thus wins over TCP when
+    /// both ends have it; [`TransportPolicy::ShmOnly`] and
+    /// [`TransportPolicy::TcpOnly`] leave plugged-in transports out.
     pub async fn connect_to_peer(&self, info: PeerInfo) -> Result<()> {
         if self.link(info.instance_id).is_ok() {
             return Ok(());
@@ -338,12 +343,15 @@ impl NetworkClient {
 }
 
 /// The peer's endpoints in the order to try them, with the transport for
-/// each, as `policy` allows.
+/// each, as `policy` allows (see [`NetworkClient::connect_to_peer`]).
 fn candidate_endpoints<'a>(
     peer: &'a PeerInfo,
     me: &PeerInfo,
     policy: TransportPolicy,
 ) -> Vec<(TransportKind, &'a str)> {
+    // A peer's info may come from the network (`_register_service`): try a
+    // bounded number of its extra endpoints, never all of a hostile list.
+    const MAX_EXTRA_ENDPOINTS: usize = 8;
     let mut out = Vec::with_capacity(3);
     if let Some(ep) = &peer.shm_endpoint
         && peer.host_id == me.host_id
@@ -353,6 +361,10 @@ fn candidate_endpoints<'a>(
     }
     if policy == TransportPolicy::ShmOnly {
         return out;
+    }
+    if policy == TransportPolicy::Auto {
+        let extras = peer.extra_endpoints.iter().take(MAX_EXTRA_ENDPOINTS);
+        out.extend(extras.filter_map(|ep| Some((TransportKind::of_endpoint(ep)?, ep.as_str()))));
     }
     if let Some(ep) = &peer.tcp_endpoint {
         out.push((TransportKind::Tcp, ep.as_str()));
@@ -374,6 +386,7 @@ mod tests {
             shm_endpoint: Some("shm:///run/am.sock".into()),
             local_endpoint: Some("local://x".into()),
             host_id: host.into(),
+            extra_endpoints: vec!["uds:///tmp/a.sock".into(), "bad".into()],
         }
     }
 
@@ -388,13 +401,25 @@ mod tests {
     fn endpoint_selection_honours_the_policy() {
         use TransportKind::*;
         let (peer, here, there) = (info("h1"), info("h1"), info("h2"));
+        let uds = TransportKind::custom("uds");
         assert_eq!(
             kinds(&peer, &here, TransportPolicy::Auto),
-            [Shm, Tcp, Local]
+            [Shm, uds.clone(), Tcp, Local]
         );
-        assert_eq!(kinds(&peer, &there, TransportPolicy::Auto), [Tcp, Local]);
+        assert_eq!(
+            kinds(&peer, &there, TransportPolicy::Auto),
+            [uds, Tcp, Local]
+        );
         assert_eq!(kinds(&peer, &here, TransportPolicy::ShmOnly), [Shm]);
         assert!(kinds(&peer, &there, TransportPolicy::ShmOnly).is_empty());
         assert_eq!(kinds(&peer, &here, TransportPolicy::TcpOnly), [Tcp, Local]);
+    }
+
+    #[test]
+    fn a_hostile_list_of_extra_endpoints_is_cut_short() {
+        let mut peer = info("h1");
+        peer.extra_endpoints = (0..10_000).map(|i| format!("x{i}://e")).collect();
+        let kinds = kinds(&peer, &info("h2"), TransportPolicy::Auto);
+        assert_eq!(kinds.len(), 8 + 2);
     }
 }

@@ -460,9 +460,10 @@ async fn system_handlers_answer(flavor: Flavor) {
 
 async fn remote_shutdown_request_is_honoured(flavor: Flavor) {
     // Shared-memory and in-process callers are trusted by default; an
-    // unauthenticated TCP caller only when remote shutdown is allowed to all.
+    // unauthenticated TCP caller (or a plugged-in transport's) only when
+    // remote shutdown is allowed to all.
     let p = pair_with(flavor, |b| match flavor {
-        Flavor::Tcp => b.allow_remote_shutdown(true),
+        Flavor::Tcp | Flavor::Uds => b.allow_remote_shutdown(true),
         Flavor::Local | Flavor::Shm => b,
     })
     .await;
@@ -495,4 +496,5 @@ conformance! {
     local: Flavor::Local;
     tcp: Flavor::Tcp;
     shm: Flavor::Shm;
+    uds: Flavor::Uds;
 }

@@ -1,4 +1,5 @@
-//! `ActiveMessageManagerBuilder`: endpoints, limits, lifecycle settings.
+//! `ActiveMessageManagerBuilder`: endpoints, limits, lifecycle settings,
+//! and the transports a user plugs in.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -9,20 +10,20 @@ use tokio::sync::{OnceCell, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod binding;
+
 use super::events::RuntimeEvents;
 use super::{ActiveMessageManager, ManagerInner};
 use crate::client::{ClientLimits, NetworkClient, TransportPolicy};
 use crate::error::{Error, Result};
 use crate::handler::registry::HandlerRegistry;
 use crate::ids::{InstanceId, MAX_HANDLER_NAME, MessageIdGen};
-use crate::peer::{PeerInfo, host_id};
 use crate::runtime::dispatcher::Dispatcher;
 use crate::runtime::pending::PendingTable;
 use crate::stats::Counters;
-use crate::transport::local::{self, LocalTransport};
-use crate::transport::shm::{self, ShmConfig, ShmTransport};
-use crate::transport::zmq::{AuthSecret, ZmqConfig, ZmqTransport};
-use crate::transport::{BoxedTransport, Inbox, InlineDispatch, InlineSlot, TransportKind};
+use crate::transport::shm::{self, ShmConfig};
+use crate::transport::zmq::AuthSecret;
+use crate::transport::{Inbox, InlineDispatch, InlineSlot, SharedFactory, TransportFactory};
 use crate::{WaitPolicy, system, wire};
 
 /// The environment variable holding the TCP shared secret when
@@ -45,6 +46,7 @@ pub struct ActiveMessageManagerBuilder {
     shm: bool,
     shm_config: ShmConfig,
     transport_policy: TransportPolicy,
+    custom: Vec<SharedFactory>,
 }
 
 impl Default for ActiveMessageManagerBuilder {
@@ -63,6 +65,7 @@ impl Default for ActiveMessageManagerBuilder {
             shm: cfg!(target_os = "linux"),
             shm_config: ShmConfig::default(),
             transport_policy: TransportPolicy::Auto,
+            custom: Vec::new(),
         }
     }
 }
@@ -78,6 +81,15 @@ impl ActiveMessageManagerBuilder {
     /// in-process manager, or `shm://` for shared memory without TCP. The
     /// shared-memory transport is bound beside `tcp://` and `local://` too
     /// unless [`shm(false)`](Self::shm). Required.
+    ///
+    /// `ipc://<dir>` (as the seed's `ipc:///...` endpoints) also means shared
+    /// memory without TCP, with `<dir>` (absolute) as the rendezvous directory
+    /// (created with mode 0700, see [`shm_dir`](Self::shm_dir)); a bare `ipc://`
+    /// uses the default directory. It maps to shared memory rather than to a
+    /// socket transport because shared memory is this crate's local path: the
+    /// same rendezvous socket, peer-credential check and peer-loss detection,
+    /// with messages in rings instead of copied through the kernel. The peer
+    /// info advertises the resulting `shm://` endpoint.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
@@ -194,6 +206,19 @@ impl ActiveMessageManagerBuilder {
         self
     }
 
+    /// Plugs in a transport of your own, bound by `factory` during
+    /// [`build`](Self::build) with the manager's instance id and inbox (see
+    /// [`crate::transport`] for the contract, `docs/writing-a-transport.md`
+    /// for a walk-through). Its kind's scheme must be unique on this manager.
+    /// Its endpoint is advertised in
+    /// [`PeerInfo::extra_endpoints`](crate::PeerInfo::extra_endpoints), in the
+    /// order transports were added, and `connect_to_peer` prefers it to TCP
+    /// (after shared memory on the same host) under [`TransportPolicy::Auto`].
+    pub fn transport(mut self, factory: impl TransportFactory) -> Self {
+        self.custom.push(SharedFactory(Arc::new(factory)));
+        self
+    }
+
     fn validate(&self) -> Result<&str> {
         let endpoint = self
             .endpoint
@@ -208,8 +233,11 @@ impl ActiveMessageManagerBuilder {
             return Err(Error::Config("heartbeat interval must be positive".into()));
         }
         if self.shm {
-            self.shm_config.validate()?;
-        } else if endpoint == shm::SCHEME || self.transport_policy == TransportPolicy::ShmOnly {
+            self.effective_shm_config(endpoint)?.validate()?;
+        } else if endpoint == shm::SCHEME
+            || endpoint.starts_with(binding::IPC_SCHEME)
+            || self.transport_policy == TransportPolicy::ShmOnly
+        {
             return Err(Error::Config(
                 "shared memory is disabled (shm(false)) but the endpoint or policy needs it".into(),
             ));
@@ -236,20 +264,14 @@ impl ActiveMessageManagerBuilder {
             inline: Arc::new(InlineSlot::default()),
             max_frame: wire::frame_len(MAX_HANDLER_NAME, self.max_message_bytes),
         };
-        let transports = self.bind_transports(&endpoint, instance_id, &inbox)?;
-        let endpoint_of = |kind| {
-            transports
-                .iter()
-                .find(|t: &&BoxedTransport| t.kind() == kind)
-                .and_then(|t| t.local_endpoint())
-        };
-        let peer_info = PeerInfo {
-            instance_id,
-            tcp_endpoint: endpoint_of(TransportKind::Tcp),
-            shm_endpoint: endpoint_of(TransportKind::Shm),
-            local_endpoint: endpoint_of(TransportKind::Local),
-            host_id: host_id(),
-        };
+        let mut transports = self.bind_transports(&endpoint, instance_id, &inbox)?;
+        if let Err(err) = self.bind_custom(instance_id, &inbox, &mut transports) {
+            for transport in &transports {
+                transport.shutdown().await;
+            }
+            return Err(err);
+        }
+        let peer_info = binding::advertise(instance_id, &transports);
         let client = Arc::new(NetworkClient {
             instance_id,
             peer_info,
@@ -303,34 +325,6 @@ impl ActiveMessageManagerBuilder {
                 .map(|value| AuthSecret::new(value.as_encoded_bytes()))
                 .transpose()?),
         }
-    }
-
-    fn bind_transports(
-        &self,
-        endpoint: &str,
-        id: InstanceId,
-        inbox: &Inbox,
-    ) -> Result<Vec<BoxedTransport>> {
-        let mut transports: Vec<BoxedTransport> = Vec::with_capacity(3);
-        if endpoint.starts_with("tcp://") {
-            let mut config = ZmqConfig::new(endpoint)
-                .heartbeat_interval(self.heartbeat_interval)
-                .drain_timeout(self.shutdown_timeout);
-            if let Some(secret) = self.secret()? {
-                config = config.auth_secret(secret);
-            }
-            transports.push(ZmqTransport::bind(config, id, inbox.clone())?);
-        } else if endpoint != local::SCHEME && endpoint != shm::SCHEME {
-            return Err(Error::Config(format!(
-                "unsupported endpoint {endpoint:?}: use tcp://host:port, local:// or shm://"
-            )));
-        }
-        if self.shm {
-            let config = self.shm_config.clone();
-            transports.push(ShmTransport::bind(config, id, inbox.clone())?);
-        }
-        transports.push(LocalTransport::bind(id, inbox.clone()));
-        Ok(transports)
     }
 }
 

@@ -1,15 +1,38 @@
-//! The transport contract: what every transport (ZeroMQ TCP, shared memory)
-//! gives the runtime, so the dispatcher, response table and cohorts never
-//! know which one carries a message.
+//! The transport contract: what every transport (ZeroMQ TCP, shared memory,
+//! the in-process loopback, or one of yours) gives the runtime, so the
+//! dispatcher, response table and cohorts never know which one carries a
+//! message. `docs/writing-a-transport.md` walks through an implementation.
+//!
+//! # Plugging a transport in
+//! A transport is bound by a [`TransportFactory`] handed to
+//! [`ActiveMessageManagerBuilder::transport`](crate::ActiveMessageManagerBuilder::transport):
+//! the builder calls it with the manager's [`InstanceId`] and its [`Inbox`].
+//! The transport's [`ThinTransport::kind`] names the endpoint scheme it serves
+//! ([`TransportKind::Custom`]); its [`ThinTransport::local_endpoint`] is
+//! advertised in [`PeerInfo::extra_endpoints`](crate::PeerInfo::extra_endpoints),
+//! and a peer's `connect_to_peer` hands endpoints of that scheme to the peer's
+//! own transport of the same kind.
 //!
 //! # Contract
 //! - A transport is bound once with an [`Inbox`] and the local [`InstanceId`].
-//! - [`ThinTransport::connect`] returns a [`PeerLink`] to one peer. Frames sent on
-//!   one link arrive in order.
+//!   Every frame it sends carries that id as its sender.
+//! - [`ThinTransport::connect`] returns a [`PeerLink`] to one peer, or fails
+//!   promptly (nothing listening, or another instance answering: a restarted
+//!   process is a new instance). Frames sent on one link arrive in order.
+//! - Outbound: [`PeerLink::send`] encodes the [`OutFrame`] (with
+//!   [`OutFrame::encode_into`] or [`OutFrame::to_vec`]) and waits while the
+//!   link is full; [`PeerLink::try_send`] fails with [`Error::Full`](crate::Error::Full)
+//!   instead. Queues are bounded. A broken link fails sends with
+//!   [`Error::PeerLost`](crate::Error::PeerLost), a frame over the limit with
+//!   [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge).
+//! - Inbound frames are checked with [`wire::decode`] against
+//!   [`Inbox::max_frame`] before anything else looks at them.
 //! - Inbound invocation frames (`OneWay`, `Confirm`, `Request`, `Cancel`) go to
-//!   [`Inbox::invocations`], a bounded channel. When it is full the transport
-//!   stops reading invocations from the network (backpressure reaches the
-//!   sender); it never drops them and never queues them without bound.
+//!   [`Inbox::invocations`], a bounded channel, as an [`Inbound`] carrying the
+//!   link that replies go back on. When the channel is full the transport
+//!   stops reading invocations from that peer (backpressure reaches the
+//!   sender); it never drops them and never queues them without bound. A
+//!   transport may first offer them to [`Inbox::inline`] ([`InlineDispatch`]).
 //! - Inbound replies (`Ack`, `Response`, `Error`, `Receipt`) go to
 //!   [`LinkEvents::on_reply`] at once, on the transport's own thread or task, so a
 //!   saturated dispatcher never delays a reply.
@@ -18,11 +41,18 @@
 //!   transport calls [`LinkEvents::on_link_lost`] once, promptly.
 //! - Malformed frames are counted through [`LinkEvents::on_protocol_error`] and
 //!   dropped (answered with an `Error` frame when the header was readable); the
-//!   transport keeps serving every other frame and peer.
+//!   transport keeps serving every other frame and peer. Framing it cannot
+//!   resynchronise after (a bad length prefix) closes that one link.
+//! - [`ThinTransport::shutdown`] stops accepting and closes every link; peers
+//!   see the links lost.
 
 pub mod local;
+mod plug;
 pub mod shm;
 pub mod zmq;
+
+pub(crate) use plug::SharedFactory;
+pub use plug::{TransportFactory, TransportKind};
 
 use std::fmt;
 use std::future::Future;
@@ -39,27 +69,6 @@ use crate::wire::{self, FrameRef, Header, ProtocolError};
 
 /// A boxed, sendable future (object-safe async methods).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Which transport carries a link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum TransportKind {
-    /// In-process loopback (tests and single-process use).
-    Local,
-    /// Shared-memory rings between processes on one host.
-    Shm,
-    /// ZeroMQ over TCP.
-    Tcp,
-}
-
-impl fmt::Display for TransportKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Local => "local",
-            Self::Shm => "shm",
-            Self::Tcp => "tcp",
-        })
-    }
-}
 
 /// A payload on its way out.
 #[derive(Clone, Copy)]
@@ -168,10 +177,12 @@ pub type BoxedLink = Arc<dyn PeerLink>;
 
 /// A transport: binds endpoints at construction and connects to peers.
 pub trait ThinTransport: Send + Sync + 'static {
-    /// Which transport this is.
+    /// Which transport this is; its [`TransportKind::scheme`] is the scheme
+    /// of every endpoint it serves. At most one transport per scheme is bound
+    /// on a manager.
     fn kind(&self) -> TransportKind;
     /// The endpoint peers should use to reach this transport (routable, never
-    /// `0.0.0.0`), if it listens.
+    /// `0.0.0.0`), if it listens; it starts with `<scheme>://`.
     fn local_endpoint(&self) -> Option<String>;
     /// Connects to the peer `peer` listening at `endpoint`. Fails promptly when
     /// nothing answers there, or when the instance found there is not `peer`.

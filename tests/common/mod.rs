@@ -3,12 +3,15 @@
 
 pub mod process;
 pub mod resources;
+/// The example Unix-domain-socket transport, shared with `examples/uds_transport`.
+#[path = "../../examples/uds_transport/transport/mod.rs"]
+pub mod uds;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use active_message::{
-    ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId, TransportPolicy,
+    ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId, TransportKind, TransportPolicy,
 };
 
 /// Which transport a test runs over.
@@ -20,6 +23,20 @@ pub enum Flavor {
     Tcp,
     /// Shared-memory rings.
     Shm,
+    /// The example Unix-domain-socket transport, plugged in through the public API.
+    Uds,
+}
+
+impl Flavor {
+    /// The transport that carries this flavor's links.
+    pub fn kind(self) -> TransportKind {
+        match self {
+            Self::Local => TransportKind::Local,
+            Self::Tcp => TransportKind::Tcp,
+            Self::Shm => TransportKind::Shm,
+            Self::Uds => TransportKind::custom(uds::SCHEME),
+        }
+    }
 }
 
 /// A builder for `flavor` with short, test-friendly budgets.
@@ -35,7 +52,17 @@ pub fn builder(flavor: Flavor) -> ActiveMessageManagerBuilder {
         Flavor::Shm => base
             .endpoint("local://")
             .transport_policy(TransportPolicy::ShmOnly),
+        // Without shared memory, the plugged-in transport ranks first.
+        Flavor::Uds => base
+            .endpoint("local://")
+            .shm(false)
+            .transport(uds::UdsTransport::factory(uds_socket_path())),
     }
+}
+
+/// A fresh socket path for the example UDS transport.
+pub fn uds_socket_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("am-uds-{}.sock", uuid::Uuid::new_v4()))
 }
 
 /// A client manager connected to a server manager that runs the demo handlers.
@@ -74,6 +101,10 @@ pub async fn pair_with(
         .connect_to_peer(server.peer_info().await)
         .await
         .unwrap();
+    // The suite runs over the transport it names, never over a fallback.
+    let peers = client.stats().peers;
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].transport, flavor.kind(), "{flavor:?}");
     Pair { client, server }
 }
 
