@@ -134,7 +134,11 @@ impl NetworkClient {
     /// both ends have it; [`TransportPolicy::ShmOnly`] and
     /// [`TransportPolicy::TcpOnly`] leave plugged-in transports out.
     pub async fn connect_to_peer(&self, info: PeerInfo) -> Result<()> {
-        if self.link(info.instance_id).is_ok() {
+        if self
+            .links
+            .get(&info.instance_id)
+            .is_some_and(|link| !link.is_closed())
+        {
             return Ok(());
         }
         let mut last_err = None;
@@ -214,6 +218,7 @@ impl NetworkClient {
     /// The live link to `peer`.
     pub(crate) fn link(&self, peer: InstanceId) -> Result<BoxedLink> {
         match self.links.get(&peer) {
+            Some(link) if link.is_unresponsive() => Err(Error::PeerUnresponsive(peer)),
             Some(link) if !link.is_closed() => Ok(Arc::clone(link.value())),
             Some(_) => Err(Error::PeerLost(peer)),
             None if self.pending.was_lost(peer) => Err(Error::PeerLost(peer)),

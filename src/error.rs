@@ -25,6 +25,11 @@ pub enum Error {
     /// The link to the peer broke (process gone, socket closed, heartbeat missed).
     #[error("peer {0} was lost")]
     PeerLost(InstanceId),
+    /// The peer's process is alive but has answered no liveness probe for
+    /// the configured time (stopped or wedged); its link is kept, and calls
+    /// work again once it answers.
+    #[error("peer {0} is not responding")]
+    PeerUnresponsive(InstanceId),
     /// No link to that peer: call `connect_to_peer` first.
     #[error("not connected to peer {0}")]
     UnknownPeer(InstanceId),

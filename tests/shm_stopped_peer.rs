@@ -173,3 +173,60 @@ async fn a_stopped_worker_times_out_its_callers_and_spares_the_others() {
     assert_eq!(notes().await, sent);
     manager.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_liveness_probes_a_stopped_worker_is_reported_unresponsive() {
+    let worker = worker().await;
+    let manager = ActiveMessageManagerBuilder::new()
+        .endpoint("local://")
+        .transport_policy(TransportPolicy::ShmOnly)
+        .liveness_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let client = manager.client();
+    let peer = worker.info.instance_id;
+    client.connect_to_peer(worker.info.clone()).await.unwrap();
+    let call = |budget: Duration| {
+        let client = Arc::clone(&client);
+        async move {
+            client
+                .active_message("echo")?
+                .payload("are you there")?
+                .timeout(budget)
+                .expect_response::<String>()
+                .send(peer)
+                .await?
+                .await_response()
+                .await
+        }
+    };
+    assert_eq!(call(BUDGET).await.unwrap(), "are you there");
+    signal(&worker, "-STOP");
+    let halted = eventually(Duration::from_secs(10), || async {
+        all_threads_stopped(&worker)
+    })
+    .await;
+    assert!(halted, "the worker did not stop");
+    // A long budget: the probe, not the deadline, must end this call.
+    let outcome = tokio::time::timeout(Duration::from_secs(60), call(Duration::from_secs(120)))
+        .await
+        .expect("the call to a stopped worker hangs");
+    assert!(
+        matches!(outcome, Err(Error::PeerUnresponsive(p)) if p == peer),
+        "expected PeerUnresponsive, got {outcome:?}"
+    );
+    // While it stays silent, new calls fail at once.
+    let again = call(Duration::from_secs(120)).await;
+    assert!(
+        matches!(again, Err(Error::PeerUnresponsive(_))),
+        "got {again:?}"
+    );
+    signal(&worker, "-CONT");
+    let back = eventually(Duration::from_secs(30), || async {
+        call(BUDGET).await.is_ok()
+    })
+    .await;
+    assert!(back, "the worker was not reachable again after SIGCONT");
+    manager.shutdown().await.unwrap();
+}

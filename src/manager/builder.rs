@@ -194,6 +194,15 @@ impl ActiveMessageManagerBuilder {
         self
     }
 
+    /// Probes shared-memory peers and reports one that answers nothing for
+    /// `timeout` as unresponsive: its pending calls fail with
+    /// `Error::PeerUnresponsive` (see [`ShmConfig::with_liveness_timeout`]).
+    /// Default off: calls to a stopped peer still end at their own deadline.
+    pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.shm_config = self.shm_config.with_liveness_timeout(timeout);
+        self
+    }
+
     /// Every shared-memory setting at once (replaces the ones set before).
     pub fn shm_config(mut self, config: ShmConfig) -> Self {
         self.shm_config = config;

@@ -43,6 +43,11 @@ impl LinkEvents for RuntimeEvents {
         }
     }
 
+    fn on_peer_unresponsive(&self, peer: InstanceId) {
+        let failed = self.pending.fail_unresponsive(peer);
+        tracing::warn!(%peer, failed, "peer not responding");
+    }
+
     fn on_protocol_error(&self, peer: Option<InstanceId>, error: &ProtocolError) {
         Counters::bump(&self.counters.protocol_errors);
         tracing::debug!(?peer, %error, "malformed frame dropped");

@@ -148,6 +148,11 @@ impl PendingTable {
         self.fail_where(|e| e.peer == peer, || Error::PeerLost(peer))
     }
 
+    /// Fails every call waiting on `peer`, which stopped answering.
+    pub(crate) fn fail_unresponsive(&self, peer: InstanceId) -> usize {
+        self.fail_where(|e| e.peer == peer, || Error::PeerUnresponsive(peer))
+    }
+
     /// Fails every outstanding call (shutdown).
     pub(crate) fn fail_all(&self, err: impl Fn() -> Error) -> usize {
         self.fail_where(|_| true, err)

@@ -168,6 +168,12 @@ pub trait PeerLink: Send + Sync + 'static {
     fn is_trusted(&self) -> bool {
         matches!(self.kind(), TransportKind::Local | TransportKind::Shm)
     }
+    /// Whether the peer is known to be alive but not responding (a
+    /// liveness probe went unanswered); new calls then fail at once with
+    /// `PeerUnresponsive`. Transports without probes never say so.
+    fn is_unresponsive(&self) -> bool {
+        false
+    }
     /// Closes the link (sending a goodbye where possible). Idempotent.
     fn close(&self);
 }
@@ -268,6 +274,12 @@ pub trait LinkEvents: Send + Sync + 'static {
     fn on_link_lost(&self, peer: InstanceId);
     /// A frame was malformed and dropped.
     fn on_protocol_error(&self, peer: Option<InstanceId>, error: &ProtocolError);
+    /// The peer stopped answering liveness probes: fail what is pending on
+    /// it with `PeerUnresponsive` (the link stays up). Ignored unless
+    /// overridden.
+    fn on_peer_unresponsive(&self, peer: InstanceId) {
+        let _ = peer;
+    }
     /// A frame was refused before reaching the dispatcher (its connection
     /// did not authenticate). Ignored unless overridden.
     fn on_refused(&self, peer: Option<InstanceId>) {

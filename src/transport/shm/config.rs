@@ -33,6 +33,7 @@ pub struct ShmConfig {
     wait_policy: WaitPolicy,
     allowed_uids: Vec<u32>,
     handshake_timeout: Duration,
+    liveness_timeout: Option<Duration>,
 }
 
 impl Default for ShmConfig {
@@ -44,11 +45,30 @@ impl Default for ShmConfig {
             wait_policy: WaitPolicy::Adaptive { spin: DEFAULT_SPIN },
             allowed_uids: Vec::new(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            liveness_timeout: None,
         }
     }
 }
 
 impl ShmConfig {
+    /// Probes every link's peer over its rendezvous socket (a byte each way,
+    /// a quarter of `timeout` apart; nothing per message) and reports a peer
+    /// that answers none for `timeout` as unresponsive: its pending calls
+    /// fail with `Error::PeerUnresponsive`, and so do new ones until it
+    /// answers again. A stopped (SIGSTOP) or wedged process is found this
+    /// way; a dead one is found at once anyway (end of file). Time this
+    /// process itself did not run is not counted against the peer. Default:
+    /// off (every call still ends at its own deadline).
+    pub fn with_liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.liveness_timeout = Some(timeout);
+        self
+    }
+
+    /// The liveness timeout, if probing is on.
+    pub fn liveness_timeout(&self) -> Option<Duration> {
+        self.liveness_timeout
+    }
+
     /// The rendezvous directory (default: [`ShmConfig::default_dir`]). It is
     /// created with mode 0700 if missing, and refused unless it is a real
     /// directory owned by this user with mode 0700.
@@ -147,6 +167,12 @@ impl ShmConfig {
             && spin > Duration::from_secs(1)
         {
             return Err(Error::Config("shm spin budget above 1 s".into()));
+        }
+        if self
+            .liveness_timeout
+            .is_some_and(|t| t < Duration::from_millis(4))
+        {
+            return Err(Error::Config("shm liveness timeout below 4 ms".into()));
         }
         Ok(())
     }

@@ -42,6 +42,10 @@ pub(crate) const LARGE_WINDOW: usize = 8;
 pub(crate) const MSG_FD: u8 = b'F';
 /// Socket message: the receiver took a large frame.
 pub(crate) const MSG_ACK: u8 = b'A';
+/// Socket message: a liveness probe (answered with [`MSG_PONG`]).
+pub(crate) const MSG_PING: u8 = b'P';
+/// Socket message: the answer to a liveness probe.
+pub(crate) const MSG_PONG: u8 = b'Q';
 /// Smallest reservation for a frame whose size is unknown before encoding.
 const MIN_GUESS: usize = 4096;
 
@@ -84,6 +88,12 @@ pub(crate) struct ShmLink {
     pub(crate) events: Arc<dyn LinkEvents>,
     pub(crate) registry: Weak<Registry>,
     pub(crate) serial: u64,
+    /// When the link came up; liveness times count from it.
+    pub(crate) born: std::time::Instant,
+    /// Milliseconds after `born` of the last pong.
+    pub(crate) heard_ms: std::sync::atomic::AtomicU64,
+    /// Set while the peer answers no liveness probe.
+    pub(crate) unresponsive: AtomicBool,
 }
 
 impl std::fmt::Debug for ShmLink {
@@ -188,6 +198,9 @@ impl ShmLink {
             };
             match src.encode_into(&mut grant) {
                 Ok(written) => {
+                    // Dropped uncommitted: an archive over the peer's limit
+                    // never reaches it (it would drop the link).
+                    self.check_size(written)?;
                     grant.commit_len(written);
                     tx.guess = next_guess(written, max);
                     return Ok(Wrote::Done);
@@ -220,6 +233,7 @@ impl ShmLink {
                 let mut grant = self.reserve(&mut tx.producer, len).await?;
                 match src.encode_into(&mut grant) {
                     Ok(written) => {
+                        self.check_size(written)?;
                         grant.commit_len(written);
                         tx.guess = next_guess(written, max);
                         return Ok(());
@@ -309,6 +323,20 @@ impl ShmLink {
         Ok(())
     }
 
+    /// Sends a one-byte socket message if the socket takes it now (probes
+    /// and pongs: a full socket is itself no answer, so nothing waits).
+    pub(crate) fn send_byte_now(&self, byte: u8) {
+        use nix::sys::socket::{MsgFlags, send};
+        let sent = self.stream.try_io(Interest::WRITABLE, || {
+            send(self.stream.as_raw_fd(), &[byte], MsgFlags::MSG_NOSIGNAL)
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+        if let Err(e) = sent {
+            tracing::trace!(peer = %self.peer, %e, "socket message not sent");
+        }
+    }
+
     /// Tells the sender a large frame was taken (returns a window slot).
     pub(crate) async fn ack_large(&self) {
         use nix::sys::socket::{MsgFlags, send};
@@ -393,6 +421,11 @@ impl PeerLink for ShmLink {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn is_unresponsive(&self) -> bool {
+        // Acquire: pairs with the AcqRel swaps in `liveness`.
+        self.unresponsive.load(Ordering::Acquire)
     }
 
     fn close(&self) {

@@ -27,6 +27,7 @@ pub(crate) mod config;
 pub mod handshake;
 mod large;
 mod link;
+mod liveness;
 mod pump;
 pub mod rendezvous;
 
@@ -227,11 +228,17 @@ impl Shared {
             events: Arc::clone(&self.inbox.events),
             registry: Arc::downgrade(&self.registry),
             serial,
+            born: std::time::Instant::now(),
+            heard_ms: AtomicU64::new(0),
+            unresponsive: AtomicBool::new(false),
         });
         self.registry.links.insert(serial, Arc::clone(&link));
         let copy = raw.peer_uid != config::own_uid();
         let (fd_tx, fd_rx) = mpsc::channel(LARGE_WINDOW);
         tokio::spawn(pump::watch_socket(Arc::clone(&link), fd_tx));
+        if let Some(timeout) = self.config.liveness_timeout() {
+            tokio::spawn(liveness::probe(Arc::clone(&link), timeout));
+        }
         tokio::spawn(pump::read_ring(
             Arc::clone(&link),
             consumer,

@@ -21,8 +21,10 @@ use tokio::sync::mpsc;
 
 use super::large::{self, Source};
 use super::link::{
-    FLAG_FRAME, FLAG_LARGE, LARGE_WINDOW, MARKER_LEN, MSG_ACK, MSG_FD, ShmLink, Wrote,
+    FLAG_FRAME, FLAG_LARGE, LARGE_WINDOW, MARKER_LEN, MSG_ACK, MSG_FD, MSG_PING, MSG_PONG, ShmLink,
+    Wrote,
 };
+use super::liveness;
 use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame};
 use crate::wire::{self, Kind, PAYLOAD_ALIGN, ProtocolError};
 
@@ -313,6 +315,14 @@ pub(crate) async fn watch_socket(link: Arc<ShmLink>, fds: mpsc::Sender<OwnedFd>)
                     Ok(()) => continue,
                     Err(_) => "more large frames in flight than the window allows",
                 },
+                (MSG_PING, Err(none)) if none.is_empty() => {
+                    link.send_byte_now(MSG_PONG);
+                    continue;
+                }
+                (MSG_PONG, Err(none)) if none.is_empty() => {
+                    liveness::heard(&link);
+                    continue;
+                }
                 (MSG_ACK, Err(none)) if none.is_empty() => {
                     if link.large_window.available_permits() < LARGE_WINDOW {
                         link.large_window.add_permits(1);

@@ -358,19 +358,21 @@ impl RouterSide {
         }
     }
 
-    /// Heartbeats: a pong to every client we sent nothing for an interval (so
-    /// it hears we live even when its probes wait behind data, or while we
-    /// stall on a full inbox); then drops clients silent past the timeout,
-    /// except while we stall (their frames then wait unread in the socket).
+    /// Heartbeats: while we stall on a full inbox (the clients' probes then
+    /// wait unread), a pong to every client we sent nothing for an interval,
+    /// so it hears we live; an idle client otherwise gets pongs only to its
+    /// own probes (docs/wire.md). Then drops clients silent past the
+    /// timeout, except while we stall (their frames wait unread in the socket).
     pub(crate) fn tick(&mut self, env: &mut Env, now: Instant) {
         if let Some(gate) = &mut self.gate {
             gate.expire(now);
         }
         let interval = env.settings.heartbeat_interval;
+        let stalled = self.pending.is_some();
         let mut gone = Vec::new();
         for (identity, client) in &mut self.clients {
             let idle = now.saturating_duration_since(client.last_sent) >= interval;
-            if idle && client.blocked.is_none() {
+            if stalled && idle && client.blocked.is_none() {
                 match route(&self.socket, identity, env.control.pong(MessageId(0))) {
                     Ok(()) => client.last_sent = now,
                     Err(RouteError::Full(_)) => {}
