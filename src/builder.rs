@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::client::{Call, NetworkClient, OutPayload};
-use crate::codec::PayloadSource;
+use crate::codec::IntoPayload;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 use crate::status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
@@ -68,18 +68,19 @@ impl MessageBuilder<'static, NeedsDeliveryMode> {
 }
 
 impl<'a, M> MessageBuilder<'a, M> {
-    /// Sets the payload: `value` (any rkyv-serializable type, or `str`) is
-    /// archived with rkyv when the message is sent, straight into the
-    /// transport's buffer. Kept fallible for payload checks to come.
-    pub fn payload<'b, T: PayloadSource + ?Sized>(
-        self,
-        value: &'b T,
-    ) -> Result<MessageBuilder<'b, M>>
+    /// Sets the payload, by reference (`&x`, `"text"`: zero-copy, archived
+    /// with rkyv straight into the transport's buffer when the frame is
+    /// written) or by value (`x`, `String`, `Vec<u8>`: moved into one
+    /// allocation, then archived the same way, never encoded twice). Types
+    /// made payloads with [`crate::json_payload!`] or wrapped in
+    /// [`crate::json::Json`] travel as JSON. Kept fallible, as in the seed.
+    pub fn payload<'b, P, K>(self, value: P) -> Result<MessageBuilder<'b, M>>
     where
         'a: 'b,
+        P: IntoPayload<'b, K>,
     {
         let mut next: MessageBuilder<'b, M> = self.into_mode();
-        next.body = OutPayload::Archive(value.payload_ref());
+        next.body = OutPayload::Archive(value.into_payload_value());
         Ok(next)
     }
 
@@ -99,6 +100,21 @@ impl<'a, M> MessageBuilder<'a, M> {
     pub fn target_instance(mut self, target: InstanceId) -> Self {
         self.target = Some(target);
         self
+    }
+
+    /// A copy of this message aimed at `target` (the payload is shared, not
+    /// copied), to send one message to several peers.
+    pub fn clone_with_target(&self, target: InstanceId) -> Self {
+        Self {
+            client: Arc::clone(&self.client),
+            name: self.name.clone(),
+            system: self.system,
+            body: self.body.clone(),
+            timeout: self.timeout,
+            target: Some(target),
+            kind: self.kind,
+            _mode: PhantomData,
+        }
     }
 
     fn into_mode<'b, N>(self) -> MessageBuilder<'b, N>
