@@ -1,7 +1,7 @@
 //! `MessageBuilder`: one builder, typestates for the delivery mode.
 //!
 //! ```text
-//! active_message(name)? .payload(&x)? .timeout(d) .target_instance(id)
+//! active_message(name)? .payload(&x or x)? .timeout(d) .target_instance(id)
 //!   .execute()                      fire-and-forget: Ok once the link took it
 //!   .send(peer)                     confirmed: Ok once the handler succeeded
 //!   .expect_response::<R>()
@@ -163,7 +163,28 @@ impl<'a> MessageBuilder<'a, NeedsDeliveryMode> {
         Ok(MessageStatus::confirmed(id, target))
     }
 
-    /// Expects a typed response `R`.
+    /// Expects a typed response `R`. The seed's `.await_response::<R>()`
+    /// must name the same type:
+    ///
+    /// ```no_run
+    /// # async fn f(client: std::sync::Arc<active_message::NetworkClient>,
+    /// #            peer: active_message::InstanceId) -> active_message::Result<()> {
+    /// let status = client.active_message("echo")?.payload("hi")?
+    ///     .target_instance(peer).expect_response::<String>().execute().await?;
+    /// let echoed = status.await_response::<String>().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Another type is a compile error, not a wrong decode at run time:
+    ///
+    /// ```compile_fail
+    /// # async fn f(client: std::sync::Arc<active_message::NetworkClient>,
+    /// #            peer: active_message::InstanceId) -> active_message::Result<()> {
+    /// let status = client.active_message("echo")?.payload("hi")?
+    ///     .target_instance(peer).expect_response::<String>().execute().await?;
+    /// let echoed = status.await_response::<u64>().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn expect_response<R>(self) -> MessageBuilder<'a, WithResponseExpected<R>> {
         let mut next = self.into_mode();
         next.kind = Kind::Request;

@@ -281,6 +281,38 @@ mod tests {
     }
 
     #[test]
+    fn borrowed_payloads_stay_borrowed_and_owned_ones_are_moved_not_encoded() {
+        let value = Sample {
+            id: 4,
+            name: "zero-copy".into(),
+            values: vec![1],
+        };
+        let by_ref = IntoPayload::into_payload_value(&value);
+        let PayloadValue::Value(borrowed) = &by_ref else {
+            panic!("a borrowed payload must stay a borrow");
+        };
+        // The very value the caller holds, archived only when the frame is written.
+        assert!(std::ptr::addr_eq(*borrowed as *const dyn Payload, &value));
+        let expected = value.encode().unwrap();
+        drop(by_ref);
+        let by_value = IntoPayload::into_payload_value(value);
+        assert!(matches!(by_value, PayloadValue::Owned(_)));
+        assert_eq!(
+            by_value.as_dyn().encode().unwrap().as_slice(),
+            expected.as_slice()
+        );
+        assert!(matches!(
+            IntoPayload::into_payload_value("text"),
+            PayloadValue::Str(_)
+        ));
+        let owned = IntoPayload::into_payload_value(String::from("text"));
+        assert_eq!(
+            owned.as_dyn().encode().unwrap().as_slice(),
+            StrPayload("text").encode().unwrap().as_slice()
+        );
+    }
+
+    #[test]
     fn garbage_is_a_codec_error_not_a_panic() {
         let bytes = Sample {
             id: 1,
