@@ -4,11 +4,13 @@
 //! between two managers over TCP and over shared memory.
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use active_message::handler_impls::{TypedContext, typed_unary_handler};
-use active_message::{ActiveMessageManager, Error, InstanceId, NetworkClient};
+use active_message::{ActiveMessageManager, Error, InstanceId, NetworkClient, PeerInfo};
 use anyhow::Result;
 use common::Flavor;
 use serde::{Deserialize, Serialize};
@@ -218,5 +220,96 @@ async fn a_serde_payload_sent_to_an_rkyv_handler_is_a_codec_error() -> Result<()
     assert!(matches!(err, Error::Codec(_)), "{err:?}");
     caller.shutdown().await?;
     server.shutdown().await?;
+    Ok(())
+}
+
+/// Set in the environment of the child process that serves the handlers.
+const CHILD_ENV: &str = "AM_SEED_README_CHILD";
+/// Prefix of the child's line carrying its `PeerInfo` (libtest prints too).
+const PEER_LINE: &str = "PEER_INFO ";
+
+/// Not a test of its own: the body of the child process that
+/// `seed_message_patterns_across_processes_over_tcp` starts (this test
+/// binary, run again with `CHILD_ENV` set). It serves the serde handlers over
+/// TCP until its stdin closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_serde_server() -> Result<()> {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return Ok(());
+    }
+    let server = common::builder(Flavor::Tcp).build().await?;
+    let mut events = serve(&server).await?;
+    // Keep the one-way events flowing to nobody: the parent checks them
+    // through the confirmed send that follows.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    println!(
+        "{PEER_LINE}{}",
+        serde_json::to_string(&server.peer_info().await)?
+    );
+    tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await??;
+    server.shutdown().await?;
+    Ok(())
+}
+
+/// Starts the child and reads its `PeerInfo`.
+fn start_child() -> Result<(Child, PeerInfo)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "child_serde_server",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    while let Some(line) = lines.next() {
+        // libtest may print "test child_serde_server ... " on the same line.
+        let line = line?;
+        if let Some(at) = line.find(PEER_LINE) {
+            let info = serde_json::from_str(&line[at + PEER_LINE.len()..])?;
+            // Keep reading: the child's last words must not hit a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok((child, info));
+        }
+    }
+    let status = child.wait()?;
+    anyhow::bail!("the child exited ({status}) without its PeerInfo")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_message_patterns_across_processes_over_tcp() -> Result<()> {
+    let (mut child, info) = tokio::task::spawn_blocking(start_child).await??;
+    let caller = common::builder(Flavor::Tcp).build().await?;
+    let client = caller.client();
+    client.connect_to_peer(info.clone()).await?;
+    let peer = info.instance_id;
+    let event = self::event(9);
+    client
+        .active_message("notify")?
+        .payload(event)?
+        .target_instance(peer)
+        .execute()
+        .await?;
+    let _confirmed = client
+        .active_message("notify")?
+        .payload(self::event(10))?
+        .send(peer)
+        .await?;
+    let status = client
+        .active_message("lookup")?
+        .payload(query())?
+        .target_instance(peer)
+        .expect_response::<Reply>()
+        .execute()
+        .await?;
+    assert_eq!(status.await_response::<Reply>().await?.values, [0, 1, 2, 3]);
+    caller.shutdown().await?;
+    // Closing its stdin lets the child shut down and exit cleanly.
+    drop(child.stdin.take());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    assert!(status.success(), "child exited with {status}");
     Ok(())
 }
