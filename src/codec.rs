@@ -27,7 +27,8 @@ pub struct DoesNotFit;
 /// A value that can travel as a message payload.
 ///
 /// Implemented for every type that derives rkyv's `Archive` + `Serialize`
-/// (see [`PayloadSource`] for `str`). Object-safe: the send path holds a
+/// (see [`PayloadSource`] for `str`), and as JSON for serde types through
+/// [`crate::json_payload!`] and [`crate::json::Json`]. Object-safe: the send path holds a
 /// `&dyn Payload` and archives it straight into the transport's buffer.
 pub trait Payload: Send + Sync {
     /// Serializes `self` into a fresh, 16-byte aligned archive.

@@ -116,7 +116,9 @@ impl<R> MessageStatus<WithResponse<R>> {
     pub async fn await_response<T>(self) -> Result<T>
     where
         T: Decode,
+        // Both ways, so that whichever side is known infers the other.
         R: SameType<T>,
+        T: SameType<R>,
     {
         let bytes = self.await_response_raw().await?;
         T::decode(&bytes)

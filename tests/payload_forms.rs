@@ -79,8 +79,9 @@ async fn by_value_and_by_reference_arrive_alike_over_shm() -> Result<()> {
 
     // By reference (zero-copy), then by value (moved).
     let by_ref = ask("block")?.payload(&block)?.expect_response::<Block>();
-    let echoed: Block = by_ref.send(peer).await?.await_response().await?;
-    assert_eq!(echoed, block);
+    // No annotation and no turbofish: the type comes from expect_response.
+    let echoed = by_ref.send(peer).await?.await_response().await?;
+    assert_eq!((echoed.id, &echoed.data), (7, &block.data));
     let by_value = ask("block")?
         .payload(block.clone())?
         .expect_response::<Block>();
