@@ -149,7 +149,8 @@ impl ChannelFront {
         })
     }
 
-    /// Registers every handler of `handlers` on the manager, under its key.
+    /// Registers every handler of `handlers` on the front's manager, under
+    /// its key (with a remote [`FrontConfig::target`], register them there).
     /// Stops at the first name that is refused (taken, or reserved).
     pub async fn register_handlers(&self, handlers: HashMap<String, HandlerRef>) -> Result<()> {
         for (name, handler) in handlers {

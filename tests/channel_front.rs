@@ -252,3 +252,38 @@ async fn test_concurrency_performance() -> Result<()> {
     manager.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_can_feed_a_chosen_peer_over_tcp() -> Result<()> {
+    let worker = common::builder(Flavor::Tcp).build().await?;
+    worker
+        .register_handler(
+            "store",
+            front_handler("store", |data: Vec<u8>| async move {
+                match data.is_empty() {
+                    true => Err("empty block"),
+                    false => Ok(()),
+                }
+            }),
+        )
+        .await?;
+    let leader = common::builder(Flavor::Tcp).build().await?;
+    let config = FrontConfig {
+        target: Some(worker.peer_info().await),
+        ..FrontConfig::new(2)
+    };
+    let mut front = ChannelFront::start(&leader, config).await?;
+    let sender = front.message_sender();
+    let mut responses = front.take_response_receiver().expect("the receiver");
+    sender.send(message("store", b"block", Some("a"))).await?;
+    sender.send(message("store", b"", Some("b"))).await?;
+    assert_eq!(
+        collect(&mut responses, 2).await,
+        ["a:ok", "b:err(empty block)"]
+    );
+    // Nothing of it ran on the leader, which has no such handler.
+    assert!(!leader.list_handlers().await.contains(&"store".to_string()));
+    leader.shutdown().await?;
+    worker.shutdown().await?;
+    Ok(())
+}
