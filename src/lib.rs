@@ -6,7 +6,9 @@
 //!
 //! Layers, top to bottom:
 //! - the API: [`ActiveMessageManager`], [`NetworkClient`], [`MessageBuilder`]
-//!   and the handler constructors in [`handler_impls`];
+//!   and the handler constructors in [`handler_impls`]; payloads are rkyv
+//!   archives, or JSON for serde types ([`json`]); the [`front`] offers the
+//!   same manager through a message channel and a notification channel;
 //! - the runtime: dispatcher (handler registry, concurrency limit), response
 //!   table (correlation, timeouts, peer loss), [`system`] handlers;
 //! - the [`wire`] envelope, identical on every transport;
