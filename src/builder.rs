@@ -1,7 +1,7 @@
 //! `MessageBuilder`: one builder, typestates for the delivery mode.
 //!
 //! ```text
-//! active_message(name)? .payload(&x)? .timeout(d) .target_instance(id)
+//! active_message(name)? .payload(&x or x)? .timeout(d) .target_instance(id)
 //!   .execute()                      fire-and-forget: Ok once the link took it
 //!   .send(peer)                     confirmed: Ok once the handler succeeded
 //!   .expect_response::<R>()
@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::client::{Call, NetworkClient, OutPayload};
-use crate::codec::PayloadSource;
+use crate::codec::IntoPayload;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 use crate::status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
@@ -68,18 +68,19 @@ impl MessageBuilder<'static, NeedsDeliveryMode> {
 }
 
 impl<'a, M> MessageBuilder<'a, M> {
-    /// Sets the payload: `value` (any rkyv-serializable type, or `str`) is
-    /// archived with rkyv when the message is sent, straight into the
-    /// transport's buffer. Kept fallible for payload checks to come.
-    pub fn payload<'b, T: PayloadSource + ?Sized>(
-        self,
-        value: &'b T,
-    ) -> Result<MessageBuilder<'b, M>>
+    /// Sets the payload, by reference (`&x`, `"text"`: zero-copy, archived
+    /// with rkyv straight into the transport's buffer when the frame is
+    /// written) or by value (`x`, `String`, `Vec<u8>`: moved into one
+    /// allocation, then archived the same way, never encoded twice). Types
+    /// made payloads with [`crate::json_payload!`] or wrapped in
+    /// [`crate::json::Json`] travel as JSON. Kept fallible, as in the seed.
+    pub fn payload<'b, P, K>(self, value: P) -> Result<MessageBuilder<'b, M>>
     where
         'a: 'b,
+        P: IntoPayload<'b, K>,
     {
         let mut next: MessageBuilder<'b, M> = self.into_mode();
-        next.body = OutPayload::Archive(value.payload_ref());
+        next.body = OutPayload::Archive(value.into_payload_value());
         Ok(next)
     }
 
@@ -99,6 +100,21 @@ impl<'a, M> MessageBuilder<'a, M> {
     pub fn target_instance(mut self, target: InstanceId) -> Self {
         self.target = Some(target);
         self
+    }
+
+    /// A copy of this message aimed at `target` (the payload is shared, not
+    /// copied), to send one message to several peers.
+    pub fn clone_with_target(&self, target: InstanceId) -> Self {
+        Self {
+            client: Arc::clone(&self.client),
+            name: self.name.clone(),
+            system: self.system,
+            body: self.body.clone(),
+            timeout: self.timeout,
+            target: Some(target),
+            kind: self.kind,
+            _mode: PhantomData,
+        }
     }
 
     fn into_mode<'b, N>(self) -> MessageBuilder<'b, N>
@@ -147,7 +163,28 @@ impl<'a> MessageBuilder<'a, NeedsDeliveryMode> {
         Ok(MessageStatus::confirmed(id, target))
     }
 
-    /// Expects a typed response `R`.
+    /// Expects a typed response `R`. The seed's `.await_response::<R>()`
+    /// must name the same type:
+    ///
+    /// ```no_run
+    /// # async fn f(client: std::sync::Arc<active_message::NetworkClient>,
+    /// #            peer: active_message::InstanceId) -> active_message::Result<()> {
+    /// let status = client.active_message("echo")?.payload("hi")?
+    ///     .target_instance(peer).expect_response::<String>().execute().await?;
+    /// let echoed = status.await_response::<String>().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Another type is a compile error, not a wrong decode at run time:
+    ///
+    /// ```compile_fail
+    /// # async fn f(client: std::sync::Arc<active_message::NetworkClient>,
+    /// #            peer: active_message::InstanceId) -> active_message::Result<()> {
+    /// let status = client.active_message("echo")?.payload("hi")?
+    ///     .target_instance(peer).expect_response::<String>().execute().await?;
+    /// let echoed = status.await_response::<u64>().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn expect_response<R>(self) -> MessageBuilder<'a, WithResponseExpected<R>> {
         let mut next = self.into_mode();
         next.kind = Kind::Request;

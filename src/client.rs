@@ -345,6 +345,30 @@ impl NetworkClient {
     pub fn is_admitting(&self) -> bool {
         self.admitting.load(Ordering::Acquire)
     }
+
+    /// The endpoint this manager advertises first: TCP, else shared memory,
+    /// else in-process ([`Self::peer_info`] has them all).
+    pub fn endpoint(&self) -> Option<&str> {
+        let info = &self.peer_info;
+        [&info.tcp_endpoint, &info.shm_endpoint, &info.local_endpoint]
+            .into_iter()
+            .find_map(|ep| ep.as_deref())
+    }
+
+    /// Sends raw bytes to the handler `handler` on `target`, fire-and-forget
+    /// (the seed's `send_message`): `Ok` once the link took the frame.
+    pub async fn send_message(
+        self: &Arc<Self>,
+        target: InstanceId,
+        handler: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<()> {
+        self.active_message(handler)?
+            .raw_payload(payload)
+            .target_instance(target)
+            .execute()
+            .await
+    }
 }
 
 /// The peer's endpoints in the order to try them, with the transport for

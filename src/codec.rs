@@ -1,13 +1,15 @@
 //! Payload encoding: rkyv archives, serialized on the caller's side and
 //! validated (bytecheck) before anything touches them on the receiving side.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::ser::writer::Buffer;
-use rkyv::util::AlignedVec;
+pub use rkyv::util::AlignedVec;
 
 use crate::error::{Error, Result};
 use crate::wire::PAYLOAD_ALIGN;
@@ -25,7 +27,8 @@ pub struct DoesNotFit;
 /// A value that can travel as a message payload.
 ///
 /// Implemented for every type that derives rkyv's `Archive` + `Serialize`
-/// (see [`PayloadSource`] for `str`). Object-safe: the send path holds a
+/// (see [`PayloadSource`] for `str`), and as JSON for serde types through
+/// [`crate::json_payload!`] and [`crate::json::Json`]. Object-safe: the send path holds a
 /// `&dyn Payload` and archives it straight into the transport's buffer.
 pub trait Payload: Send + Sync {
     /// Serializes `self` into a fresh, 16-byte aligned archive.
@@ -78,19 +81,23 @@ where
     }
 }
 
-/// What `.payload(&x)` accepts: every [`Payload`] type, and `str`.
+/// What `.payload(&x)` accepts by reference: every [`Payload`] type, and `str`.
 pub trait PayloadSource {
     /// The payload to archive when the message is sent.
     fn payload_ref(&self) -> PayloadValue<'_>;
 }
 
-/// A borrowed payload value, ready to be archived.
-#[derive(Clone, Copy)]
+/// A payload value as the builder holds it, ready to be archived.
+#[derive(Clone)]
 pub enum PayloadValue<'a> {
-    /// A value of a [`Payload`] type.
+    /// A borrowed value of a [`Payload`] type (zero-copy: archived straight
+    /// into the transport's buffer).
     Value(&'a dyn Payload),
     /// A string.
     Str(StrPayload<'a>),
+    /// A value given by value: moved into one shared allocation (never
+    /// encoded twice), archived into the transport's buffer like a borrowed one.
+    Owned(Arc<dyn Payload + 'a>),
 }
 
 impl PayloadValue<'_> {
@@ -99,6 +106,7 @@ impl PayloadValue<'_> {
         match self {
             Self::Value(v) => *v,
             Self::Str(s) => s,
+            Self::Owned(v) => v.as_ref(),
         }
     }
 }
@@ -113,6 +121,46 @@ impl PayloadSource for str {
     fn payload_ref(&self) -> PayloadValue<'_> {
         PayloadValue::Str(StrPayload(self))
     }
+}
+
+/// Marker for [`IntoPayload`]: the payload is borrowed (`&T`, `&str`).
+#[derive(Debug)]
+pub enum ByRef {}
+
+/// Marker for [`IntoPayload`]: the payload is moved in (`T`, `String`, `Vec<u8>`).
+#[derive(Debug)]
+pub enum ByValue {}
+
+/// What `.payload(x)` accepts: `&T` and `&str` (borrowed, zero-copy) or a
+/// [`Payload`] value `T` (moved). `M` ([`ByRef`] or [`ByValue`]) is inferred;
+/// it only keeps the two impls apart.
+pub trait IntoPayload<'a, M> {
+    /// The value as the builder holds it.
+    fn into_payload_value(self) -> PayloadValue<'a>;
+}
+
+impl<'a, T: PayloadSource + ?Sized> IntoPayload<'a, ByRef> for &'a T {
+    fn into_payload_value(self) -> PayloadValue<'a> {
+        self.payload_ref()
+    }
+}
+
+impl<'a, T: Payload + 'a> IntoPayload<'a, ByValue> for T {
+    fn into_payload_value(self) -> PayloadValue<'a> {
+        PayloadValue::Owned(Arc::new(self))
+    }
+}
+
+/// `R: SameType<T>` holds only when `R` and `T` are one type: it ties
+/// `.await_response::<T>()` to `.expect_response::<R>()` (a mismatch does not
+/// compile) and lets `T` be inferred from `R` when no turbofish is written.
+pub trait SameType<T>: sealed::Sealed<T> {}
+
+impl<T> SameType<T> for T {}
+
+mod sealed {
+    pub trait Sealed<T> {}
+    impl<T> Sealed<T> for T {}
 }
 
 /// A value that can be decoded from a validated payload archive.
@@ -231,6 +279,38 @@ mod tests {
         assert_eq!(&slot[..n], value.encode().unwrap().as_slice());
         assert_eq!(Sample::decode(&slot[..n]).unwrap(), value);
         assert_eq!(value.encode_into(&mut slot[..8]), Err(DoesNotFit));
+    }
+
+    #[test]
+    fn borrowed_payloads_stay_borrowed_and_owned_ones_are_moved_not_encoded() {
+        let value = Sample {
+            id: 4,
+            name: "zero-copy".into(),
+            values: vec![1],
+        };
+        let by_ref = IntoPayload::into_payload_value(&value);
+        let PayloadValue::Value(borrowed) = &by_ref else {
+            panic!("a borrowed payload must stay a borrow");
+        };
+        // The very value the caller holds, archived only when the frame is written.
+        assert!(std::ptr::addr_eq(*borrowed as *const dyn Payload, &value));
+        let expected = value.encode().unwrap();
+        drop(by_ref);
+        let by_value = IntoPayload::into_payload_value(value);
+        assert!(matches!(by_value, PayloadValue::Owned(_)));
+        assert_eq!(
+            by_value.as_dyn().encode().unwrap().as_slice(),
+            expected.as_slice()
+        );
+        assert!(matches!(
+            IntoPayload::into_payload_value("text"),
+            PayloadValue::Str(_)
+        ));
+        let owned = IntoPayload::into_payload_value(String::from("text"));
+        assert_eq!(
+            owned.as_dyn().encode().unwrap().as_slice(),
+            StrPayload("text").encode().unwrap().as_slice()
+        );
     }
 
     #[test]

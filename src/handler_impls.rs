@@ -13,6 +13,10 @@
 //! the transport supports it (shared memory): no task spawn, and for the
 //! archived kind no copy of the input at all.
 //!
+//! Typed handlers decode their input with [`Decode`] and encode their output
+//! with [`Payload`]: rkyv for rkyv types, JSON for serde types declared with
+//! [`crate::json_payload!`] or wrapped in [`crate::Json`].
+//!
 //! Every error string travels back to the caller as [`crate::Error::Handler`].
 
 use std::future::Future;

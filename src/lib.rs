@@ -6,7 +6,9 @@
 //!
 //! Layers, top to bottom:
 //! - the API: [`ActiveMessageManager`], [`NetworkClient`], [`MessageBuilder`]
-//!   and the handler constructors in [`handler_impls`];
+//!   and the handler constructors in [`handler_impls`]; payloads are rkyv
+//!   archives, or JSON for serde types ([`json`]); the [`front`] offers the
+//!   same manager through a message channel and a notification channel;
 //! - the runtime: dispatcher (handler registry, concurrency limit), response
 //!   table (correlation, timeouts, peer loss), [`system`] handlers;
 //! - the [`wire`] envelope, identical on every transport;
@@ -19,9 +21,11 @@ pub mod client;
 pub mod codec;
 pub mod demo;
 pub mod error;
+pub mod front;
 pub mod handler;
 pub mod handler_impls;
 pub mod ids;
+pub mod json;
 pub mod manager;
 pub mod peer;
 pub mod runtime;
@@ -33,11 +37,13 @@ pub mod wire;
 
 pub use builder::MessageBuilder;
 pub use client::{NetworkClient, TransportPolicy};
-pub use codec::{Decode, Payload};
+pub use codec::{Decode, IntoPayload, Payload};
 pub use error::{Error, Result};
+pub use front::{ChannelFront, FrontConfig, IncomingActiveMessage, ResponseNotification};
 pub use handler::registry::HandlerEvent;
 pub use handler::{Handler, HandlerContext, HandlerKind, HandlerRef};
 pub use ids::{HandlerId, InstanceId, MessageId};
+pub use json::Json;
 pub use manager::{ActiveMessageManager, ActiveMessageManagerBuilder};
 pub use peer::PeerInfo;
 pub use shm_ring::WaitPolicy;

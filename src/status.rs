@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::codec::Decode;
+use crate::codec::{Decode, SameType};
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
 use crate::runtime::pending::{DoneRx, PendingGuard, ReceiptRx};
@@ -108,15 +108,23 @@ impl<R> MessageStatus<WithResponse<R>> {
     }
 }
 
-impl<R: Decode> MessageStatus<WithResponse<R>> {
-    /// Waits for the response and decodes it (validated) as `R`.
+impl<R> MessageStatus<WithResponse<R>> {
+    /// Waits for the response and decodes it (validated) as `R`; the seed's
+    /// `.await_response::<R>()` names the type again (it must be `R`: another
+    /// type does not compile), `.await_response()` infers it.
     ///
     /// Fails with the handler's error as [`Error::Handler`], a missing handler
     /// as [`Error::NoSuchHandler`], a dead peer as [`Error::PeerLost`], each as
     /// soon as it is known; [`Error::Timeout`] only if the peer stayed silent.
-    pub async fn await_response(self) -> Result<R> {
+    pub async fn await_response<T>(self) -> Result<T>
+    where
+        T: Decode,
+        // Both ways, so that whichever side is known infers the other.
+        R: SameType<T>,
+        T: SameType<R>,
+    {
         let bytes = self.await_response_raw().await?;
-        R::decode(&bytes)
+        T::decode(&bytes)
     }
 }
 

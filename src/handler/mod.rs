@@ -21,7 +21,7 @@ pub enum HandlerKind {
     ActiveMessage,
     /// Bytes in, optional bytes out.
     UnaryBytes,
-    /// Typed (rkyv) input and output.
+    /// Typed input and output (rkyv archives, or JSON for serde types).
     UnaryTyped,
 }
 
