@@ -6,9 +6,10 @@
 
 use std::hint::black_box;
 
-use active_message::codec::{AlignedVec, Decode, Payload};
 use active_message::json::Json;
+use active_message::{Decode, Payload};
 use criterion::{Criterion, criterion_group, criterion_main};
+use rkyv::util::AlignedVec;
 use serde::{Deserialize, Serialize};
 
 /// A typical control message: a few scalars and a short string.

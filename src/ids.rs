@@ -99,19 +99,19 @@ impl Default for MessageIdGen {
 pub type HandlerId = String;
 
 /// Prefix of reserved system handler names.
-pub const SYSTEM_PREFIX: char = '_';
+pub(crate) const SYSTEM_PREFIX: char = '_';
 
 /// Longest handler name accepted, in bytes.
-pub const MAX_HANDLER_NAME: usize = 256;
+pub(crate) const MAX_HANDLER_NAME: usize = 256;
 
 /// Whether `name` is reserved for system handlers.
-pub fn is_system_name(name: &str) -> bool {
+pub(crate) fn is_system_name(name: &str) -> bool {
     name.starts_with(SYSTEM_PREFIX)
 }
 
 /// Checks a handler name a user may register or call: non-empty, at most
 /// [`MAX_HANDLER_NAME`] bytes, no control characters, not `_`-prefixed.
-pub fn validate_user_handler_name(name: &str) -> Result<(), crate::Error> {
+pub(crate) fn validate_user_handler_name(name: &str) -> Result<(), crate::Error> {
     validate_handler_name(name)?;
     if is_system_name(name) {
         return Err(crate::Error::InvalidHandlerName(format!(
@@ -122,7 +122,7 @@ pub fn validate_user_handler_name(name: &str) -> Result<(), crate::Error> {
 }
 
 /// Checks the shape of any handler name (system or user).
-pub fn validate_handler_name(name: &str) -> Result<(), crate::Error> {
+pub(crate) fn validate_handler_name(name: &str) -> Result<(), crate::Error> {
     if name.is_empty() || name.len() > MAX_HANDLER_NAME || name.chars().any(char::is_control) {
         return Err(crate::Error::InvalidHandlerName(format!(
             "{name:?}: must be 1..={MAX_HANDLER_NAME} bytes without control characters"

@@ -4,50 +4,67 @@
 //! peer, sends it a typed payload, and gets back nothing (fire-and-forget), an
 //! acceptance (confirmed delivery), or a typed response.
 //!
-//! Layers, top to bottom:
-//! - the API: [`ActiveMessageManager`], [`NetworkClient`], [`MessageBuilder`]
-//!   and the handler constructors in [`handler_impls`]; payloads are rkyv
-//!   archives, or JSON for serde types ([`json`]); the [`front`] offers the
-//!   same manager through a message channel and a notification channel;
-//! - the runtime: dispatcher (handler registry, concurrency limit), response
-//!   table (correlation, timeouts, peer loss), [`system`] handlers;
-//! - the [`wire`] envelope, identical on every transport;
-//! - the transports behind [`transport::ThinTransport`]: ZeroMQ over TCP and an
-//!   in-process loopback.
+//! Layers, top to bottom (one folder each):
+//! - `client/`: what a caller holds: [`NetworkClient`], the [`MessageBuilder`]
+//!   typestates, [`MessageStatus`] and [`ReceiptHandle`], and the
+//!   [`ChannelFront`] (the same manager through a message channel and a
+//!   notification channel);
+//! - `manager/`: [`ActiveMessageManager`] and its builder, which own the
+//!   transports, the dispatcher and the lifecycle;
+//! - `handler/`: handler kinds and their constructors ([`handler_impls`]);
+//! - `runtime/` and `system/`: dispatcher (handler registry, concurrency
+//!   limit, deadlines), response table (correlation, timeouts, peer loss),
+//!   the `_`-prefixed system handlers;
+//! - `protocol/`: the [`wire`] envelope, identical on every transport, and
+//!   the payload codecs (rkyv archives, or JSON for serde types via [`Json`]);
+//! - [`transport`]: the [`transport::ThinTransport`] contract and its
+//!   implementations: shared-memory rings, ZeroMQ over TCP, in-process, and
+//!   any a user plugs in.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(unreachable_pub)]
 
-pub mod builder;
-pub mod client;
-pub mod codec;
-pub mod demo;
-pub mod error;
-pub mod front;
-pub mod handler;
-pub mod handler_impls;
-pub mod ids;
-pub mod json;
-pub mod manager;
-pub mod peer;
-pub mod runtime;
-pub mod stats;
-pub mod status;
-pub mod system;
+mod client;
+mod error;
+mod handler;
+mod ids;
+mod manager;
+mod peer;
+mod protocol;
+mod runtime;
+mod stats;
+mod system;
 pub mod transport;
-pub mod wire;
 
-pub use builder::MessageBuilder;
+pub(crate) use client::{message as builder, status};
+pub(crate) use protocol::codec;
+#[doc(hidden)]
+pub use protocol::json;
+
+pub use client::front::{
+    ChannelFront, FrontConfig, IncomingActiveMessage, ResponseNotification, front_handler,
+};
+pub use client::message::{
+    DetachedReceipt, MessageBuilder, NeedsDeliveryMode, WithResponseExpected,
+};
+pub use client::status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
 pub use client::{NetworkClient, TransportPolicy};
-pub use codec::{Decode, IntoPayload, Payload};
 pub use error::{Error, Result};
-pub use front::{ChannelFront, FrontConfig, IncomingActiveMessage, ResponseNotification};
+pub use handler::impls as handler_impls;
 pub use handler::registry::HandlerEvent;
-pub use handler::{Handler, HandlerContext, HandlerKind, HandlerRef};
-pub use ids::{HandlerId, InstanceId, MessageId};
-pub use json::Json;
+pub use handler::{Handler, HandlerContext, HandlerError, HandlerKind, HandlerRef};
+pub use ids::{HandlerId, InstanceId, MessageId, MessageIdGen};
 pub use manager::{ActiveMessageManager, ActiveMessageManagerBuilder};
 pub use peer::PeerInfo;
+pub use protocol::codec::{
+    ByRef, ByValue, Decode, DoesNotFit, IntoPayload, Payload, PayloadSource,
+};
+pub use protocol::json::Json;
+pub use protocol::wire;
 pub use shm_ring::WaitPolicy;
-pub use stats::StatsSnapshot;
-pub use status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
+pub use stats::{CounterValues, PeerStat, StatsSnapshot};
+pub use system::types::{
+    HealthCheckResponse, ListHandlersResponse, RegisterServiceResponse, RequestShutdownResponse,
+    WaitForHandlerRequest, WaitForHandlerResponse,
+};
 pub use transport::TransportKind;
 pub use transport::shm::ShmConfig;

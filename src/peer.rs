@@ -44,7 +44,7 @@ impl PeerInfo {
 
 /// This host's identity: hostname plus kernel boot id, so two containers with
 /// the same hostname on different machines are not taken for one host.
-pub fn host_id() -> String {
+pub(crate) fn host_id() -> String {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{}/{}", name.trim(), boot.trim())

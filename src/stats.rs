@@ -12,8 +12,8 @@ macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// Live counters of one manager.
         #[derive(Debug, Default)]
-        pub struct Counters {
-            $($(#[$doc])* pub $name: AtomicU64,)*
+        pub(crate) struct Counters {
+            $($(#[$doc])* pub(crate) $name: AtomicU64,)*
         }
 
         /// A copy of the counters at one moment.
@@ -24,7 +24,7 @@ macro_rules! counters {
 
         impl Counters {
             /// Reads every counter.
-            pub fn values(&self) -> CounterValues {
+            pub(crate) fn values(&self) -> CounterValues {
                 // Relaxed: counters are statistics, not synchronisation.
                 CounterValues { $($name: self.$name.load(Ordering::Relaxed),)* }
             }
@@ -61,12 +61,12 @@ counters! {
 
 impl Counters {
     /// Adds one to a counter.
-    pub fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: usize) {
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use active_message::front::front_handler;
+use active_message::front_handler;
 use active_message::{
     ActiveMessageManager, ChannelFront, FrontConfig, HandlerRef, IncomingActiveMessage,
     ResponseNotification,

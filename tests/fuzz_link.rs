@@ -11,10 +11,10 @@ mod mutate;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use active_message::codec::Payload;
-use active_message::ids::{InstanceId, MessageId};
+use active_message::Payload;
 use active_message::wire::{self, Header, Kind, flags};
 use active_message::{ActiveMessageManager, NetworkClient};
+use active_message::{InstanceId, MessageId};
 use common::{Flavor, pair};
 use mutate::{Fuzz, mutate, random_bytes};
 

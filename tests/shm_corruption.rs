@@ -7,10 +7,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use active_message::MessageId;
 use active_message::handler_impls::{TypedContext, typed_unary_handler};
-use active_message::ids::MessageId;
 use active_message::transport::shm::endpoint_path;
-use active_message::transport::shm::handshake::{self, HandshakeParams, RawLink};
+use active_message::transport::shm::raw::{self as handshake, HandshakeParams, RawLink};
 use active_message::wire::{self, Header, Kind};
 use active_message::{
     ActiveMessageManager, ActiveMessageManagerBuilder, Decode, InstanceId, Payload,

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use active_message::ids::{InstanceId, MessageId};
 use active_message::transport::shm::{ShmConfig, ShmTransport};
 use active_message::transport::{
     BoxedLink, Inbound, Inbox, InlineSlot, LinkEvents, OutFrame, ThinTransport, TransportKind,
 };
 use active_message::wire::{self, Header, Kind, ProtocolError};
 use active_message::{Error, TransportKind as Kind2};
+use active_message::{InstanceId, MessageId};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use active_message::MessageId;
 use active_message::handler_impls::{TypedContext, typed_unary_handler};
-use active_message::ids::MessageId;
 use active_message::transport::shm::endpoint_path;
-use active_message::transport::shm::handshake::{self, HandshakeParams};
+use active_message::transport::shm::raw::{self as handshake, HandshakeParams};
 use active_message::wire::{self, Header, Kind};
 use active_message::{
     ActiveMessageManager, ActiveMessageManagerBuilder, Decode, Error, InstanceId, Payload,

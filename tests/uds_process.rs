@@ -29,9 +29,7 @@ fn builder(socket: std::path::PathBuf) -> ActiveMessageManagerBuilder {
 async fn uds_child_server() {
     let socket = std::env::var_os(CHILD_ENV).expect("run by the parent test");
     let server = builder(socket.into()).build().await.unwrap();
-    active_message::demo::register_demo_handlers(&server)
-        .await
-        .unwrap();
+    common::demo::register_demo_handlers(&server).await.unwrap();
     println!(
         "{}",
         serde_json::to_string(&server.peer_info().await).unwrap()

@@ -1,6 +1,7 @@
 //! The handler contract: what the dispatcher calls for each invocation.
 
-pub mod registry;
+pub mod impls;
+pub(crate) mod registry;
 
 use std::fmt;
 use std::sync::Arc;
@@ -85,10 +86,10 @@ impl HandlerError {
 
 /// What an inline call produced: the response payload (borrowed, archived
 /// straight into the reply frame), or an error.
-pub type InlineOutcome<'a> = Result<PayloadRef<'a>, HandlerError>;
+pub(crate) type InlineOutcome<'a> = Result<PayloadRef<'a>, HandlerError>;
 
 /// What a handler produced: a body for the response, or an error.
-pub type HandlerOutcome = Result<Body, HandlerError>;
+pub(crate) type HandlerOutcome = Result<Body, HandlerError>;
 
 /// A handler call: synchronous handlers answer at once, async ones return a future.
 pub enum HandlerCall {

@@ -34,7 +34,7 @@ pub enum HandlerEvent {
 }
 
 /// Name -> handler map shared by the manager and the dispatcher.
-pub struct HandlerRegistry {
+pub(crate) struct HandlerRegistry {
     handlers: DashMap<String, HandlerRef>,
     events: broadcast::Sender<HandlerEvent>,
     changed: Notify,
@@ -43,7 +43,7 @@ pub struct HandlerRegistry {
 
 impl HandlerRegistry {
     /// An empty registry for the manager `instance`.
-    pub fn new(instance: InstanceId) -> Arc<Self> {
+    pub(crate) fn new(instance: InstanceId) -> Arc<Self> {
         Arc::new(Self {
             handlers: DashMap::new(),
             events: broadcast::channel(EVENT_CAPACITY).0,
@@ -53,7 +53,7 @@ impl HandlerRegistry {
     }
 
     /// Registers a user handler; it is callable when this returns.
-    pub fn register(&self, name: String, handler: HandlerRef) -> Result<()> {
+    pub(crate) fn register(&self, name: String, handler: HandlerRef) -> Result<()> {
         validate_user_handler_name(&name)?;
         self.insert(name, handler)
     }
@@ -86,7 +86,7 @@ impl HandlerRegistry {
     }
 
     /// Removes a user handler. Returns whether it was registered.
-    pub fn deregister(&self, name: &str) -> Result<bool> {
+    pub(crate) fn deregister(&self, name: &str) -> Result<bool> {
         if is_system_name(name) {
             return Err(Error::InvalidHandlerName(format!(
                 "{name:?}: system handlers cannot be removed"
@@ -103,29 +103,29 @@ impl HandlerRegistry {
     }
 
     /// The handler registered under `name`.
-    pub fn get(&self, name: &str) -> Option<HandlerRef> {
+    pub(crate) fn get(&self, name: &str) -> Option<HandlerRef> {
         self.handlers.get(name).map(|h| Arc::clone(h.value()))
     }
 
     /// Whether `name` is registered.
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.handlers.contains_key(name)
     }
 
     /// Every registered name, sorted.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.handlers.iter().map(|e| e.key().clone()).collect();
         names.sort();
         names
     }
 
     /// Subscribes to registration events.
-    pub fn subscribe(&self) -> broadcast::Receiver<HandlerEvent> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<HandlerEvent> {
         self.events.subscribe()
     }
 
     /// Waits until `name` is registered or `timeout` passes; true if it is there.
-    pub async fn wait_for(&self, name: &str, timeout: Duration) -> bool {
+    pub(crate) async fn wait_for(&self, name: &str, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();

@@ -2,4 +2,4 @@
 
 pub(crate) mod deadline;
 pub(crate) mod dispatcher;
-pub mod pending;
+pub(crate) mod pending;

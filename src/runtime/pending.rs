@@ -39,7 +39,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(10);
 const REMEMBERED_LOSSES: usize = 1024;
 
 /// Outstanding calls of one manager.
-pub struct PendingTable {
+pub(crate) struct PendingTable {
     entries: DashMap<MessageId, Entry>,
     late_replies: AtomicU64,
     deferred_cancels: Arc<Semaphore>,
@@ -208,17 +208,12 @@ impl PendingTable {
     }
 
     /// Number of calls in flight.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Whether no call is in flight.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Replies that arrived for no waiting call.
-    pub fn late_replies(&self) -> u64 {
+    pub(crate) fn late_replies(&self) -> u64 {
         self.late_replies.load(Ordering::Relaxed)
     }
 }

@@ -2,8 +2,8 @@
 //! The receiving side enforces the prefix: user messages cannot reach them
 //! and users cannot register such names.
 
-pub mod calls;
-pub mod types;
+pub(crate) mod calls;
+pub(crate) mod types;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

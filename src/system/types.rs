@@ -6,21 +6,21 @@ use serde::{Deserialize, Serialize};
 use crate::ids::InstanceId;
 
 /// System handler names.
-pub mod names {
+pub(crate) mod names {
     /// Lists the peer's handlers.
-    pub const LIST_HANDLERS: &str = "_list_handlers";
+    pub(crate) const LIST_HANDLERS: &str = "_list_handlers";
     /// Waits until a handler is registered.
-    pub const WAIT_FOR_HANDLER: &str = "_wait_for_handler";
+    pub(crate) const WAIT_FOR_HANDLER: &str = "_wait_for_handler";
     /// Liveness and load.
-    pub const HEALTH_CHECK: &str = "_health_check";
+    pub(crate) const HEALTH_CHECK: &str = "_health_check";
     /// The peer's `PeerInfo`.
-    pub const DISCOVER: &str = "_discover";
+    pub(crate) const DISCOVER: &str = "_discover";
     /// Asks the peer to connect back to the caller.
-    pub const REGISTER_SERVICE: &str = "_register_service";
+    pub(crate) const REGISTER_SERVICE: &str = "_register_service";
     /// Asks the peer to shut down gracefully.
-    pub const REQUEST_SHUTDOWN: &str = "_request_shutdown";
+    pub(crate) const REQUEST_SHUTDOWN: &str = "_request_shutdown";
     /// The peer's counters.
-    pub const STATS: &str = "_stats";
+    pub(crate) const STATS: &str = "_stats";
 }
 
 /// Answer of `_health_check`.

@@ -1,6 +1,9 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)]
 
+/// The demo handlers `am serve` runs, for in-process servers.
+#[path = "../../src/bin/am/demo.rs"]
+pub mod demo;
 pub mod process;
 pub mod resources;
 /// The example Unix-domain-socket transport, shared with `examples/uds_transport`.
@@ -92,9 +95,7 @@ pub async fn pair_with(
     server: impl FnOnce(ActiveMessageManagerBuilder) -> ActiveMessageManagerBuilder,
 ) -> Pair {
     let server = server(builder(flavor)).build().await.unwrap();
-    active_message::demo::register_demo_handlers(&server)
-        .await
-        .unwrap();
+    demo::register_demo_handlers(&server).await.unwrap();
     let client = builder(flavor).build().await.unwrap();
     client
         .client()

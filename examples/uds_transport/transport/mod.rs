@@ -22,7 +22,7 @@ use std::time::Duration;
 
 mod link;
 
-use active_message::ids::MessageIdGen;
+use active_message::MessageIdGen;
 use active_message::transport::{
     BoxFuture, BoxedLink, BoxedTransport, Inbox, PeerLink, ThinTransport, TransportKind,
 };

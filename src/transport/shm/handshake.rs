@@ -34,13 +34,13 @@ use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 
 /// Version of the link protocol (handshake, ring records, socket messages).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub(crate) const PROTOCOL_VERSION: u16 = 1;
 const HELLO_MAGIC: [u8; 8] = *b"AMSHMHEL";
 const ACK_MAGIC: [u8; 8] = *b"AMSHMACK";
 /// Size of the client's hello.
-pub const HELLO_LEN: usize = 64;
+pub(crate) const HELLO_LEN: usize = 64;
 /// Size of the server's answer.
-pub const ACK_LEN: usize = 128;
+pub(crate) const ACK_LEN: usize = 128;
 /// Descriptors passed with a successful answer.
 const LINK_FDS: usize = 5;
 

@@ -8,7 +8,7 @@
 //!   `shm://<absolute socket path>`.
 //! - A client connects and says hello; the server checks `SO_PEERCRED` and
 //!   the expected identity, creates the memfd with both rings and four
-//!   eventfds, and passes them with `SCM_RIGHTS` ([`handshake`]).
+//!   eventfds, and passes them with `SCM_RIGHTS` (the handshake module).
 //! - The socket stays open for the link's life: end of file means the peer
 //!   is gone (also after SIGKILL). Both rings are then closed (waking any
 //!   parked reader or writer), senders get `PeerLost`, and
@@ -24,16 +24,26 @@
 //! kernel frees them when the last mapping and descriptor close.
 
 pub(crate) mod config;
-pub mod handshake;
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
+pub(crate) mod handshake;
 mod large;
 mod link;
 mod liveness;
 mod pump;
-pub mod rendezvous;
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
+pub(crate) mod rendezvous;
 
 pub use config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, ShmConfig};
-pub use handshake::{HandshakeParams, RawLink, RingSpec};
-pub use rendezvous::check_peer_uid;
+pub(crate) use handshake::{HandshakeParams, RawLink, RingSpec};
+
+/// The link handshake, for this crate's tests of hostile and foreign-uid
+/// peers (feature `test-util`). Not a stable API.
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod raw {
+    pub use super::handshake::{HandshakeParams, RawLink, RingSpec, connect};
+    pub use super::rendezvous::check_peer_uid;
+}
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -149,6 +159,8 @@ impl ShmTransport {
     }
 
     /// The handshake parameters this transport uses (for raw peers in tests).
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
     pub fn handshake_params(&self) -> HandshakeParams {
         self.shared.params()
     }

@@ -7,9 +7,11 @@
 //!   TCP clients must authenticate with that secret (`docs/security.md`).
 //! - `am health <peer-info-json>` / `am handlers <peer-info-json>` query a peer.
 //!
-//! The demo handlers are those of [`active_message::demo`].
+//! The demo handlers are those of the `demo` module beside this file.
 
 use std::process::ExitCode;
+
+mod demo;
 
 use active_message::{ActiveMessageManagerBuilder, PeerInfo};
 
@@ -39,7 +41,7 @@ async fn serve(args: &[String]) -> Result<(), String> {
         builder = builder.ring_capacity(n);
     }
     let manager = builder.build().await.map_err(|e| e.to_string())?;
-    active_message::demo::register_demo_handlers(&manager)
+    demo::register_demo_handlers(&manager)
         .await
         .map_err(|e| e.to_string())?;
     let info = serde_json::to_string(&manager.peer_info().await).map_err(|e| e.to_string())?;

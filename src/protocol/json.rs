@@ -19,8 +19,10 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{AlignedVec, Decode, DoesNotFit, Payload};
+use crate::codec::{Decode, DoesNotFit, Payload};
 use crate::error::{Error, Result};
+#[doc(hidden)]
+pub use rkyv::util::AlignedVec;
 
 /// Sends or receives `T` as JSON (serde), whatever else it implements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -87,18 +89,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 #[macro_export]
 macro_rules! json_payload {
     ($($ty:ty),+ $(,)?) => {$(
-        impl $crate::codec::Payload for $ty {
-            fn encode(&self) -> $crate::Result<$crate::codec::AlignedVec> {
+        impl $crate::Payload for $ty {
+            fn encode(&self) -> $crate::Result<$crate::json::AlignedVec> {
                 $crate::json::encode(self)
             }
             fn encode_into(
                 &self,
                 dst: &mut [u8],
-            ) -> ::core::result::Result<usize, $crate::codec::DoesNotFit> {
+            ) -> ::core::result::Result<usize, $crate::DoesNotFit> {
                 $crate::json::encode_into(self, dst)
             }
         }
-        impl $crate::codec::Decode for $ty {
+        impl $crate::Decode for $ty {
             fn decode(bytes: &[u8]) -> $crate::Result<Self> {
                 $crate::json::decode(bytes)
             }

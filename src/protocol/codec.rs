@@ -9,15 +9,15 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::ser::writer::Buffer;
-pub use rkyv::util::AlignedVec;
+pub(crate) use rkyv::util::AlignedVec;
 
 use crate::error::{Error, Result};
 use crate::wire::PAYLOAD_ALIGN;
 
 /// rkyv serializer writing into a growable aligned vector.
-pub type PayloadSerializer<'a> = HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>;
+pub(crate) type PayloadSerializer<'a> = HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>;
 /// rkyv serializer writing into a fixed slice (a ring slot).
-pub type SlotSerializer<'a, 'b> = HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>;
+pub(crate) type SlotSerializer<'a, 'b> = HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>;
 
 /// The destination slice was too small for the archive (or archiving failed:
 /// [`Payload::encode`] tells which).
@@ -27,7 +27,7 @@ pub struct DoesNotFit;
 /// A value that can travel as a message payload.
 ///
 /// Implemented for every type that derives rkyv's `Archive` + `Serialize`
-/// (see [`PayloadSource`] for `str`), and as JSON for serde types through
+/// (`str` is archived as a `String`), and as JSON for serde types through
 /// [`crate::json_payload!`] and [`crate::json::Json`]. Object-safe: the send path holds a
 /// `&dyn Payload` and archives it straight into the transport's buffer.
 pub trait Payload: Send + Sync {
@@ -184,7 +184,7 @@ where
 
 /// Runs `f` over `bytes` at a 16-byte aligned address, copying only when the
 /// bytes are not aligned already (rkyv needs aligned archives).
-pub fn with_aligned<R>(bytes: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+pub(crate) fn with_aligned<R>(bytes: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     if (bytes.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN) {
         f(bytes)
     } else {

@@ -1,6 +1,10 @@
 //! `NetworkClient`: the peer registry and the send path shared by every
 //! message pattern.
 
+pub(crate) mod front;
+pub(crate) mod message;
+pub(crate) mod status;
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

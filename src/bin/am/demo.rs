@@ -1,5 +1,5 @@
-//! Demo handlers: one or more of every handler kind, used by the `am serve`
-//! tool, the examples and the conformance tests.
+//! Demo handlers: one or more of every handler kind, served by `am serve`
+//! (the integration tests include this file too, for in-process servers).
 //!
 //! | name | kind | behaviour |
 //! |---|---|---|
@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::ActiveMessageManager;
-use crate::handler_impls::{
+use active_message::ActiveMessageManager;
+use active_message::handler_impls::{
     ArchivedContext, TypedContext, am_handler, archived_unary_handler, typed_unary_handler,
     typed_unary_handler_async, unary_handler,
 };
@@ -31,7 +31,7 @@ struct DemoState {
 }
 
 /// Registers the demo handlers on `manager`.
-pub async fn register_demo_handlers(manager: &ActiveMessageManager) -> crate::Result<()> {
+pub async fn register_demo_handlers(manager: &ActiveMessageManager) -> active_message::Result<()> {
     let state = Arc::new(DemoState::default());
     manager
         .register_handler(

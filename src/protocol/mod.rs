@@ -1,0 +1,6 @@
+//! What travels: the wire envelope shared by every transport, and the
+//! payload codecs (rkyv archives, JSON for serde types).
+
+pub(crate) mod codec;
+pub mod json;
+pub mod wire;
