@@ -25,6 +25,7 @@
 
 pub(crate) mod config;
 pub mod handshake;
+pub(crate) mod identify;
 mod large;
 mod link;
 mod liveness;
