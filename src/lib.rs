@@ -23,6 +23,8 @@ pub mod handler;
 pub mod handler_impls;
 pub mod ids;
 pub mod manager;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod peer;
 pub mod runtime;
 pub mod stats;
