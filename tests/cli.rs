@@ -27,7 +27,10 @@ fn assert_fails_naming(args: &[&str], needle: &str) {
     let out = am(args);
     assert!(!out.status.success(), "am {args:?} succeeded");
     let err = stderr(&out);
-    assert!(err.contains(needle), "am {args:?}: {err:?} does not name {needle:?}");
+    assert!(
+        err.contains(needle),
+        "am {args:?}: {err:?} does not name {needle:?}"
+    );
 }
 
 #[test]
@@ -46,7 +49,13 @@ fn bad_invocations_exit_non_zero_naming_the_problem() {
         "not valid JSON",
     );
     assert_fails_naming(
-        &["call", "tcp://127.0.0.1:1", "echo", "--raw", "/no/such/file"],
+        &[
+            "call",
+            "tcp://127.0.0.1:1",
+            "echo",
+            "--raw",
+            "/no/such/file",
+        ],
         "/no/such/file",
     );
     assert_fails_naming(&["stats", "tcp://127.0.0.1:1", "--count", "2"], "--watch");
@@ -54,10 +63,15 @@ fn bad_invocations_exit_non_zero_naming_the_problem() {
 
 #[test]
 fn help_is_everywhere_and_starts_nothing() {
-    for cmd in ["serve", "ping", "handlers", "health", "stats", "call", "bench"] {
+    for cmd in [
+        "serve", "ping", "handlers", "health", "stats", "call", "bench",
+    ] {
         let out = am(&[cmd, "--help"]);
         assert!(out.status.success(), "am {cmd} --help failed");
-        assert!(stdout(&out).contains("Usage: am"), "am {cmd} --help: no usage");
+        assert!(
+            stdout(&out).contains("Usage: am"),
+            "am {cmd} --help: no usage"
+        );
         // `am serve --help` used to start a server: it prints no PeerInfo.
         assert!(!stdout(&out).contains("instance_id"));
     }
@@ -90,7 +104,15 @@ fn queries_work(addr: &str, transport: &str) {
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The pings before were received there.
     assert!(stats["counters"]["messages_received"].as_u64().unwrap() >= 5);
-    let out = am(&["stats", addr, "--watch", "--interval", "0.05", "--count", "2"]);
+    let out = am(&[
+        "stats",
+        addr,
+        "--watch",
+        "--interval",
+        "0.05",
+        "--count",
+        "2",
+    ]);
     assert!(out.status.success(), "stats --watch: {}", stderr(&out));
     assert_eq!(stdout(&out).matches("messages_received").count(), 2);
 
@@ -103,7 +125,10 @@ fn queries_work(addr: &str, transport: &str) {
     std::fs::remove_file(&file).unwrap();
     assert!(out.status.success(), "call --raw: {}", stderr(&out));
     assert_eq!(out.stdout, [0u8, 159, 146, 150, 255]);
-    assert_fails_naming(&["call", addr, "fail_bytes", "--json", "1"], "bytes handler failed");
+    assert_fails_naming(
+        &["call", addr, "fail_bytes", "--json", "1"],
+        "bytes handler failed",
+    );
     assert_fails_naming(&["call", addr, "nope", "--json", "1"], "nope");
 }
 
@@ -138,7 +163,12 @@ fn bench_quick_runs_to_completion() {
     let out = am(&["bench", "--quick", "--no-progress"]);
     assert!(out.status.success(), "bench: {}", stderr(&out));
     let text = stdout(&out);
-    for case in ["round trip 64 B", "typed round trip", "one-way 64 B", "one-way 1 MiB"] {
+    for case in [
+        "round trip 64 B",
+        "typed round trip",
+        "one-way 64 B",
+        "one-way 1 MiB",
+    ] {
         assert!(text.contains(case), "{case} missing: {text}");
     }
 }

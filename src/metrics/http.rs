@@ -46,8 +46,8 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 impl MetricsServer {
     /// Binds `addr` (port 0 picks a free one) and serves `registry`.
     pub fn start(addr: SocketAddr, registry: Registry) -> Result<Self, MetricsError> {
-        let server = tiny_http::Server::http(addr)
-            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let server =
+            tiny_http::Server::http(addr).map_err(|source| MetricsError::Bind { addr, source })?;
         let bound = server
             .server_addr()
             .to_ip()

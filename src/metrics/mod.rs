@@ -65,9 +65,19 @@ impl Collector for ManagerCollector {
         let late = "Replies that arrived after their caller stopped waiting.";
         counter(&mut enc, "am_late_replies", late, stats.late_replies)?;
         let in_flight = "Outbound calls awaiting a reply.";
-        gauge(&mut enc, "am_calls_in_flight", in_flight, stats.calls_in_flight)?;
+        gauge(
+            &mut enc,
+            "am_calls_in_flight",
+            in_flight,
+            stats.calls_in_flight,
+        )?;
         let running = "Handlers running now.";
-        gauge(&mut enc, "am_handlers_running", running, stats.handlers_running)?;
+        gauge(
+            &mut enc,
+            "am_handlers_running",
+            running,
+            stats.handlers_running,
+        )?;
         let mut by_transport = std::collections::BTreeMap::<String, i64>::new();
         for peer in &stats.peers {
             *by_transport.entry(peer.transport.to_string()).or_default() += 1;

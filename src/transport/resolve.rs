@@ -35,9 +35,7 @@ impl Address {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                     Ok(Self::Tcp(text.to_owned()))
                 }
-                _ => Err(Error::Config(format!(
-                    "{text:?}: expected tcp://host:port"
-                ))),
+                _ => Err(Error::Config(format!("{text:?}: expected tcp://host:port"))),
             };
         }
         let path = text.strip_prefix(super::shm::SCHEME).unwrap_or(text);
@@ -155,7 +153,13 @@ mod tests {
             Address::parse("/run/a.sock").unwrap(),
             Address::Shm("/run/a.sock".into())
         );
-        for bad in ["tcp://nohost", "tcp://:1", "tcp://h:99999", "relative.sock", ""] {
+        for bad in [
+            "tcp://nohost",
+            "tcp://:1",
+            "tcp://h:99999",
+            "relative.sock",
+            "",
+        ] {
             assert!(Address::parse(bad).is_err(), "{bad} accepted");
         }
     }

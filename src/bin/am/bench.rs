@@ -99,7 +99,13 @@ impl Bench {
             samples.push(t.elapsed());
             self.bar.inc(1);
         }
-        Ok(row(case, n, size, start.elapsed(), Summary::of(&mut samples)))
+        Ok(row(
+            case,
+            n,
+            size,
+            start.elapsed(),
+            Summary::of(&mut samples),
+        ))
     }
 
     async fn typed(&self, n: u64) -> Result<Row, CliError> {
@@ -121,7 +127,13 @@ impl Bench {
             self.bar.inc(1);
         }
         let summary = Summary::of(&mut samples);
-        Ok(row("typed round trip (echo)", n, 64, start.elapsed(), summary))
+        Ok(row(
+            "typed round trip (echo)",
+            n,
+            64,
+            start.elapsed(),
+            summary,
+        ))
     }
 
     async fn one_way(&self, case: &'static str, size: usize, n: u64) -> Result<Row, CliError> {
@@ -147,7 +159,9 @@ impl Bench {
         }
         let elapsed = start.elapsed();
         if handled != n {
-            return Err(CliError::Bench(format!("{case}: {n} sent, {handled} handled")));
+            return Err(CliError::Bench(format!(
+                "{case}: {n} sent, {handled} handled"
+            )));
         }
         Ok(row(case, n, size, elapsed, None))
     }

@@ -10,8 +10,8 @@ pub async fn register(manager: &ActiveMessageManager) -> active_message::Result<
         .register_handler(
             "echo_json",
             unary_handler("echo_json", |c| {
-                let value: serde_json::Value = serde_json::from_slice(&c.payload)
-                    .map_err(|e| format!("not JSON: {e}"))?;
+                let value: serde_json::Value =
+                    serde_json::from_slice(&c.payload).map_err(|e| format!("not JSON: {e}"))?;
                 let out = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
                 Ok(Some(out.into()))
             }),

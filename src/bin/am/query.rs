@@ -70,7 +70,10 @@ pub async fn stats(args: StatsArgs) -> Result<(), CliError> {
     let mut snapshot = snapshot;
     loop {
         // Clear the screen and home the cursor, then redraw.
-        print!("\x1b[2J\x1b[H{}", crate::table::stats_table(&snapshot, previous.as_ref()));
+        print!(
+            "\x1b[2J\x1b[H{}",
+            crate::table::stats_table(&snapshot, previous.as_ref())
+        );
         std::io::stdout()
             .flush()
             .map_err(CliError::io("writing the table"))?;
@@ -115,8 +118,9 @@ pub async fn call(args: CallArgs) -> Result<(), CliError> {
                 .map_err(|e| CliError::Json(format!("--json {text:?}"), e))?;
             text.clone().into_bytes()
         }
-        (None, Some(path)) => std::fs::read(path)
-            .map_err(CliError::io(format!("reading {}", path.display())))?,
+        (None, Some(path)) => {
+            std::fs::read(path).map_err(CliError::io(format!("reading {}", path.display())))?
+        }
         (None, None) => return Err(CliError::MissingPayload),
     };
     let session = Session::open(&args.target).await?;

@@ -21,7 +21,11 @@ pub fn stats_table(now: &StatsSnapshot, before: Option<&StatsSnapshot>) -> Strin
         let _ = writeln!(out, "{name:<24} {value:>14} {change:>10}");
     }
     let _ = writeln!(out, "{:<24} {:>14}", "calls_in_flight", now.calls_in_flight);
-    let _ = writeln!(out, "{:<24} {:>14}", "handlers_running", now.handlers_running);
+    let _ = writeln!(
+        out,
+        "{:<24} {:>14}",
+        "handlers_running", now.handlers_running
+    );
     let _ = writeln!(out, "{:<24} {:>14}", "late_replies", now.late_replies);
     let _ = writeln!(out, "peers ({})", now.peers.len());
     for peer in &now.peers {
