@@ -28,6 +28,8 @@ mod error;
 mod handler;
 mod ids;
 mod manager;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod peer;
 mod protocol;
 mod runtime;

@@ -9,17 +9,17 @@ use crate::ids::InstanceId;
 use crate::transport::TransportKind;
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($($name:ident => $doc:literal),* $(,)?) => {
         /// Live counters of one manager.
         #[derive(Debug, Default)]
         pub(crate) struct Counters {
-            $($(#[$doc])* pub(crate) $name: AtomicU64,)*
+            $(#[doc = $doc] pub(crate) $name: AtomicU64,)*
         }
 
         /// A copy of the counters at one moment.
         #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
         pub struct CounterValues {
-            $($(#[$doc])* pub $name: u64,)*
+            $(#[doc = $doc] #[serde(default)] pub $name: u64,)*
         }
 
         impl Counters {
@@ -29,34 +29,30 @@ macro_rules! counters {
                 CounterValues { $($name: self.$name.load(Ordering::Relaxed),)* }
             }
         }
+
+        impl CounterValues {
+            /// Every counter as (name, description, value), in declaration
+            /// order: what exporters and tables iterate over.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $doc, self.$name),)*]
+            }
+        }
     };
 }
 
 counters! {
-    /// Invocations sent (one-way, confirmed, requests).
-    messages_sent,
-    /// Invocations received.
-    messages_received,
-    /// Raw (non-archive) payload bytes sent in invocations.
-    raw_bytes_sent,
-    /// Payload bytes received in invocations.
-    bytes_received,
-    /// Replies (acks, responses, errors, receipts) sent.
-    replies_sent,
-    /// Handlers that returned an error.
-    handler_errors,
-    /// Invocations naming no registered handler.
-    unknown_handler,
-    /// Invocations refused (reserved names, shutting down).
-    refused,
-    /// Malformed frames dropped.
-    protocol_errors,
-    /// Links lost.
-    peers_lost,
-    /// Calls that ended in a timeout.
-    timeouts,
-    /// Invocations not run because their caller's deadline had passed.
-    expired,
+    messages_sent => "Invocations sent (one-way, confirmed, requests).",
+    messages_received => "Invocations received.",
+    raw_bytes_sent => "Raw (non-archive) payload bytes sent in invocations.",
+    bytes_received => "Payload bytes received in invocations.",
+    replies_sent => "Replies (acks, responses, errors, receipts) sent.",
+    handler_errors => "Handlers that returned an error.",
+    unknown_handler => "Invocations naming no registered handler.",
+    refused => "Invocations refused (reserved names, shutting down).",
+    protocol_errors => "Malformed frames dropped.",
+    peers_lost => "Links lost.",
+    timeouts => "Calls that ended in a timeout.",
+    expired => "Invocations not run because their caller's deadline had passed.",
 }
 
 impl Counters {

@@ -1,11 +1,13 @@
 //! How transports report back into the runtime.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 
 use crate::ids::InstanceId;
 use crate::runtime::pending::PendingTable;
+use crate::runtime::rate_limit::RateLimit;
 use crate::stats::Counters;
 use crate::transport::{BoxedLink, LinkEvents};
 use crate::wire::{Header, ProtocolError};
@@ -49,8 +51,15 @@ impl LinkEvents for RuntimeEvents {
     }
 
     fn on_protocol_error(&self, peer: Option<InstanceId>, error: &ProtocolError) {
+        // A peer can send garbage at line rate: warn once a second at most.
+        static MALFORMED: RateLimit = RateLimit::new(Duration::from_secs(1));
         Counters::bump(&self.counters.protocol_errors);
-        tracing::debug!(?peer, %error, "malformed frame dropped");
+        match MALFORMED.allow() {
+            Some(suppressed) => {
+                tracing::warn!(?peer, %error, suppressed, "malformed frame dropped");
+            }
+            None => tracing::debug!(?peer, %error, "malformed frame dropped"),
+        }
     }
 
     fn on_refused(&self, peer: Option<InstanceId>) {

@@ -3,3 +3,4 @@
 pub(crate) mod deadline;
 pub(crate) mod dispatcher;
 pub(crate) mod pending;
+pub(crate) mod rate_limit;

@@ -48,6 +48,7 @@
 
 pub mod local;
 mod plug;
+pub mod resolve;
 pub mod shm;
 pub mod zmq;
 

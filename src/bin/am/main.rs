@@ -1,100 +1,124 @@
-//! `am`: a small command-line tool around the runtime.
+//! `am`: the command line around the runtime.
 //!
-//! - `am serve [--endpoint E] [--max-concurrent N] [--max-message-bytes N] [--ring-capacity N]`
-//!   starts a manager with the demo handlers, prints its `PeerInfo` as one
-//!   JSON line on stdout, and serves until `_request_shutdown` (from a trusted
-//!   caller), SIGINT or SIGTERM. With `AM_AUTH_SECRET` set in its environment,
-//!   TCP clients must authenticate with that secret (`docs/security.md`).
-//! - `am health <peer-info-json>` / `am handlers <peer-info-json>` query a peer.
+//! Every subcommand has `--help`. Commands that talk to a running manager
+//! take an address: `tcp://host:port`, an shm rendezvous socket
+//! (`shm:///path.sock` or `/path.sock`), or the `PeerInfo` JSON line that
+//! `am serve` prints. Bad arguments are named on stderr and exit with
+//! status 2; failures while running exit with status 1.
 //!
-//! The demo handlers are those of the `demo` module beside this file.
+//! The demo handlers `am serve` registers are those of `demo.rs`, plus
+//! `echo_json` (see `handlers.rs`).
 
+mod bench;
+mod demo;
+mod handlers;
+mod peer;
+mod ping;
+mod query;
+mod serve;
+mod table;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod demo;
+use clap::{Parser, Subcommand};
 
-use active_message::{ActiveMessageManagerBuilder, PeerInfo};
-
-fn arg(args: &[String], flag: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
+/// Active messages between processes: serve, probe and benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "am", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn parse<T: std::str::FromStr>(args: &[String], flag: &str) -> Result<Option<T>, String> {
-    arg(args, flag)
-        .map(|v| v.parse().map_err(|_| format!("bad value for {flag}: {v}")))
-        .transpose()
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Starts a manager with the demo handlers, prints its PeerInfo as one
+    /// JSON line, and serves until `_request_shutdown`, SIGINT or SIGTERM.
+    /// With AM_AUTH_SECRET set, TCP clients must authenticate with it.
+    Serve(serve::ServeArgs),
+    /// Round trips to the `echo_bytes` handler with a latency summary.
+    Ping(ping::PingArgs),
+    /// Lists the handlers a peer has registered.
+    Handlers(peer::Target),
+    /// Asks a peer whether it is alive and how loaded it is.
+    Health(peer::Target),
+    /// A peer's counters; `--watch` keeps a live table on the terminal.
+    Stats(query::StatsArgs),
+    /// Calls a handler with a JSON or raw-bytes payload and prints the answer.
+    Call(query::CallArgs),
+    /// The shared-memory IPC benchmark: starts its own peer process and
+    /// prints round-trip and throughput figures.
+    Bench(bench::BenchArgs),
 }
 
-async fn serve(args: &[String]) -> Result<(), String> {
-    let mut builder = ActiveMessageManagerBuilder::new()
-        .endpoint(arg(args, "--endpoint").unwrap_or_else(|| "tcp://127.0.0.1:0".into()));
-    if let Some(n) = parse(args, "--max-concurrent")? {
-        builder = builder.max_concurrent_handlers(n);
-    }
-    if let Some(n) = parse(args, "--max-message-bytes")? {
-        builder = builder.max_message_bytes(n);
-    }
-    if let Some(n) = parse(args, "--ring-capacity")? {
-        builder = builder.ring_capacity(n);
-    }
-    let manager = builder.build().await.map_err(|e| e.to_string())?;
-    demo::register_demo_handlers(&manager)
-        .await
-        .map_err(|e| e.to_string())?;
-    let info = serde_json::to_string(&manager.peer_info().await).map_err(|e| e.to_string())?;
-    println!("{info}");
-    let cancel = manager.cancel_token();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
-    tokio::select! {
-        () = cancel.cancelled() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    manager.shutdown().await.map_err(|e| e.to_string())
+/// What a subcommand failed with; printed as `am: <error>`.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Runtime(#[from] active_message::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not valid JSON: {1}")]
+    Json(String, #[source] serde_json::Error),
+    #[error("the peer's answer could not be read: {0}")]
+    Answer(#[source] serde_json::Error),
+    #[cfg(feature = "metrics")]
+    #[error(transparent)]
+    Metrics(#[from] active_message::metrics::MetricsError),
+    #[error("give --json PAYLOAD or --raw FILE")]
+    MissingPayload,
+    #[error("echo_bytes answered different bytes than were sent")]
+    EchoMismatch,
+    #[error("no round trip was measured")]
+    NoSamples,
+    #[error("benchmark: {0}")]
+    Bench(String),
 }
 
-async fn query(what: &str, args: &[String]) -> Result<(), String> {
-    let peer: PeerInfo = serde_json::from_str(args.first().ok_or("missing peer-info JSON")?)
-        .map_err(|e| e.to_string())?;
-    let manager = ActiveMessageManagerBuilder::new()
-        .endpoint("tcp://127.0.0.1:0")
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
-    let client = manager.client();
-    client
-        .connect_to_peer(peer.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let out = match what {
-        "health" => serde_json::to_string(
-            &client
-                .health_check(peer.instance_id)
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
-        _ => serde_json::to_string(
-            &client
-                .list_handlers(peer.instance_id)
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
-    };
-    println!("{}", out.map_err(|e| e.to_string())?);
-    manager.shutdown().await.map_err(|e| e.to_string())
+impl CliError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+}
+
+fn init_logs() {
+    // Logs go to stderr, so stdout stays machine-readable (the PeerInfo line).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A file path argument that must name an existing file.
+fn existing_file(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("no such file: {s}"))
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("serve") => serve(&args[1..]).await,
-        Some(cmd @ ("health" | "handlers")) => query(cmd, &args[1..]).await,
-        _ => Err("usage: am serve [--endpoint E] [--max-concurrent N] [--max-message-bytes N] | am health <peer-json> | am handlers <peer-json>".into()),
+    let cli = Cli::parse();
+    init_logs();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Ping(args) => ping::run(args).await,
+        Command::Handlers(target) => query::handlers(target).await,
+        Command::Health(target) => query::health(target).await,
+        Command::Stats(args) => query::stats(args).await,
+        Command::Call(args) => query::call(args).await,
+        Command::Bench(args) => bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

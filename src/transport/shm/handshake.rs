@@ -35,8 +35,8 @@ use crate::ids::InstanceId;
 
 /// Version of the link protocol (handshake, ring records, socket messages).
 pub(crate) const PROTOCOL_VERSION: u16 = 1;
-const HELLO_MAGIC: [u8; 8] = *b"AMSHMHEL";
-const ACK_MAGIC: [u8; 8] = *b"AMSHMACK";
+pub(super) const HELLO_MAGIC: [u8; 8] = *b"AMSHMHEL";
+pub(super) const ACK_MAGIC: [u8; 8] = *b"AMSHMACK";
 /// Size of the client's hello.
 pub(crate) const HELLO_LEN: usize = 64;
 /// Size of the server's answer.
@@ -125,7 +125,7 @@ pub struct RawLink {
     pub rx_bells: Bells,
 }
 
-fn policy_byte(policy: WaitPolicy) -> u8 {
+pub(super) fn policy_byte(policy: WaitPolicy) -> u8 {
     match policy {
         WaitPolicy::Spin => 0,
         WaitPolicy::Adaptive { .. } => 1,
@@ -139,7 +139,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-fn id_at(b: &[u8], at: usize) -> InstanceId {
+pub(super) fn id_at(b: &[u8], at: usize) -> InstanceId {
     let mut w = [0u8; 16];
     w.copy_from_slice(&b[at..at + 16]);
     InstanceId::from_bytes(w)
@@ -152,12 +152,12 @@ fn ring_io(e: RingError) -> io::Error {
     }
 }
 
-fn hs_err(what: &str, e: impl std::fmt::Display) -> Error {
+pub(super) fn hs_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Transport(format!("shm handshake: {what}: {e}"))
 }
 
 /// Runs `fut` under the handshake timeout.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     timeout: Duration,
     what: &str,
     fut: impl Future<Output = io::Result<T>>,
@@ -265,7 +265,7 @@ pub async fn connect(
 }
 
 /// Reads exactly one answer and the descriptors that come with it.
-async fn read_ack(stream: &UnixStream) -> io::Result<([u8; ACK_LEN], Vec<OwnedFd>)> {
+pub(super) async fn read_ack(stream: &UnixStream) -> io::Result<([u8; ACK_LEN], Vec<OwnedFd>)> {
     let mut ack = [0u8; ACK_LEN];
     let mut got = 0;
     let mut fds = Vec::new();

@@ -26,6 +26,7 @@
 pub(crate) mod config;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod handshake;
+pub(crate) mod identify;
 mod large;
 mod link;
 mod liveness;
