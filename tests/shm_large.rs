@@ -77,7 +77,15 @@ async fn send(client: &ActiveMessageManager, to: &ActiveMessageManager, body: By
 async fn mixed_small_and_large_messages_keep_their_order_and_contents() {
     let p = pair(Flavor::Shm).await;
     let kept = log_handler(&p.server).await;
-    let sizes = [100, 4 << 20, 64 << 10, 1 << 20, 7, (16 << 20) + 3, 600 << 10];
+    let sizes = [
+        100,
+        4 << 20,
+        64 << 10,
+        1 << 20,
+        7,
+        (16 << 20) + 3,
+        600 << 10,
+    ];
     let mut sent = Vec::new();
     for seq in 0..3 * sizes.len() as u64 {
         let body = payload(seq, sizes[seq as usize % sizes.len()]);
@@ -94,7 +102,12 @@ async fn mixed_small_and_large_messages_keep_their_order_and_contents() {
         sent.push(body);
     }
     let n = sent.len();
-    assert!(eventually(Duration::from_secs(20), || async { kept.lock().unwrap().len() == n }).await);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            kept.lock().unwrap().len() == n
+        })
+        .await
+    );
     let got = kept.lock().unwrap().clone();
     for (i, (got, want)) in got.iter().zip(&sent).enumerate() {
         assert!(got == want, "message {i} ({} bytes) differs", want.len());
@@ -107,10 +120,22 @@ async fn a_held_buffer_is_never_overwritten_and_a_full_pool_pushes_back() {
     // Room for three 2 MiB segments per direction.
     let cap = 3 * ((2 << 20) + (512 << 10) + 4096);
     let config = || ShmConfig::default().with_pool_cap(cap);
-    let server = builder(Flavor::Shm).shm_config(config()).build().await.unwrap();
+    let server = builder(Flavor::Shm)
+        .shm_config(config())
+        .build()
+        .await
+        .unwrap();
     let kept = keep_handler(&server).await;
-    let client = builder(Flavor::Shm).shm_config(config()).build().await.unwrap();
-    client.client().connect_to_peer(server.peer_info().await).await.unwrap();
+    let client = builder(Flavor::Shm)
+        .shm_config(config())
+        .build()
+        .await
+        .unwrap();
+    client
+        .client()
+        .connect_to_peer(server.peer_info().await)
+        .await
+        .unwrap();
 
     let first = payload(1, 2 << 20);
     send(&client, &server, first.clone()).await;

@@ -72,14 +72,20 @@ fn a_full_area_says_wait_and_retires_misfits_to_make_room() {
     let a = p.rx.take(r).unwrap();
     let r = p.send(1 << 20, 2).unwrap();
     let b = p.rx.take(r).unwrap();
-    assert!(p.tx.try_lease(1 << 20).unwrap().is_none(), "both held: wait");
+    assert!(
+        p.tx.try_lease(1 << 20).unwrap().is_none(),
+        "both held: wait"
+    );
     drop(a);
     drop(b);
     // Two free 1 MiB segments cannot hold 1.5 MiB: both are retired for one.
     let big = p.send(3 << 19, 3).unwrap();
     assert!(p.tx.total() <= 2 * seg);
     assert_eq!(p.rx.take(big).unwrap().as_ref().len(), 3 << 19);
-    assert!(p.rx.take(Ref { gen_: 1, ..big }).is_err(), "retired segments are gone");
+    assert!(
+        p.rx.take(Ref { gen_: 1, ..big }).is_err(),
+        "retired segments are gone"
+    );
 }
 
 #[test]
@@ -114,11 +120,20 @@ fn unsealed_or_missized_segments_are_refused() {
     let file = File::from(fd);
     file.set_len(2 * SEG_HEADER as u64).unwrap();
     let clone = || OwnedFd::from(file.try_clone().unwrap());
-    assert!(map_peer_segment(clone(), 2 * SEG_HEADER, 1 << 20).is_err(), "unsealed");
+    assert!(
+        map_peer_segment(clone(), 2 * SEG_HEADER, 1 << 20).is_err(),
+        "unsealed"
+    );
     let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
     fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).unwrap();
-    assert!(map_peer_segment(clone(), 3 * SEG_HEADER, 1 << 20).is_err(), "size");
-    assert!(map_peer_segment(clone(), 2 * SEG_HEADER, SEG_HEADER).is_err(), "limit");
+    assert!(
+        map_peer_segment(clone(), 3 * SEG_HEADER, 1 << 20).is_err(),
+        "size"
+    );
+    assert!(
+        map_peer_segment(clone(), 2 * SEG_HEADER, SEG_HEADER).is_err(),
+        "limit"
+    );
     assert!(map_peer_segment(clone(), 2 * SEG_HEADER, 1 << 20).is_ok());
 }
 

@@ -83,7 +83,9 @@ impl ShmLink {
     /// Sends a frame too big for a ring record: through the pool, or in a
     /// memfd of its own when it exceeds the pool's cap.
     pub(crate) async fn write_large(&self, src: Source<'_>) -> Result<()> {
-        let mut want = src.exact_len().unwrap_or_else(|| self.pool.guess(self.max_record));
+        let mut want = src
+            .exact_len()
+            .unwrap_or_else(|| self.pool.guess(self.max_record));
         loop {
             if !self.pool.fits_cap(want) {
                 return self.write_memfd(src).await;
@@ -98,7 +100,9 @@ impl ShmLink {
 
     /// Non-waiting twin of [`Self::write_large`]: `Full` instead of waiting.
     pub(crate) fn try_write_large(&self, src: Source<'_>) -> Result<()> {
-        let mut want = src.exact_len().unwrap_or_else(|| self.pool.guess(self.max_record));
+        let mut want = src
+            .exact_len()
+            .unwrap_or_else(|| self.pool.guess(self.max_record));
         loop {
             if !self.pool.fits_cap(want) {
                 return self.try_write_memfd(src);
@@ -107,7 +111,10 @@ impl ShmLink {
             if let Some(len) = self.encode(src, &mut lease, &mut want)? {
                 // Polled once: anything that would wait means the link is full.
                 let mut publish = pin!(self.publish(lease, len));
-                return match publish.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+                return match publish
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                {
                     Poll::Ready(sent) => sent,
                     Poll::Pending => Err(Error::Full),
                 };
@@ -117,7 +124,12 @@ impl ShmLink {
 
     /// Encodes into the lease; `None` (with `want` raised) when an archive
     /// needs a larger segment.
-    fn encode(&self, src: Source<'_>, lease: &mut Lease<'_>, want: &mut usize) -> Result<Option<usize>> {
+    fn encode(
+        &self,
+        src: Source<'_>,
+        lease: &mut Lease<'_>,
+        want: &mut usize,
+    ) -> Result<Option<usize>> {
         match src.encode_into(lease.data_mut()) {
             Ok(len) => {
                 // An archive over the peer's limit never reaches it.

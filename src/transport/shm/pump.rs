@@ -162,7 +162,13 @@ pub(crate) async fn read_ring(
                         // Becomes `Bytes` only if queued; else released here.
                         let mut held = Some(held);
                         let mut share = || Bytes::from_owner(held.take().expect("shared once"));
-                        handle(&link, &inbox, view.as_ref(), Some(&mut share), &mut deferred)
+                        handle(
+                            &link,
+                            &inbox,
+                            view.as_ref(),
+                            Some(&mut share),
+                            &mut deferred,
+                        )
                     }
                     Step::Done => Outcome::Done,
                     Step::Stop => Outcome::Stop,
