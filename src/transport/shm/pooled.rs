@@ -184,11 +184,12 @@ impl ShmLink {
                 .await?;
             pending.announce.retired.pop();
         }
-        if let Some((id, size, fd)) = pending.announce.new.take() {
-            if let Err(e) = self.announce_segment(&mut tx.producer, id, size, &fd).await {
-                pending.announce.new = Some((id, size, fd));
-                return Err(e);
-            }
+        // Borrowed, not taken: if this future is dropped half way, `pending`
+        // hands the descriptor back to the pool.
+        if let Some((id, size, fd)) = &pending.announce.new {
+            self.announce_segment(&mut tx.producer, *id, *size, fd)
+                .await?;
+            pending.announce.new = None;
         }
         let words = [u64::from(lease.id), lease.gen_, 0, len as u64];
         self.put_record(&mut tx.producer, FLAG_POOL, words).await?;
