@@ -1,9 +1,11 @@
 //! One shared-memory link: the send side (`PeerLink`), liveness and teardown.
 //!
 //! Frames go into the producer ring encoded in place. A frame larger than a
-//! ring record travels as a sealed memfd over the rendezvous socket, announced
-//! by a marker record (see [`super::large`]); at most [`LARGE_WINDOW`] such
-//! descriptors are in flight per link, each acknowledged by the receiver.
+//! ring record goes through the link's pooled area ([`super::pooled`]); one
+//! larger than the whole area travels as a sealed memfd over the rendezvous
+//! socket, announced by a marker record (see [`super::large`]). At most
+//! [`LARGE_WINDOW`] descriptors (such frames, or new pool segments) are in
+//! flight per link, each acknowledged by the receiver.
 //!
 //! Socket messages after the handshake are single bytes: [`MSG_FD`] carries
 //! one descriptor, [`MSG_ACK`] returns a window slot. End of file means the
