@@ -42,6 +42,9 @@ static GLOBAL: util::CountingAlloc = util::CountingAlloc;
 
 /// Payload sizes of the one-way and memcpy cases.
 pub const SIZES: [usize; 4] = [64, 4 << 10, 64 << 10, 1 << 20];
+/// Sizes of the large one-way cases (pooled area, default configuration),
+/// compared with a memcpy of the same size.
+pub const LARGE: [usize; 2] = [16 << 20, 256 << 20];
 
 /// Iteration counts: full or quick (`COMPARE_QUICK=1`).
 #[derive(Clone, Copy, Debug)]
@@ -185,6 +188,20 @@ fn bars() -> Vec<Bar> {
             text: "  same, zero-copy handler, 4 MiB rings",
         },
         Ratio {
+            case: "am_shm_tp_16m",
+            base: "memcpy_16m",
+            at_most: false,
+            factor: 0.7,
+            text: "AM one-way 16 MiB (shm, default config) >= 0.7x memcpy",
+        },
+        Ratio {
+            case: "am_shm_tp_256m",
+            base: "memcpy_256m",
+            at_most: false,
+            factor: 0.7,
+            text: "  same, 256 MiB",
+        },
+        Ratio {
             case: "am_shm_tp_1m",
             base: "am_tcp_tp_1m",
             at_most: false,
@@ -322,15 +339,22 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
     let suite = am::suite("tcp");
     case!(true, suite.key(), suite.label(), suite.run(plan));
 
-    for size in SIZES {
+    for size in SIZES.into_iter().chain(LARGE) {
         let k = format!("memcpy_{}", raw::size_key(size));
-        case!(false, k, "memcpy", one(raw::memcpy(size, plan.n(2000))));
+        // Large copies take milliseconds each: fewer samples.
+        let samples = plan.n(if size >= LARGE[0] { 50 } else { 2000 });
+        case!(false, k, "memcpy", one(raw::memcpy(size, samples)));
     }
     for size in SIZES {
         let k = format!("ring_tp_{}", raw::size_key(size));
         case!(true, k, "ring", one(ring::throughput(plan, size)));
     }
-    for name in ["shm_one_way", "shm_one_way_ring4m", "shm_one_way_zc"] {
+    for name in [
+        "shm_one_way",
+        "shm_one_way_ring4m",
+        "shm_one_way_zc",
+        "shm_one_way_large",
+    ] {
         let suite = am::suite(name);
         case!(true, suite.key(), suite.label(), suite.run(plan));
     }

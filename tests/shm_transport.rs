@@ -254,7 +254,8 @@ fn big_payload(len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_payload_of_64_mib_round_trips_intact() {
     const LEN: usize = 64 << 20;
-    let p = pair().await;
+    let limited = || builder().max_message_bytes(LEN);
+    let p = pair_with(limited(), limited()).await;
     let c = p.client.client();
     let target = p.server.instance_id();
     let raw = Bytes::from(big_payload(LEN));

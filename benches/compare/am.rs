@@ -20,7 +20,7 @@ use crate::machine::{self, Snap};
 use crate::raw::size_key;
 use crate::report::{Metric, Row};
 use crate::util::{self, Peer, kv, median_p99};
-use crate::{Plan, SIZES};
+use crate::{LARGE, Plan, SIZES};
 
 /// One server child and the cases run against it.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +66,7 @@ pub fn suite(name: &str) -> Suite {
         "tcp" => s("tcp", "-", true, &SIZES[..], 0, false),
         "shm_one_way_ring4m" => s("shm", "spin", false, &SIZES[3..], BIG_RING, false),
         "shm_one_way_zc" => s("shm", "spin", false, &SIZES[..], BIG_RING, true),
+        "shm_one_way_large" => s("shm", "spin", false, &LARGE[..], 0, false),
         _ => s("shm", "spin", false, &SIZES[..], 0, false),
     }
 }
@@ -130,6 +131,7 @@ impl Suite {
 
     fn tp_baseline(self, size: usize) -> Option<String> {
         match (self.transport, size) {
+            ("shm", s) if s >= LARGE[0] => Some(format!("memcpy_{}", size_key(s))),
             ("shm", s) => Some(format!("ring_tp_{}", size_key(s))),
             ("tcp", 64 | 0x10_0000) => Some(format!("zmq_tp_{}", size_key(size))),
             _ => None,

@@ -56,7 +56,7 @@ impl Default for ActiveMessageManagerBuilder {
             cancel: None,
             max_concurrent_handlers: 1024,
             inbox_capacity: 1024,
-            max_message_bytes: 64 << 20,
+            max_message_bytes: 512 << 20,
             default_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_millis(250),
             shutdown_timeout: Duration::from_secs(10),
@@ -114,7 +114,9 @@ impl ActiveMessageManagerBuilder {
         self
     }
 
-    /// Largest payload sent or accepted, in bytes (default 64 MiB).
+    /// Largest payload sent or accepted, in bytes (default 512 MiB: a 256 MiB
+    /// tensor fits; over shared memory such payloads travel through the
+    /// link's pooled area, over TCP libzmq refuses larger messages).
     pub fn max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
         self

@@ -11,6 +11,7 @@
 //! | `notes` | typed (`()` -> `u64`) | notes counted so far |
 //! | `slow` | typed async (`u64` ms -> `u64`) | sleeps that long, tracks concurrency |
 //! | `peak` | typed (`()` -> `u64`) | most `slow` calls seen running at once |
+//! | `hold` | active message | keeps the payload until the manager shuts down |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,6 +120,19 @@ pub async fn register_demo_handlers(manager: &ActiveMessageManager) -> active_me
             "peak",
             typed_unary_handler("peak", move |_: TypedContext<()>| {
                 Ok(s.peak.load(Ordering::Relaxed))
+            }),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "hold",
+            // Keeps the payload (a large one stays in the sender's pooled
+            // area) until shutdown: shows buffers held by a receiver.
+            am_handler("hold", |c| async move {
+                let payload = c.payload;
+                c.cancel.cancelled().await;
+                drop(payload);
+                Ok(())
             }),
         )
         .await?;

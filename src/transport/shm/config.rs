@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
 /// Default busy-poll budget of [`WaitPolicy::Adaptive`] before parking.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// Default cap of each link direction's pooled large-buffer area: 1 GiB
+/// of sparse shared memory (pages cost memory only once written).
+pub const DEFAULT_POOL_CAP: usize = 1 << 30;
 /// Default bound on every handshake step.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Spin budget used instead of `Spin` when the peer does not spin too (a
@@ -34,6 +37,7 @@ pub struct ShmConfig {
     allowed_uids: Vec<u32>,
     handshake_timeout: Duration,
     liveness_timeout: Option<Duration>,
+    pool_cap: usize,
 }
 
 impl Default for ShmConfig {
@@ -46,6 +50,7 @@ impl Default for ShmConfig {
             allowed_uids: Vec::new(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             liveness_timeout: None,
+            pool_cap: DEFAULT_POOL_CAP,
         }
     }
 }
@@ -62,6 +67,21 @@ impl ShmConfig {
     pub fn with_liveness_timeout(mut self, timeout: Duration) -> Self {
         self.liveness_timeout = Some(timeout);
         self
+    }
+
+    /// Most bytes of shared memory each link direction maps for frames
+    /// larger than a ring record (default [`DEFAULT_POOL_CAP`]). Buffers are
+    /// reused once the receiver releases them; a sender that finds the area
+    /// full and every buffer held waits (within its call's deadline). A
+    /// frame larger than the whole area travels in a memfd of its own.
+    pub fn with_pool_cap(mut self, bytes: usize) -> Self {
+        self.pool_cap = bytes;
+        self
+    }
+
+    /// The pooled area's cap per link direction.
+    pub fn pool_cap(&self) -> usize {
+        self.pool_cap
     }
 
     /// The liveness timeout, if probing is on.

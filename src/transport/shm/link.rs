@@ -1,9 +1,11 @@
 //! One shared-memory link: the send side (`PeerLink`), liveness and teardown.
 //!
 //! Frames go into the producer ring encoded in place. A frame larger than a
-//! ring record travels as a sealed memfd over the rendezvous socket, announced
-//! by a marker record (see [`super::large`]); at most [`LARGE_WINDOW`] such
-//! descriptors are in flight per link, each acknowledged by the receiver.
+//! ring record goes through the link's pooled area ([`super::pooled`]); one
+//! larger than the whole area travels as a sealed memfd over the rendezvous
+//! socket, announced by a marker record (see [`super::large`]). At most
+//! [`LARGE_WINDOW`] descriptors (such frames, or new pool segments) are in
+//! flight per link, each acknowledged by the receiver.
 //!
 //! Socket messages after the handshake are single bytes: [`MSG_FD`] carries
 //! one descriptor, [`MSG_ACK`] returns a window slot. End of file means the
@@ -85,6 +87,8 @@ pub(crate) struct ShmLink {
     /// Cancelled when the link goes down (wakes every waiter).
     pub(crate) lost: CancellationToken,
     pub(crate) large_window: Semaphore,
+    /// The pooled large-buffer area this side sends from.
+    pub(crate) pool: super::pool::TxPool,
     pub(crate) events: Arc<dyn LinkEvents>,
     pub(crate) registry: Weak<Registry>,
     pub(crate) serial: u64,
@@ -144,7 +148,7 @@ impl ShmLink {
     }
 
     /// Maps a ring failure to the caller's error; corruption drops the link.
-    fn ring_error(&self, e: RingError) -> Error {
+    pub(super) fn ring_error(&self, e: RingError) -> Error {
         match e {
             RingError::Closed => Error::PeerLost(self.peer),
             RingError::Corrupt { .. } => {
@@ -246,8 +250,8 @@ impl ShmLink {
         self.write_large(src).await
     }
 
-    /// Sends a frame too big for a ring record as a sealed memfd.
-    async fn write_large(&self, src: Source<'_>) -> Result<()> {
+    /// Sends a frame too big for the pooled area as a sealed memfd of its own.
+    pub(super) async fn write_memfd(&self, src: Source<'_>) -> Result<()> {
         let permit = tokio::select! {
             permit = self.large_window.acquire() => {
                 permit.map_err(|_| Error::PeerLost(self.peer))?
@@ -295,7 +299,7 @@ impl ShmLink {
         }
     }
 
-    fn try_write_large(&self, src: Source<'_>) -> Result<()> {
+    pub(super) fn try_write_memfd(&self, src: Source<'_>) -> Result<()> {
         let permit = self.large_window.try_acquire().map_err(|e| match e {
             TryAcquireError::NoPermits => Error::Full,
             TryAcquireError::Closed => Error::PeerLost(self.peer),

@@ -15,7 +15,10 @@
 //!   `LinkEvents::on_link_lost` is called once, on both sides.
 //! - Frames are encoded straight into ring records and read in place (same
 //!   uid) or from a private copy (other uids). Frames larger than a record
-//!   travel in their own sealed memfd, passed over the socket in order.
+//!   travel through the link's pooled large-buffer area ([`pool`]): sealed
+//!   memfds passed once each, reused for every later frame, referenced by a
+//!   small ring record. Only a frame beyond the area's cap travels in a
+//!   memfd of its own.
 //! - Anything malformed in a peer's ring (corrupt indices or records,
 //!   undecodable frames, a frame claiming another sender) is reported with
 //!   `on_protocol_error` and drops that link only.
@@ -30,12 +33,17 @@ pub(crate) mod identify;
 mod large;
 mod link;
 mod liveness;
+mod pool;
+mod pooled;
 mod pump;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod rendezvous;
 
-pub use config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, ShmConfig};
+pub use config::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_POOL_CAP, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, ShmConfig,
+};
 pub(crate) use handshake::{HandshakeParams, RawLink, RingSpec};
+pub use pool::{PoolUsage, pool_usage};
 
 /// The link handshake, for this crate's tests of hostile and foreign-uid
 /// peers (feature `test-util`). Not a stable API.
@@ -238,6 +246,7 @@ impl Shared {
             reported: AtomicBool::new(false),
             lost: CancellationToken::new(),
             large_window: Semaphore::new(LARGE_WINDOW),
+            pool: pool::TxPool::new(self.config.pool_cap()),
             events: Arc::clone(&self.inbox.events),
             registry: Arc::downgrade(&self.registry),
             serial,

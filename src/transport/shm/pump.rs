@@ -25,6 +25,8 @@ use super::link::{
     Wrote,
 };
 use super::liveness;
+use super::pool::RxPool;
+use super::pooled::{self, FLAG_POOL, FLAG_RETIRE, FLAG_SEGMENT, Step};
 use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame};
 use crate::wire::{self, Kind, PAYLOAD_ALIGN, ProtocolError};
 
@@ -90,6 +92,7 @@ pub(crate) async fn read_ring(
 ) {
     let mut scratch = AlignedVec::<PAYLOAD_ALIGN>::new();
     let mut deferred: Vec<Vec<u8>> = Vec::new();
+    let mut pool = RxPool::new(pooled::max_segment(inbox.max_frame));
     loop {
         let grant = match wait_record(&mut rx, spin).await {
             Ok(()) => rx.try_read(),
@@ -139,8 +142,36 @@ pub(crate) async fn read_ring(
                     break;
                 };
                 match take_large(&link, &mut fds, len, inbox.max_frame).await {
-                    Some(frame) => handle(&link, &inbox, &frame, Some(&frame), &mut deferred),
+                    Some(frame) => {
+                        let mut share = || frame.clone();
+                        handle(&link, &inbox, &frame, Some(&mut share), &mut deferred)
+                    }
                     None => Outcome::Stop,
+                }
+            }
+            FLAG_POOL | FLAG_SEGMENT | FLAG_RETIRE => {
+                match pooled::on_record(&link, &mut pool, &mut fds, grant).await {
+                    Step::Frame(held) if copy => {
+                        scratch.clear();
+                        scratch.extend_from_slice(held.as_ref());
+                        drop(held);
+                        handle(&link, &inbox, &scratch, None, &mut deferred)
+                    }
+                    Step::Frame(held) => {
+                        let view = held.view();
+                        // Becomes `Bytes` only if queued; else released here.
+                        let mut held = Some(held);
+                        let mut share = || Bytes::from_owner(held.take().expect("shared once"));
+                        handle(
+                            &link,
+                            &inbox,
+                            view.as_ref(),
+                            Some(&mut share),
+                            &mut deferred,
+                        )
+                    }
+                    Step::Done => Outcome::Done,
+                    Step::Stop => Outcome::Stop,
                 }
             }
             other => {
@@ -164,13 +195,13 @@ pub(crate) async fn read_ring(
     link.finish();
 }
 
-/// Routes one frame. `shared` is the same frame as `Bytes` when it already
-/// is (a mapped large frame), so queuing it copies nothing.
+/// Routes one frame. `shared` makes the same frame `Bytes` without a copy
+/// (a mapped large frame), for when it is queued.
 fn handle(
     link: &Arc<ShmLink>,
     inbox: &Inbox,
     bytes: &[u8],
-    shared: Option<&Bytes>,
+    shared: Option<&mut dyn FnMut() -> Bytes>,
     deferred: &mut Vec<Vec<u8>>,
 ) -> Outcome {
     let view = match wire::decode(bytes, inbox.max_frame) {
@@ -211,7 +242,7 @@ fn handle(
         return Outcome::Done;
     }
     let frame = match shared {
-        Some(frame) => frame.clone(),
+        Some(share) => share(),
         None => Bytes::copy_from_slice(bytes),
     };
     let reply_link: BoxedLink = Arc::clone(link) as BoxedLink;

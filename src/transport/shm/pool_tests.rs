@@ -1,0 +1,155 @@
+//! Unit tests of the pooled area: both sides in one process, the receiver
+//! mapping the sender's descriptors as a peer would.
+
+use super::*;
+
+/// A sender pool and a receiver table wired together by descriptor.
+struct Pair {
+    tx: TxPool,
+    rx: RxPool,
+}
+
+impl Pair {
+    fn new(cap: usize) -> Self {
+        Self {
+            tx: TxPool::new(cap),
+            rx: RxPool::new(cap),
+        }
+    }
+
+    /// Leases, writes `fill` and publishes; the receiver maps new segments.
+    fn send(&mut self, len: usize, fill: u8) -> Option<Ref> {
+        let mut lease = self.tx.try_lease(len).unwrap()?;
+        lease.data_mut()[..len].fill(fill);
+        let announce = self.tx.announcements(lease.id);
+        for id in announce.retired {
+            self.rx.retire(id).unwrap();
+        }
+        if let Some((id, size, fd)) = announce.new {
+            let seg = map_peer_segment(fd, size, self.rx.max_segment()).unwrap();
+            self.rx.add(id, seg).unwrap();
+        }
+        let r = Ref {
+            id: lease.id,
+            gen_: lease.gen_,
+            offset: 0,
+            len,
+        };
+        lease.published();
+        Some(r)
+    }
+}
+
+#[test]
+fn capacities_round_up_by_an_eighth() {
+    assert_eq!(capacity_for(10), 1 << 20);
+    assert_eq!(capacity_for((1 << 20) + 1), 1 << 20 | 1 << 18);
+    assert_eq!(capacity_for(16 << 20), 16 << 20);
+    assert!(capacity_for((256 << 20) + 320) <= 320 << 20);
+}
+
+#[test]
+fn a_held_buffer_is_never_reused_and_a_released_one_is() {
+    let mut p = Pair::new(64 << 20);
+    let first = p.send(3 << 20, 7).unwrap();
+    let held = p.rx.take(first).unwrap();
+    // Held: the next frame gets a fresh segment, and the first keeps its bytes.
+    let second = p.send(3 << 20, 9).unwrap();
+    assert_ne!(second.id, first.id);
+    assert!(held.as_ref().iter().all(|&b| b == 7));
+    drop(held);
+    let third = p.send(3 << 20, 1).unwrap();
+    assert_eq!((third.id, third.gen_), (first.id, 2));
+    let got = p.rx.take(third).unwrap();
+    assert!(got.as_ref().iter().all(|&b| b == 1));
+}
+
+#[test]
+fn a_full_area_says_wait_and_retires_misfits_to_make_room() {
+    let seg = SEG_HEADER + capacity_for(1 << 20);
+    let mut p = Pair::new(2 * seg);
+    let r = p.send(1 << 20, 1).unwrap();
+    let a = p.rx.take(r).unwrap();
+    let r = p.send(1 << 20, 2).unwrap();
+    let b = p.rx.take(r).unwrap();
+    assert!(
+        p.tx.try_lease(1 << 20).unwrap().is_none(),
+        "both held: wait"
+    );
+    drop(a);
+    drop(b);
+    // Two free 1 MiB segments cannot hold 1.5 MiB: both are retired for one.
+    let big = p.send(3 << 19, 3).unwrap();
+    assert!(p.tx.total() <= 2 * seg);
+    assert_eq!(p.rx.take(big).unwrap().as_ref().len(), 3 << 19);
+    assert!(
+        p.rx.take(Ref { gen_: 1, ..big }).is_err(),
+        "retired segments are gone"
+    );
+}
+
+#[test]
+fn bad_references_are_refused() {
+    let mut p = Pair::new(64 << 20);
+    let r = p.send(1 << 20, 5).unwrap();
+    let cap = capacity_for(1 << 20);
+    let bad = [
+        Ref { id: r.id + 1, ..r },
+        Ref { gen_: 2, ..r },
+        Ref { gen_: 0, ..r },
+        Ref { offset: cap, ..r },
+        Ref { offset: 8, ..r },
+        Ref { len: cap + 1, ..r },
+        Ref { len: 3, ..r },
+        Ref {
+            offset: usize::MAX - 4,
+            ..r
+        },
+    ];
+    for b in bad {
+        assert!(p.rx.take(b).is_err(), "{b:?}");
+    }
+    let held = p.rx.take(r).unwrap();
+    assert!(p.rx.take(Ref { gen_: 2, ..r }).is_err(), "held: no reuse");
+    drop(held);
+}
+
+#[test]
+fn unsealed_or_missized_segments_are_refused() {
+    let fd = memfd_create("t", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).unwrap();
+    let file = File::from(fd);
+    file.set_len(2 * SEG_HEADER as u64).unwrap();
+    let clone = || OwnedFd::from(file.try_clone().unwrap());
+    assert!(
+        map_peer_segment(clone(), 2 * SEG_HEADER, 1 << 20).is_err(),
+        "unsealed"
+    );
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).unwrap();
+    assert!(
+        map_peer_segment(clone(), 3 * SEG_HEADER, 1 << 20).is_err(),
+        "size"
+    );
+    assert!(
+        map_peer_segment(clone(), 2 * SEG_HEADER, SEG_HEADER).is_err(),
+        "limit"
+    );
+    assert!(map_peer_segment(clone(), 2 * SEG_HEADER, 1 << 20).is_ok());
+}
+
+#[test]
+fn pool_levels_return_when_both_sides_drop() {
+    let before = pool_usage();
+    let mut p = Pair::new(64 << 20);
+    let r = p.send(2 << 20, 4).unwrap();
+    let held = p.rx.take(r).unwrap();
+    let during = pool_usage();
+    assert!(during.tx_segments > before.tx_segments);
+    assert!(during.rx_held > before.rx_held);
+    drop(p);
+    drop(held);
+    let after = pool_usage();
+    // Other tests in this binary run concurrently: compare only our part.
+    assert!(after.tx_segments < during.tx_segments);
+    assert!(after.rx_segments < during.rx_segments);
+}

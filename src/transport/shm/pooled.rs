@@ -1,0 +1,345 @@
+//! Frames larger than a ring record, through the link's pooled large-buffer
+//! area ([`super::pool`]): the send side (lease, encode in place, announce,
+//! publish a reference record) and the receive side (check a reference,
+//! hand the frame over in place).
+//!
+//! Ring records of this path (all [`RECORD_LEN`] bytes, little-endian):
+//! - [`FLAG_POOL`]: `id u32, 0 u32, generation u64, offset u64, length u64`:
+//!   a frame at `offset` of segment `id`'s data area.
+//! - [`FLAG_SEGMENT`]: `id u32, 0 u32, size u64, 0 u64, 0 u64`: segment `id`
+//!   is the next descriptor on the rendezvous socket (sent before the record,
+//!   acknowledged like the per-message large frames).
+//! - [`FLAG_RETIRE`]: `id u32, 0 ...`: segment `id` is no longer used.
+//!
+//! Frames that cannot fit in the area even when it is empty (over the cap)
+//! still travel in a memfd of their own (`link::write_memfd`).
+
+use std::future::Future;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use shm_ring::fdpass::send_fds;
+use shm_ring::{ReadGrant, RingError};
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+
+use super::large::Source;
+use super::link::{FLAG_LARGE, MSG_FD, ShmLink};
+use super::pool::{self, Announce, Held, Lease, Ref, RxPool, SEG_HEADER};
+use crate::codec::DoesNotFit;
+use crate::error::{Error, Result};
+use crate::wire::ProtocolError;
+
+/// Record flag: a frame in a pooled segment.
+pub(crate) const FLAG_POOL: u16 = FLAG_LARGE + 1;
+/// Record flag: a new pooled segment (its descriptor is next on the socket).
+pub(crate) const FLAG_SEGMENT: u16 = FLAG_LARGE + 2;
+/// Record flag: a pooled segment is retired.
+pub(crate) const FLAG_RETIRE: u16 = FLAG_LARGE + 3;
+/// Size of every record of this path.
+pub(crate) const RECORD_LEN: usize = 32;
+/// How long a segment record may wait for its descriptor (sent before it).
+const FD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause between two looks for a free segment.
+const MAX_BACKOFF: Duration = Duration::from_millis(1);
+
+/// Largest segment a receiver accepts for frames of at most `max_frame` bytes.
+pub(crate) fn max_segment(max_frame: usize) -> usize {
+    SEG_HEADER + pool::capacity_for(max_frame)
+}
+
+fn record(words: [u64; 4]) -> [u8; RECORD_LEN] {
+    let mut out = [0u8; RECORD_LEN];
+    for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    out
+}
+
+/// Announcements taken from the pool and not yet in the ring: handed back
+/// if the write is abandoned, so no reference ever names an unannounced
+/// segment.
+struct Pending<'a> {
+    link: &'a ShmLink,
+    announce: Announce,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let announce = std::mem::replace(
+            &mut self.announce,
+            Announce {
+                new: None,
+                retired: Vec::new(),
+            },
+        );
+        self.link.pool.restore(announce);
+    }
+}
+
+impl ShmLink {
+    /// Sends a frame too big for a ring record: through the pool, or in a
+    /// memfd of its own when it exceeds the pool's cap.
+    pub(crate) async fn write_large(&self, src: Source<'_>) -> Result<()> {
+        let mut want = src
+            .exact_len()
+            .unwrap_or_else(|| self.pool.guess(self.max_record));
+        loop {
+            if !self.pool.fits_cap(want) {
+                return self.write_memfd(src).await;
+            }
+            let mut lease = self.lease(want).await?;
+            match self.encode(src, &mut lease, &mut want)? {
+                Some(len) => return self.publish(lease, len).await,
+                None => continue,
+            }
+        }
+    }
+
+    /// Non-waiting twin of [`Self::write_large`]: `Full` instead of waiting.
+    pub(crate) fn try_write_large(&self, src: Source<'_>) -> Result<()> {
+        let mut want = src
+            .exact_len()
+            .unwrap_or_else(|| self.pool.guess(self.max_record));
+        loop {
+            if !self.pool.fits_cap(want) {
+                return self.try_write_memfd(src);
+            }
+            let mut lease = self.pool.try_lease(want)?.ok_or(Error::Full)?;
+            if let Some(len) = self.encode(src, &mut lease, &mut want)? {
+                // Polled once: anything that would wait means the link is full.
+                let mut publish = pin!(self.publish(lease, len));
+                return match publish
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                {
+                    Poll::Ready(sent) => sent,
+                    Poll::Pending => Err(Error::Full),
+                };
+            }
+        }
+    }
+
+    /// Encodes into the lease; `None` (with `want` raised) when an archive
+    /// needs a larger segment.
+    fn encode(
+        &self,
+        src: Source<'_>,
+        lease: &mut Lease<'_>,
+        want: &mut usize,
+    ) -> Result<Option<usize>> {
+        match src.encode_into(lease.data_mut()) {
+            Ok(len) => {
+                // An archive over the peer's limit never reaches it.
+                if len > self.peer_max_frame {
+                    return Err(Error::PayloadTooLarge {
+                        size: len,
+                        max: self.peer_max_frame,
+                    });
+                }
+                if src.exact_len().is_none() {
+                    self.pool.learn(len);
+                }
+                Ok(Some(len))
+            }
+            Err(DoesNotFit) if src.exact_len().is_none() && *want < self.peer_max_frame => {
+                *want = want.saturating_mul(4).min(self.peer_max_frame);
+                Ok(None)
+            }
+            Err(DoesNotFit) => Err(src.too_large(self.peer_max_frame)),
+        }
+    }
+
+    /// Leases a segment, waiting while the area is at its cap and every
+    /// segment is still held by the receiver (backpressure; the caller's
+    /// deadline bounds the wait).
+    async fn lease(&self, len: usize) -> Result<Lease<'_>> {
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if let Some(lease) = self.pool.try_lease(len)? {
+                return Ok(lease);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.lost.cancelled() => return Err(Error::PeerLost(self.peer)),
+            }
+            pause = (pause * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Announces what the lease needs, then writes its reference record.
+    async fn publish(&self, lease: Lease<'_>, len: usize) -> Result<()> {
+        let mut tx = self.tx.lock().await;
+        if self.is_closed_now() {
+            return Err(Error::PeerLost(self.peer));
+        }
+        let mut pending = Pending {
+            link: self,
+            announce: self.pool.announcements(lease.id),
+        };
+        while let Some(&id) = pending.announce.retired.last() {
+            self.put_record(&mut tx.producer, FLAG_RETIRE, [u64::from(id), 0, 0, 0])
+                .await?;
+            pending.announce.retired.pop();
+        }
+        // Borrowed, not taken: if this future is dropped half way, `pending`
+        // hands the descriptor back to the pool.
+        if let Some((id, size, fd)) = &pending.announce.new {
+            self.announce_segment(&mut tx.producer, *id, *size, fd)
+                .await?;
+            pending.announce.new = None;
+        }
+        let words = [u64::from(lease.id), lease.gen_, 0, len as u64];
+        self.put_record(&mut tx.producer, FLAG_POOL, words).await?;
+        lease.published();
+        Ok(())
+    }
+
+    async fn put_record(
+        &self,
+        producer: &mut shm_ring::Producer,
+        flags: u16,
+        words: [u64; 4],
+    ) -> Result<()> {
+        let mut grant = producer
+            .reserve(RECORD_LEN)
+            .await
+            .map_err(|e| self.ring_error(e))?;
+        grant.set_flags(flags);
+        grant[..RECORD_LEN].copy_from_slice(&record(words));
+        grant.commit_len(RECORD_LEN);
+        Ok(())
+    }
+
+    /// Passes a new segment's descriptor, then commits its record.
+    async fn announce_segment(
+        &self,
+        producer: &mut shm_ring::Producer,
+        id: u32,
+        size: usize,
+        fd: &OwnedFd,
+    ) -> Result<()> {
+        let permit = tokio::select! {
+            permit = self.large_window.acquire() => {
+                permit.map_err(|_| Error::PeerLost(self.peer))?
+            }
+            () = self.lost.cancelled() => return Err(Error::PeerLost(self.peer)),
+        };
+        let mut grant = producer
+            .reserve(RECORD_LEN)
+            .await
+            .map_err(|e| self.ring_error(e))?;
+        grant.set_flags(FLAG_SEGMENT);
+        grant[..RECORD_LEN].copy_from_slice(&record([u64::from(id), size as u64, 0, 0]));
+        let send = self.stream.async_io(Interest::WRITABLE, || {
+            send_fds(self.stream.as_fd(), &[MSG_FD], &[fd.as_fd()]).map_err(|e| match e {
+                RingError::Io(e) => e,
+                other => std::io::Error::other(other.to_string()),
+            })
+        });
+        tokio::select! {
+            sent = send => sent.map_err(|_| Error::PeerLost(self.peer))?,
+            () = self.lost.cancelled() => return Err(Error::PeerLost(self.peer)),
+        }
+        grant.commit_len(RECORD_LEN);
+        permit.forget();
+        Ok(())
+    }
+
+    fn is_closed_now(&self) -> bool {
+        crate::transport::PeerLink::is_closed(self)
+    }
+}
+
+/// What one record of this path asks of the reader.
+pub(crate) enum Step {
+    /// A frame to handle, read in place.
+    Frame(Held),
+    /// Bookkeeping done.
+    Done,
+    /// The link must end (violation already reported).
+    Stop,
+}
+
+fn words_of(grant: &ReadGrant<'_>) -> Option<[u64; 4]> {
+    if grant.len() != RECORD_LEN {
+        return None;
+    }
+    let mut raw = [0u8; RECORD_LEN];
+    grant.copy_to_slice(&mut raw);
+    let mut words = [0u64; 4];
+    for (word, chunk) in words.iter_mut().zip(raw.chunks_exact(8)) {
+        *word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+    }
+    Some(words)
+}
+
+/// Reads one pool record (the grant is released here) and applies it.
+pub(crate) async fn on_record(
+    link: &ShmLink,
+    rx: &mut RxPool,
+    fds: &mut mpsc::Receiver<OwnedFd>,
+    grant: ReadGrant<'_>,
+) -> Step {
+    let flags = grant.flags();
+    let words = words_of(&grant);
+    grant.release();
+    let Some([w0, w1, w2, w3]) = words else {
+        return stop(link, "malformed pool record".into());
+    };
+    let id = u32::try_from(w0).ok();
+    let applied = match (flags, id) {
+        (FLAG_POOL, Some(id)) => {
+            let reference = Ref {
+                id,
+                gen_: w1,
+                offset: usize::try_from(w2).unwrap_or(usize::MAX),
+                len: usize::try_from(w3).unwrap_or(usize::MAX),
+            };
+            return match rx.take(reference) {
+                Ok(held) => Step::Frame(held),
+                Err(why) => stop(link, why),
+            };
+        }
+        (FLAG_SEGMENT, Some(id)) if w2 == 0 && w3 == 0 => {
+            let size = usize::try_from(w1).unwrap_or(usize::MAX);
+            match take_fd(link, fds).await {
+                Some(fd) => pool::map_peer_segment(fd, size, rx.max_segment())
+                    .map_err(|e| e.to_string())
+                    .and_then(|seg| rx.add(id, seg)),
+                None => return Step::Stop,
+            }
+        }
+        (FLAG_RETIRE, Some(id)) if w1 == 0 && w2 == 0 && w3 == 0 => rx.retire(id),
+        _ => Err(format!("malformed pool record (flags {flags:#06x})")),
+    };
+    match applied {
+        Ok(()) => Step::Done,
+        Err(why) => stop(link, why),
+    }
+}
+
+fn stop(link: &ShmLink, why: String) -> Step {
+    link.violation(ProtocolError::Link(why));
+    Step::Stop
+}
+
+/// Takes the descriptor announced by a segment record and acknowledges it.
+async fn take_fd(link: &ShmLink, fds: &mut mpsc::Receiver<OwnedFd>) -> Option<OwnedFd> {
+    match tokio::time::timeout(FD_TIMEOUT, fds.recv()).await {
+        Ok(Some(fd)) => {
+            link.ack_large().await;
+            Some(fd)
+        }
+        Ok(None) | Err(_) => {
+            if !link.lost.is_cancelled() {
+                link.violation(ProtocolError::Link(
+                    "pool segment record without a descriptor".into(),
+                ));
+            }
+            None
+        }
+    }
+}
