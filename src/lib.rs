@@ -14,9 +14,11 @@
 //!   in-process loopback.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod address;
 pub mod builder;
 pub mod client;
 pub mod codec;
+pub mod cohort;
 pub mod demo;
 pub mod error;
 pub mod handler;

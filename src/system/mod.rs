@@ -3,6 +3,7 @@
 //! and users cannot register such names.
 
 pub mod calls;
+pub mod cohort;
 pub mod types;
 
 use std::sync::{Arc, Weak};
