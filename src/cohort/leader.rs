@@ -9,9 +9,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::Rank;
-use super::config::CohortConfig;
+use super::config::{CohortConfig, FailurePolicy};
 use super::error::{CohortError, RankError};
-use super::members::{CohortEvent, Members};
+use super::members::{CohortEvent, Holder, Members};
 use crate::client::NetworkClient;
 use crate::handler::HandlerError;
 use crate::handler::registry::HandlerRegistry;
@@ -31,6 +31,8 @@ pub(super) struct Leader {
     pub(super) config: CohortConfig,
     pub(super) client: Arc<NetworkClient>,
     pub(super) members: Members,
+    /// Failure policy and per-operation budget, adjustable between operations.
+    pub(super) tuning: parking_lot::Mutex<(FailurePolicy, Duration)>,
     registry: Arc<HandlerRegistry>,
     stop: CancellationToken,
 }
@@ -63,6 +65,7 @@ impl LeaderWorkerCohort {
         config.check()?;
         let inner = Arc::new(Leader {
             members: Members::new(config.size, config.rank_policy),
+            tuning: parking_lot::Mutex::new((config.failure_policy, config.operation_timeout)),
             config,
             client: manager.client(),
             registry: Arc::clone(manager.registry()),
@@ -76,6 +79,16 @@ impl LeaderWorkerCohort {
     /// The configuration.
     pub fn config(&self) -> &CohortConfig {
         &self.inner.config
+    }
+
+    /// Changes the failure policy for the operations started from now on.
+    pub fn set_failure_policy(&self, policy: FailurePolicy) {
+        self.inner.tuning.lock().0 = policy;
+    }
+
+    /// Changes each rank's budget for the operations started from now on.
+    pub fn set_operation_timeout(&self, timeout: Duration) {
+        self.inner.tuning.lock().1 = timeout;
     }
 
     /// How many ranks the cohort has.
@@ -158,15 +171,19 @@ impl Leader {
     }
 
     pub(super) async fn stop_all(&self, deadline: Duration) -> ShutdownReport {
-        let holders = self.members.holders();
-        let stops = (0..).zip(holders).map(|(rank, holder)| async move {
-            let Some(instance) = holder else {
-                return (rank, Err(RankError::Vacant));
+        let targets = self.members.targets();
+        let stops = (0..).zip(targets).map(|(rank, holder)| async move {
+            let outcome = match holder {
+                Holder::Active(instance) => {
+                    let outcome = stop_worker(&self.client, instance, deadline).await;
+                    if outcome.is_ok() {
+                        self.members.depart(instance, false);
+                    }
+                    outcome
+                }
+                Holder::Lost(_) => Err(RankError::Lost),
+                Holder::Vacant => Err(RankError::Vacant),
             };
-            let outcome = stop_worker(&self.client, instance, deadline).await;
-            if outcome.is_ok() {
-                self.members.depart(instance, false);
-            }
             (rank, outcome)
         });
         let mut report = ShutdownReport::default();

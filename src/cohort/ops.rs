@@ -267,7 +267,8 @@ impl LeaderWorkerCohort {
 
     /// Applies the failure policy to a lost rank.
     async fn on_lost(&self, rank: Rank, instance: InstanceId) -> Result<(), CohortError> {
-        match self.inner.config.failure_policy {
+        let policy = self.inner.tuning.lock().0;
+        match policy {
             FailurePolicy::BestEffort => Ok(()),
             FailurePolicy::FailFast => Err(CohortError::RankLost { rank, instance }),
             FailurePolicy::TerminateAll => {
@@ -286,7 +287,7 @@ impl LeaderWorkerCohort {
             rank,
             instance,
             client: Arc::clone(&self.inner.client),
-            timeout: self.inner.config.operation_timeout,
+            timeout: self.inner.tuning.lock().1,
         }
     }
 }
