@@ -14,7 +14,7 @@ use active_message::cohort::{
     RankError, RankPolicy,
 };
 use active_message::handler_impls::{TypedContext, typed_unary_handler, typed_unary_handler_async};
-use active_message::{ActiveMessageManager, InstanceId};
+use active_message::{ActiveMessageManager, InstanceId, TransportKind, TransportPolicy};
 use child::{Proc, Via};
 use tokio::sync::Notify;
 
@@ -382,4 +382,71 @@ async fn leader_killed_every_worker_learns_it_over_shm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_every_worker_learns_it_over_tcp() {
     leader_killed(Via::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_all_stops_every_worker_when_one_is_lost() {
+    let leader = child::leader_manager().await;
+    let seen = leader_handlers(&leader, 2).await;
+    let config = CohortConfig::new(2).failure_policy(FailurePolicy::TerminateAll);
+    let cohort = Arc::new(LeaderWorkerCohort::new(&leader, config).await.unwrap());
+    let address = child::address(&leader, Via::Shm).await;
+    let mut workers: Vec<Proc> = (0..2)
+        .map(|r| Proc::worker(&address, Via::Shm, Some(r)))
+        .collect();
+    for worker in &workers {
+        joined(worker);
+    }
+    cohort.wait_for_workers().await.unwrap();
+    kill_during_nap(&cohort, &seen, &mut workers[0], 0, |outcome| {
+        assert!(
+            matches!(outcome, Err(CohortError::Terminated { rank: 0 })),
+            "{outcome:?}"
+        );
+    })
+    .await;
+    assert_eq!(workers[1].line()["ended"], "StopRequested");
+    assert!(workers[1].exits_cleanly());
+    drop(cohort);
+    leader.shutdown().await.unwrap();
+}
+
+/// `connect_to_address` learns the peer from its TCP address alone, then
+/// moves to shared memory (same host) unless the policy says TCP only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_address_learns_the_peer_and_picks_the_best_transport() {
+    let server = child::leader_manager().await;
+    let tcp = child::address(&server, Via::Tcp).await;
+    for (policy, kind) in [
+        (TransportPolicy::Auto, TransportKind::Shm),
+        (TransportPolicy::TcpOnly, TransportKind::Tcp),
+    ] {
+        let client = active_message::ActiveMessageManagerBuilder::new()
+            .endpoint("tcp://127.0.0.1:0")
+            .transport_policy(policy)
+            .build()
+            .await
+            .unwrap();
+        let info = client.client().connect_to_address(&tcp).await.unwrap();
+        assert_eq!(info, server.peer_info().await);
+        let peers = client.stats().peers;
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].instance_id, server.instance_id());
+        assert_eq!(peers[0].transport, kind, "{policy:?}");
+        client.shutdown().await.unwrap();
+    }
+    let nobody = child::leader_manager().await;
+    let gone = child::address(&nobody, Via::Tcp).await;
+    nobody.shutdown().await.unwrap();
+    let client = child::leader_manager().await;
+    assert!(client.client().connect_to_address(&gone).await.is_err());
+    assert!(
+        client
+            .client()
+            .connect_to_address("nonsense")
+            .await
+            .is_err()
+    );
+    client.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
 }
