@@ -117,7 +117,7 @@ async fn suite(via: fn(u32) -> Via) {
         let address = child::address(&leader, via(rank)).await;
         workers.push(Proc::worker(&address, via(rank), Some(rank)));
     }
-    let mut instances = vec![InstanceId::nil(); 4];
+    let mut instances = [InstanceId::nil(); 4];
     for worker in &workers {
         let (rank, instance) = joined(worker);
         instances[rank as usize] = instance;
