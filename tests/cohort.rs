@@ -249,7 +249,30 @@ async fn gathers_by_rank(cohort: &LeaderWorkerCohort) {
     assert!(only[..3].iter().all(|o| matches!(o, Ok(None))));
     let firsts: Vec<Result<String, _>> =
         cohort.gather_first_k("rank_echo", &0u64, 2).await.unwrap();
-    assert!(firsts.iter().filter(|o| o.is_ok()).count() >= 2);
+    let answered = firsts.iter().filter(|o| o.is_ok()).count();
+    let cancelled = firsts
+        .iter()
+        .filter(|o| matches!(o, Err(RankError::Cancelled)))
+        .count();
+    assert!(answered >= 2 && answered + cancelled == 4, "{firsts:?}");
+    let sent = cohort.broadcast("rank_echo", &0u64).await.unwrap();
+    assert!(sent.iter().all(Result::is_ok));
+    let mapped = cohort
+        .par_map(|t| async move {
+            let who = t.client.active_message("whoami")?.payload(&())?;
+            let who: String = who
+                .expect_response()
+                .send(t.instance)
+                .await?
+                .await_response()
+                .await?;
+            Ok((t.rank, who == t.instance.to_string()))
+        })
+        .await
+        .unwrap();
+    for (rank, m) in (0u32..).zip(&mapped) {
+        assert_eq!(m.as_ref().unwrap(), &(rank, true));
+    }
     let sent = cohort
         .broadcast_confirmed("rank_echo", &0u64)
         .await
