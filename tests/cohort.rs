@@ -2,6 +2,8 @@
 //! test, the leader) are this test binary run again as children. The same
 //! suite runs over shared memory, over TCP, and with ranks split between them.
 
+#[path = "cohort/checks.rs"]
+mod checks;
 #[path = "cohort/child.rs"]
 mod child;
 
@@ -14,7 +16,7 @@ use active_message::cohort::{
     RankError, RankPolicy,
 };
 use active_message::handler_impls::{TypedContext, typed_unary_handler, typed_unary_handler_async};
-use active_message::{ActiveMessageManager, InstanceId, TransportKind, TransportPolicy};
+use active_message::{ActiveMessageManager, InstanceId, TransportKind};
 use child::{Proc, Via};
 use tokio::sync::Notify;
 
@@ -127,6 +129,16 @@ async fn suite(via: fn(u32) -> Via) {
         cohort.workers(),
         instances.iter().copied().map(Some).collect::<Vec<_>>()
     );
+    // The leader calls each rank over the transport that rank was given.
+    let peers = leader.stats().peers;
+    for (rank, instance) in (0..).zip(&instances) {
+        let peer = peers.iter().find(|p| p.instance_id == *instance).unwrap();
+        let kind = match via(rank) {
+            Via::Tcp => TransportKind::Tcp,
+            Via::Shm => TransportKind::Shm,
+        };
+        assert_eq!(peer.transport, kind, "rank {rank}");
+    }
     for _ in 0..4 {
         assert!(matches!(
             next_event(&mut events).await,
@@ -134,8 +146,8 @@ async fn suite(via: fn(u32) -> Via) {
         ));
     }
 
-    refusals(&leader, via).await;
-    gathers_by_rank(&cohort).await;
+    checks::refusals(&leader, via).await;
+    checks::gathers_by_rank(&cohort).await;
     timeouts_run_in_parallel(&cohort, &seen).await;
 
     // BestEffort: a worker killed during a gather is `Lost` at its rank only.
@@ -199,93 +211,6 @@ async fn suite(via: fn(u32) -> Via) {
     }
     drop(cohort);
     leader.shutdown().await.unwrap();
-}
-
-/// A taken rank and one out of range are refused at the worker, saying why.
-async fn refusals(leader: &ActiveMessageManager, via: fn(u32) -> Via) {
-    let address = child::address(leader, via(1)).await;
-    let dup = Proc::worker(&address, via(1), Some(1));
-    let line = dup.line();
-    let why = line["refused"].as_str().unwrap_or_else(|| panic!("{line}"));
-    assert!(why.contains("rank 1 is already held"), "{why}");
-    let out = Proc::worker(&address, via(1), Some(9));
-    let line = out.line();
-    let why = line["refused"].as_str().unwrap_or_else(|| panic!("{line}"));
-    assert!(why.contains("rank 9 is out of range 0..4"), "{why}");
-}
-
-async fn gathers_by_rank(cohort: &LeaderWorkerCohort) {
-    let outcomes: Vec<Result<String, _>> = cohort
-        .gather_with("rank_echo", |rank| u64::from(rank) * 10)
-        .await
-        .unwrap();
-    let texts: Vec<String> = outcomes.into_iter().map(Result::unwrap).collect();
-    assert_eq!(texts, ["0:0", "1:10", "2:20", "3:30"]);
-
-    let outcomes: Vec<Result<u32, _>> = cohort.gather("fail_on", &2u32).await.unwrap();
-    for (rank, outcome) in outcomes.iter().enumerate() {
-        match outcome {
-            Err(RankError::Handler(why)) => {
-                assert_eq!(rank, 2);
-                assert!(why.contains("rank 2 fails"), "{why}");
-            }
-            Ok(r) => assert_eq!(*r as usize, rank),
-            other => panic!("rank {rank}: {other:?}"),
-        }
-    }
-    let some: Vec<Result<String, _>> = cohort
-        .gather_from("rank_echo", &7u64, &[3, 0])
-        .await
-        .unwrap();
-    assert_eq!(some[0].as_ref().unwrap(), "3:7");
-    assert_eq!(some[1].as_ref().unwrap(), "0:7");
-    let one: Result<String, _> = cohort.gather_rank("rank_echo", &5u64, 2).await.unwrap();
-    assert_eq!(one.unwrap(), "2:5");
-    let only: Vec<Result<Option<String>, _>> = cohort
-        .gather_one_reply("rank_echo", &1u64, 3)
-        .await
-        .unwrap();
-    assert_eq!(only[3].as_ref().unwrap().as_deref(), Some("3:1"));
-    assert!(only[..3].iter().all(|o| matches!(o, Ok(None))));
-    let firsts: Vec<Result<String, _>> =
-        cohort.gather_first_k("rank_echo", &0u64, 2).await.unwrap();
-    let answered = firsts.iter().filter(|o| o.is_ok()).count();
-    let cancelled = firsts
-        .iter()
-        .filter(|o| matches!(o, Err(RankError::Cancelled)))
-        .count();
-    assert!(answered >= 2 && answered + cancelled == 4, "{firsts:?}");
-    let sent = cohort.broadcast("rank_echo", &0u64).await.unwrap();
-    assert!(sent.iter().all(Result::is_ok));
-    let mapped = cohort
-        .par_map(|t| async move {
-            let who = t.client.active_message("whoami")?.payload(&())?;
-            let who: String = who
-                .expect_response()
-                .send(t.instance)
-                .await?
-                .await_response()
-                .await?;
-            Ok((t.rank, who == t.instance.to_string()))
-        })
-        .await
-        .unwrap();
-    for (rank, m) in (0u32..).zip(&mapped) {
-        assert_eq!(m.as_ref().unwrap(), &(rank, true));
-    }
-    let sent = cohort
-        .broadcast_confirmed("rank_echo", &0u64)
-        .await
-        .unwrap();
-    assert!(sent.iter().all(Result::is_ok));
-    let has = cohort.await_handler_on_all_workers("whoami").await.unwrap();
-    assert!(has.iter().all(|h| matches!(h, Ok(true))));
-    let missing = cohort.gather::<_, String>("no_such", &()).await.unwrap();
-    assert!(
-        missing
-            .iter()
-            .all(|m| matches!(m, Err(RankError::NoSuchHandler(_))))
-    );
 }
 
 /// Four ranks each hold past the budget: all are inside the leader's
@@ -432,44 +357,4 @@ async fn terminate_all_stops_every_worker_when_one_is_lost() {
     assert!(workers[1].exits_cleanly());
     drop(cohort);
     leader.shutdown().await.unwrap();
-}
-
-/// `connect_to_address` learns the peer from its TCP address alone, then
-/// moves to shared memory (same host) unless the policy says TCP only.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_to_address_learns_the_peer_and_picks_the_best_transport() {
-    let server = child::leader_manager().await;
-    let tcp = child::address(&server, Via::Tcp).await;
-    for (policy, kind) in [
-        (TransportPolicy::Auto, TransportKind::Shm),
-        (TransportPolicy::TcpOnly, TransportKind::Tcp),
-    ] {
-        let client = active_message::ActiveMessageManagerBuilder::new()
-            .endpoint("tcp://127.0.0.1:0")
-            .transport_policy(policy)
-            .build()
-            .await
-            .unwrap();
-        let info = client.client().connect_to_address(&tcp).await.unwrap();
-        assert_eq!(info, server.peer_info().await);
-        let peers = client.stats().peers;
-        assert_eq!(peers.len(), 1);
-        assert_eq!(peers[0].instance_id, server.instance_id());
-        assert_eq!(peers[0].transport, kind, "{policy:?}");
-        client.shutdown().await.unwrap();
-    }
-    let nobody = child::leader_manager().await;
-    let gone = child::address(&nobody, Via::Tcp).await;
-    nobody.shutdown().await.unwrap();
-    let client = child::leader_manager().await;
-    assert!(client.client().connect_to_address(&gone).await.is_err());
-    assert!(
-        client
-            .client()
-            .connect_to_address("nonsense")
-            .await
-            .is_err()
-    );
-    client.shutdown().await.unwrap();
-    server.shutdown().await.unwrap();
 }
