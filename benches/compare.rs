@@ -6,6 +6,7 @@
 //! cargo bench --bench compare                 # full run (< 3 min)
 //! COMPARE_QUICK=1 cargo bench --bench compare # smoke run
 //! cargo bench --bench compare -- ring zmq     # only cases whose key contains a word
+//! cargo bench --bench compare -- cohort       # the cohort gathers (1, 2, 4 workers)
 //! ```
 //!
 //! The table goes to stdout and, as markdown, to `target/compare.md`. What each case
@@ -17,6 +18,8 @@
 mod am;
 #[path = "compare/am_server.rs"]
 mod am_server;
+#[path = "compare/cohort.rs"]
+mod cohort;
 #[path = "compare/machine.rs"]
 mod machine;
 #[path = "compare/raw.rs"]
@@ -236,6 +239,13 @@ fn bars() -> Vec<Bar> {
             unit: "",
             text: "steady state (shm, Spin): <= 0.01 read/write syscalls per message, server",
         },
+        Ratio {
+            case: "cohort_gather_shm_4",
+            base: "cohort_seq_shm_4",
+            at_most: true,
+            factor: 0.75,
+            text: "cohort gather over 4 local ranks well below 4 sequential calls (<= 0.75x)",
+        },
         AtMost {
             case: "am_shm_kill",
             field: "median",
@@ -359,6 +369,13 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
         case!(true, suite.key(), suite.label(), suite.run(plan));
     }
     case!(false, "am_shm_kill", "kill", one(am_server::kill(plan)));
+    // Several worker processes: not pinned (the pinning is for pairs).
+    for transport in ["shm", "tcp"] {
+        for workers in [1, 2, 4] {
+            let k = format!("cohort_gather_{transport}_{workers}");
+            case!(false, k, "cohort", cohort::gather(plan, transport, workers));
+        }
+    }
     let mut warning = String::new();
     if let Some(x) = report::find_ratio(&rows, "floor_again", "floor")
         && !(0.8..=1.25).contains(&x)
@@ -404,6 +421,7 @@ fn child(case: &str, rest: &[String]) -> Result<()> {
         "zmq_pp" => zmq_raw::pingpong_child(&ctl),
         "zmq_tp" => zmq_raw::push_pull_child(&args, &ctl),
         "am_server" => am_server::server_child(&args, ctl),
+        "cohort_worker" => cohort::worker_child(&args, ctl),
         other => bail!("unknown child case {other}"),
     }
 }

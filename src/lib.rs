@@ -23,7 +23,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(unreachable_pub)]
 
+mod address;
 mod client;
+pub mod cohort;
 mod error;
 mod handler;
 mod ids;

@@ -6,8 +6,8 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use active_message::handler_impls::{TypedContext, typed_unary_handler};
 use active_message::MessageId;
+use active_message::handler_impls::{TypedContext, typed_unary_handler};
 use active_message::transport::shm::endpoint_path;
 use active_message::transport::shm::raw::{self as handshake, HandshakeParams, RawLink};
 use active_message::wire::{self, Header, Kind};

@@ -377,7 +377,7 @@ impl NetworkClient {
 
 /// The peer's endpoints in the order to try them, with the transport for
 /// each, as `policy` allows (see [`NetworkClient::connect_to_peer`]).
-fn candidate_endpoints<'a>(
+pub(crate) fn candidate_endpoints<'a>(
     peer: &'a PeerInfo,
     me: &PeerInfo,
     policy: TransportPolicy,

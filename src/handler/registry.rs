@@ -102,6 +102,18 @@ impl HandlerRegistry {
         Ok(removed)
     }
 
+    /// Removes a system handler registered for a while (a cohort's).
+    pub(crate) fn deregister_system(&self, name: &str) -> bool {
+        let removed = self.handlers.remove(name).is_some();
+        if removed {
+            let _ = self.events.send(HandlerEvent::Deregistered {
+                name: name.to_owned(),
+                instance: self.instance,
+            });
+        }
+        removed
+    }
+
     /// The handler registered under `name`.
     pub(crate) fn get(&self, name: &str) -> Option<HandlerRef> {
         self.handlers.get(name).map(|h| Arc::clone(h.value()))

@@ -86,6 +86,11 @@ impl ActiveMessageManager {
         self.inner.registry.names()
     }
 
+    /// The handler registry (cohorts register their system handlers there).
+    pub(crate) fn registry(&self) -> &Arc<HandlerRegistry> {
+        &self.inner.registry
+    }
+
     /// Registration and removal events.
     pub fn handler_events(&self) -> broadcast::Receiver<HandlerEvent> {
         self.inner.registry.subscribe()

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
@@ -37,6 +37,8 @@ const DEFERRED_CANCELS: usize = 1024;
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// Lost peers remembered, so later calls to them say `PeerLost`.
 const REMEMBERED_LOSSES: usize = 1024;
+/// Loss notices buffered per listener (a slow one sees `Lagged` and rechecks).
+const LOSS_NOTICES: usize = 1024;
 
 /// Outstanding calls of one manager.
 pub(crate) struct PendingTable {
@@ -44,6 +46,7 @@ pub(crate) struct PendingTable {
     late_replies: AtomicU64,
     deferred_cancels: Arc<Semaphore>,
     lost: Mutex<VecDeque<InstanceId>>,
+    lost_notices: broadcast::Sender<InstanceId>,
 }
 
 impl Default for PendingTable {
@@ -53,6 +56,7 @@ impl Default for PendingTable {
             late_replies: AtomicU64::new(0),
             deferred_cancels: Arc::new(Semaphore::new(DEFERRED_CANCELS)),
             lost: Mutex::new(VecDeque::new()),
+            lost_notices: broadcast::channel(LOSS_NOTICES).0,
         }
     }
 }
@@ -131,6 +135,14 @@ impl PendingTable {
             }
             lost.push_back(peer);
         }
+        drop(lost);
+        // Nobody listening is fine: cohorts subscribe when they need it.
+        let _ = self.lost_notices.send(peer);
+    }
+
+    /// Notices of broken links, as `note_lost` records them (cohort liveness).
+    pub(crate) fn subscribe_lost(&self) -> broadcast::Receiver<InstanceId> {
+        self.lost_notices.subscribe()
     }
 
     /// Whether the link to `peer` broke recently (rather than never existing).

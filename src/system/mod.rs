@@ -3,6 +3,7 @@
 //! and users cannot register such names.
 
 pub(crate) mod calls;
+pub(crate) mod cohort;
 pub(crate) mod types;
 
 use std::sync::{Arc, Weak};

@@ -48,7 +48,6 @@
 
 pub mod local;
 mod plug;
-pub mod resolve;
 pub mod shm;
 pub mod zmq;
 
@@ -193,6 +192,10 @@ pub trait ThinTransport: Send + Sync + 'static {
     fn local_endpoint(&self) -> Option<String>;
     /// Connects to the peer `peer` listening at `endpoint`. Fails promptly when
     /// nothing answers there, or when the instance found there is not `peer`.
+    /// With `peer` nil ([`InstanceId::nil`]) the link goes to whichever
+    /// instance answers, and [`PeerLink::peer`] names it (how
+    /// [`NetworkClient::connect_to_address`](crate::NetworkClient::connect_to_address)
+    /// learns a peer from its address); transports that cannot tell fail.
     fn connect<'a>(
         &'a self,
         peer: InstanceId,

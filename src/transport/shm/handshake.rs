@@ -224,7 +224,8 @@ pub async fn connect(
         return Err(hs_err("answer", format!("version {version}")));
     }
     let server = id_at(&ack, 16);
-    if server != expected {
+    // A nil expectation discovers whoever listens (`connect_to_address`).
+    if expected != InstanceId::nil() && server != expected {
         return Err(Error::Refused(format!(
             "the instance at {} is {server}, not {expected}",
             path.display()
@@ -327,7 +328,8 @@ pub(crate) async fn accept(
     let expected = id_at(&hello, 32);
     let problem = if version != PROTOCOL_VERSION {
         Some(Status::Version)
-    } else if expected != params.local {
+    } else if expected != params.local && expected != InstanceId::nil() {
+        // Nil: a client that learns who listens here (`connect_to_address`).
         Some(Status::WrongInstance)
     } else if client == InstanceId::nil() || hello[56..64].iter().any(|&b| b != 0) {
         Some(Status::BadHello)

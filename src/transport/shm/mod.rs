@@ -29,7 +29,6 @@
 pub(crate) mod config;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod handshake;
-pub(crate) mod identify;
 mod large;
 mod link;
 mod liveness;

@@ -270,7 +270,9 @@ impl IoThread {
     /// Reuses a live link or a connect in progress to `peer`, else dials.
     fn connect(&mut self, peer: InstanceId, endpoint: &str, reply: Waiter, now: Instant) {
         let mut reply = Some(reply);
-        if let Some(index) = self.dealers.iter().position(|d| d.peer == peer) {
+        // A nil peer is a discovery: it never joins another connect.
+        let reusable = |d: &Dealer| d.peer == peer && peer != InstanceId::nil();
+        if let Some(index) = self.dealers.iter().position(reusable) {
             let dealer = &mut self.dealers[index];
             if let Some(link) = dealer.live_link() {
                 let link = Arc::clone(link);

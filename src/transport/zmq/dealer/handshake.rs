@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{Dealer, State, Teardown};
 use crate::error::Error;
+use crate::ids::InstanceId;
 use crate::transport::BoxedLink;
 use crate::transport::zmq::auth::Handshake;
 use crate::transport::zmq::frames::announced_limit;
@@ -23,6 +24,10 @@ impl Dealer {
         let answers_probe = corr == *probe;
         if !answers_probe && corr.0 != 0 && auth.as_ref().is_none_or(|a| a.proof_id != Some(corr)) {
             return None;
+        }
+        if self.peer == InstanceId::nil() {
+            // Discovery (`connect_to_address`): whoever answers is the peer.
+            self.peer = frame.header.sender;
         }
         if frame.header.sender != self.peer {
             tracing::warn!(
