@@ -15,7 +15,7 @@
 //!   `LinkEvents::on_link_lost` is called once, on both sides.
 //! - Frames are encoded straight into ring records and read in place (same
 //!   uid) or from a private copy (other uids). Frames larger than a record
-//!   travel through the link's pooled large-buffer area ([`pool`]): sealed
+//!   travel through the link's pooled large-buffer area (the pool module): sealed
 //!   memfds passed once each, reused for every later frame, referenced by a
 //!   small ring record. Only a frame beyond the area's cap travels in a
 //!   memfd of its own.
