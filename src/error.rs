@@ -45,6 +45,14 @@ pub enum Error {
     /// The local manager (or the peer) is shutting down and admits nothing new.
     #[error("shutting down")]
     ShuttingDown,
+    /// `shutdown()`'s deadline passed before `links` links confirmed that
+    /// their peer read everything they had accepted: some one-way messages
+    /// reported as sent may not have reached their handlers.
+    #[error("shutdown deadline passed with {links} link(s) not drained")]
+    ShutdownIncomplete {
+        /// Links that did not confirm delivery.
+        links: usize,
+    },
     /// A payload larger than the configured maximum.
     #[error("payload of {size} bytes exceeds the maximum of {max} bytes")]
     PayloadTooLarge {

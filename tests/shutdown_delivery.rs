@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use active_message::Error;
 use active_message::handler_impls::am_handler;
 use common::{Flavor, builder, eventually};
 
@@ -35,7 +36,12 @@ async fn flood_then_shutdown(flavor: Flavor) {
         )
         .await
         .unwrap();
-    let sender = builder(flavor).build().await.unwrap();
+    // A budget no loaded machine exhausts: this test is about delivery.
+    let sender = builder(flavor)
+        .shutdown_timeout(Duration::from_secs(120))
+        .build()
+        .await
+        .unwrap();
     let client = sender.client();
     client
         .connect_to_peer(server.peer_info().await)
@@ -79,4 +85,67 @@ async fn flood_then_shutdown_over_shm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_then_shutdown_over_tcp() {
     flood_then_shutdown(Flavor::Tcp).await;
+}
+
+/// A receiver stuck in a handler with a full inbox cannot read the rest, so
+/// a short shutdown deadline passes: the sender says so instead of `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undrained_tcp_link_makes_shutdown_report_it() {
+    let server = builder(Flavor::Tcp)
+        .max_concurrent_handlers(1)
+        .inbox_capacity(1)
+        .build()
+        .await
+        .unwrap();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(AtomicU64::new(0));
+    let (gate, count) = (Arc::clone(&release), Arc::clone(&started));
+    server
+        .register_handler(
+            "stuck",
+            am_handler("stuck", move |_| {
+                let (gate, count) = (Arc::clone(&gate), Arc::clone(&count));
+                async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _pass = gate.acquire().await;
+                    Ok(())
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    let sender = builder(Flavor::Tcp)
+        .shutdown_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let client = sender.client();
+    client
+        .connect_to_peer(server.peer_info().await)
+        .await
+        .unwrap();
+    for i in 0..50u64 {
+        client
+            .active_message("stuck")
+            .unwrap()
+            .payload(&i)
+            .unwrap()
+            .target_instance(server.instance_id())
+            .execute()
+            .await
+            .unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            started.load(Ordering::SeqCst) == 1
+        })
+        .await
+    );
+    let outcome = sender.shutdown().await;
+    assert!(
+        matches!(outcome, Err(Error::ShutdownIncomplete { links: 1 })),
+        "{outcome:?}"
+    );
+    release.add_permits(tokio::sync::Semaphore::MAX_PERMITS);
+    server.shutdown().await.unwrap();
 }

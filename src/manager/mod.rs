@@ -47,7 +47,8 @@ pub(crate) struct ManagerInner {
     pub(crate) shutdown_timeout: Duration,
     /// `None`: trusted callers only; `Some(allow)`: everyone or no one.
     pub(crate) allow_remote_shutdown: Option<bool>,
-    shutdown_done: OnceCell<()>,
+    /// Set once shutdown completed: links it could not drain.
+    shutdown_done: OnceCell<usize>,
 }
 
 impl ActiveMessageManager {
@@ -109,20 +110,30 @@ impl ActiveMessageManager {
 
     /// Graceful shutdown: stop admitting (new calls get `ShuttingDown`), let
     /// running handlers finish within the drain deadline, fail calls still
-    /// waiting on peers, say goodbye on every link, cancel the root token.
+    /// waiting on peers, let every link deliver what it accepted (within the
+    /// same timeout again), say goodbye on every link, cancel the root token.
     /// Idempotent; concurrent callers all wait for the same shutdown.
+    ///
+    /// Fails with [`Error::ShutdownIncomplete`] when a link could not
+    /// confirm before its deadline that its peer read every message it had
+    /// accepted (a peer too slow or stopped): one-way messages reported as
+    /// sent to it may not have reached their handler. The manager is shut
+    /// down either way.
     pub async fn shutdown(&self) -> Result<()> {
-        self.inner.shutdown().await;
-        Ok(())
+        match self.inner.shutdown().await {
+            0 => Ok(()),
+            links => Err(Error::ShutdownIncomplete { links }),
+        }
     }
 }
 
 impl ManagerInner {
-    pub(crate) async fn shutdown(&self) {
-        self.shutdown_done.get_or_init(|| self.run_shutdown()).await;
+    /// Shuts down (once); returns the links left undrained.
+    pub(crate) async fn shutdown(&self) -> usize {
+        *self.shutdown_done.get_or_init(|| self.run_shutdown()).await
     }
 
-    async fn run_shutdown(&self) {
+    async fn run_shutdown(&self) -> usize {
         let id = self.client.instance_id();
         tracing::debug!(%id, "shutdown: no longer admitting");
         self.client.stop_admitting();
@@ -136,13 +147,16 @@ impl ManagerInner {
             self.dispatcher.handlers_cancel.cancel();
         }
         self.client.pending.fail_all(|| Error::ShuttingDown);
+        let mut undrained = 0;
         for transport in &self.client.transports {
             transport.shutdown().await;
+            undrained += transport.undelivered();
         }
         self.client.links.clear();
         self.dispatcher_stop.cancel();
         self.root_cancel.cancel();
-        tracing::debug!(%id, "shutdown complete");
+        tracing::debug!(%id, undrained, "shutdown complete");
+        undrained
     }
 
     pub(crate) fn health(&self) -> HealthCheckResponse {

@@ -203,6 +203,13 @@ pub trait ThinTransport: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<BoxedLink>>;
     /// Stops accepting, says goodbye on every link, closes sockets. Idempotent.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// After `shutdown`: how many links could not confirm, before the
+    /// shutdown deadline, that their peer read everything they accepted
+    /// (the manager's `shutdown()` then reports it). Transports whose peers
+    /// drain what was sent on their own say 0.
+    fn undelivered(&self) -> usize {
+        0
+    }
 }
 
 /// A shared transport handle.

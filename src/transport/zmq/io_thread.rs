@@ -447,14 +447,17 @@ impl IoThread {
         let linger = deadline
             .saturating_duration_since(Instant::now())
             .max(self.env.settings.goodbye_linger);
+        let mut undrained = 0;
         for mut dealer in std::mem::take(&mut self.dealers) {
             let _ = dealer.flush(Instant::now());
-            if dealer.has_backlog() {
-                tracing::warn!(peer = %dealer.peer, "zmq: drain timeout passed: frames still queued are dropped");
+            if !dealer.drained() {
+                undrained += 1;
+                tracing::warn!(peer = %dealer.peer, "zmq: drain timeout passed before the peer read everything sent to it");
             }
             dealer.say_goodbye(&mut self.env, linger);
             dealer.teardown(&self.env, Teardown::Closed);
         }
+        self.env.shared.set_undrained(undrained);
         self.router.finish(&mut self.env);
         // Links listed after this point are never drained: drop them now.
         self.env.shared.take_dirty(&mut self.dirty);

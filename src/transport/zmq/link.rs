@@ -26,6 +26,9 @@ pub(crate) struct IoShared {
     dirty: Mutex<Vec<Arc<ZmqLink>>>,
     /// Set once by `shutdown` (or drop).
     shutdown: AtomicBool,
+    /// Outbound links whose peer had not read everything they accepted when
+    /// the shutdown drain's deadline passed.
+    undrained: std::sync::atomic::AtomicUsize,
 }
 
 impl IoShared {
@@ -38,6 +41,7 @@ impl IoShared {
             armed: AtomicBool::new(false),
             dirty: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
+            undrained: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -77,6 +81,18 @@ impl IoShared {
     pub(crate) fn clear_doorbell(&self) {
         // EAGAIN just means nothing was rung.
         let _ = self.doorbell.read();
+    }
+
+    /// Records how many outbound links the shutdown drain left undrained.
+    pub(crate) fn set_undrained(&self, links: usize) {
+        // Release: pairs with the Acquire in `undrained`, read after the
+        // I/O thread signalled it finished.
+        self.undrained.store(links, Ordering::Release);
+    }
+
+    /// Outbound links the shutdown drain left undrained.
+    pub(crate) fn undrained(&self) -> usize {
+        self.undrained.load(Ordering::Acquire)
     }
 
     /// Whether links with work are listed.

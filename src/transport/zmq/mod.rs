@@ -256,6 +256,10 @@ impl ThinTransport for ZmqTransport {
         })
     }
 
+    fn undelivered(&self) -> usize {
+        self.shared.undrained()
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.shared.request_shutdown();

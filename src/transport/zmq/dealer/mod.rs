@@ -224,6 +224,11 @@ impl Dealer {
         }
     }
 
+    /// Whether the shutdown drain finished here (or there was nothing to drain).
+    pub(crate) fn drained(&self) -> bool {
+        !matches!(self.state, State::Up { .. }) || self.drain == Drain::Done
+    }
+
     /// Whether frames accepted for this peer still wait in our queue.
     pub(crate) fn has_backlog(&self) -> bool {
         match &self.state {
