@@ -30,6 +30,15 @@ impl NetworkClient {
         } else {
             endpoint
         };
+        if let Some(rest) = endpoint.strip_prefix("tcp://")
+            && !rest
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            return Err(Error::Config(format!(
+                "{endpoint:?}: expected tcp://host:port"
+            )));
+        }
         let kind = TransportKind::of_endpoint(endpoint)
             .ok_or_else(|| Error::Config(format!("{endpoint:?} has no scheme://")))?;
         let transport = self

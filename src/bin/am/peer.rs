@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use active_message::{
     ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId, NetworkClient, PeerInfo,
-    TransportKind,
+    TransportKind, TransportPolicy,
 };
 use clap::Args;
 
@@ -50,9 +50,14 @@ impl Session {
         if let Ok(secret) = std::env::var("AM_AUTH_SECRET") {
             builder = builder.auth_secret(secret);
         }
+        let text = target.address.trim();
+        if text.starts_with("tcp://") {
+            // A TCP address is what the operator wants measured and used,
+            // even when the peer is on this host.
+            builder = builder.transport_policy(TransportPolicy::TcpOnly);
+        }
         let manager = builder.build().await?;
         let client = manager.client();
-        let text = target.address.trim();
         let peer = if text.starts_with('{') {
             let info: PeerInfo = serde_json::from_str(text)
                 .map_err(|e| CliError::Json(format!("{:?}", target.address), e))?;
