@@ -47,6 +47,9 @@ pub(crate) fn encode_peers(enc: &mut DescriptorEncoder, peers: &[PeerStat]) -> s
     Ok(())
 }
 
+/// A per-handler counter family: name, help, and how to read it.
+type HandlerCounter = (&'static str, &'static str, fn(&HandlerStat) -> u64);
+
 /// `am_handler_calls_total`, `am_handler_errors_total` and the
 /// `am_handler_latency_seconds` histogram, labelled by handler.
 pub(crate) fn encode_handlers(
@@ -69,7 +72,7 @@ pub(crate) fn encode_handlers(
             *sum += b;
         }
     }
-    let counters: [(&str, &str, fn(&HandlerStat) -> u64); 2] = [
+    let counters: [HandlerCounter; 2] = [
         (
             "am_handler_calls",
             "Invocations that ran the handler.",

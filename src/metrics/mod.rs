@@ -100,7 +100,6 @@ impl Collector for ManagerCollector {
             let labels = [("transport", transport)];
             ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
         }
-        drop(family);
         labelled::encode_peers(&mut enc, &stats.peers)?;
         labelled::encode_handlers(&mut enc, &stats.handlers)
     }
