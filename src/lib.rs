@@ -65,7 +65,10 @@ pub use protocol::codec::{
 pub use protocol::json::Json;
 pub use protocol::wire;
 pub use shm_ring::WaitPolicy;
-pub use stats::{CounterValues, PeerStat, StatsSnapshot};
+pub use stats::{
+    CounterValues, HandlerStat, LATENCY_BUCKETS, LinkCounterValues, LinkCounters, PeerStat,
+    StatsSnapshot,
+};
 pub use system::types::{
     HealthCheckResponse, ListHandlersResponse, RegisterServiceResponse, RequestShutdownResponse,
     WaitForHandlerRequest, WaitForHandlerResponse,

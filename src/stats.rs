@@ -8,39 +8,60 @@ use serde::{Deserialize, Serialize};
 use crate::ids::InstanceId;
 use crate::transport::TransportKind;
 
+mod handler;
+mod link;
+
+pub(crate) use handler::HandlerStats;
+pub use handler::{HandlerStat, LATENCY_BUCKETS};
+pub use link::{LinkCounterValues, LinkCounters};
+
+/// Declares a live counter struct (relaxed atomics) and its value twin.
 macro_rules! counters {
-    ($($name:ident => $doc:literal),* $(,)?) => {
-        /// Live counters of one manager.
+    ($(#[$live_doc:meta])* $vis:vis struct $live:ident;
+     $(#[$values_doc:meta])* struct $values:ident;
+     $($name:ident => $doc:literal),* $(,)?) => {
+        $(#[$live_doc])*
         #[derive(Debug, Default)]
-        pub(crate) struct Counters {
+        $vis struct $live {
             $(#[doc = $doc] pub(crate) $name: AtomicU64,)*
         }
 
-        /// A copy of the counters at one moment.
+        $(#[$values_doc])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct CounterValues {
+        pub struct $values {
             $(#[doc = $doc] #[serde(default)] pub $name: u64,)*
         }
 
-        impl Counters {
+        impl $live {
             /// Reads every counter.
-            pub(crate) fn values(&self) -> CounterValues {
+            pub(crate) fn load(&self) -> $values {
                 // Relaxed: counters are statistics, not synchronisation.
-                CounterValues { $($name: self.$name.load(Ordering::Relaxed),)* }
+                $values { $($name: self.$name.load(Ordering::Relaxed),)* }
             }
         }
 
-        impl CounterValues {
+        impl $values {
             /// Every counter as (name, description, value), in declaration
             /// order: what exporters and tables iterate over.
             pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
                 vec![$((stringify!($name), $doc, self.$name),)*]
             }
+
+            /// Adds `other` field by field (aggregating).
+            pub fn accumulate(&mut self, other: &Self) {
+                $(self.$name += other.$name;)*
+            }
         }
     };
 }
 
+pub(crate) use counters;
+
 counters! {
+    /// Live counters of one manager.
+    pub(crate) struct Counters;
+    /// A copy of a manager's counters at one moment.
+    struct CounterValues;
     messages_sent => "Invocations sent (one-way, confirmed, requests).",
     messages_received => "Invocations received.",
     raw_bytes_sent => "Raw (non-archive) payload bytes sent in invocations.",
@@ -56,6 +77,11 @@ counters! {
 }
 
 impl Counters {
+    /// Reads every counter.
+    pub(crate) fn values(&self) -> CounterValues {
+        self.load()
+    }
+
     /// Adds one to a counter.
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -74,6 +100,13 @@ pub struct PeerStat {
     pub instance_id: InstanceId,
     /// Its transport.
     pub transport: TransportKind,
+    /// The link's counters (zero for transports that keep none, see
+    /// [`PeerLink::counters`](crate::transport::PeerLink::counters)).
+    #[serde(default)]
+    pub counters: LinkCounterValues,
+    /// Calls to this peer awaiting a reply.
+    #[serde(default)]
+    pub calls_in_flight: usize,
 }
 
 /// A manager's statistics.
@@ -91,4 +124,7 @@ pub struct StatsSnapshot {
     pub handlers_running: usize,
     /// Connected peers, sorted by id.
     pub peers: Vec<PeerStat>,
+    /// Registered handlers and their calls, errors and latencies, by name.
+    #[serde(default)]
+    pub handlers: Vec<HandlerStat>,
 }

@@ -152,3 +152,63 @@ fn other_paths_are_not_found() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_and_handler_series_carry_their_labels() {
+    let p = pair(Flavor::Shm).await;
+    let mut client_registry = Registry::default();
+    register(&mut client_registry, &p.client);
+    let mut server_registry = Registry::default();
+    register(&mut server_registry, &p.server);
+    let any = "127.0.0.1:0".parse().unwrap();
+    let client_metrics = MetricsServer::start(any, client_registry).unwrap();
+    let server_metrics = MetricsServer::start(any, server_registry).unwrap();
+    let peer = format!("peer=\"{}\",transport=\"shm\"", p.target());
+    let sent = format!("am_peer_messages_out_total{{{peer}}}");
+    let received = format!("am_peer_messages_in_total{{{peer}}}");
+    let before = scrape(client_metrics.local_addr());
+    for _ in 0..2 {
+        let out: String = p
+            .client
+            .client()
+            .active_message("echo")
+            .unwrap()
+            .payload("hi")
+            .unwrap()
+            .expect_response::<String>()
+            .send(p.target())
+            .await
+            .unwrap()
+            .await_response()
+            .await
+            .unwrap();
+        assert_eq!(out, "hi");
+    }
+    let after = scrape(client_metrics.local_addr());
+    assert_eq!(value(&after, &sent) - value(&before, &sent), 2.0);
+    assert_eq!(value(&after, &received) - value(&before, &received), 2.0);
+    let server = scrape(server_metrics.local_addr());
+    assert_eq!(
+        value(&server, "am_handler_calls_total{handler=\"echo\"}"),
+        2.0
+    );
+    assert_eq!(
+        value(&server, "am_handler_errors_total{handler=\"echo\"}"),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &server,
+            "am_handler_latency_seconds_count{handler=\"echo\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &server,
+            "am_handler_latency_seconds_bucket{le=\"+Inf\",handler=\"echo\"}"
+        ),
+        2.0
+    );
+    p.shutdown().await;
+}

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::{RingCloser, RingCore};
+use crate::counters::HandleCounters;
 use crate::doorbell::{Bells, Doorbell};
 use crate::error::{Result, RingError, corrupt};
 use crate::layout::{RECORD_ALIGN, RECORD_HEADER_SIZE, record_footprint};
@@ -34,6 +35,8 @@ pub struct Consumer {
     cached_tail: u64,
     policy: WaitPolicy,
     bells: Bells,
+    /// Wait and doorbell counters, in this process's memory only.
+    counters: Arc<HandleCounters>,
     #[cfg(all(feature = "async", not(loom)))]
     async_data: Option<tokio::io::unix::AsyncFd<Doorbell>>,
 }
@@ -86,6 +89,7 @@ impl Consumer {
             cached_tail: head,
             policy: WaitPolicy::default(),
             bells,
+            counters: Arc::default(),
             #[cfg(all(feature = "async", not(loom)))]
             async_data: None,
         })
@@ -200,7 +204,12 @@ impl Consumer {
         // SYNC POINT C3 (Release) pairs with P1: we are done reading the freed bytes.
         self.core.header().consumer.head.store(self.head, Release);
         if self.policy.notifies() {
-            wait::notify(&self.core, Side::Producer, &self.bells.space);
+            wait::notify(
+                &self.core,
+                Side::Producer,
+                &self.bells.space,
+                &self.counters,
+            );
         }
     }
 
@@ -259,6 +268,12 @@ impl Consumer {
         self.core.closed(Acquire)
     }
 
+    /// This handle's wait and doorbell counters (shared, so they can be read
+    /// while the handle is in use elsewhere).
+    pub fn counters(&self) -> Arc<HandleCounters> {
+        Arc::clone(&self.counters)
+    }
+
     /// A handle that can close the ring from another thread (e.g. a liveness watcher).
     pub fn closer(&self) -> RingCloser {
         RingCloser::new(self.core.clone(), self.bells.clone())
@@ -285,6 +300,9 @@ impl WaitSide for Consumer {
     }
     fn bell(&self) -> &Doorbell {
         &self.bells.data
+    }
+    fn wait_counters(&self) -> &HandleCounters {
+        &self.counters
     }
 }
 

@@ -86,6 +86,7 @@
 
 mod consumer;
 mod core;
+mod counters;
 mod doorbell;
 mod error;
 #[cfg(not(loom))]
@@ -99,6 +100,7 @@ mod wait;
 
 pub use crate::consumer::{Consumer, ReadGrant};
 pub use crate::core::{RingCloser, init_ring};
+pub use crate::counters::{HandleCounters, HandleStats};
 pub use crate::doorbell::{Bells, Doorbell};
 pub use crate::error::{Result, RingError};
 pub use crate::layout::{RegionLayout, RingConfig, record_footprint};

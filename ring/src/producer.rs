@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::{RingCloser, RingCore};
+use crate::counters::HandleCounters;
 use crate::doorbell::{Bells, Doorbell};
 use crate::error::{Result, RingError, corrupt};
 use crate::layout::{RECORD_ALIGN, RECORD_HEADER_SIZE, record_footprint};
@@ -25,6 +26,8 @@ pub struct Producer {
     cached_head: u64,
     policy: WaitPolicy,
     bells: Bells,
+    /// Wait and doorbell counters, in this process's memory only.
+    counters: Arc<HandleCounters>,
     #[cfg(all(feature = "async", not(loom)))]
     async_space: Option<tokio::io::unix::AsyncFd<Doorbell>>,
 }
@@ -77,6 +80,7 @@ impl Producer {
             cached_head: head,
             policy: WaitPolicy::default(),
             bells,
+            counters: Arc::default(),
             #[cfg(all(feature = "async", not(loom)))]
             async_space: None,
         })
@@ -207,7 +211,7 @@ impl Producer {
         self.core.header().producer.tail.store(tail, Release);
         self.tail = tail;
         if self.policy.notifies() {
-            wait::notify(&self.core, Side::Consumer, &self.bells.data);
+            wait::notify(&self.core, Side::Consumer, &self.bells.data, &self.counters);
         }
     }
 
@@ -244,6 +248,12 @@ impl Producer {
         self.core.closed(Acquire)
     }
 
+    /// This handle's wait and doorbell counters (shared, so they can be read
+    /// while the handle is in use elsewhere).
+    pub fn counters(&self) -> Arc<HandleCounters> {
+        Arc::clone(&self.counters)
+    }
+
     /// A handle that can close the ring from another thread (e.g. a liveness watcher).
     pub fn closer(&self) -> RingCloser {
         RingCloser::new(self.core.clone(), self.bells.clone())
@@ -269,6 +279,9 @@ impl WaitSide for Producer {
     }
     fn bell(&self) -> &Doorbell {
         &self.bells.space
+    }
+    fn wait_counters(&self) -> &HandleCounters {
+        &self.counters
     }
 }
 

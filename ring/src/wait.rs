@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::core::RingCore;
+use crate::counters::HandleCounters;
 use crate::doorbell::Doorbell;
 use crate::error::{Result, RingError};
 use crate::sync::{AtomicU32, Ordering::*, fence, spin_hint, yield_cpu};
@@ -66,6 +67,8 @@ pub(crate) trait WaitSide {
     fn policy(&self) -> WaitPolicy;
     /// The doorbell this side parks on.
     fn bell(&self) -> &Doorbell;
+    /// This handle's private wait counters.
+    fn wait_counters(&self) -> &HandleCounters;
 }
 
 fn flag(core: &RingCore, side: Side) -> &AtomicU32 {
@@ -108,11 +111,12 @@ impl Drop for Raised {
 
 /// N1/N2: after publishing, ring the peer's doorbell if it is (about to be) parked.
 #[inline]
-pub(crate) fn notify(core: &RingCore, peer: Side, bell: &Doorbell) {
+pub(crate) fn notify(core: &RingCore, peer: Side, bell: &Doorbell, counters: &HandleCounters) {
     // SYNC POINT N1/N2 (SeqCst fence) pairs with W1/W2.
     fence(SeqCst);
     if flag(core, peer).load(Relaxed) != 0 {
         bell.ring();
+        counters.rang();
     }
 }
 
@@ -126,6 +130,7 @@ pub(crate) fn wait_blocking<W: WaitSide, T>(
     if let Some(t) = poll(w)? {
         return Ok(t);
     }
+    w.wait_counters().waited();
     // The clock is read only every 64 polls (never for `Spin` without a timeout), so a
     // spinning wait that succeeds quickly costs no clock read.
     let deadline = timeout.map(|t| Instant::now() + t);
@@ -166,6 +171,7 @@ pub(crate) fn wait_blocking<W: WaitSide, T>(
         if let Some(t) = poll(w)? {
             return Ok(t);
         }
+        w.wait_counters().parked();
         let rung = w.bell().wait(deadline)?;
         drop(raised);
         if let Some(t) = poll(w)? {
@@ -209,6 +215,7 @@ pub(crate) async fn wait_async<W: AsyncWaitSide, T>(
     if let Some(t) = poll(w)? {
         return Ok(t);
     }
+    w.wait_counters().waited();
     let spin_for = match w.policy() {
         WaitPolicy::Spin => None,
         WaitPolicy::Adaptive { spin } => Some(spin),
@@ -228,6 +235,7 @@ pub(crate) async fn wait_async<W: AsyncWaitSide, T>(
         if let Some(t) = poll(w)? {
             return Ok(t);
         }
+        w.wait_counters().parked();
         let afd = w.async_bell()?;
         let mut guard = afd.readable().await?;
         guard.get_inner().drain();

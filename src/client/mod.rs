@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use dashmap::DashMap;
+use tracing::Instrument;
 
 use crate::builder::MessageBuilder;
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId, MessageIdGen, validate_user_handler_name};
 use crate::peer::PeerInfo;
 use crate::runtime::pending::{PendingGuard, PendingTable, ReceiptRx};
+use crate::runtime::trace;
 use crate::stats::{Counters, PeerStat};
 use crate::status::Waiter;
 use crate::transport::{BoxedLink, BoxedTransport, OutFrame, PayloadRef, TransportKind};
@@ -190,6 +192,8 @@ impl NetworkClient {
             .map(|e| PeerStat {
                 instance_id: *e.key(),
                 transport: e.value().kind(),
+                counters: e.value().counters().map(|c| c.values()).unwrap_or_default(),
+                calls_in_flight: self.pending.in_flight_to(*e.key()),
             })
             .collect();
         peers.sort_by_key(|p| p.instance_id);
@@ -284,10 +288,22 @@ impl NetworkClient {
             name: call.name,
             payload: call.body.as_ref(),
         };
-        match tokio::time::timeout_at(deadline, link.send(frame)).await {
-            Ok(sent) => sent,
+        let span = trace::outbound(&header, call.name, call.target, &**link);
+        let sent = tokio::time::timeout_at(deadline, link.send(frame).instrument(span)).await;
+        let counters = link.counters();
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                if let Some(c) = counters {
+                    c.record_send_error();
+                }
+                Err(err)
+            }
             Err(_) => {
                 Counters::bump(&self.counters.timeouts);
+                if let Some(c) = counters {
+                    c.record_timeout();
+                }
                 Err(Error::Timeout(call.timeout))
             }
         }

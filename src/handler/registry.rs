@@ -10,6 +10,7 @@ use tokio::sync::{Notify, broadcast};
 use super::HandlerRef;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, is_system_name, validate_handler_name, validate_user_handler_name};
+use crate::stats::{HandlerStat, HandlerStats};
 
 /// Capacity of the handler-event broadcast (slow listeners see `Lagged`).
 const EVENT_CAPACITY: usize = 1024;
@@ -33,9 +34,15 @@ pub enum HandlerEvent {
     },
 }
 
+/// A registered handler and its counters (they go when it is deregistered).
+struct Entry {
+    handler: HandlerRef,
+    stats: Arc<HandlerStats>,
+}
+
 /// Name -> handler map shared by the manager and the dispatcher.
 pub(crate) struct HandlerRegistry {
-    handlers: DashMap<String, HandlerRef>,
+    handlers: DashMap<String, Entry>,
     events: broadcast::Sender<HandlerEvent>,
     changed: Notify,
     instance: InstanceId,
@@ -73,7 +80,10 @@ impl HandlerRegistry {
         match self.handlers.entry(name.clone()) {
             dashmap::Entry::Occupied(_) => return Err(Error::HandlerExists(name)),
             dashmap::Entry::Vacant(slot) => {
-                slot.insert(handler);
+                slot.insert(Entry {
+                    handler,
+                    stats: Arc::default(),
+                });
             }
         }
         self.changed.notify_waiters();
@@ -114,9 +124,23 @@ impl HandlerRegistry {
         removed
     }
 
-    /// The handler registered under `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<HandlerRef> {
-        self.handlers.get(name).map(|h| Arc::clone(h.value()))
+    /// The handler registered under `name` and its counters (two reference
+    /// count increments; nothing allocated).
+    pub(crate) fn get_counted(&self, name: &str) -> Option<(HandlerRef, Arc<HandlerStats>)> {
+        self.handlers
+            .get(name)
+            .map(|e| (Arc::clone(&e.handler), Arc::clone(&e.stats)))
+    }
+
+    /// Every registered handler's counters, sorted by name.
+    pub(crate) fn stats(&self) -> Vec<HandlerStat> {
+        let mut stats: Vec<HandlerStat> = self
+            .handlers
+            .iter()
+            .map(|e| e.stats.values(e.key()))
+            .collect();
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        stats
     }
 
     /// Whether `name` is registered.

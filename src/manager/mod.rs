@@ -183,6 +183,7 @@ impl ManagerInner {
             calls_in_flight: self.client.pending.len(),
             handlers_running: self.dispatcher.tracker.len(),
             peers: self.client.list_peers(),
+            handlers: self.registry.stats(),
         }
     }
 }

@@ -80,10 +80,14 @@ fn serve(server: &tiny_http::Server, registry: &Registry) {
         let response = if request.url() == "/metrics" {
             let mut body = String::new();
             match prometheus_client::encoding::text::encode(&mut body, registry) {
-                Ok(()) => tiny_http::Response::from_string(body).with_header(
-                    tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE)
-                        .expect("a valid static header"),
-                ),
+                // A plain Content-Length body, never chunked: simple
+                // scrapers (and `curl | grep`) read it as is.
+                Ok(()) => tiny_http::Response::from_string(body)
+                    .with_chunked_threshold(usize::MAX)
+                    .with_header(
+                        tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE)
+                            .expect("a valid static header"),
+                    ),
                 Err(e) => {
                     tracing::warn!(%e, "metrics: encoding failed");
                     tiny_http::Response::from_string("encoding failed").with_status_code(500)

@@ -8,9 +8,16 @@
 //!
 //! Names: every counter of [`crate::stats::CounterValues`] as
 //! `am_<name>_total`; gauges `am_calls_in_flight`, `am_handlers_running`,
-//! `am_peers{transport}`; counter `am_late_replies_total`.
+//! `am_peers{transport}`; counter `am_late_replies_total`. Per link:
+//! `am_peer_<counter>_total{peer,transport}` for every
+//! [`crate::LinkCounterValues`] field. Per handler:
+//! `am_handler_calls_total{handler}`, `am_handler_errors_total{handler}` and
+//! the histogram `am_handler_latency_seconds{handler}`. At most 64 peers and
+//! 64 handlers are named; the rest are summed under `other`.
+//! `docs/counters.md` says where each counter is incremented.
 
 mod http;
+mod labelled;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -93,6 +100,7 @@ impl Collector for ManagerCollector {
             let labels = [("transport", transport)];
             ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
         }
-        Ok(())
+        labelled::encode_peers(&mut enc, &stats.peers)?;
+        labelled::encode_handlers(&mut enc, &stats.handlers)
     }
 }

@@ -14,6 +14,7 @@ use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use tokio::time::Instant;
 
@@ -23,8 +24,8 @@ use crate::handler::registry::HandlerRegistry;
 use crate::handler::{HandlerContext, HandlerError, HandlerRef, InlineOutcome};
 use crate::ids::is_system_name as reserved;
 use crate::ids::{InstanceId, MessageId, is_system_name};
-use crate::runtime::deadline;
-use crate::stats::Counters;
+use crate::runtime::{deadline, trace};
+use crate::stats::{Counters, HandlerStats};
 use crate::transport::{Inbound, InlineDispatch, OutFrame, PayloadRef};
 use crate::wire::{ErrorCode, Header, Kind, flags};
 
@@ -75,9 +76,10 @@ impl Dispatcher {
             self.cancel(&inbound.header);
             return;
         }
+        let span = trace::inbound(&inbound.header, inbound.name(), &*inbound.reply_link);
         let this = Arc::clone(self);
         self.tracker
-            .spawn(async move { this.process(inbound, permit).await });
+            .spawn(async move { this.process(inbound, permit).await }.instrument(span));
     }
 
     /// A caller gave up on a call: its handler's token fires.
@@ -94,8 +96,8 @@ impl Dispatcher {
             Counters::bump(&self.client.counters.expired);
             return;
         }
-        let handler = match self.admit(&inbound) {
-            Ok(handler) => handler,
+        let (handler, stats) = match self.admit(&inbound) {
+            Ok(found) => found,
             Err(err) => return self.reply_error(&inbound, err).await,
         };
         // A one-way message gets nothing back, ever (not even a receipt).
@@ -108,7 +110,9 @@ impl Dispatcher {
         } else {
             Some(permit)
         };
+        let started = Instant::now();
         let outcome = self.run_handler(&inbound, &handler).await;
+        stats.record(started.elapsed(), outcome.is_err());
         drop(permit);
         match (inbound.header.kind, outcome) {
             (_, Err(err)) => {
@@ -126,7 +130,7 @@ impl Dispatcher {
     }
 
     /// Checks the name, the handler and the manager state.
-    fn admit(&self, inbound: &Inbound) -> Result<HandlerRef, HandlerError> {
+    fn admit(&self, inbound: &Inbound) -> Result<(HandlerRef, Arc<HandlerStats>), HandlerError> {
         let name = inbound.name();
         let system_flag = inbound.header.has(flags::SYSTEM);
         if is_system_name(name) != system_flag {
@@ -138,7 +142,7 @@ impl Dispatcher {
                 ),
             });
         }
-        let Some(handler) = self.registry.get(name) else {
+        let Some(found) = self.registry.get_counted(name) else {
             Counters::bump(&self.client.counters.unknown_handler);
             return Err(HandlerError {
                 code: ErrorCode::NoSuchHandler,
@@ -152,7 +156,7 @@ impl Dispatcher {
                 message: "shutting down".into(),
             });
         }
-        Ok(handler)
+        Ok(found)
     }
 
     async fn run_handler(
@@ -264,7 +268,7 @@ impl InlineDispatch for Dispatcher {
         {
             return false;
         }
-        let Some(handler) = self.registry.get(name) else {
+        let Some((handler, stats)) = self.registry.get_counted(name) else {
             return false;
         };
         let Ok(permit) = self.limit.try_acquire() else {
@@ -278,7 +282,9 @@ impl InlineDispatch for Dispatcher {
             // Only transports with trusted links run handlers inline.
             caller_trusted: true,
         };
+        let started = Instant::now();
         let mut deliver = |outcome: InlineOutcome<'_>| {
+            stats.record(started.elapsed(), outcome.is_err());
             if let Err(err) = &outcome {
                 Counters::bump(&self.client.counters.handler_errors);
                 tracing::debug!(handler = name, error = %err.message, "handler failed");

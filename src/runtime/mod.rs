@@ -4,3 +4,4 @@ pub(crate) mod deadline;
 pub(crate) mod dispatcher;
 pub(crate) mod pending;
 pub(crate) mod rate_limit;
+pub(crate) mod trace;

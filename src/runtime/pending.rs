@@ -219,6 +219,11 @@ impl PendingTable {
         self.entries.remove(&id).is_some()
     }
 
+    /// Calls awaiting a reply from `peer` (a scan: for statistics only).
+    pub(crate) fn in_flight_to(&self, peer: InstanceId) -> usize {
+        self.entries.iter().filter(|e| e.peer == peer).count()
+    }
+
     /// Number of calls in flight.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()

@@ -171,6 +171,7 @@ impl LocalLink {
             return false;
         };
         let caller = &self.reply_inbox;
+        let _span = crate::runtime::trace::inbound(&view.header, view.name, self).entered();
         inline.try_inline(
             &view.header,
             view.name,

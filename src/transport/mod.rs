@@ -65,6 +65,7 @@ use tokio::sync::mpsc;
 use crate::codec::{DoesNotFit, Payload};
 use crate::error::Result;
 use crate::ids::InstanceId;
+use crate::stats::LinkCounters;
 use crate::wire::{self, FrameRef, Header, ProtocolError};
 
 /// A boxed, sendable future (object-safe async methods).
@@ -173,6 +174,13 @@ pub trait PeerLink: Send + Sync + 'static {
     /// `PeerUnresponsive`. Transports without probes never say so.
     fn is_unresponsive(&self) -> bool {
         false
+    }
+    /// The link's own counters (frames and bytes each way, ring waits, ...),
+    /// which the runtime reports per peer. A transport that keeps a
+    /// [`LinkCounters`] in each link returns it here (and bumps it on its
+    /// send and receive paths); by default a link reports none.
+    fn counters(&self) -> Option<&LinkCounters> {
+        None
     }
     /// Closes the link (sending a goodbye where possible). Idempotent.
     fn close(&self);

@@ -28,6 +28,7 @@ use crate::codec::DoesNotFit;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
 use crate::runtime::deadline;
+use crate::stats::LinkCounters;
 use crate::transport::{BoxFuture, LinkEvents, OutFrame, PeerLink, TransportKind};
 use crate::wire::{Header, Kind, ProtocolError};
 
@@ -98,6 +99,8 @@ pub(crate) struct ShmLink {
     pub(crate) heard_ms: std::sync::atomic::AtomicU64,
     /// Set while the peer answers no liveness probe.
     pub(crate) unresponsive: AtomicBool,
+    /// Frames, bytes and the rings' waits on this link.
+    pub(crate) counters: LinkCounters,
 }
 
 impl std::fmt::Debug for ShmLink {
@@ -187,6 +190,7 @@ impl ShmLink {
                 Ok(mut grant) => {
                     let written = src.encode_into(&mut grant).map_err(|_| mismatch())?;
                     grant.commit_len(written);
+                    self.counters.record_sent(written);
                     Ok(Wrote::Done)
                 }
                 Err(RingError::Full) => Ok(Wrote::Full),
@@ -206,6 +210,7 @@ impl ShmLink {
                     // never reaches it (it would drop the link).
                     self.check_size(written)?;
                     grant.commit_len(written);
+                    self.counters.record_sent(written);
                     tx.guess = next_guess(written, max);
                     return Ok(Wrote::Done);
                 }
@@ -228,6 +233,7 @@ impl ShmLink {
             let mut grant = self.reserve(&mut tx.producer, len).await?;
             let written = src.encode_into(&mut grant).map_err(|_| mismatch())?;
             grant.commit_len(written);
+            self.counters.record_sent(written);
             return Ok(());
         }
         {
@@ -239,6 +245,7 @@ impl ShmLink {
                     Ok(written) => {
                         self.check_size(written)?;
                         grant.commit_len(written);
+                        self.counters.record_sent(written);
                         tx.guess = next_guess(written, max);
                         return Ok(());
                     }
@@ -274,6 +281,7 @@ impl ShmLink {
             () = self.lost.cancelled() => return Err(Error::PeerLost(self.peer)),
         }
         marker.commit_len(MARKER_LEN);
+        self.counters.record_large(blob.len);
         permit.forget();
         Ok(())
     }
@@ -323,6 +331,7 @@ impl ShmLink {
             Err(_) => return Err(Error::PeerLost(self.peer)),
         }
         marker.commit_len(MARKER_LEN);
+        self.counters.record_large(blob.len);
         permit.forget();
         Ok(())
     }
@@ -425,6 +434,10 @@ impl PeerLink for ShmLink {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn counters(&self) -> Option<&LinkCounters> {
+        Some(&self.counters)
     }
 
     fn is_unresponsive(&self) -> bool {

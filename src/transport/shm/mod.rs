@@ -69,6 +69,7 @@ use self::rendezvous::SocketFile;
 use super::{BoxFuture, BoxedLink, Inbox, ThinTransport, TransportKind};
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
+use crate::stats::LinkCounters;
 
 /// Endpoint scheme of the shared-memory transport.
 pub const SCHEME: &str = "shm://";
@@ -238,6 +239,7 @@ impl Shared {
             local: self.local,
             max_record: producer.max_record(),
             closers: [producer.closer(), consumer.closer()],
+            counters: LinkCounters::with_rings(producer.counters(), consumer.counters()),
             tx: Mutex::new(Tx::new(producer)),
             peer_max_frame: raw.peer_max_frame,
             stream: raw.stream,

@@ -204,6 +204,7 @@ fn handle(
     shared: Option<&mut dyn FnMut() -> Bytes>,
     deferred: &mut Vec<Vec<u8>>,
 ) -> Outcome {
+    link.counters.record_received(bytes.len());
     let view = match wire::decode(bytes, inbox.max_frame) {
         Ok(view) => view,
         Err(e) => {
@@ -232,6 +233,7 @@ fn handle(
         }
         _ => {}
     }
+    let _span = crate::runtime::trace::inbound(&view.header, view.name, &**link).entered();
     // Cancels are handled here too: they never wait behind the concurrency limit.
     if (kind.is_invocation() || kind == Kind::Cancel)
         && let Some(inline) = inbox.inline.get()

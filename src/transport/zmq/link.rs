@@ -11,6 +11,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
+use crate::stats::LinkCounters;
 use crate::transport::{BoxFuture, OutFrame, PeerLink, TransportKind};
 
 /// State shared by the I/O thread and every caller: the doorbell and the list
@@ -163,6 +164,8 @@ pub(crate) struct ZmqLink {
     pub(crate) dirty: AtomicBool,
     tx: mpsc::Sender<zmq::Message>,
     io: Arc<IoShared>,
+    /// Frames and bytes each way on this link.
+    pub(crate) counters: LinkCounters,
 }
 
 impl ZmqLink {
@@ -188,6 +191,7 @@ impl ZmqLink {
             dirty: AtomicBool::new(false),
             tx,
             io,
+            counters: LinkCounters::default(),
         });
         (link, rx)
     }
@@ -246,6 +250,7 @@ impl ZmqLink {
     async fn send_inner(&self, frame: OutFrame<'_>) -> Result<()> {
         let msg = self.encode(&frame)?;
         let permit = self.tx.reserve().await.map_err(|_| self.closed_error())?;
+        self.counters.record_sent(msg.len());
         permit.send(msg);
         self.io.mark_dirty(self);
         Ok(())
@@ -256,7 +261,9 @@ impl ZmqLink {
             TrySendError::Full(()) => Error::Full,
             TrySendError::Closed(()) => self.closed_error(),
         })?;
-        permit.send(self.encode(&frame)?);
+        let msg = self.encode(&frame)?;
+        self.counters.record_sent(msg.len());
+        permit.send(msg);
         self.io.mark_dirty(self);
         Ok(())
     }
@@ -285,6 +292,10 @@ impl PeerLink for ZmqLink {
 
     fn is_trusted(&self) -> bool {
         self.trusted.load(Ordering::Acquire)
+    }
+
+    fn counters(&self) -> Option<&LinkCounters> {
+        Some(&self.counters)
     }
 
     fn close(&self) {

@@ -277,6 +277,9 @@ impl Dealer {
             match wire::decode(body, env.settings.max_frame) {
                 Ok(frame) => {
                     self.last_rx = now;
+                    if let Some(link) = self.live_link() {
+                        link.counters.record_received(body.len());
+                    }
                     if let Some(down) = self.on_frame(env, &frame) {
                         return Some(down);
                     }

@@ -158,6 +158,7 @@ impl RouterSide {
                 return;
             }
         };
+        link.counters.record_received(body.len());
         let header = frame.header;
         match header.kind {
             // Cancels never wait behind the concurrency limit.

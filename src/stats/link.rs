@@ -1,0 +1,114 @@
+//! Per-link counters: held by the link object itself, so the message path
+//! bumps a relaxed atomic it already has a reference to (no map lookup, no
+//! lock, no allocation per message).
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use shm_ring::HandleCounters;
+
+use super::counters;
+
+counters! {
+    /// What the link's own send and receive paths count.
+    pub(crate) struct Tally;
+    /// A copy of one link's counters at one moment: what
+    /// [`PeerStat::counters`](crate::PeerStat::counters) reports.
+    struct LinkCounterValues;
+    messages_out => "Frames written to the link (invocations, replies, control frames).",
+    bytes_out => "Wire bytes of the frames written (headers included).",
+    messages_in => "Frames read from the link.",
+    bytes_in => "Wire bytes of the frames read (headers included).",
+    send_errors => "Sends on this link that failed (peer lost, frame too large, link full for a try-send).",
+    timeouts => "Sends on this link that ran out of their caller's deadline waiting for room.",
+    protocol_errors => "Malformed frames from this peer, dropped.",
+    ring_full_waits => "Shared memory: writes that found the ring full and had to wait for space.",
+    parks => "Shared memory: times the reader parked on its doorbell after its spin budget.",
+    doorbell_rings => "Shared memory: doorbell writes this side made to wake its parked peer.",
+    large_frames => "Shared memory: frames too large for a ring record, sent on the large-frame path.",
+    large_bytes => "Shared memory: bytes of the frames sent on the large-frame path.",
+}
+
+/// Live counters of one link. A transport keeps one in each link and hands it
+/// out through [`PeerLink::counters`](crate::transport::PeerLink::counters);
+/// the runtime then reports them per peer in `stats()`, `_stats` and the
+/// Prometheus exporter.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    tally: Tally,
+    /// The ring handles' own counters (shared-memory links only).
+    rings: OnceLock<RingHandles>,
+}
+
+#[derive(Debug)]
+struct RingHandles {
+    producer: Arc<HandleCounters>,
+    consumer: Arc<HandleCounters>,
+}
+
+impl LinkCounters {
+    /// Counters that also read a ring pair's wait and doorbell counters.
+    pub(crate) fn with_rings(producer: Arc<HandleCounters>, consumer: Arc<HandleCounters>) -> Self {
+        let this = Self::default();
+        let _ = this.rings.set(RingHandles { producer, consumer });
+        this
+    }
+
+    /// One frame of `bytes` wire bytes was written.
+    #[inline]
+    pub fn record_sent(&self, bytes: usize) {
+        add(&self.tally.messages_out, 1);
+        add(&self.tally.bytes_out, bytes as u64);
+    }
+
+    /// One frame of `bytes` wire bytes was read.
+    #[inline]
+    pub fn record_received(&self, bytes: usize) {
+        add(&self.tally.messages_in, 1);
+        add(&self.tally.bytes_in, bytes as u64);
+    }
+
+    /// One frame of `bytes` bytes was sent on the large-frame path (counted
+    /// as sent too).
+    #[inline]
+    pub fn record_large(&self, bytes: usize) {
+        self.record_sent(bytes);
+        add(&self.tally.large_frames, 1);
+        add(&self.tally.large_bytes, bytes as u64);
+    }
+
+    /// A send failed (not a timeout).
+    pub(crate) fn record_send_error(&self) {
+        add(&self.tally.send_errors, 1);
+    }
+
+    /// A send ran out of its caller's deadline.
+    pub(crate) fn record_timeout(&self) {
+        add(&self.tally.timeouts, 1);
+    }
+
+    /// A malformed frame from this peer was dropped.
+    pub(crate) fn record_protocol_error(&self) {
+        add(&self.tally.protocol_errors, 1);
+    }
+
+    /// Reads every counter.
+    pub fn values(&self) -> LinkCounterValues {
+        let mut values = self.tally.load();
+        if let Some(rings) = self.rings.get() {
+            let (p, c) = (rings.producer.values(), rings.consumer.values());
+            values.ring_full_waits = p.waits;
+            values.parks = c.parks;
+            values.doorbell_rings = p.doorbell_rings + c.doorbell_rings;
+        }
+        values
+    }
+}
+
+#[inline]
+fn add(counter: &AtomicU64, n: u64) {
+    // Relaxed: statistics, not synchronisation.
+    counter.fetch_add(n, Ordering::Relaxed);
+}
