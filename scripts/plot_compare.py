@@ -35,8 +35,8 @@ def latency_chart(rows, out, src):
     y = range(len(rows))
     ax.barh(y, med, color="#4878a8", label="median")
     ax.scatter(p99, y, color="#c0392b", marker="|", s=120, label="p99", zorder=3)
-    for i, m in enumerate(med):
-        ax.text(m * 1.05, i, f"{m:.2f} µs", va="center", fontsize=8)
+    for i, (m, p) in enumerate(zip(med, p99)):
+        ax.text(max(m, p) * 1.12, i, f"{m:.2f} µs", va="center", fontsize=8)
     ax.set_yticks(list(y), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
@@ -56,7 +56,8 @@ def throughput_chart(rows, out, src):
         if r["kind"] != "rate":
             continue
         key = SIZE_KEY.sub("", r["key"])
-        name = SIZE_LABEL.sub("", r["label"]).replace(" ()", "").replace("(, ", "(")
+        name = SIZE_LABEL.sub("", r["label"], count=1)
+        name = name.replace(", )", ")").replace("()", "").replace("  ", " ").strip()
         series.setdefault(key, (name, []))[1].append((int(r["size_bytes"]), float(r["gb_per_s"])))
     fig, ax = plt.subplots(figsize=(11, 6.5))
     for key, (name, pts) in sorted(series.items()):
