@@ -341,3 +341,85 @@ pub fn bars_tables(bars: &[Bar], rows: &[Row]) -> (String, String) {
     }
     (text, md)
 }
+
+/// One CSV field: quoted (with inner quotes doubled) when it holds a comma or quote.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Header of [`csv_table`].
+pub const CSV_HEAD: &str =
+    "key,label,kind,iters,size_bytes,median_ns,p99_or_slowest_ns,msg_per_s,gb_per_s,vs,ratio,notes";
+
+/// The CSV fields of one row (see [`CSV_HEAD`]); a skipped row has empty figures
+/// and its reason in `notes`.
+pub fn csv_fields(row: &Row, rows: &[Row]) -> Vec<String> {
+    let ratio = row
+        .vs
+        .as_ref()
+        .and_then(|k| rows.iter().find(|r| &r.key == k))
+        .and_then(|b| ratio(row, b))
+        .map_or(String::new(), |x| format!("{x:.4}"));
+    let notes = row
+        .extras
+        .iter()
+        .map(|(n, v)| format!("{n}={v:.4}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (kind, size, median, worst, rate, gbs, notes) = match &row.metric {
+        Err(why) => ("skipped", 0, 0.0, 0.0, 0.0, 0.0, why.clone()),
+        Ok(Metric::Latency { median, p99 }) => {
+            ("latency", 0, *median as f64, *p99 as f64, 0.0, 0.0, notes)
+        }
+        Ok(Metric::Rate {
+            size,
+            median,
+            worst,
+        }) => {
+            let per_s = 1e9 / median;
+            let gbs = per_s * *size as f64 / 1e9;
+            ("rate", *size, *median, *worst, per_s, gbs, notes)
+        }
+    };
+    let num = |x: f64| {
+        if kind == "skipped" {
+            String::new()
+        } else {
+            format!("{x:.1}")
+        }
+    };
+    vec![
+        row.key.clone(),
+        row.label.clone(),
+        kind.into(),
+        row.iters.to_string(),
+        size.to_string(),
+        num(median),
+        num(worst),
+        num(rate),
+        if kind == "rate" {
+            format!("{gbs:.4}")
+        } else {
+            String::new()
+        },
+        row.vs.clone().unwrap_or_default(),
+        ratio,
+        notes,
+    ]
+}
+
+/// The results as CSV (header first), one line per row, for charts
+/// (`scripts/plot-compare`).
+pub fn csv_table(rows: &[Row]) -> String {
+    let mut out = format!("{CSV_HEAD}\n");
+    for r in rows {
+        let line: Vec<String> = csv_fields(r, rows).iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
