@@ -232,7 +232,7 @@ class Manager:
         return self._native.deregister(name)
 
     def list_handlers(self) -> list:
-        """Names of the user handlers registered here."""
+        """Names of the handlers registered here (the runtime's own start with `_`)."""
         return self._native.list_handlers()
 
     # -- peers ----------------------------------------------------------

@@ -64,7 +64,7 @@ impl Manager {
         block(py, async move { manager.deregister_handler(&name).await })
     }
 
-    /// The user handlers registered here.
+    /// The handlers registered here (system ones start with `_`).
     fn list_handlers(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let manager = self.inner.clone();
         block(py, async move { Ok(manager.list_handlers().await) })

@@ -84,8 +84,9 @@ impl PendingTable {
     }
 
     /// Routes one reply frame to its waiter. Unknown ids (late replies after a
-    /// timeout or cancel) are dropped and counted.
-    pub(crate) fn complete(&self, header: &Header, payload: &[u8]) {
+    /// timeout or cancel) are dropped and counted. A response whose frame is
+    /// `shared` (a mapped large frame) keeps a slice of it instead of a copy.
+    pub(crate) fn complete(&self, header: &Header, payload: &[u8], shared: Option<&Bytes>) {
         let id = header.correlation_id;
         if header.kind == Kind::Receipt {
             let receipt = self.entries.get_mut(&id).and_then(|mut e| e.receipt.take());
@@ -102,7 +103,10 @@ impl PendingTable {
             return;
         };
         let outcome = match header.kind {
-            Kind::Response => Ok(Bytes::copy_from_slice(payload)),
+            Kind::Response => Ok(match shared {
+                Some(frame) => frame.slice_ref(payload),
+                None => Bytes::copy_from_slice(payload),
+            }),
             Kind::Ack => Ok(Bytes::new()),
             _ => Err(remote_error(header.error_code, payload)),
         };

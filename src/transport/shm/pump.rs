@@ -189,7 +189,10 @@ fn handle(
     }
     let kind = view.header.kind;
     if kind.is_reply() {
-        link.events.on_reply(&view.header, view.payload);
+        match shared {
+            Some(frame) => link.events.on_reply_shared(&view.header, view.payload, frame),
+            None => link.events.on_reply(&view.header, view.payload),
+        }
         return Outcome::Done;
     }
     match kind {
