@@ -41,7 +41,10 @@ async fn a_large_shm_response_is_not_copied_for_the_caller() -> anyhow::Result<(
     let client = caller.client();
     client.connect_to_peer(server.peer_info().await).await?;
     let peer = server.instance_id();
-    let link = client.list_peers().into_iter().find(|p| p.instance_id == peer);
+    let link = client
+        .list_peers()
+        .into_iter()
+        .find(|p| p.instance_id == peer);
     assert_eq!(link.map(|p| p.transport), Some(TransportKind::Shm));
 
     let response = client

@@ -43,7 +43,10 @@ fn bindings() -> Option<PathBuf> {
         "{} cannot import active_message and numpy (run scripts/test-all, or maturin develop in python/)",
         python.display()
     );
-    assert!(std::env::var_os("CI").is_none(), "{msg}: CI must build them");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{msg}: CI must build them"
+    );
     eprintln!("skipped: {msg}");
     None
 }
@@ -104,13 +107,19 @@ async fn every_pattern(policy: TransportPolicy, expected: TransportKind) -> anyh
     let client = manager.client();
     client.connect_to_peer(worker.info.clone()).await?;
     let peer = worker.info.instance_id;
-    let link = client.list_peers().into_iter().find(|p| p.instance_id == peer);
+    let link = client
+        .list_peers()
+        .into_iter()
+        .find(|p| p.instance_id == peer);
     assert_eq!(link.map(|p| p.transport), Some(expected));
 
     // Request/response: raw bytes both ways, every byte value.
     let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
     assert_eq!(request(&client, peer, "echo", &data).await?, data);
-    assert_eq!(request(&client, peer, "echo_async", b"async").await?, &b"async"[..]);
+    assert_eq!(
+        request(&client, peer, "echo_async", b"async").await?,
+        &b"async"[..]
+    );
     // JSON: Rust's Json<T> against the Python json codec.
     let doc = serde_json::json!({"rank": 3, "shape": [2, 4], "name": "w"});
     let status = client
@@ -120,13 +129,25 @@ async fn every_pattern(policy: TransportPolicy, expected: TransportKind) -> anyh
         .expect_response::<Json<serde_json::Value>>()
         .execute()
         .await?;
-    assert_eq!(status.await_response::<Json<serde_json::Value>>().await?.0, doc);
+    assert_eq!(
+        status.await_response::<Json<serde_json::Value>>().await?.0,
+        doc
+    );
 
     // Confirmed: counted by the time it returns.
-    client.active_message("note")?.raw_payload(vec![1]).send(peer).await?;
+    client
+        .active_message("note")?
+        .raw_payload(vec![1])
+        .send(peer)
+        .await?;
     assert_eq!(notes(&client, peer).await?, 1);
     // Fire-and-forget: handlers run concurrently, so wait for the count.
-    client.active_message("note")?.raw_payload(vec![2]).target_instance(peer).execute().await?;
+    client
+        .active_message("note")?
+        .raw_payload(vec![2])
+        .target_instance(peer)
+        .execute()
+        .await?;
     while notes(&client, peer).await? < 2 {
         tokio::task::yield_now().await;
     }
@@ -137,7 +158,12 @@ async fn every_pattern(policy: TransportPolicy, expected: TransportKind) -> anyh
         Err(Error::Handler(msg)) => assert_eq!(msg, "ValueError: refused: w3"),
         other => panic!("expected Error::Handler, got {other:?}"),
     }
-    match client.active_message("fail")?.raw_payload(vec![b'x']).send(peer).await {
+    match client
+        .active_message("fail")?
+        .raw_payload(vec![b'x'])
+        .send(peer)
+        .await
+    {
         Err(Error::Handler(msg)) => assert_eq!(msg, "ValueError: refused: x"),
         other => panic!("expected Error::Handler from a confirmed send, got {other:?}"),
     }

@@ -12,22 +12,102 @@ create_exception!(
     PyException,
     "Base class of every error the runtime raises."
 );
-create_exception!(_native, NoSuchHandler, ActiveMessageError, "The peer has no handler of that name.");
-create_exception!(_native, HandlerError, ActiveMessageError, "The handler ran and failed; the message is the handler's.");
-create_exception!(_native, PeerLost, ActiveMessageError, "The link to the peer broke (process gone, socket closed, heartbeat missed).");
-create_exception!(_native, PeerUnresponsive, ActiveMessageError, "The peer is alive but answers no liveness probe.");
-create_exception!(_native, UnknownPeer, ActiveMessageError, "No link to that peer: connect first.");
-create_exception!(_native, Timeout, ActiveMessageError, "The peer was alive but did not answer within the budget.");
-create_exception!(_native, Full, ActiveMessageError, "A try-operation found the link full.");
-create_exception!(_native, ShuttingDown, ActiveMessageError, "The manager (or the peer) is shutting down.");
-create_exception!(_native, PayloadTooLarge, ActiveMessageError, "The payload exceeds the configured maximum.");
-create_exception!(_native, InvalidHandlerName, ActiveMessageError, "A handler name that may not be used here.");
-create_exception!(_native, HandlerExists, ActiveMessageError, "A handler of that name is already registered.");
-create_exception!(_native, Refused, ActiveMessageError, "The peer refused the message.");
-create_exception!(_native, ProtocolError, ActiveMessageError, "A frame broke the wire protocol.");
-create_exception!(_native, CodecError, ActiveMessageError, "A payload could not be encoded or decoded.");
-create_exception!(_native, TransportError, ActiveMessageError, "A transport failure (socket, binding, endpoint).");
-create_exception!(_native, ConfigError, ActiveMessageError, "An invalid manager setting.");
+create_exception!(
+    _native,
+    NoSuchHandler,
+    ActiveMessageError,
+    "The peer has no handler of that name."
+);
+create_exception!(
+    _native,
+    HandlerError,
+    ActiveMessageError,
+    "The handler ran and failed; the message is the handler's."
+);
+create_exception!(
+    _native,
+    PeerLost,
+    ActiveMessageError,
+    "The link to the peer broke (process gone, socket closed, heartbeat missed)."
+);
+create_exception!(
+    _native,
+    PeerUnresponsive,
+    ActiveMessageError,
+    "The peer is alive but answers no liveness probe."
+);
+create_exception!(
+    _native,
+    UnknownPeer,
+    ActiveMessageError,
+    "No link to that peer: connect first."
+);
+create_exception!(
+    _native,
+    Timeout,
+    ActiveMessageError,
+    "The peer was alive but did not answer within the budget."
+);
+create_exception!(
+    _native,
+    Full,
+    ActiveMessageError,
+    "A try-operation found the link full."
+);
+create_exception!(
+    _native,
+    ShuttingDown,
+    ActiveMessageError,
+    "The manager (or the peer) is shutting down."
+);
+create_exception!(
+    _native,
+    PayloadTooLarge,
+    ActiveMessageError,
+    "The payload exceeds the configured maximum."
+);
+create_exception!(
+    _native,
+    InvalidHandlerName,
+    ActiveMessageError,
+    "A handler name that may not be used here."
+);
+create_exception!(
+    _native,
+    HandlerExists,
+    ActiveMessageError,
+    "A handler of that name is already registered."
+);
+create_exception!(
+    _native,
+    Refused,
+    ActiveMessageError,
+    "The peer refused the message."
+);
+create_exception!(
+    _native,
+    ProtocolError,
+    ActiveMessageError,
+    "A frame broke the wire protocol."
+);
+create_exception!(
+    _native,
+    CodecError,
+    ActiveMessageError,
+    "A payload could not be encoded or decoded."
+);
+create_exception!(
+    _native,
+    TransportError,
+    ActiveMessageError,
+    "A transport failure (socket, binding, endpoint)."
+);
+create_exception!(
+    _native,
+    ConfigError,
+    ActiveMessageError,
+    "An invalid manager setting."
+);
 
 /// Adds the exception classes to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

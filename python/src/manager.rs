@@ -55,7 +55,10 @@ impl Manager {
     fn register(&self, py: Python<'_>, name: String, callable: Py<PyAny>) -> PyResult<()> {
         let handler = python_handler(name.clone(), callable);
         let manager = self.inner.clone();
-        block(py, async move { manager.register_handler(name, handler).await })
+        block(
+            py,
+            async move { manager.register_handler(name, handler).await },
+        )
     }
 
     /// Removes a handler; returns whether it was registered.
@@ -129,7 +132,9 @@ impl Manager {
         let token = self.inner.cancel_token();
         let budget = seconds(timeout, "timeout")?;
         block(py, async move {
-            Ok(tokio::time::timeout(budget, token.cancelled()).await.is_ok())
+            Ok(tokio::time::timeout(budget, token.cancelled())
+                .await
+                .is_ok())
         })
     }
 

@@ -190,7 +190,9 @@ fn handle(
     let kind = view.header.kind;
     if kind.is_reply() {
         match shared {
-            Some(frame) => link.events.on_reply_shared(&view.header, view.payload, frame),
+            Some(frame) => link
+                .events
+                .on_reply_shared(&view.header, view.payload, frame),
             None => link.events.on_reply(&view.header, view.payload),
         }
         return Outcome::Done;
