@@ -1,6 +1,6 @@
 """A Python leader calling a Rust worker (`am serve`), blocking and awaited.
 
-    cargo run -q --bin am -- serve > /tmp/am-worker.json &
+    target/debug/am serve > /tmp/am-worker.json &
     .venv/bin/python python/examples/leader.py "$(head -1 /tmp/am-worker.json)"
 
 The argument is the PeerInfo JSON line `am serve` prints, or an address
