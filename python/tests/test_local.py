@@ -79,9 +79,20 @@ def test_exceptions_are_typed(pair):
     assert isinstance(raised.value, am.ActiveMessageError)
     with pytest.raises(am.UnknownPeer):
         client.request(am.Peer("00000000-0000-4000-8000-000000000000"), "boom")
-    server.register("slow", lambda _v: threading.Event().wait(5))
+    gate = threading.Event()
+    server.register("slow", lambda _v: gate.wait(30))
     with pytest.raises(am.Timeout):
         client.request(peer, "slow", b"", timeout=0.05)
+    gate.set()
+
+
+def test_a_handler_calls_another_peer(pair):
+    server, client, peer = pair
+    with am.Manager("tcp://127.0.0.1:0") as third:
+        third.register("inner", lambda v: b"inner:" + bytes(v))
+        inner = server.connect(third.peer_info())
+        server.register("outer", lambda v: server.request(inner, "inner", v))
+        assert bytes(client.request(peer, "outer", b"x")) == b"inner:x"
 
 
 def test_async_handler_runs_on_the_running_loop(pair):
