@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | [`am_handler`] | `async Fn(AmContext) -> Result<(), String>` | nothing (an ack for `send`) |
 //! | [`unary_handler`] | `Fn(UnaryContext) -> Result<Option<Bytes>, String>` | the bytes |
+//! | [`unary_handler_async`] | `async Fn(UnaryContext) -> Result<Option<Bytes>, String>` | the bytes |
 //! | [`typed_unary_handler`] | `Fn(TypedContext<I>) -> Result<O, String>` | `O`, typed |
 //! | [`typed_unary_handler_async`] | `async Fn(TypedContext<I>) -> Result<O, String>` | `O`, typed |
 //! | [`archived_unary_handler`] | `Fn(ArchivedContext<I>) -> Result<O, String>`, input read in place | `O`, typed |
@@ -32,6 +33,7 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 
 use crate::codec::{Body, Decode, Payload, with_aligned};
+pub use crate::handler::bytes_async::unary_handler_async;
 pub use crate::handler::{Handler, HandlerContext, HandlerKind, HandlerRef};
 use crate::handler::{HandlerCall, HandlerError, HandlerOutcome, InlineOutcome};
 use crate::ids::{InstanceId, MessageId};

@@ -1,5 +1,6 @@
 //! The handler contract: what the dispatcher calls for each invocation.
 
+mod bytes_async;
 pub mod impls;
 pub(crate) mod registry;
 

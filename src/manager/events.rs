@@ -21,7 +21,11 @@ pub(crate) struct RuntimeEvents {
 
 impl LinkEvents for RuntimeEvents {
     fn on_reply(&self, header: &Header, payload: &[u8]) {
-        self.pending.complete(header, payload);
+        self.pending.complete(header, payload, None);
+    }
+
+    fn on_reply_shared(&self, header: &Header, payload: &[u8], frame: &bytes::Bytes) {
+        self.pending.complete(header, payload, Some(frame));
     }
 
     fn on_link_lost(&self, peer: InstanceId) {

@@ -88,8 +88,9 @@ impl PendingTable {
     }
 
     /// Routes one reply frame to its waiter. Unknown ids (late replies after a
-    /// timeout or cancel) are dropped and counted.
-    pub(crate) fn complete(&self, header: &Header, payload: &[u8]) {
+    /// timeout or cancel) are dropped and counted. A response whose frame is
+    /// `shared` (a mapped large frame) keeps a slice of it instead of a copy.
+    pub(crate) fn complete(&self, header: &Header, payload: &[u8], shared: Option<&Bytes>) {
         let id = header.correlation_id;
         if header.kind == Kind::Receipt {
             let receipt = self.entries.get_mut(&id).and_then(|mut e| e.receipt.take());
@@ -106,7 +107,12 @@ impl PendingTable {
             return;
         };
         let outcome = match header.kind {
-            Kind::Response => Ok(Bytes::copy_from_slice(payload)),
+            Kind::Response => Ok(match shared {
+                // `slice_ref` needs the payload inside the frame's memory.
+                Some(frame) if within(frame, payload) => frame.slice_ref(payload),
+                Some(_) => Bytes::copy_from_slice(payload),
+                None => Bytes::copy_from_slice(payload),
+            }),
             Kind::Ack => Ok(Bytes::new()),
             _ => Err(remote_error(header.error_code, payload)),
         };
@@ -288,4 +294,11 @@ impl Drop for PendingGuard {
             Err(_) => {}
         }
     }
+}
+
+/// Whether `part` lies inside `whole`'s memory.
+fn within(whole: &Bytes, part: &[u8]) -> bool {
+    let range = whole.as_ptr_range();
+    let inner = part.as_ptr_range();
+    part.is_empty() || (range.start <= inner.start && inner.end <= range.end)
 }

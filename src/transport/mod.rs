@@ -289,6 +289,13 @@ impl fmt::Debug for Inbound {
 pub trait LinkEvents: Send + Sync + 'static {
     /// A reply (`Ack`, `Response`, `Error`, `Receipt`) arrived.
     fn on_reply(&self, header: &Header, payload: &[u8]);
+    /// A reply whose frame is already shared `Bytes` (a mapped large frame):
+    /// `payload` lies inside `frame`, so the response can keep it without a
+    /// copy. Defaults to [`on_reply`](Self::on_reply).
+    fn on_reply_shared(&self, header: &Header, payload: &[u8], frame: &Bytes) {
+        let _ = frame;
+        self.on_reply(header, payload);
+    }
     /// The link to `peer` is broken; fail everything pending on it.
     fn on_link_lost(&self, peer: InstanceId);
     /// A frame was malformed and dropped.

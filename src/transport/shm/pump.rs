@@ -221,7 +221,14 @@ fn handle(
     }
     let kind = view.header.kind;
     if kind.is_reply() {
-        link.events.on_reply(&view.header, view.payload);
+        match shared {
+            Some(share) => {
+                let frame = share();
+                link.events
+                    .on_reply_shared(&view.header, view.payload, &frame);
+            }
+            None => link.events.on_reply(&view.header, view.payload),
+        }
         return Outcome::Done;
     }
     match kind {
