@@ -4,20 +4,20 @@
 //! reports a protocol error and drops that link only, and keeps serving a
 //! well-behaved peer.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use active_message::MessageId;
 use active_message::handler_impls::{TypedContext, typed_unary_handler};
-use active_message::transport::shm::endpoint_path;
-use active_message::transport::shm::raw::{self as handshake, HandshakeParams, RawLink};
 use active_message::wire::{self, Header, Kind};
 use active_message::{
-    ActiveMessageManager, ActiveMessageManagerBuilder, Decode, InstanceId, Payload,
-    TransportPolicy, WaitPolicy,
+    ActiveMessageManager, ActiveMessageManagerBuilder, Decode, Payload, TransportPolicy,
 };
+use common::raw_shm::{RawPeer, raw_peer};
 use shm_ring::layout::{HEADER_SIZE, LINE};
-use shm_ring::{Consumer, Producer, Region, RingError};
+use shm_ring::{Region, RingError};
 use tokio::io::AsyncReadExt;
 
 fn builder() -> ActiveMessageManagerBuilder {
@@ -55,37 +55,6 @@ async fn check_still_serving(good: &ActiveMessageManager, server: &ActiveMessage
         .await
         .unwrap();
     assert_eq!(out, "still here");
-}
-
-struct RawPeer {
-    id: InstanceId,
-    link: RawLink,
-    tx: Producer,
-    rx: Consumer,
-}
-
-async fn raw_peer(server: &ActiveMessageManager) -> RawPeer {
-    let info = server.peer_info().await;
-    let path = endpoint_path(info.shm_endpoint.as_deref().unwrap()).unwrap();
-    let params = HandshakeParams {
-        local: InstanceId::new_random(),
-        max_frame: 1 << 20,
-        policy: WaitPolicy::default(),
-        allowed_uids: Vec::new(),
-        timeout: Duration::from_secs(5),
-    };
-    let link = handshake::connect(&path, info.instance_id, &params)
-        .await
-        .unwrap();
-    assert_eq!(link.peer, info.instance_id);
-    let tx = Producer::attach(&link.region, link.tx.offset, link.tx_bells.clone()).unwrap();
-    let rx = Consumer::attach(&link.region, link.rx.offset, link.rx_bells.clone()).unwrap();
-    RawPeer {
-        id: params.local,
-        link,
-        tx,
-        rx,
-    }
 }
 
 impl RawPeer {

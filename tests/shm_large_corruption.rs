@@ -2,23 +2,22 @@
 //! error that drops that link only, with no read outside what the server
 //! mapped; a well-behaved peer keeps being served.
 
+mod common;
+
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use active_message::MessageId;
 use active_message::handler_impls::{TypedContext, typed_unary_handler};
-use active_message::transport::shm::endpoint_path;
-use active_message::transport::shm::raw::{self as handshake, HandshakeParams, RawLink};
 use active_message::wire::{self, Header, Kind};
 use active_message::{
-    ActiveMessageManager, ActiveMessageManagerBuilder, Decode, InstanceId, Payload,
-    TransportPolicy, WaitPolicy,
+    ActiveMessageManager, ActiveMessageManagerBuilder, Decode, Payload, TransportPolicy,
 };
+use common::raw_shm::{RawPeer, raw_peer};
 use memmap2::MmapMut;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use shm_ring::{Consumer, Producer};
 use tokio::io::AsyncReadExt;
 
 /// Ring record flags and sizes of the pooled path (docs/wire.md, section on
@@ -33,36 +32,6 @@ fn builder() -> ActiveMessageManagerBuilder {
         .endpoint("local://")
         .transport_policy(TransportPolicy::ShmOnly)
         .default_timeout(Duration::from_secs(10))
-}
-
-struct RawPeer {
-    id: InstanceId,
-    link: RawLink,
-    tx: Producer,
-    rx: Consumer,
-}
-
-async fn raw_peer(server: &ActiveMessageManager) -> RawPeer {
-    let info = server.peer_info().await;
-    let path = endpoint_path(info.shm_endpoint.as_deref().unwrap()).unwrap();
-    let params = HandshakeParams {
-        local: InstanceId::new_random(),
-        max_frame: 1 << 20,
-        policy: WaitPolicy::default(),
-        allowed_uids: Vec::new(),
-        timeout: Duration::from_secs(5),
-    };
-    let link = handshake::connect(&path, info.instance_id, &params)
-        .await
-        .unwrap();
-    let tx = Producer::attach(&link.region, link.tx.offset, link.tx_bells.clone()).unwrap();
-    let rx = Consumer::attach(&link.region, link.rx.offset, link.rx_bells.clone()).unwrap();
-    RawPeer {
-        id: params.local,
-        link,
-        tx,
-        rx,
-    }
 }
 
 /// A segment memfd, sealed against shrinking and growing when `sealed`.

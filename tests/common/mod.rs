@@ -5,6 +5,7 @@
 #[path = "../../src/bin/am/demo.rs"]
 pub mod demo;
 pub mod process;
+pub mod raw_shm;
 pub mod resources;
 /// The example Unix-domain-socket transport, shared with `examples/uds_transport`.
 #[path = "../../examples/uds_transport/transport/mod.rs"]
