@@ -5,11 +5,10 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use active_message::cohort::{
-    CohortConfig, CohortError, CohortMembership, FailurePolicy, LeaderWorkerCohort,
-    MembershipEnd, RankError, RankPolicy, RankTarget, join_cohort,
+    CohortConfig, CohortError, CohortMembership, FailurePolicy, LeaderWorkerCohort, MembershipEnd,
+    RankError, RankPolicy, RankTarget, join_cohort,
 };
 use bytes::Bytes;
 use pyo3::exceptions::PyValueError;
@@ -122,7 +121,9 @@ impl Cohort {
             .operation_timeout(seconds(timeout, "timeout")?)
             .join_timeout(seconds(join_timeout, "join_timeout")?);
         let manager = manager.inner().clone();
-        let inner = block(py, async move { LeaderWorkerCohort::new(&manager, config).await })?;
+        let inner = block(py, async move {
+            LeaderWorkerCohort::new(&manager, config).await
+        })?;
         Ok(Self { inner: Some(inner) })
     }
 
@@ -244,9 +245,17 @@ impl Membership {
     /// path) as `rank`, or the next free rank in join order with `None`.
     #[staticmethod]
     #[pyo3(signature = (manager, address, rank=None))]
-    fn join(py: Python<'_>, manager: &Manager, address: String, rank: Option<u32>) -> PyResult<Self> {
+    fn join(
+        py: Python<'_>,
+        manager: &Manager,
+        address: String,
+        rank: Option<u32>,
+    ) -> PyResult<Self> {
         let manager = manager.inner().clone();
-        let joined = block(py, async move { join_cohort(&manager, &address, rank).await })?;
+        let joined = block(
+            py,
+            async move { join_cohort(&manager, &address, rank).await },
+        )?;
         Ok(Self {
             rank: joined.rank(),
             size: joined.size(),

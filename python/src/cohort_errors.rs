@@ -8,8 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::errors::{
-    ActiveMessageError, ConfigError, HandlerError, NoSuchHandler, PeerLost, Refused, Timeout,
-    to_py,
+    ActiveMessageError, ConfigError, HandlerError, NoSuchHandler, PeerLost, Refused, Timeout, to_py,
 };
 
 create_exception!(

@@ -1,6 +1,7 @@
 """A cohort worker for the tests: joins the leader at ARGV[1] as rank
-ARGV[2], prints ``{"rank": r}`` once joined, then serves until the
-membership ends and prints how it ended.
+ARGV[2], prints ``{"rank": r, "size": n}`` once joined, serves until the
+membership ends, prints how it ended, and exits once stdin closes (so the
+leader has read every acknowledgement before this process goes).
 
 Handlers:
 - ``whoami``   JSON x -> {"rank": r, "input": x}
@@ -29,6 +30,7 @@ def main() -> None:
     assert membership.status is None
     print(json.dumps({"rank": membership.rank, "size": membership.size}), flush=True)
     print(json.dumps({"ended": membership.wait_ended()}), flush=True)
+    sys.stdin.read()
     manager.shutdown()
 
 

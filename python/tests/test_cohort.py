@@ -19,7 +19,7 @@ def workers():
 
     def start(address: str, rank: int) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, str(WORKER), address, str(rank)],
-                                stdout=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         started.append(proc)
         return proc
 
@@ -63,6 +63,7 @@ def test_leader_gathers_by_rank_from_python_workers(workers, via):
         assert sorted(cohort.shutdown(10.0)) == [0, 1]
         for proc in procs:
             assert json.loads(proc.stdout.readline()) == {"ended": "stop_requested"}
+            proc.stdin.close()
             assert proc.wait(timeout=30) == 0
 
 
