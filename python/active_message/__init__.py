@@ -50,7 +50,14 @@ from ._native import (
     Timeout,
     TransportError,
     UnknownPeer,
+    CohortFailed,
+    JoinRefused,
+    MissingRanks,
+    RankCancelled,
+    RankLost,
+    RankVacant,
 )
+from ._cohort import Cohort, Membership, join_cohort
 
 __all__ = [
     "Manager",
@@ -72,6 +79,15 @@ __all__ = [
     "Timeout",
     "TransportError",
     "UnknownPeer",
+    "Cohort",
+    "Membership",
+    "join_cohort",
+    "CohortFailed",
+    "JoinRefused",
+    "MissingRanks",
+    "RankCancelled",
+    "RankLost",
+    "RankVacant",
 ]
 
 from ._codec import decode as _decode, encode as _encode, check as _check_codec

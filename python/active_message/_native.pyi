@@ -71,3 +71,54 @@ class ProtocolError(ActiveMessageError): ...
 class CodecError(ActiveMessageError): ...
 class TransportError(ActiveMessageError): ...
 class ConfigError(ActiveMessageError): ...
+
+class Cohort:
+    """A leader's cohort (native half of ``active_message.Cohort``)."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        size: int,
+        ranks: str,
+        failure_policy: str,
+        timeout: float,
+        join_timeout: float,
+    ) -> None: ...
+    def size(self) -> int: ...
+    def workers(self) -> list[Optional[str]]: ...
+    def wait_for_workers(self) -> None:
+        """Blocks (GIL released) until every rank is held; ``MissingRanks`` after the join timeout."""
+    def broadcast(self, name: str, data: list[Buffer], confirmed: bool) -> list[Optional[ActiveMessageError]]:
+        """``data``: one payload, or one per rank; ``None`` or the exception instance, by rank."""
+    def gather(self, name: str, data: list[Buffer]) -> list[Union[Payload, ActiveMessageError]]:
+        """Each rank's response, or its exception instance (with ``.rank``), by rank."""
+    def shutdown(self, deadline: float) -> list[int]:
+        """Tells every worker to stop; the ranks that acknowledged."""
+
+class Membership:
+    """A worker's place in a cohort (native half of ``active_message.Membership``)."""
+
+    @staticmethod
+    def join(manager: Manager, address: str, rank: Optional[int] = None) -> Membership: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def leader(self) -> str: ...
+    def status(self) -> Optional[str]:
+        """``None`` while a member, else ``"leader_lost"``, ``"stop_requested"`` or ``"left"``."""
+    def wait_ended(self, timeout: float) -> Optional[str]: ...
+    def leave(self) -> None: ...
+
+class CohortFailed(ActiveMessageError):
+    """A cohort operation, setup or join failed as a whole."""
+
+class MissingRanks(CohortFailed): ...
+class RankLost(CohortFailed): ...
+class JoinRefused(CohortFailed): ...
+class RankVacant(ActiveMessageError):
+    """No worker holds this rank (in an operation's results)."""
+
+class RankCancelled(ActiveMessageError):
+    """The operation finished without this rank's answer."""

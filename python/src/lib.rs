@@ -9,6 +9,8 @@
 
 mod buffer;
 mod calls;
+mod cohort;
+mod cohort_errors;
 mod errors;
 mod handler;
 mod manager;
@@ -37,6 +39,9 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manager::Manager>()?;
     m.add_class::<buffer::Payload>()?;
+    m.add_class::<cohort::Cohort>()?;
+    m.add_class::<cohort::Membership>()?;
     errors::register(m)?;
+    cohort_errors::register(m)?;
     Ok(())
 }

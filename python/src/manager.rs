@@ -28,6 +28,13 @@ pub(crate) struct Manager {
     inner: ActiveMessageManager,
 }
 
+impl Manager {
+    /// The Rust manager, for the cohort bindings.
+    pub(crate) fn inner(&self) -> &ActiveMessageManager {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl Manager {
     /// Builds and starts a manager from a dict of options (every key of
