@@ -12,7 +12,7 @@ use std::time::Duration;
 use active_message::handler_impls::am_handler;
 use active_message::wire::{self, Header, Kind, flags};
 use active_message::{
-    ActiveMessageManager, Error, InstanceId, LinkCounterValues, MessageId, PeerInfo,
+    ActiveMessageManager, Error, InstanceId, LinkCounterValues, MessageId, PeerInfo, TransportKind,
     TransportPolicy, WaitPolicy,
 };
 use common::{Flavor, Pair, builder, eventually, pair, pair_with};
@@ -318,5 +318,74 @@ async fn tcp_links_count_no_ring_waits() {
         counters.doorbell_rings,
     );
     assert_eq!(rings, (0, 0, 0), "{counters:?}");
+    p.shutdown().await;
+}
+
+/// A manager whose only transport is TCP with one-frame queues (send queue
+/// and libzmq high-water marks), so a held receiver backs up into the caller
+/// after a few frames.
+fn tight_tcp() -> active_message::ActiveMessageManagerBuilder {
+    use active_message::transport::zmq::{ZmqConfig, ZmqTransport};
+    use active_message::transport::{BoxedTransport, Inbox};
+    let factory = |local: InstanceId, inbox: Inbox| -> active_message::Result<BoxedTransport> {
+        let config = ZmqConfig::new("tcp://127.0.0.1:0")
+            .send_queue(1)
+            .high_water_mark(1);
+        Ok(ZmqTransport::bind(config, local, inbox)?)
+    };
+    builder(Flavor::Local).transport(factory)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_tcp_receiver_counts_one_timeout() {
+    let server = tight_tcp()
+        .max_concurrent_handlers(1)
+        .inbox_capacity(1)
+        .build()
+        .await
+        .unwrap();
+    let (permits, ran) = gate(&server).await;
+    let client = tight_tcp().build().await.unwrap();
+    client
+        .client()
+        .connect_to_peer(server.peer_info().await)
+        .await
+        .unwrap();
+    let p = Pair { client, server };
+    let target = p.target();
+    assert_eq!(p.client.stats().peers[0].transport, TransportKind::Tcp);
+    let body = vec![3u8; 512 << 10];
+    let mut delivered = 0u64;
+    // Half-MiB frames fill the socket buffers in a few dozen sends; then a
+    // send with a short budget finds no room.
+    let late = loop {
+        assert!(
+            delivered < 200,
+            "never backed up: {:?}",
+            link(&p.client, target)
+        );
+        let sent = p
+            .client
+            .client()
+            .active_message("gate")
+            .unwrap()
+            .raw_payload(body.clone())
+            .timeout(Duration::from_millis(50))
+            .target_instance(target)
+            .execute()
+            .await;
+        match sent {
+            Ok(()) => delivered += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(late, Error::Timeout(_)), "{late:?}");
+    let counters = link(&p.client, target);
+    assert_eq!(counters.timeouts, 1, "{counters:?}");
+    assert_eq!(counters.send_errors, 0, "{counters:?}");
+    assert_eq!(counters.messages_out, delivered, "{counters:?}");
+    permits.add_permits(1000);
+    let all_ran = eventually(WITHIN, || async { ran.load(Ordering::SeqCst) == delivered }).await;
+    assert!(all_ran, "{} of {delivered} ran", ran.load(Ordering::SeqCst));
     p.shutdown().await;
 }
