@@ -194,6 +194,7 @@ impl ShmLink {
         let words = [u64::from(lease.id), lease.gen_, 0, len as u64];
         self.put_record(&mut tx.producer, FLAG_POOL, words).await?;
         lease.published();
+        self.counters.record_large(len);
         Ok(())
     }
 

@@ -1,0 +1,149 @@
+//! Heap allocations per round trip, counted by a global allocator, with no
+//! tracing subscriber installed: the per-message spans (`src/runtime/trace.rs`)
+//! are disabled then and must add nothing. The bound is the count measured
+//! when the spans went in (`docs/counters.md`); allocation counts do not
+//! depend on the machine's speed, so a rise means a new allocation on the
+//! message path.
+//!
+//! Its own test binary: the allocator counts every thread of the process, so
+//! no other test may run beside it.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::{Flavor, Pair, pair};
+
+/// Counts every allocation (and reallocation) of the process.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator, which
+// upholds `GlobalAlloc`'s contract; the counter is a plain atomic add.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // Relaxed: a tally, read after the measured loop has finished.
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's layout obligations pass straight through.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as in `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `ptr` came from this allocator (i.e. from `System`) with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator (i.e. from `System`) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const WARM_UP: u64 = 200;
+const CALLS: u64 = 1000;
+
+/// Whole allocations per shm round trip of a 64-byte raw request to the
+/// demo `echo_bytes` handler and its raw response, both managers and the
+/// caller's own `Vec` together: measured 6.000 with the spans in place and
+/// 6.000 with them replaced by `Span::none()`.
+const MAX_PER_RAW_ROUND_TRIP: u64 = 6;
+
+/// Same for the typed `echo` handler (`String` in, `String` out): measured
+/// 6.000 with the spans, 6.001 without (a background timer).
+const MAX_PER_TYPED_ROUND_TRIP: u64 = 6;
+
+async fn raw_round_trip(p: &Pair, body: &[u8]) {
+    let out = p
+        .client
+        .client()
+        .active_message("echo_bytes")
+        .unwrap()
+        .raw_payload(body.to_vec())
+        .expect_response::<()>()
+        .send(p.target())
+        .await
+        .unwrap()
+        .await_response_raw()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), body.len());
+}
+
+async fn typed_round_trip(p: &Pair, text: &str) {
+    let out: String = p
+        .client
+        .client()
+        .active_message("echo")
+        .unwrap()
+        .payload(text)
+        .unwrap()
+        .expect_response::<String>()
+        .send(p.target())
+        .await
+        .unwrap()
+        .await_response()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), text.len());
+}
+
+/// Allocations per call of `call` over `CALLS` calls after a warm-up, as
+/// (whole allocations per call, the exact mean). The runtime's own timers
+/// (heartbeats, liveness) may allocate a few times over the whole run, so
+/// the bound is on whole allocations per call: one more per message shows.
+async fn per_call<F, Fut>(mut call: F) -> (u64, f64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..WARM_UP {
+        call().await;
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..CALLS {
+        call().await;
+    }
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let total = after - before;
+    (total / CALLS, total as f64 / CALLS as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_spans_add_no_allocation_per_round_trip() {
+    assert!(
+        !tracing::dispatcher::has_been_set(),
+        "measured with no tracing subscriber"
+    );
+    let p = pair(Flavor::Shm).await;
+    let body = [5u8; 64];
+    let raw = per_call(|| raw_round_trip(&p, &body)).await;
+    let text = "x".repeat(64);
+    let typed = per_call(|| typed_round_trip(&p, &text)).await;
+    eprintln!(
+        "allocations per shm round trip: raw {:.3}, typed {:.3}",
+        raw.1, typed.1
+    );
+    assert!(
+        raw.0 <= MAX_PER_RAW_ROUND_TRIP,
+        "raw round trip: {:.3} allocations, was {MAX_PER_RAW_ROUND_TRIP}",
+        raw.1
+    );
+    assert!(
+        typed.0 <= MAX_PER_TYPED_ROUND_TRIP,
+        "typed round trip: {:.3} allocations, was {MAX_PER_TYPED_ROUND_TRIP}",
+        typed.1
+    );
+    p.shutdown().await;
+}
