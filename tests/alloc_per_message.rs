@@ -82,21 +82,7 @@ async fn raw_round_trip(p: &Pair, body: &[u8]) {
 }
 
 async fn typed_round_trip(p: &Pair, text: &str) {
-    let out: String = p
-        .client
-        .client()
-        .active_message("echo")
-        .unwrap()
-        .payload(text)
-        .unwrap()
-        .expect_response::<String>()
-        .send(p.target())
-        .await
-        .unwrap()
-        .await_response()
-        .await
-        .unwrap();
-    assert_eq!(out.len(), text.len());
+    assert_eq!(p.echo(text).await.unwrap().len(), text.len());
 }
 
 /// Allocations per call of `call` over `CALLS` calls after a warm-up, as

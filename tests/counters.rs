@@ -25,21 +25,7 @@ fn handler(stats: &StatsSnapshot, name: &str) -> HandlerStat {
 }
 
 async fn echo(p: &Pair, text: &str) {
-    let out: String = p
-        .client
-        .client()
-        .active_message("echo")
-        .unwrap()
-        .payload(text)
-        .unwrap()
-        .expect_response::<String>()
-        .send(p.target())
-        .await
-        .unwrap()
-        .await_response()
-        .await
-        .unwrap();
-    assert_eq!(out, text);
+    assert_eq!(p.echo(text).await.unwrap(), text);
 }
 
 async fn echo_bytes(p: &Pair, len: usize) {

@@ -83,6 +83,19 @@ impl Pair {
         self.server.instance_id()
     }
 
+    /// A typed request to the server's `echo` handler.
+    pub async fn echo(&self, text: &str) -> active_message::Result<String> {
+        self.client
+            .client()
+            .active_message("echo")?
+            .payload(text)?
+            .expect_response::<String>()
+            .send(self.target())
+            .await?
+            .await_response()
+            .await
+    }
+
     /// Shuts both down.
     pub async fn shutdown(self) {
         self.client.shutdown().await.unwrap();
