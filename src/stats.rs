@@ -100,6 +100,10 @@ pub struct PeerStat {
     pub instance_id: InstanceId,
     /// Its transport.
     pub transport: TransportKind,
+    /// The peer opened this link (one of our callers); `false` for links
+    /// this manager opened. A peer linked both ways is listed twice.
+    #[serde(default)]
+    pub inbound: bool,
     /// The link's counters (zero for transports that keep none, see
     /// [`PeerLink::counters`](crate::transport::PeerLink::counters)).
     #[serde(default)]

@@ -26,7 +26,7 @@ use crate::runtime::pending::{PendingGuard, PendingTable, ReceiptRx};
 use crate::runtime::trace;
 use crate::stats::{Counters, PeerStat};
 use crate::status::Waiter;
-use crate::transport::{BoxedLink, BoxedTransport, OutFrame, PayloadRef, TransportKind};
+use crate::transport::{BoxedLink, BoxedTransport, OutFrame, PayloadRef, PeerLink, TransportKind};
 use crate::wire::{Header, Kind, flags};
 
 /// Limits the client enforces before anything is sent.
@@ -183,21 +183,33 @@ impl NetworkClient {
         removed.is_some()
     }
 
-    /// Connected peers and their transports, sorted by id.
+    /// Connected peers and their transports, sorted by id: the links this
+    /// manager opened, then (`inbound`) those peers opened to it.
     pub fn list_peers(&self) -> Vec<PeerStat> {
-        let mut peers: Vec<PeerStat> = self
-            .links
-            .iter()
-            .filter(|e| !e.value().is_closed())
-            .map(|e| PeerStat {
-                instance_id: *e.key(),
-                transport: e.value().kind(),
-                counters: e.value().counters().map(|c| c.values()).unwrap_or_default(),
-                calls_in_flight: self.pending.in_flight_to(*e.key()),
-            })
+        let outbound = self.links.iter().map(|e| (Arc::clone(e.value()), false));
+        let inbound = self.transports.iter().flat_map(|t| t.inbound_links());
+        let mut peers: Vec<PeerStat> = outbound
+            .chain(inbound.map(|link| (link, true)))
+            .filter(|(link, _)| !link.is_closed())
+            .map(|(link, inbound)| self.peer_stat(&*link, inbound))
             .collect();
-        peers.sort_by_key(|p| p.instance_id);
+        peers.sort_by_key(|p| (p.instance_id, p.inbound));
         peers
+    }
+
+    fn peer_stat(&self, link: &dyn PeerLink, inbound: bool) -> PeerStat {
+        let peer = link.peer();
+        PeerStat {
+            instance_id: peer,
+            transport: link.kind(),
+            inbound,
+            counters: link.counters().map(|c| c.values()).unwrap_or_default(),
+            calls_in_flight: if inbound {
+                0
+            } else {
+                self.pending.in_flight_to(peer)
+            },
+        }
     }
 
     /// Starts a message to the user handler `name` (`_`-prefixed names are refused).

@@ -57,13 +57,8 @@ impl LinkEvents for RuntimeEvents {
     fn on_protocol_error(&self, peer: Option<InstanceId>, error: &ProtocolError) {
         // A peer can send garbage at line rate: warn once a second at most.
         static MALFORMED: RateLimit = RateLimit::new(Duration::from_secs(1));
+        // The transport counted it on the link it arrived on (inbound or outbound).
         Counters::bump(&self.counters.protocol_errors);
-        // A lookup on the error path only; the message path never comes here.
-        if let Some(link) = peer.and_then(|p| self.links.get(&p))
-            && let Some(counters) = link.counters()
-        {
-            counters.record_protocol_error();
-        }
         match MALFORMED.allow() {
             Some(suppressed) => {
                 tracing::warn!(?peer, %error, suppressed, "malformed frame dropped");

@@ -85,9 +85,15 @@ impl Collector for ManagerCollector {
             running,
             stats.handlers_running,
         )?;
+        // Distinct peers: one linked both ways counts once.
+        let links = stats
+            .peers
+            .iter()
+            .map(|p| (p.transport.to_string(), p.instance_id));
+        let distinct = links.collect::<std::collections::BTreeSet<_>>();
         let mut by_transport = std::collections::BTreeMap::<String, i64>::new();
-        for peer in &stats.peers {
-            *by_transport.entry(peer.transport.to_string()).or_default() += 1;
+        for (transport, _) in distinct {
+            *by_transport.entry(transport).or_default() += 1;
         }
         let peers = ConstGauge::new(0i64);
         let mut family = enc.encode_descriptor(

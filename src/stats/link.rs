@@ -90,7 +90,7 @@ impl LinkCounters {
     }
 
     /// A malformed frame from this peer was dropped.
-    pub(crate) fn record_protocol_error(&self) {
+    pub fn record_protocol_error(&self) {
         add(&self.tally.protocol_errors, 1);
     }
 

@@ -19,9 +19,13 @@ use crate::wire;
 /// Endpoint scheme of the loopback transport.
 pub const SCHEME: &str = "local://";
 
+/// Managers that connected to an endpoint: their links seen from its side.
+type Callers = Arc<DashMap<InstanceId, BoxedLink>>;
+
 struct Endpoint {
     inbox: Inbox,
     closed: Arc<AtomicBool>,
+    callers: Callers,
 }
 
 static ENDPOINTS: LazyLock<DashMap<InstanceId, Endpoint>> = LazyLock::new(DashMap::new);
@@ -31,23 +35,27 @@ pub struct LocalTransport {
     local: InstanceId,
     inbox: Inbox,
     closed: Arc<AtomicBool>,
+    callers: Callers,
 }
 
 impl LocalTransport {
     /// Registers `local` in this process so other managers can connect to it.
     pub fn bind(local: InstanceId, inbox: Inbox) -> Arc<Self> {
         let closed = Arc::new(AtomicBool::new(false));
+        let callers = Callers::default();
         ENDPOINTS.insert(
             local,
             Endpoint {
                 inbox: inbox.clone(),
                 closed: Arc::clone(&closed),
+                callers: Arc::clone(&callers),
             },
         );
         Arc::new(Self {
             local,
             inbox,
             closed,
+            callers,
         })
     }
 
@@ -87,8 +95,17 @@ impl ThinTransport for LocalTransport {
             if target.closed.load(Ordering::Acquire) {
                 return Err(Error::PeerLost(peer));
             }
-            Ok(self.link_to(peer, &target) as BoxedLink)
+            let link = self.link_to(peer, &target);
+            // Callers that shut down since are forgotten here, so the list stays bounded.
+            target.callers.retain(|_, caller| !caller.is_closed());
+            target.callers.insert(self.local, link.reverse());
+            Ok(link as BoxedLink)
         })
+    }
+
+    fn inbound_links(&self) -> Vec<BoxedLink> {
+        let callers = self.callers.iter().filter(|e| !e.value().is_closed());
+        callers.map(|e| Arc::clone(e.value())).collect()
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -218,6 +218,12 @@ pub trait ThinTransport: Send + Sync + 'static {
     fn undelivered(&self) -> usize {
         0
     }
+    /// Links that peers opened to this manager and that are still up (a
+    /// server's callers, a worker's leader): listed by `stats()` beside the
+    /// links this manager opened. Transports that keep no such links say none.
+    fn inbound_links(&self) -> Vec<BoxedLink> {
+        Vec::new()
+    }
 }
 
 /// A shared transport handle.

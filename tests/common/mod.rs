@@ -118,7 +118,7 @@ pub async fn pair_with(
         .unwrap();
     // The suite runs over the transport it names, never over a fallback.
     let peers = client.stats().peers;
-    assert_eq!(peers.len(), 1);
+    assert_eq!(peers.len(), 1, "{peers:?}");
     assert_eq!(peers[0].transport, flavor.kind(), "{flavor:?}");
     Pair { client, server }
 }

@@ -78,7 +78,7 @@ impl Session {
         self.client
             .list_peers()
             .into_iter()
-            .find(|p| p.instance_id == self.peer)
+            .find(|p| p.instance_id == self.peer && !p.inbound)
             .map(|p| p.transport)
     }
 

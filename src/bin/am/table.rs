@@ -29,7 +29,19 @@ pub fn stats_table(now: &StatsSnapshot, before: Option<&StatsSnapshot>) -> Strin
     let _ = writeln!(out, "{:<24} {:>14}", "late_replies", now.late_replies);
     let _ = writeln!(out, "peers ({})", now.peers.len());
     for peer in &now.peers {
-        let _ = writeln!(out, "  {}  {}", peer.instance_id, peer.transport);
+        let way = if peer.inbound { "in" } else { "out" };
+        let c = &peer.counters;
+        let _ = writeln!(
+            out,
+            "  {}  {:<5} {:<3} out {} in {} timeouts {} protocol_errors {}",
+            peer.instance_id,
+            peer.transport,
+            way,
+            c.messages_out,
+            c.messages_in,
+            c.timeouts,
+            c.protocol_errors
+        );
     }
     out
 }

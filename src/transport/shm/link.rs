@@ -93,6 +93,8 @@ pub(crate) struct ShmLink {
     pub(crate) events: Arc<dyn LinkEvents>,
     pub(crate) registry: Weak<Registry>,
     pub(crate) serial: u64,
+    /// The peer opened this link (we accepted it).
+    pub(crate) inbound: bool,
     /// When the link came up; liveness times count from it.
     pub(crate) born: std::time::Instant,
     /// Milliseconds after `born` of the last pong.
@@ -165,6 +167,7 @@ impl ShmLink {
     /// The peer broke the protocol: report it and drop the link.
     pub(crate) fn violation(&self, err: ProtocolError) {
         tracing::warn!(peer = %self.peer, %err, "shm link dropped: protocol violation");
+        self.counters.record_protocol_error();
         self.events.on_protocol_error(Some(self.peer), &err);
         self.shut();
     }

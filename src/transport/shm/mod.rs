@@ -207,7 +207,7 @@ impl Shared {
     }
 
     /// Attaches both rings of a fresh link and starts its two tasks.
-    fn start_link(&self, raw: RawLink) -> Result<Arc<ShmLink>> {
+    fn start_link(&self, raw: RawLink, inbound: bool) -> Result<Arc<ShmLink>> {
         let ring_err = |e| Error::Transport(format!("attaching the shm rings: {e}"));
         let policy = config::link_policy(self.config.wait_policy(), raw.peer_spins);
         let mut producer =
@@ -251,6 +251,7 @@ impl Shared {
             events: Arc::clone(&self.inbox.events),
             registry: Arc::downgrade(&self.registry),
             serial,
+            inbound,
             born: std::time::Instant::now(),
             heard_ms: AtomicU64::new(0),
             unresponsive: AtomicBool::new(false),
@@ -321,7 +322,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
             match handshake::accept(stream, &params, shared.ring, accepting).await {
                 Ok(raw) => {
                     let peer = raw.peer;
-                    if let Err(e) = shared.start_link(raw) {
+                    if let Err(e) = shared.start_link(raw, true) {
                         tracing::warn!(%peer, %e, "shm link setup failed");
                     }
                 }
@@ -351,7 +352,7 @@ impl ThinTransport for ShmTransport {
                 return Err(Error::ShuttingDown);
             }
             let raw = handshake::connect(&path, peer, &self.shared.params()).await?;
-            let link = self.shared.start_link(raw)?;
+            let link = self.shared.start_link(raw, false)?;
             // A peer killed with SIGKILL leaves its socket file behind: reap it.
             let lost = link.lost.clone();
             let stop = self.shared.stop.clone();
@@ -364,6 +365,14 @@ impl ThinTransport for ShmTransport {
             });
             Ok(link as BoxedLink)
         })
+    }
+
+    fn inbound_links(&self) -> Vec<BoxedLink> {
+        let links = self.shared.registry.snapshot().into_iter();
+        links
+            .filter(|l| l.inbound)
+            .map(|l| l as BoxedLink)
+            .collect()
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

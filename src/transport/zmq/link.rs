@@ -1,6 +1,7 @@
 //! The caller's side of a link: encode on the calling task, queue to the I/O
 //! thread through a bounded channel, ring its doorbell.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Weak};
 
@@ -30,6 +31,8 @@ pub(crate) struct IoShared {
     /// Outbound links whose peer had not read everything they accepted when
     /// the shutdown drain's deadline passed.
     undrained: std::sync::atomic::AtomicUsize,
+    /// Reverse links of the clients the ROUTER knows, by link id (for `stats()`).
+    inbound: Mutex<HashMap<u64, Weak<ZmqLink>>>,
 }
 
 impl IoShared {
@@ -43,7 +46,27 @@ impl IoShared {
             dirty: Mutex::new(Vec::new()),
             shutdown: AtomicBool::new(false),
             undrained: std::sync::atomic::AtomicUsize::new(0),
+            inbound: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Lists a new client's reverse link.
+    pub(crate) fn add_inbound(&self, link: &Arc<ZmqLink>) {
+        self.inbound.lock().insert(link.id, Arc::downgrade(link));
+    }
+
+    /// Unlists a client's reverse link.
+    pub(crate) fn remove_inbound(&self, id: u64) {
+        self.inbound.lock().remove(&id);
+    }
+
+    /// The reverse links of the clients known now.
+    pub(crate) fn inbound_links(&self) -> Vec<Arc<ZmqLink>> {
+        self.inbound
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// The doorbell, for the I/O thread's poll set.
@@ -194,6 +217,11 @@ impl ZmqLink {
             counters: LinkCounters::default(),
         });
         (link, rx)
+    }
+
+    /// Removes this reverse link from the transport's list of inbound links.
+    pub(crate) fn unlist_inbound(&self) {
+        self.io.remove_inbound(self.id);
     }
 
     /// Records whether the connection authenticated (before the link is handed out).

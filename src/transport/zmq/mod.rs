@@ -260,6 +260,11 @@ impl ThinTransport for ZmqTransport {
         self.shared.undrained()
     }
 
+    fn inbound_links(&self) -> Vec<BoxedLink> {
+        let links = self.shared.inbound_links().into_iter();
+        links.map(|link| link as BoxedLink).collect()
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.shared.request_shutdown();

@@ -143,6 +143,13 @@ impl Dealer {
         }
     }
 
+    /// Counts a malformed frame from the peer on the live link.
+    fn record_protocol_error(&self) {
+        if let Some(link) = self.live_link() {
+            link.counters.record_protocol_error();
+        }
+    }
+
     /// Adds a waiter to a connect in progress; gives it back when the link is
     /// already up (or closed).
     pub(crate) fn join_connect(&mut self, waiter: Waiter) -> Option<Waiter> {
@@ -271,6 +278,7 @@ impl Dealer {
                     declared: first as u64,
                     actual: first + extra,
                 };
+                self.record_protocol_error();
                 env.inbox.events.on_protocol_error(Some(self.peer), &err);
                 continue;
             }
@@ -286,6 +294,7 @@ impl Dealer {
                 }
                 Err(err) => {
                     tracing::debug!(peer = %self.peer, %err, "zmq: malformed frame on dealer");
+                    self.record_protocol_error();
                     env.inbox.events.on_protocol_error(Some(self.peer), &err);
                 }
             }

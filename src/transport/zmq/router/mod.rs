@@ -138,6 +138,9 @@ impl RouterSide {
             Err((err, header)) => {
                 let peer = header.map(|h| h.sender).or_else(|| instance_of(identity));
                 tracing::debug!(?peer, %err, "zmq: malformed frame on router");
+                if let Some(client) = self.clients.get(identity) {
+                    client.link.counters.record_protocol_error();
+                }
                 env.inbox.events.on_protocol_error(peer, &err);
                 if let Some(header) = header.filter(|h| expects_reply(h.kind)) {
                     let answer = env
@@ -248,6 +251,7 @@ impl RouterSide {
         );
         link.set_trusted(trusted);
         tracing::debug!(%peer, authenticated = trusted, "zmq: new client");
+        env.shared.add_inbound(&link);
         self.clients.insert(
             identity.into(),
             Client {

@@ -88,6 +88,7 @@ impl RouterSide {
                 self.blocked -= 1;
             }
             client.link.mark_closed();
+            client.link.unlist_inbound();
             client.queue.close();
             tracing::debug!(peer = %client.link.peer(), why, "zmq: client dropped");
         }
