@@ -133,6 +133,14 @@ async fn scraped_counters_move_by_the_traffic_sent() {
     assert_eq!(moved(&s0, &s1, "am_unknown_handler_total"), 1.0);
     assert_eq!(value(&c1, "am_calls_in_flight"), 0.0);
     assert_eq!(value(&c1, r#"am_peers{transport="tcp"}"#), 1.0);
+    // The server lists its caller (the link the caller opened): six
+    // invocations in on that link under the caller's id, and the Cancel of
+    // the call that timed out once it got there.
+    assert_eq!(value(&s1, r#"am_peers{transport="tcp"}"#), 1.0);
+    let caller = p.client.instance_id();
+    let frames_in = format!(r#"am_peer_messages_in_total{{peer="{caller}",transport="tcp"}}"#);
+    let moved_in = moved(&s0, &s1, &frames_in);
+    assert!(moved_in == 6.0 || moved_in == 7.0, "{moved_in}");
     p.shutdown().await;
 }
 
