@@ -26,7 +26,7 @@ use crate::ids::is_system_name as reserved;
 use crate::ids::{InstanceId, MessageId, is_system_name};
 use crate::runtime::{deadline, trace};
 use crate::stats::{Counters, HandlerStats};
-use crate::transport::{Inbound, InlineDispatch, OutFrame, PayloadRef};
+use crate::transport::{BoxedLink, Inbound, InlineDispatch, OutFrame, PayloadRef};
 use crate::wire::{ErrorCode, Header, Kind, flags};
 
 /// Runs handlers for inbound invocations.
@@ -309,5 +309,17 @@ impl InlineDispatch for Dispatcher {
             Counters::add(&self.client.counters.bytes_received, payload.len());
         }
         ran
+    }
+
+    fn try_in_place(
+        &self,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> Bytes,
+        _reply_link: &dyn Fn() -> BoxedLink,
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
+        self.try_inline(header, name, payload, reply) || self.one_way_in_place(header, name, owned)
     }
 }
