@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::client::NetworkClient;
 use crate::codec::Body;
 use crate::handler::registry::HandlerRegistry;
-use crate::handler::{HandlerContext, HandlerError, HandlerRef, InlineOutcome};
+use crate::handler::{HandlerContext, HandlerError, HandlerOutcome, HandlerRef, InlineOutcome};
 use crate::ids::is_system_name as reserved;
 use crate::ids::{InstanceId, MessageId, is_system_name};
 use crate::runtime::{deadline, trace};
@@ -77,6 +77,10 @@ impl Dispatcher {
             return;
         }
         let span = trace::inbound(&inbound.header, inbound.name(), &*inbound.reply_link);
+        let Some((inbound, permit)) = span.in_scope(|| self.accept_in_place(inbound, permit))
+        else {
+            return;
+        };
         let this = Arc::clone(self);
         self.tracker
             .spawn(async move { this.process(inbound, permit).await }.instrument(span));
@@ -114,15 +118,20 @@ impl Dispatcher {
         let outcome = self.run_handler(&inbound, &handler).await;
         stats.record(started.elapsed(), outcome.is_err());
         drop(permit);
+        self.conclude(&inbound, outcome).await;
+    }
+
+    /// Answers an invocation with its handler's outcome.
+    pub(crate) async fn conclude(&self, inbound: &Inbound, outcome: HandlerOutcome) {
         match (inbound.header.kind, outcome) {
             (_, Err(err)) => {
                 Counters::bump(&self.client.counters.handler_errors);
                 tracing::debug!(handler = inbound.name(), error = %err.message, "handler failed");
-                self.reply_error(&inbound, err).await;
+                self.reply_error(inbound, err).await;
             }
-            (Kind::Confirm, Ok(_)) => self.reply(&inbound, Kind::Ack, 0, &[]).await,
+            (Kind::Confirm, Ok(_)) => self.reply(inbound, Kind::Ack, 0, &[]).await,
             (Kind::Request, Ok(body)) => {
-                self.reply(&inbound, Kind::Response, 0, body.as_slice())
+                self.reply(inbound, Kind::Response, 0, body.as_slice())
                     .await;
             }
             _ => {}
@@ -130,7 +139,10 @@ impl Dispatcher {
     }
 
     /// Checks the name, the handler and the manager state.
-    fn admit(&self, inbound: &Inbound) -> Result<(HandlerRef, Arc<HandlerStats>), HandlerError> {
+    pub(crate) fn admit(
+        &self,
+        inbound: &Inbound,
+    ) -> Result<(HandlerRef, Arc<HandlerStats>), HandlerError> {
         let name = inbound.name();
         let system_flag = inbound.header.has(flags::SYSTEM);
         if is_system_name(name) != system_flag {
@@ -217,7 +229,7 @@ impl Dispatcher {
 
 impl Dispatcher {
     /// The reply frame for an invocation's outcome (none for one-way messages).
-    fn reply_frame<'a>(
+    pub(crate) fn reply_frame<'a>(
         &self,
         request: &Header,
         outcome: &'a InlineOutcome<'a>,
