@@ -45,7 +45,9 @@ use crate::transport::PayloadRef;
 /// Context of an [`am_handler`] call.
 #[derive(Clone, Debug)]
 pub struct AmContext {
-    /// The raw payload.
+    /// The raw payload. It may share its memory with other received frames
+    /// (a reused receive buffer): a handler that keeps it for long should
+    /// keep a copy (`Bytes::copy_from_slice`) instead.
     pub payload: Bytes,
     /// The calling manager.
     pub sender_id: InstanceId,
@@ -60,7 +62,8 @@ pub struct AmContext {
 /// Context of a [`unary_handler`] call.
 #[derive(Clone, Debug)]
 pub struct UnaryContext {
-    /// The raw payload.
+    /// The raw payload (it may share a reused receive buffer, as in
+    /// [`AmContext::payload`]: copy what you keep for long).
     pub payload: Bytes,
     /// The calling manager.
     pub sender_id: InstanceId,

@@ -10,14 +10,19 @@
 //! frames that are handled before the chunk runs out reuses the same memory
 //! for ever. A frame still held (a slow handler) only makes the next chunk a
 //! fresh allocation; the old one is freed when its last frame goes.
+//!
+//! The price: a payload a handler keeps for long keeps its whole chunk
+//! alive. Chunks are therefore small (a few hundred small frames), and the
+//! handler contexts say so (copy a payload you keep).
 
 use bytes::{Bytes, BytesMut};
 
 use crate::wire::PAYLOAD_ALIGN;
 
-/// Bytes per chunk: many small frames, so a backlog of queued invocations
-/// rarely forces a fresh chunk.
-const CHUNK: usize = 256 * 1024;
+/// Bytes per chunk: several hundred small frames, so a backlog of queued
+/// invocations rarely forces a fresh chunk, while a payload kept for long
+/// pins at most this much.
+const CHUNK: usize = 64 * 1024;
 
 /// Frames above this size get their own allocation (they would use up a
 /// chunk in a few copies, and large frames amortise an allocation anyway).
