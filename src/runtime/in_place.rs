@@ -1,6 +1,6 @@
 //! Async one-way handlers run in place on the transport's reading thread.
 //!
-//! A one-way message to an async handler ([`am_handler`](crate::am_handler))
+//! A one-way message to an async handler ([`am_handler`](crate::handler_impls::am_handler))
 //! used to be copied into `Bytes`, queued, taken by the dispatcher and run on
 //! a task of its own: an allocation for the copy, one for the task and one
 //! for the boxed future, plus two task wake-ups per message. Here the
