@@ -21,7 +21,9 @@ use tokio::time::Instant;
 use crate::client::NetworkClient;
 use crate::codec::Body;
 use crate::handler::registry::HandlerRegistry;
-use crate::handler::{HandlerContext, HandlerError, HandlerOutcome, HandlerRef, InlineOutcome};
+use crate::handler::{
+    HandlerContext, HandlerError, HandlerKind, HandlerOutcome, HandlerRef, InlineOutcome,
+};
 use crate::ids::is_system_name as reserved;
 use crate::ids::{InstanceId, MessageId, is_system_name};
 use crate::runtime::{deadline, trace};
@@ -263,12 +265,43 @@ impl InlineDispatch for Dispatcher {
         payload: &[u8],
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {
+        self.in_place(header, name, payload, None, reply)
+    }
+
+    fn try_in_place(
+        &self,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> Bytes,
+        _reply_link: &dyn Fn() -> BoxedLink,
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
+        self.in_place(header, name, payload, Some(owned), reply)
+    }
+}
+
+impl Dispatcher {
+    /// Runs an invocation on the transport's thread if it can (see
+    /// [`InlineDispatch::try_in_place`]); `owned`, when given, lets a one-way
+    /// message to an async handler run here too.
+    fn in_place(
+        &self,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: Option<&mut dyn FnMut() -> Bytes>,
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
         // Cancels never wait behind the concurrency limit.
         if header.kind == Kind::Cancel {
             self.cancel(header);
             return true;
         }
-        if deadline::expired(header, deadline::deadline_of(header, Instant::now())) {
+        // One-way messages never expire: no clock read for them.
+        if header.kind != Kind::OneWay
+            && deadline::expired(header, deadline::deadline_of(header, Instant::now()))
+        {
             Counters::bump(&self.client.counters.expired);
             return true;
         }
@@ -283,6 +316,16 @@ impl InlineDispatch for Dispatcher {
         let Some((handler, stats)) = self.registry.get_counted(name) else {
             return false;
         };
+        // Async one-way handlers never run inline; with the payload owned
+        // they run in place.
+        if handler.kind() == HandlerKind::ActiveMessage {
+            return match owned {
+                Some(owned) if header.kind == Kind::OneWay => {
+                    self.one_way_in_place(header, name, (handler, stats), owned)
+                }
+                _ => false,
+            };
+        }
         let Ok(permit) = self.limit.try_acquire() else {
             return false;
         };
@@ -321,17 +364,5 @@ impl InlineDispatch for Dispatcher {
             Counters::add(&self.client.counters.bytes_received, payload.len());
         }
         ran
-    }
-
-    fn try_in_place(
-        &self,
-        header: &Header,
-        name: &str,
-        payload: &[u8],
-        owned: &mut dyn FnMut() -> Bytes,
-        _reply_link: &dyn Fn() -> BoxedLink,
-        reply: &mut dyn FnMut(OutFrame<'_>),
-    ) -> bool {
-        self.try_inline(header, name, payload, reply) || self.one_way_in_place(header, name, owned)
     }
 }

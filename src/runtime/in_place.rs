@@ -20,32 +20,24 @@ use bytes::Bytes;
 use futures::FutureExt;
 use tokio::time::Instant;
 
-use crate::handler::{HandlerCall, HandlerContext, HandlerOutcome};
-use crate::ids::is_system_name;
+use crate::handler::{HandlerCall, HandlerContext, HandlerOutcome, HandlerRef};
 use crate::runtime::dispatcher::Dispatcher;
 use crate::stats::{Counters, HandlerStats};
-use crate::wire::{Header, Kind, flags};
+use crate::wire::Header;
 
 impl Dispatcher {
     /// Runs a one-way message's async handler in place; false, having done
     /// nothing, when it must take the regular path (see
     /// [`InlineDispatch::try_in_place`](crate::transport::InlineDispatch::try_in_place)).
+    /// The caller ([`Dispatcher`]'s `in_place`) has checked the name, the
+    /// flags and the manager's state, and looked `handler` up.
     pub(crate) fn one_way_in_place(
         &self,
         header: &Header,
         name: &str,
+        (handler, stats): (HandlerRef, Arc<HandlerStats>),
         payload: &mut dyn FnMut() -> Bytes,
     ) -> bool {
-        if header.kind != Kind::OneWay
-            || header.has(flags::RECEIPT)
-            || is_system_name(name) != header.has(flags::SYSTEM)
-            || !self.client.is_admitting()
-        {
-            return false;
-        }
-        let Some((handler, stats)) = self.registry.get_counted(name) else {
-            return false;
-        };
         if handler.exempt_from_limit() {
             return false;
         }
