@@ -32,8 +32,11 @@ use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 
+use futures::FutureExt;
+
 use crate::codec::{Body, Decode, Payload, with_aligned};
 pub use crate::handler::bytes_async::unary_handler_async;
+use crate::handler::in_place::{Ran, Spare};
 pub use crate::handler::{Handler, HandlerContext, HandlerKind, HandlerRef};
 use crate::handler::{HandlerCall, HandlerError, HandlerOutcome, InlineOutcome};
 use crate::ids::{InstanceId, MessageId};
@@ -42,7 +45,9 @@ use crate::transport::PayloadRef;
 /// Context of an [`am_handler`] call.
 #[derive(Clone, Debug)]
 pub struct AmContext {
-    /// The raw payload.
+    /// The raw payload. It may share its memory with other received frames
+    /// (a reused receive buffer): a handler that keeps it for long should
+    /// keep a copy (`Bytes::copy_from_slice`) instead.
     pub payload: Bytes,
     /// The calling manager.
     pub sender_id: InstanceId,
@@ -57,7 +62,8 @@ pub struct AmContext {
 /// Context of a [`unary_handler`] call.
 #[derive(Clone, Debug)]
 pub struct UnaryContext {
-    /// The raw payload.
+    /// The raw payload (it may share a reused receive buffer, as in
+    /// [`AmContext::payload`]: copy what you keep for long).
     pub payload: Bytes,
     /// The calling manager.
     pub sender_id: InstanceId,
@@ -82,23 +88,36 @@ pub struct TypedContext<I> {
     pub cancel: CancellationToken,
 }
 
-struct FnHandler<F, M> {
+/// A closure as a handler. `S` is per-handler state: the reused future
+/// slot of the async kinds ([`Spare`]), nothing for the others.
+struct FnHandler<F, M, S = ()> {
     name: String,
     kind: HandlerKind,
     f: F,
+    spare: S,
     _marker: PhantomData<fn() -> M>,
 }
 
-fn boxed<F, M>(name: impl Into<String>, kind: HandlerKind, f: F) -> HandlerRef
+fn boxed<F, M, S>(name: impl Into<String>, kind: HandlerKind, f: F) -> HandlerRef
 where
-    FnHandler<F, M>: Handler,
+    S: Default,
+    FnHandler<F, M, S>: Handler,
 {
     Arc::new(FnHandler {
         name: name.into(),
         kind,
         f,
+        spare: S::default(),
         _marker: PhantomData,
     })
+}
+
+/// An async handler's call: finished in place, or its future for a task.
+fn from_ran(ran: Ran<HandlerOutcome>) -> HandlerCall {
+    match ran {
+        Ran::Ready(outcome) => HandlerCall::Ready(outcome),
+        Ran::Pending(fut) => HandlerCall::Pending(fut),
+    }
 }
 
 /// An async handler that returns nothing to the caller.
@@ -107,12 +126,22 @@ where
     F: Fn(AmContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    boxed::<F, AmMarker>(name, HandlerKind::ActiveMessage, f)
+    boxed::<F, AmMarker, AmSpare<Fut>>(name, HandlerKind::ActiveMessage, f)
 }
 
 struct AmMarker;
 
-impl<F, Fut> Handler for FnHandler<F, AmMarker>
+/// The reused slot of an [`am_handler`]'s futures.
+type AmSpare<Fut> = Spare<AmFuture<Fut>>;
+
+/// An [`am_handler`]'s future with its outcome mapped for the dispatcher.
+type AmFuture<Fut> = futures::future::Map<Fut, fn(Result<(), String>) -> HandlerOutcome>;
+
+fn am_outcome(out: Result<(), String>) -> HandlerOutcome {
+    out.map(|()| Body::Empty).map_err(HandlerError::handler)
+}
+
+impl<F, Fut> Handler for FnHandler<F, AmMarker, AmSpare<Fut>>
 where
     F: Fn(AmContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -131,11 +160,8 @@ where
             client: ctx.client,
             cancel: ctx.cancel,
         });
-        HandlerCall::Pending(Box::pin(async move {
-            fut.await
-                .map(|()| Body::Empty)
-                .map_err(HandlerError::handler)
-        }))
+        let map: fn(Result<(), String>) -> HandlerOutcome = am_outcome;
+        from_ran(self.spare.run(fut.map(map)))
     }
 }
 
@@ -145,7 +171,7 @@ pub fn unary_handler<F>(name: impl Into<String>, f: F) -> HandlerRef
 where
     F: Fn(UnaryContext) -> Result<Option<Bytes>, String> + Send + Sync + 'static,
 {
-    boxed::<F, UnaryMarker>(name, HandlerKind::UnaryBytes, f)
+    boxed::<F, UnaryMarker, ()>(name, HandlerKind::UnaryBytes, f)
 }
 
 struct UnaryMarker;
@@ -202,7 +228,7 @@ where
     O: Payload + 'static,
     F: Fn(TypedContext<I>) -> Result<O, String> + Send + Sync + 'static,
 {
-    boxed::<F, TypedMarker<I, O>>(name, HandlerKind::UnaryTyped, f)
+    boxed::<F, TypedMarker<I, O>, ()>(name, HandlerKind::UnaryTyped, f)
 }
 
 struct TypedMarker<I, O>(PhantomData<(I, O)>);
@@ -267,12 +293,15 @@ where
     F: Fn(TypedContext<I>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<O, String>> + Send + 'static,
 {
-    boxed::<F, TypedAsyncMarker<I, O>>(name, HandlerKind::UnaryTyped, f)
+    boxed::<F, TypedAsyncMarker<I, O>, TypedSpare<Fut, O>>(name, HandlerKind::UnaryTyped, f)
 }
 
 struct TypedAsyncMarker<I, O>(PhantomData<(I, O)>);
 
-impl<I, O, F, Fut> Handler for FnHandler<F, TypedAsyncMarker<I, O>>
+/// The reused slot of a [`typed_unary_handler_async`]'s futures.
+type TypedSpare<Fut, O> = Spare<futures::future::Map<Fut, fn(Result<O, String>) -> HandlerOutcome>>;
+
+impl<I, O, F, Fut> Handler for FnHandler<F, TypedAsyncMarker<I, O>, TypedSpare<Fut, O>>
 where
     I: Decode + Send + 'static,
     O: Payload + Send + 'static,
@@ -289,8 +318,8 @@ where
         match typed_context(ctx, &payload) {
             Err(e) => HandlerCall::Ready(Err(e)),
             Ok(c) => {
-                let fut = (self.f)(c);
-                HandlerCall::Pending(Box::pin(async move { encode_output(fut.await) }))
+                let map: fn(Result<O, String>) -> HandlerOutcome = encode_output::<O>;
+                from_ran(self.spare.run((self.f)(c).map(map)))
             }
         }
     }
@@ -319,7 +348,7 @@ where
     O: Payload + 'static,
     F: for<'a> Fn(ArchivedContext<'a, I>) -> Result<O, String> + Send + Sync + 'static,
 {
-    boxed::<F, ArchivedMarker<I, O>>(name, HandlerKind::UnaryTyped, f)
+    boxed::<F, ArchivedMarker<I, O>, ()>(name, HandlerKind::UnaryTyped, f)
 }
 
 struct ArchivedMarker<I, O>(PhantomData<(I, O)>);

@@ -21,12 +21,14 @@ use tokio::time::Instant;
 use crate::client::NetworkClient;
 use crate::codec::Body;
 use crate::handler::registry::HandlerRegistry;
-use crate::handler::{HandlerContext, HandlerError, HandlerRef, InlineOutcome};
+use crate::handler::{
+    HandlerContext, HandlerError, HandlerKind, HandlerOutcome, HandlerRef, InlineOutcome,
+};
 use crate::ids::is_system_name as reserved;
 use crate::ids::{InstanceId, MessageId, is_system_name};
 use crate::runtime::{deadline, trace};
 use crate::stats::{Counters, HandlerStats};
-use crate::transport::{Inbound, InlineDispatch, OutFrame, PayloadRef};
+use crate::transport::{BoxedLink, Inbound, InlineDispatch, OutFrame, PayloadRef};
 use crate::wire::{ErrorCode, Header, Kind, flags};
 
 /// Runs handlers for inbound invocations.
@@ -77,6 +79,10 @@ impl Dispatcher {
             return;
         }
         let span = trace::inbound(&inbound.header, inbound.name(), &*inbound.reply_link);
+        let Some((inbound, permit)) = span.in_scope(|| self.accept_in_place(inbound, permit))
+        else {
+            return;
+        };
         let this = Arc::clone(self);
         self.tracker
             .spawn(async move { this.process(inbound, permit).await }.instrument(span));
@@ -114,15 +120,20 @@ impl Dispatcher {
         let outcome = self.run_handler(&inbound, &handler).await;
         stats.record(started.elapsed(), outcome.is_err());
         drop(permit);
+        self.conclude(&inbound, outcome).await;
+    }
+
+    /// Answers an invocation with its handler's outcome.
+    pub(crate) async fn conclude(&self, inbound: &Inbound, outcome: HandlerOutcome) {
         match (inbound.header.kind, outcome) {
             (_, Err(err)) => {
                 Counters::bump(&self.client.counters.handler_errors);
                 tracing::debug!(handler = inbound.name(), error = %err.message, "handler failed");
-                self.reply_error(&inbound, err).await;
+                self.reply_error(inbound, err).await;
             }
-            (Kind::Confirm, Ok(_)) => self.reply(&inbound, Kind::Ack, 0, &[]).await,
+            (Kind::Confirm, Ok(_)) => self.reply(inbound, Kind::Ack, 0, &[]).await,
             (Kind::Request, Ok(body)) => {
-                self.reply(&inbound, Kind::Response, 0, body.as_slice())
+                self.reply(inbound, Kind::Response, 0, body.as_slice())
                     .await;
             }
             _ => {}
@@ -130,7 +141,10 @@ impl Dispatcher {
     }
 
     /// Checks the name, the handler and the manager state.
-    fn admit(&self, inbound: &Inbound) -> Result<(HandlerRef, Arc<HandlerStats>), HandlerError> {
+    pub(crate) fn admit(
+        &self,
+        inbound: &Inbound,
+    ) -> Result<(HandlerRef, Arc<HandlerStats>), HandlerError> {
         let name = inbound.name();
         let system_flag = inbound.header.has(flags::SYSTEM);
         if is_system_name(name) != system_flag {
@@ -217,7 +231,7 @@ impl Dispatcher {
 
 impl Dispatcher {
     /// The reply frame for an invocation's outcome (none for one-way messages).
-    fn reply_frame<'a>(
+    pub(crate) fn reply_frame<'a>(
         &self,
         request: &Header,
         outcome: &'a InlineOutcome<'a>,
@@ -251,12 +265,43 @@ impl InlineDispatch for Dispatcher {
         payload: &[u8],
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {
+        self.in_place(header, name, payload, None, reply)
+    }
+
+    fn try_in_place(
+        &self,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> Bytes,
+        _reply_link: &dyn Fn() -> BoxedLink,
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
+        self.in_place(header, name, payload, Some(owned), reply)
+    }
+}
+
+impl Dispatcher {
+    /// Runs an invocation on the transport's thread if it can (see
+    /// [`InlineDispatch::try_in_place`]); `owned`, when given, lets a one-way
+    /// message to an async handler run here too.
+    fn in_place(
+        &self,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: Option<&mut dyn FnMut() -> Bytes>,
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
         // Cancels never wait behind the concurrency limit.
         if header.kind == Kind::Cancel {
             self.cancel(header);
             return true;
         }
-        if deadline::expired(header, deadline::deadline_of(header, Instant::now())) {
+        // One-way messages never expire: no clock read for them.
+        if header.kind != Kind::OneWay
+            && deadline::expired(header, deadline::deadline_of(header, Instant::now()))
+        {
             Counters::bump(&self.client.counters.expired);
             return true;
         }
@@ -271,6 +316,16 @@ impl InlineDispatch for Dispatcher {
         let Some((handler, stats)) = self.registry.get_counted(name) else {
             return false;
         };
+        // Async one-way handlers never run inline; with the payload owned
+        // they run in place.
+        if handler.kind() == HandlerKind::ActiveMessage {
+            return match owned {
+                Some(owned) if header.kind == Kind::OneWay => {
+                    self.one_way_in_place(header, name, (handler, stats), owned)
+                }
+                _ => false,
+            };
+        }
         let Ok(permit) = self.limit.try_acquire() else {
             return false;
         };

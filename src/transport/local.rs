@@ -14,6 +14,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
+use crate::runtime::router::{self, Frame, Inline, Routed, Router};
 use crate::wire;
 
 /// Endpoint scheme of the loopback transport.
@@ -152,7 +153,8 @@ impl LocalLink {
         })
     }
 
-    /// Encodes and routes one frame; invocations come back for the caller to queue.
+    /// Encodes and routes one frame through the shared router; invocations
+    /// come back for the caller to queue.
     fn route(&self, frame: &OutFrame<'_>) -> Result<Option<Inbound>> {
         if self.is_closed() {
             return Err(Error::PeerLost(self.peer));
@@ -164,43 +166,34 @@ impl LocalLink {
                 max: self.target.max_frame,
             });
         }
-        let view = wire::decode(&bytes, self.target.max_frame)?;
-        if view.header.kind.is_reply() {
-            self.target.events.on_reply(&view.header, view.payload);
-            return Ok(None);
-        }
-        match view.header.kind {
-            wire::Kind::Heartbeat | wire::Kind::Goodbye => Ok(None),
-            _ if self.run_inline(&view) => Ok(None),
-            _ => Ok(Some(Inbound::from_frame(
-                bytes.clone(),
-                &view,
-                self.reverse(),
-            ))),
-        }
-    }
-}
-
-impl LocalLink {
-    /// Runs a synchronous handler right here; its reply goes straight back.
-    fn run_inline(&self, view: &wire::FrameRef<'_>) -> bool {
-        let Some(inline) = self.target.inline.get() else {
-            return false;
-        };
+        // Our own encoding: no sender to check.
+        let view = router::check(&bytes, self.target.max_frame, None)?;
         let caller = &self.reply_inbox;
-        let _span = crate::runtime::trace::inbound(&view.header, view.name, self).entered();
-        inline.try_inline(
-            &view.header,
-            view.name,
-            view.payload,
-            &mut |frame| match frame.to_vec() {
-                Ok(bytes) => match wire::decode(&bytes, usize::MAX) {
-                    Ok(reply) => caller.events.on_reply(&reply.header, reply.payload),
-                    Err(err) => caller.events.on_protocol_error(Some(self.peer), &err),
-                },
-                Err(err) => tracing::warn!(%err, "inline reply could not be encoded"),
+        let mut reply = |frame: OutFrame<'_>| match frame.to_vec() {
+            Ok(bytes) => match wire::decode(&bytes, usize::MAX) {
+                Ok(reply) => caller.events.on_reply(&reply.header, reply.payload),
+                Err(err) => caller.events.on_protocol_error(Some(self.peer), &err),
             },
-        )
+            Err(err) => tracing::warn!(%err, "inline reply could not be encoded"),
+        };
+        // The frame is already shared bytes: the router keeps it without a copy.
+        let mut share = || bytes.clone();
+        let frame = Frame {
+            bytes: &bytes,
+            shared: Some(&mut share),
+        };
+        let routed = Router::new().route(
+            &self.target,
+            &view,
+            frame,
+            self,
+            &|| self.reverse(),
+            Inline::Handlers(&mut reply),
+        );
+        Ok(match routed {
+            Routed::Queue(inbound) => Some(inbound),
+            Routed::Done | Routed::Control(_) => None,
+        })
     }
 }
 

@@ -340,6 +340,24 @@ pub trait InlineDispatch: Send + Sync + 'static {
         payload: &[u8],
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool;
+
+    /// Like [`try_inline`](Self::try_inline), and may also run async
+    /// handlers in place: `owned` gives the payload as shared `Bytes` (made
+    /// at most once, only if a handler needs it), `reply_link` the link a
+    /// reply that cannot be given at once goes back on. By default the same
+    /// as `try_inline`.
+    fn try_in_place(
+        &self,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> Bytes,
+        reply_link: &dyn Fn() -> BoxedLink,
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
+        let _ = (owned, reply_link);
+        self.try_inline(header, name, payload, reply)
+    }
 }
 
 /// Late-bound [`InlineDispatch`] (the dispatcher is built after the transports).

@@ -1,11 +1,12 @@
 //! The two tasks of every link: the reader of the consumer ring, and the
 //! watcher of the rendezvous socket (descriptors, acknowledgements, EOF).
 //!
-//! The reader handles each record where it lies: replies go to
-//! `LinkEvents::on_reply`, invocations first to the inline dispatcher (whose
-//! reply is written straight into this link's producer ring), else they are
-//! copied into `Bytes` and queued on the bounded inbox; waiting there is the
-//! backpressure (the ring fills, the sender waits). Peers of another uid get
+//! The reader hands each record, where it lies, to the shared router
+//! ([`crate::runtime::router`]): replies go to `LinkEvents::on_reply`,
+//! invocations run in place where they can (an inline handler's reply is
+//! written straight into this link's producer ring), else they are copied
+//! into the router's arena and queued on the bounded inbox; waiting there is
+//! the backpressure (the ring fills, the sender waits). Peers of another uid get
 //! their records copied into private aligned memory before anything reads them.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,8 +28,9 @@ use super::link::{
 use super::liveness;
 use super::pool::RxPool;
 use super::pooled::{self, FLAG_POOL, FLAG_RETIRE, FLAG_SEGMENT, Step};
+use crate::runtime::router::{self, Frame, Inline, Routed, Router};
 use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame};
-use crate::wire::{self, Kind, PAYLOAD_ALIGN, ProtocolError};
+use crate::wire::{Kind, PAYLOAD_ALIGN, ProtocolError};
 
 /// How long a marker record may wait for its descriptor (sent before the marker).
 const FD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,6 +95,7 @@ pub(crate) async fn read_ring(
     let mut scratch = AlignedVec::<PAYLOAD_ALIGN>::new();
     let mut deferred: Vec<Vec<u8>> = Vec::new();
     let mut pool = RxPool::new(pooled::max_segment(inbox.max_frame));
+    let mut router = Router::new();
     loop {
         let grant = match wait_record(&mut rx, spin).await {
             Ok(()) => rx.try_read(),
@@ -120,7 +123,7 @@ pub(crate) async fn read_ring(
                 } else {
                     grant.payload()
                 };
-                let outcome = handle(&link, &inbox, bytes, None, &mut deferred);
+                let outcome = handle(&link, &inbox, &mut router, bytes, None, &mut deferred);
                 grant.release();
                 outcome
             }
@@ -144,7 +147,14 @@ pub(crate) async fn read_ring(
                 match take_large(&link, &mut fds, len, inbox.max_frame).await {
                     Some(frame) => {
                         let mut share = || frame.clone();
-                        handle(&link, &inbox, &frame, Some(&mut share), &mut deferred)
+                        handle(
+                            &link,
+                            &inbox,
+                            &mut router,
+                            &frame,
+                            Some(&mut share),
+                            &mut deferred,
+                        )
                     }
                     None => Outcome::Stop,
                 }
@@ -155,7 +165,7 @@ pub(crate) async fn read_ring(
                         scratch.clear();
                         scratch.extend_from_slice(held.as_ref());
                         drop(held);
-                        handle(&link, &inbox, &scratch, None, &mut deferred)
+                        handle(&link, &inbox, &mut router, &scratch, None, &mut deferred)
                     }
                     Step::Frame(held) => {
                         let view = held.view();
@@ -165,6 +175,7 @@ pub(crate) async fn read_ring(
                         handle(
                             &link,
                             &inbox,
+                            &mut router,
                             view.as_ref(),
                             Some(&mut share),
                             &mut deferred,
@@ -195,67 +206,45 @@ pub(crate) async fn read_ring(
     link.finish();
 }
 
-/// Routes one frame. `shared` makes the same frame `Bytes` without a copy
-/// (a mapped large frame), for when it is queued.
-fn handle(
+/// Routes one frame through the shared router. `shared` makes the same
+/// frame `Bytes` without a copy (a mapped large frame), for when it is kept.
+fn handle<'f>(
     link: &Arc<ShmLink>,
     inbox: &Inbox,
-    bytes: &[u8],
-    shared: Option<&mut dyn FnMut() -> Bytes>,
+    router: &mut Router,
+    bytes: &'f [u8],
+    shared: Option<&'f mut dyn FnMut() -> Bytes>,
     deferred: &mut Vec<Vec<u8>>,
 ) -> Outcome {
     link.counters.record_received(bytes.len());
-    let view = match wire::decode(bytes, inbox.max_frame) {
+    let view = match router::check(bytes, inbox.max_frame, Some(link.peer)) {
         Ok(view) => view,
         Err(e) => {
             link.violation(e);
             return Outcome::Stop;
         }
     };
-    if view.header.sender != link.peer {
-        link.violation(ProtocolError::Link(format!(
-            "frame from {} on the link to {}",
-            view.header.sender, link.peer
-        )));
-        return Outcome::Stop;
-    }
-    let kind = view.header.kind;
-    if kind.is_reply() {
-        match shared {
-            Some(share) => {
-                let frame = share();
-                link.events
-                    .on_reply_shared(&view.header, view.payload, &frame);
+    let frame = Frame { bytes, shared };
+    let reply_link = || Arc::clone(link) as BoxedLink;
+    let mut reply = |reply: OutFrame<'_>| reply_inline(link, reply, deferred);
+    match router.route(
+        inbox,
+        &view,
+        frame,
+        &**link,
+        &reply_link,
+        Inline::Handlers(&mut reply),
+    ) {
+        Routed::Done => Outcome::Done,
+        Routed::Control(header) => {
+            if header.kind == Kind::Goodbye {
+                tracing::debug!(peer = %link.peer, "goodbye received");
+                link.shut();
             }
-            None => link.events.on_reply(&view.header, view.payload),
+            Outcome::Done
         }
-        return Outcome::Done;
+        Routed::Queue(inbound) => Outcome::Queue(inbound),
     }
-    match kind {
-        Kind::Heartbeat => return Outcome::Done,
-        Kind::Goodbye => {
-            tracing::debug!(peer = %link.peer, "goodbye received");
-            link.shut();
-            return Outcome::Done;
-        }
-        _ => {}
-    }
-    let _span = crate::runtime::trace::inbound(&view.header, view.name, &**link).entered();
-    // Cancels are handled here too: they never wait behind the concurrency limit.
-    if (kind.is_invocation() || kind == Kind::Cancel)
-        && let Some(inline) = inbox.inline.get()
-        && inline.try_inline(&view.header, view.name, view.payload, &mut |reply| {
-            reply_inline(link, reply, deferred)
-        })
-    {
-        return Outcome::Done;
-    }
-    let frame = match shared {
-        Some(share) => share(),
-        None => Bytes::copy_from_slice(bytes),
-    };
-    let reply_link: BoxedLink = Arc::clone(link) as BoxedLink;
-    Outcome::Queue(Inbound::from_frame(frame, &view, reply_link))
 }
 
 /// Writes an inline handler's reply straight into the producer ring; if the

@@ -265,6 +265,9 @@ impl ZmqLink {
                 Ok(msg)
             }
             None => {
+                if let Some(msg) = super::scratch::encode(frame, self.max_frame) {
+                    return Ok(msg);
+                }
                 let bytes = frame.to_vec()?;
                 if bytes.len() > self.max_frame {
                     return Err(too_large(bytes.len()));

@@ -80,6 +80,7 @@ mod io_thread;
 mod link;
 mod monitor;
 mod router;
+mod scratch;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

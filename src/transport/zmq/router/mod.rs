@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -22,6 +21,7 @@ use super::gate::{Admission, Gate, Screen};
 use super::io_thread::Env;
 use super::link::{Route, ZmqLink};
 use crate::ids::{InstanceId, MessageId};
+use crate::runtime::router::{Frame, Inline, Routed, Router};
 use crate::transport::{BoxedLink, Inbound, OutFrame};
 use crate::wire::{self, ErrorCode, FrameRef, Header, Kind, ProtocolError, flags};
 
@@ -52,6 +52,8 @@ pub(crate) struct RouterSide {
     blocked: usize,
     identity: zmq::Message,
     body: RawMsg,
+    /// Routes every frame read (the shared inbound router and its arena).
+    router: Router,
 }
 
 impl RouterSide {
@@ -65,6 +67,7 @@ impl RouterSide {
             blocked: 0,
             identity: zmq::Message::new(),
             body: RawMsg::new(),
+            router: Router::new(),
         }
     }
 
@@ -162,31 +165,31 @@ impl RouterSide {
             }
         };
         link.counters.record_received(body.len());
-        let header = frame.header;
-        match header.kind {
-            // Cancels never wait behind the concurrency limit.
-            Kind::Cancel if cancel_now(env, &header, frame.name, frame.payload) => {}
-            Kind::OneWay | Kind::Confirm | Kind::Request | Kind::Cancel => {
-                let inbound =
-                    Inbound::from_frame(Bytes::copy_from_slice(body), &frame, link as BoxedLink);
-                self.deliver(env, inbound);
-            }
-            Kind::Heartbeat if !header.has(flags::PONG) => {
-                let pong = env.control.pong(header.message_id);
-                self.send_control(identity, pong, now);
-            }
-            Kind::Heartbeat => {}
-            Kind::Goodbye => {
+        let reply_link = || Arc::clone(&link) as BoxedLink;
+        // Handlers never run on the I/O thread: only cancels are applied here.
+        let routed = self.router.route(
+            &env.inbox,
+            &frame,
+            Frame::borrowed(body),
+            &*link,
+            &reply_link,
+            Inline::CancelOnly,
+        );
+        match routed {
+            Routed::Done => env.delivered = true,
+            Routed::Queue(inbound) => self.deliver(env, inbound),
+            Routed::Control(header) if header.kind == Kind::Goodbye => {
                 tracing::debug!(peer = %header.sender, "zmq: client said goodbye");
                 self.drop_client(identity, "goodbye");
                 if let Some(gate) = &mut self.gate {
                     gate.forget(identity);
                 }
             }
-            Kind::Ack | Kind::Response | Kind::Error | Kind::Receipt => {
-                env.inbox.events.on_reply(&header, frame.payload);
-                env.delivered = true;
+            Routed::Control(header) if !header.has(flags::PONG) => {
+                let pong = env.control.pong(header.message_id);
+                self.send_control(identity, pong, now);
             }
+            Routed::Control(_) => {}
         }
     }
 
@@ -434,13 +437,4 @@ fn skip_more(socket: &zmq::Socket, scratch: &mut zmq::Message) -> usize {
             return extra;
         }
     }
-}
-
-/// Hands a Cancel straight to the dispatcher; false when there is none (it
-/// then goes through the inbox like any invocation).
-fn cancel_now(env: &Env, header: &Header, name: &str, payload: &[u8]) -> bool {
-    env.inbox
-        .inline
-        .get()
-        .is_some_and(|inline| inline.try_inline(header, name, payload, &mut |_| {}))
 }

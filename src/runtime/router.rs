@@ -1,0 +1,173 @@
+//! The one inbound router every built-in transport shares.
+//!
+//! A transport reads bytes (a ring record, a zmq message, a frame handed
+//! over in process) and hands each frame here; what happens to a frame is
+//! decided once, the same way for every transport:
+//! - [`check`]: decode against the frame limit, and the sender must be the
+//!   link's peer where the link knows it;
+//! - replies go straight to the pending-call table (`LinkEvents::on_reply`);
+//! - heartbeats and goodbyes come back to the transport ([`Routed::Control`]):
+//!   answering a probe or closing a link is its byte-level business;
+//! - invocations and cancels are run in place where the transport allows it
+//!   ([`Inline`]): synchronous handlers over the bytes where they lie, async
+//!   one-way handlers polled once in a reused slot; the rest become an
+//!   [`Inbound`] for the dispatcher's bounded inbox ([`Routed::Queue`]),
+//!   whose bytes come from the reader's [`RxArena`] (no allocation per frame)
+//!   unless the transport can share the frame as it is.
+
+use bytes::Bytes;
+
+use crate::ids::InstanceId;
+use crate::runtime::rx_arena::RxArena;
+use crate::runtime::trace;
+use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame, PeerLink};
+use crate::wire::{self, FrameRef, Header, Kind, ProtocolError};
+
+/// What became of one routed frame.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// Fully handled here: a reply routed, a handler run, a cancel applied.
+    Done,
+    /// A heartbeat or goodbye, for the transport to act on.
+    Control(Header),
+    /// An invocation for the dispatcher: the transport queues it, waiting
+    /// (or pausing its reads) while the inbox is full.
+    Queue(Inbound),
+}
+
+/// How much of the dispatcher a transport lets run on its reading thread.
+pub(crate) enum Inline<'r> {
+    /// Trusted links (shared memory, in process): handlers run in place and
+    /// their replies go to the closure, to be written back on the link.
+    Handlers(&'r mut dyn FnMut(OutFrame<'_>)),
+    /// Only cancels are applied in place (a thread that must not run
+    /// handlers, or links that are not all trusted).
+    CancelOnly,
+}
+
+/// One received frame.
+pub(crate) struct Frame<'f> {
+    /// The frame's bytes, as the transport holds them.
+    pub(crate) bytes: &'f [u8],
+    /// Shares `bytes` as `Bytes` without a copy (a mapped large frame);
+    /// called at most once. Without it the router copies into its arena.
+    pub(crate) shared: Option<&'f mut dyn FnMut() -> Bytes>,
+}
+
+impl<'f> Frame<'f> {
+    /// Bytes the router copies if it must keep them.
+    pub(crate) fn borrowed(bytes: &'f [u8]) -> Self {
+        Self {
+            bytes,
+            shared: None,
+        }
+    }
+}
+
+/// A frame's owned bytes, made at most once whoever asks first.
+struct Owned<'a, 'f> {
+    frame: Frame<'f>,
+    arena: &'a mut RxArena,
+    made: Option<Bytes>,
+}
+
+impl Owned<'_, '_> {
+    fn get(&mut self) -> Bytes {
+        if let Some(bytes) = &self.made {
+            return bytes.clone();
+        }
+        let bytes = match self.frame.shared.take() {
+            Some(share) => share(),
+            None => self.arena.copy(self.frame.bytes),
+        };
+        self.made = Some(bytes.clone());
+        bytes
+    }
+}
+
+/// Decodes `bytes` against `max_frame` and, when the link knows its peer,
+/// checks that the frame says it comes from that peer.
+pub(crate) fn check(
+    bytes: &[u8],
+    max_frame: usize,
+    peer: Option<InstanceId>,
+) -> Result<FrameRef<'_>, ProtocolError> {
+    let view = wire::decode(bytes, max_frame)?;
+    match peer {
+        Some(peer) if view.header.sender != peer => Err(ProtocolError::Link(format!(
+            "frame from {} on the link to {peer}",
+            view.header.sender
+        ))),
+        _ => Ok(view),
+    }
+}
+
+/// The inbound router of one reader (a link's reader task, a ROUTER socket).
+#[derive(Default)]
+pub(crate) struct Router {
+    arena: RxArena,
+}
+
+impl Router {
+    /// A router with an empty arena.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes one checked frame (see the module docs). `link` is the link it
+    /// came on (for the per-message span); `reply_link` makes the handle an
+    /// invocation's replies go back on, only when one is needed.
+    pub(crate) fn route(
+        &mut self,
+        inbox: &Inbox,
+        view: &FrameRef<'_>,
+        frame: Frame<'_>,
+        link: &dyn PeerLink,
+        reply_link: &dyn Fn() -> BoxedLink,
+        inline: Inline<'_>,
+    ) -> Routed {
+        let header = view.header;
+        let mut owned = Owned {
+            frame,
+            arena: &mut self.arena,
+            made: None,
+        };
+        if header.kind.is_reply() {
+            match owned.frame.shared.is_some() {
+                true => inbox
+                    .events
+                    .on_reply_shared(&header, view.payload, &owned.get()),
+                false => inbox.events.on_reply(&header, view.payload),
+            }
+            return Routed::Done;
+        }
+        if matches!(header.kind, Kind::Heartbeat | Kind::Goodbye) {
+            return Routed::Control(header);
+        }
+        if let Some(dispatch) = inbox.inline.get() {
+            let ran = match inline {
+                Inline::Handlers(reply) => {
+                    let _span = trace::inbound(&header, view.name, link).entered();
+                    let offset = view.payload_offset;
+                    dispatch.try_in_place(
+                        &header,
+                        view.name,
+                        view.payload,
+                        &mut || owned.get().slice(offset..),
+                        reply_link,
+                        reply,
+                    )
+                }
+                // Cancels never wait behind the concurrency limit.
+                Inline::CancelOnly if header.kind == Kind::Cancel => {
+                    dispatch.try_inline(&header, view.name, view.payload, &mut |_| {})
+                }
+                Inline::CancelOnly => false,
+            };
+            if ran {
+                return Routed::Done;
+            }
+        }
+        Routed::Queue(Inbound::from_frame(owned.get(), view, reply_link()))
+    }
+}

@@ -1,0 +1,121 @@
+//! A reusable receive buffer: turns an inbound frame that must outlive the
+//! transport's read (an invocation queued for the dispatcher, a payload an
+//! async handler keeps) into shared [`Bytes`] without one heap allocation
+//! per frame.
+//!
+//! Frames are copied back to back into one `BytesMut` chunk and split off as
+//! frozen `Bytes` (reference counted, no allocation). Once every frame taken
+//! from the chunk has been dropped, the chunk is unique again and
+//! `BytesMut::reserve` reclaims it from its start, so a steady stream of
+//! frames that are handled before the chunk runs out reuses the same memory
+//! for ever. A frame still held (a slow handler) only makes the next chunk a
+//! fresh allocation; the old one is freed when its last frame goes.
+//!
+//! The price: a payload a handler keeps for long keeps its whole chunk
+//! alive. Chunks are therefore small (a few hundred small frames), and the
+//! handler contexts say so (copy a payload you keep).
+
+use bytes::{Bytes, BytesMut};
+
+use crate::wire::PAYLOAD_ALIGN;
+
+/// Bytes per chunk: several hundred small frames, so a backlog of queued
+/// invocations rarely forces a fresh chunk, while a payload kept for long
+/// pins at most this much.
+const CHUNK: usize = 64 * 1024;
+
+/// Frames above this size get their own allocation (they would use up a
+/// chunk in a few copies, and large frames amortise an allocation anyway).
+const MAX_POOLED: usize = CHUNK / 8;
+
+/// The receive buffer of one reader (a link's reader task, a ROUTER).
+pub(crate) struct RxArena {
+    buf: BytesMut,
+}
+
+impl Default for RxArena {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RxArena {
+    /// An empty arena; its first chunk is allocated on first use.
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// A shared copy of `frame`, starting on a [`PAYLOAD_ALIGN`] boundary so
+    /// that an archive at an aligned offset inside it stays aligned.
+    pub(crate) fn copy(&mut self, frame: &[u8]) -> Bytes {
+        if frame.len() > MAX_POOLED {
+            return Bytes::copy_from_slice(frame);
+        }
+        let room = frame.len() + PAYLOAD_ALIGN;
+        if self.buf.capacity() - self.buf.len() < room {
+            // Reclaims the chunk in place when no frame taken from it lives on.
+            self.buf.reserve(CHUNK.max(room));
+        }
+        let misaligned = self.buf.as_ptr() as usize % PAYLOAD_ALIGN;
+        if misaligned != 0 {
+            let pad = PAYLOAD_ALIGN - misaligned;
+            self.buf.extend_from_slice(&[0u8; PAYLOAD_ALIGN][..pad]);
+            drop(self.buf.split());
+        }
+        self.buf.extend_from_slice(frame);
+        self.buf.split().freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_exact_and_aligned() {
+        let mut arena = RxArena::new();
+        for len in [0usize, 1, 15, 16, 17, 100, 4096] {
+            let src: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let copy = arena.copy(&src);
+            assert_eq!(&copy[..], &src[..]);
+            assert_eq!(copy.as_ptr() as usize % PAYLOAD_ALIGN, 0, "len {len}");
+        }
+    }
+
+    #[test]
+    fn a_released_chunk_is_reused_from_its_start() {
+        let mut arena = RxArena::new();
+        let first = arena.copy(&[1u8; 64]);
+        let start = first.as_ptr();
+        drop(first);
+        // Enough frames, each dropped at once, to run through several chunks.
+        for _ in 0..(4 * CHUNK / 64) {
+            drop(arena.copy(&[2u8; 48]));
+        }
+        let mut seen_start = false;
+        for _ in 0..(2 * CHUNK / 64) {
+            let f = arena.copy(&[3u8; 48]);
+            seen_start |= f.as_ptr() == start;
+        }
+        assert!(seen_start, "the first chunk was never reclaimed");
+    }
+
+    #[test]
+    fn a_held_frame_keeps_its_bytes() {
+        let mut arena = RxArena::new();
+        let held = arena.copy(&[7u8; 100]);
+        for _ in 0..(2 * CHUNK / 100) {
+            drop(arena.copy(&[9u8; 100]));
+        }
+        assert!(held.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn large_frames_are_copied_whole() {
+        let mut arena = RxArena::new();
+        let big = vec![4u8; MAX_POOLED + 1];
+        assert_eq!(&arena.copy(&big)[..], &big[..]);
+    }
+}
