@@ -1,5 +1,6 @@
 //! The transport-agnostic runtime: dispatcher and response table.
 
+pub(crate) mod call;
 pub(crate) mod deadline;
 pub(crate) mod dispatcher;
 pub(crate) mod pending;
