@@ -19,11 +19,12 @@ use shm_ring::fdpass::send_fds;
 use shm_ring::{Producer, RingCloser, RingError, WriteGrant};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
-use tokio::sync::{Mutex, MutexGuard, Semaphore, TryAcquireError};
+use tokio::sync::{Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
 use super::Registry;
 use super::large::{self, Blob, Source};
+use super::txlock::{TxGuard, TxLock};
 use crate::codec::DoesNotFit;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
@@ -78,7 +79,7 @@ pub(crate) enum Wrote {
 pub(crate) struct ShmLink {
     pub(crate) peer: InstanceId,
     pub(crate) local: InstanceId,
-    pub(crate) tx: Mutex<Tx>,
+    pub(crate) tx: TxLock,
     pub(crate) max_record: usize,
     pub(crate) peer_max_frame: usize,
     pub(crate) stream: UnixStream,
@@ -169,7 +170,7 @@ impl ShmLink {
         self.shut();
     }
 
-    async fn lock_tx(&self) -> Result<MutexGuard<'_, Tx>> {
+    async fn lock_tx(&self) -> Result<TxGuard<'_>> {
         let guard = self.tx.lock().await;
         self.check_open()?;
         Ok(guard)
