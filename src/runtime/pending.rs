@@ -402,3 +402,7 @@ fn within(whole: &Bytes, part: &[u8]) -> bool {
     let inner = part.as_ptr_range();
     part.is_empty() || (range.start <= inner.start && inner.end <= range.end)
 }
+
+#[cfg(test)]
+#[path = "pending_tests.rs"]
+mod tests;

@@ -72,7 +72,7 @@ async fn wait_record(
         return Ok(());
     }
     if handled {
-        tokio::task::yield_now().await;
+        crate::runtime::call::let_queued_run().await;
         if ready(rx)? {
             return Ok(());
         }
