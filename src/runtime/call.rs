@@ -103,27 +103,17 @@ impl PendingCall {
         self.finish(T::decode).await
     }
 
-    /// Polls `poll` until it is ready or the deadline passes (`None`).
-    ///
-    /// The first two looks need no timer: after the first, the task only
-    /// lets the tasks queued on its thread run once (the link's reader, which
-    /// spins for the reply and wakes this task when it lands) and looks
-    /// again; only then is the deadline's timer armed. A round trip whose
-    /// reply is found by then arms no timer at all.
+    /// Polls `poll` until it is ready or the deadline passes (`None`). The
+    /// first look needs no timer: a reply that is already there costs none.
     async fn until_deadline<T>(
         &self,
         mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
     ) -> Option<T> {
         let deadline = self.deadline;
         let mut sleep = pin!(None::<Sleep>);
-        let mut looked = false;
         poll_fn(|cx| {
             if let Poll::Ready(out) = poll(cx) {
                 return Poll::Ready(Some(out));
-            }
-            if !looked {
-                looked = true;
-                return requeue(cx);
             }
             if sleep.is_none() {
                 sleep.set(Some(tokio::time::sleep_until(deadline)));
@@ -142,29 +132,6 @@ impl PendingCall {
         Counters::bump(&self.counters.timeouts);
         Error::Timeout(self.timeout)
     }
-}
-
-/// Puts the current task at the back of its thread's run queue and returns
-/// `Pending`: the tasks already queued run first, then this one is polled
-/// again. Unlike `tokio::task::yield_now`, which defers the task until the
-/// scheduler has polled its I/O driver (an `epoll_wait` system call), this
-/// costs no system call; tokio still polls the driver every few dozen tasks.
-pub(crate) fn requeue<T>(cx: &mut Context<'_>) -> Poll<T> {
-    cx.waker().wake_by_ref();
-    Poll::Pending
-}
-
-/// Lets the tasks queued on this thread run once (see [`requeue`]).
-pub(crate) async fn let_queued_run() {
-    let mut done = false;
-    poll_fn(|cx| {
-        if std::mem::replace(&mut done, true) {
-            Poll::Ready(())
-        } else {
-            requeue(cx)
-        }
-    })
-    .await;
 }
 
 impl Drop for PendingCall {

@@ -72,7 +72,9 @@ async fn wait_record(
         return Ok(());
     }
     if handled {
-        crate::runtime::call::let_queued_run().await;
+        // tokio's yield: a caller that is a runtime's `block_on` future (not
+        // a task in the run queue) is only polled once the queue is empty.
+        tokio::task::yield_now().await;
         if ready(rx)? {
             return Ok(());
         }
