@@ -54,7 +54,7 @@ impl PendingCall {
 
     /// Waits for the receipt (handler found and admitted).
     pub(crate) async fn receipt(&mut self) -> Result<()> {
-        let (table, id) = (Arc::clone(&self.table), self.id);
+        let (table, id) = (&self.table, self.id);
         match self.until_deadline(|cx| table.poll_receipt(id, cx)).await {
             Some(Ok(())) => Ok(()),
             Some(Err(err)) => {
@@ -68,7 +68,7 @@ impl PendingCall {
 
     /// Waits for the final reply (the entry leaves the table with it).
     async fn outcome(&mut self) -> Result<Reply> {
-        let (table, id) = (Arc::clone(&self.table), self.id);
+        let (table, id) = (&self.table, self.id);
         let Some(outcome) = self.until_deadline(|cx| table.poll_outcome(id, cx)).await else {
             return Err(self.timed_out());
         };
