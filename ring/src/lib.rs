@@ -95,6 +95,7 @@ pub mod layout;
 mod producer;
 mod record;
 mod region;
+mod spin;
 mod sync;
 mod wait;
 
@@ -106,6 +107,7 @@ pub use crate::error::{Result, RingError};
 pub use crate::layout::{RegionLayout, RingConfig, record_footprint};
 pub use crate::producer::{Producer, WriteGrant};
 pub use crate::region::Region;
+pub use crate::spin::{SpinStep, Spinner};
 pub use crate::wait::WaitPolicy;
 
 use std::sync::Arc;

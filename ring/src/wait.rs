@@ -14,7 +14,13 @@ use crate::core::RingCore;
 use crate::counters::HandleCounters;
 use crate::doorbell::Doorbell;
 use crate::error::{Result, RingError};
-use crate::sync::{AtomicU32, Ordering::*, fence, spin_hint, yield_cpu};
+use crate::spin::{SpinStep, Spinner};
+use crate::sync::{AtomicU32, Ordering::*, fence, yield_cpu};
+
+/// Polls between two OS yields of a blocking wait.
+const BLOCKING_YIELD_EVERY: u32 = 1024;
+/// Polls between two scheduler yields of an async wait.
+const ASYNC_YIELD_EVERY: u32 = 64;
 
 /// How a handle waits, and whether it notifies its peer.
 ///
@@ -134,36 +140,20 @@ pub(crate) fn wait_blocking<W: WaitSide, T>(
     // The clock is read only every 64 polls (never for `Spin` without a timeout), so a
     // spinning wait that succeeds quickly costs no clock read.
     let deadline = timeout.map(|t| Instant::now() + t);
-    let spin_for = match w.policy() {
-        WaitPolicy::Spin => None,
-        WaitPolicy::Adaptive { spin } => Some(spin),
-        WaitPolicy::Park => Some(Duration::ZERO),
-    };
-    let mut spin_until = None;
-    let mut i = 0u32;
-    while spin_for != Some(Duration::ZERO) {
-        spin_hint();
+    let mut spinner = Spinner::new(w.policy(), BLOCKING_YIELD_EVERY);
+    while !spinner.parks_at_once() {
         if let Some(t) = poll(w)? {
             return Ok(t);
         }
-        i = i.wrapping_add(1);
-        if i.is_multiple_of(64) {
-            if deadline.is_some() || spin_for.is_some() {
-                let now = Instant::now();
-                if deadline.is_some_and(|d| now >= d) {
-                    return Err(RingError::Timeout);
-                }
-                // The spin budget runs from the first clock read (64 polls in).
-                if let Some(spin) = spin_for
-                    && now >= *spin_until.get_or_insert(now + spin)
-                {
-                    break;
-                }
-            }
-            if i.is_multiple_of(1024) {
-                // Let an oversubscribed machine run the peer we are waiting for.
-                yield_cpu();
-            }
+        let step = spinner.step();
+        if spinner.polls().is_multiple_of(64) && deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(RingError::Timeout);
+        }
+        match step {
+            SpinStep::Poll => {}
+            // Let an oversubscribed machine run the peer we are waiting for.
+            SpinStep::Yield => yield_cpu(),
+            SpinStep::Park => break,
         }
     }
     loop {
@@ -216,18 +206,17 @@ pub(crate) async fn wait_async<W: AsyncWaitSide, T>(
         return Ok(t);
     }
     w.wait_counters().waited();
-    let spin_for = match w.policy() {
-        WaitPolicy::Spin => None,
-        WaitPolicy::Adaptive { spin } => Some(spin),
-        WaitPolicy::Park => Some(Duration::ZERO),
-    };
-    if spin_for != Some(Duration::ZERO) {
-        let start = Instant::now();
-        while spin_for.is_none_or(|s| start.elapsed() < s) {
-            tokio::task::yield_now().await;
-            if let Some(t) = poll(w)? {
-                return Ok(t);
-            }
+    // Spins on the ring itself; only every `ASYNC_YIELD_EVERY` polls does it
+    // yield to the scheduler (so tasks sharing the thread run).
+    let mut spinner = Spinner::new(w.policy(), ASYNC_YIELD_EVERY);
+    while !spinner.parks_at_once() {
+        match spinner.step() {
+            SpinStep::Poll => {}
+            SpinStep::Yield => tokio::task::yield_now().await,
+            SpinStep::Park => break,
+        }
+        if let Some(t) = poll(w)? {
+            return Ok(t);
         }
     }
     loop {

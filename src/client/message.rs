@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::client::name::HandlerName;
 use crate::client::{Call, NetworkClient, OutPayload};
 use crate::codec::IntoPayload;
 use crate::error::{Error, Result};
@@ -42,7 +43,7 @@ pub struct DetachedReceipt<R>(PhantomData<fn() -> R>);
 #[derive(Debug)]
 pub struct MessageBuilder<'a, M = NeedsDeliveryMode> {
     client: Arc<NetworkClient>,
-    name: String,
+    name: HandlerName,
     system: bool,
     body: OutPayload<'a>,
     timeout: Duration,
@@ -52,7 +53,7 @@ pub struct MessageBuilder<'a, M = NeedsDeliveryMode> {
 }
 
 impl MessageBuilder<'static, NeedsDeliveryMode> {
-    pub(crate) fn new(client: Arc<NetworkClient>, name: String, system: bool) -> Self {
+    pub(crate) fn new(client: Arc<NetworkClient>, name: HandlerName, system: bool) -> Self {
         let timeout = client.default_timeout();
         Self {
             client,
@@ -138,7 +139,7 @@ impl<'a, M> MessageBuilder<'a, M> {
             target: self.target.ok_or(Error::NoTarget)?,
             kind,
             flags: extra_flags | if self.system { flags::SYSTEM } else { 0 },
-            name: &self.name,
+            name: self.name.as_str(),
             body: &self.body,
             timeout: self.timeout,
         })
@@ -156,10 +157,9 @@ impl<'a> MessageBuilder<'a, NeedsDeliveryMode> {
     /// accepted the message; its error comes back as [`Error::Handler`].
     pub async fn send(self, target: InstanceId) -> Result<MessageStatus<SendAndConfirm>> {
         let this = self.target_instance(target);
-        let (id, _, waiter) = this.client.start_call(this.call(Kind::Confirm, 0)?).await?;
-        MessageStatus::<WithResponse<()>>::pending(id, target, waiter)
-            .await_response_raw()
-            .await?;
+        let call = this.client.start_call(this.call(Kind::Confirm, 0)?).await?;
+        let id = call.id;
+        call.finish(|_| Ok(())).await?;
         Ok(MessageStatus::confirmed(id, target))
     }
 
@@ -202,11 +202,10 @@ impl<'a> MessageBuilder<'a, NeedsDeliveryMode> {
 impl<'a, R> MessageBuilder<'a, WithResponseExpected<R>> {
     /// Sends the request; await the response on the returned status.
     pub async fn execute(self) -> Result<MessageStatus<WithResponse<R>>> {
-        let (id, _, waiter) = self.client.start_call(self.call(Kind::Request, 0)?).await?;
+        let call = self.client.start_call(self.call(Kind::Request, 0)?).await?;
         Ok(MessageStatus::pending(
-            id,
             self.target.ok_or(Error::NoTarget)?,
-            waiter,
+            call,
         ))
     }
 
@@ -225,12 +224,11 @@ impl<R> MessageBuilder<'_, DetachedReceipt<R>> {
     /// Sends the message; await the receipt on the returned handle.
     pub async fn execute(self) -> Result<ReceiptHandle<R>> {
         let target = self.target.ok_or(Error::NoTarget)?;
-        let (id, receipt, waiter) = self
+        let call = self
             .client
             .start_call(self.call(self.kind, flags::RECEIPT)?)
             .await?;
-        let receipt = receipt.expect("a receipt channel is registered for RECEIPT calls");
-        Ok(ReceiptHandle::new(id, target, receipt, waiter))
+        Ok(ReceiptHandle::new(target, call))
     }
 
     /// Sends the message to `target`.

@@ -3,6 +3,7 @@
 
 pub(crate) mod front;
 pub(crate) mod message;
+pub(crate) mod name;
 pub(crate) mod status;
 
 use std::fmt;
@@ -22,10 +23,10 @@ use crate::codec::PayloadValue;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId, MessageIdGen, validate_user_handler_name};
 use crate::peer::PeerInfo;
-use crate::runtime::pending::{PendingGuard, PendingTable, ReceiptRx};
+use crate::runtime::call::PendingCall;
+use crate::runtime::pending::PendingTable;
 use crate::runtime::trace;
 use crate::stats::{Counters, PeerStat};
-use crate::status::Waiter;
 use crate::transport::{BoxedLink, BoxedTransport, OutFrame, PayloadRef, PeerLink, TransportKind};
 use crate::wire::{Header, Kind, flags};
 
@@ -217,14 +218,14 @@ impl NetworkClient {
         validate_user_handler_name(name)?;
         Ok(MessageBuilder::new(
             Arc::clone(self),
-            name.to_owned(),
+            name::HandlerName::new(name),
             false,
         ))
     }
 
     /// Starts a message to a system handler (internal: helpers below use it).
     pub(crate) fn system_message(self: &Arc<Self>, name: &str) -> MessageBuilder<'static> {
-        MessageBuilder::new(Arc::clone(self), name.to_owned(), true)
+        MessageBuilder::new(Arc::clone(self), name::HandlerName::new(name), true)
     }
 
     pub(crate) fn default_timeout(&self) -> Duration {
@@ -301,7 +302,14 @@ impl NetworkClient {
             payload: call.body.as_ref(),
         };
         let span = trace::outbound(&header, call.name, call.target, &**link);
-        let sent = tokio::time::timeout_at(deadline, link.send(frame).instrument(span)).await;
+        // Most sends find room at once: no future to box, no timer to arm.
+        let now = span.in_scope(|| link.try_send(frame));
+        let sent = match now {
+            Err(Error::Full) => {
+                tokio::time::timeout_at(deadline, link.send(frame).instrument(span)).await
+            }
+            now => Ok(now),
+        };
         let counters = link.counters();
         match sent {
             Ok(Ok(())) => Ok(()),
@@ -322,41 +330,31 @@ impl NetworkClient {
     }
 
     /// Sends a call that expects a reply and returns what to await it with.
-    pub(crate) async fn start_call(
-        &self,
-        call: Call<'_>,
-    ) -> Result<(MessageId, Option<ReceiptRx>, Waiter)> {
+    pub(crate) async fn start_call(&self, call: Call<'_>) -> Result<PendingCall> {
         let link = self.admit(&call)?;
         let id = self.next_id();
         let deadline = Instant::now() + call.timeout;
-        let (receipt, done) =
-            self.pending
-                .register(id, call.target, call.flags & flags::RECEIPT != 0);
-        let guard = PendingGuard {
+        self.pending
+            .register(id, call.target, call.flags & flags::RECEIPT != 0);
+        let pending = PendingCall {
             table: Arc::clone(&self.pending),
             id,
             link: Arc::clone(&link),
             local: self.instance_id,
             cancel_id: self.next_id(),
             counters: Arc::clone(&self.counters),
+            deadline,
+            timeout: call.timeout,
+            armed: true,
         };
         let header = self.header(&call, id);
         if let Err(err) = self.send_until(&link, deadline, &call, header).await {
             // Never written (or the link broke): there is nothing to cancel.
-            guard.disarm();
+            pending.disarm();
             return Err(err);
         }
         self.count_sent(&call);
-        Ok((
-            id,
-            receipt,
-            Waiter {
-                done,
-                guard,
-                deadline,
-                timeout: call.timeout,
-            },
-        ))
+        Ok(pending)
     }
 
     fn count_sent(&self, call: &Call<'_>) {

@@ -2,15 +2,13 @@
 //! responses, and two-phase receipts.
 
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::time::Instant;
 
 use crate::codec::{Decode, SameType};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::{InstanceId, MessageId};
-use crate::runtime::pending::{DoneRx, PendingGuard, ReceiptRx};
+use crate::runtime::call::PendingCall;
 
 /// Status of a sent message; `M` says what is left to await.
 #[derive(Debug)]
@@ -38,45 +36,13 @@ pub struct SendAndConfirm;
 
 /// A response of type `R` is on its way.
 pub struct WithResponse<R> {
-    waiter: Waiter,
+    call: PendingCall,
     _response: PhantomData<fn() -> R>,
 }
 
 impl<R> std::fmt::Debug for WithResponse<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WithResponse").finish_non_exhaustive()
-    }
-}
-
-/// Waits on one table entry until a deadline.
-pub(crate) struct Waiter {
-    pub(crate) done: DoneRx,
-    pub(crate) guard: PendingGuard,
-    pub(crate) deadline: Instant,
-    pub(crate) timeout: Duration,
-}
-
-impl Waiter {
-    async fn outcome(self) -> Result<Bytes> {
-        let Waiter {
-            done,
-            guard,
-            deadline,
-            timeout,
-        } = self;
-        match tokio::time::timeout_at(deadline, done).await {
-            Ok(Ok(outcome)) => {
-                guard.disarm();
-                outcome
-            }
-            // The entry was dropped without an outcome: only on manager teardown.
-            Ok(Err(_)) => Err(Error::ShuttingDown),
-            // Dropping the guard removes the entry and cancels on the peer.
-            Err(_) => {
-                guard.timed_out();
-                Err(Error::Timeout(timeout))
-            }
-        }
     }
 }
 
@@ -91,12 +57,12 @@ impl MessageStatus<SendAndConfirm> {
 }
 
 impl<R> MessageStatus<WithResponse<R>> {
-    pub(crate) fn pending(id: MessageId, target: InstanceId, waiter: Waiter) -> Self {
+    pub(crate) fn pending(target: InstanceId, call: PendingCall) -> Self {
         Self {
-            id,
+            id: call.id,
             target,
             state: WithResponse {
-                waiter,
+                call,
                 _response: PhantomData,
             },
         }
@@ -104,7 +70,7 @@ impl<R> MessageStatus<WithResponse<R>> {
 
     /// Waits for the raw response bytes.
     pub async fn await_response_raw(self) -> Result<Bytes> {
-        self.state.waiter.outcome().await
+        self.state.call.response_bytes().await
     }
 }
 
@@ -123,70 +89,44 @@ impl<R> MessageStatus<WithResponse<R>> {
         R: SameType<T>,
         T: SameType<R>,
     {
-        let bytes = self.await_response_raw().await?;
-        T::decode(&bytes)
+        // Decoded where the reply lies: no copy into `Bytes`.
+        self.state.call.response::<T>().await
     }
 }
 
 /// First phase of a two-phase call: the receipt (handler found and admitted)
 /// comes first, then the response.
 pub struct ReceiptHandle<R> {
-    id: MessageId,
     target: InstanceId,
-    receipt: ReceiptRx,
-    waiter: Waiter,
+    call: PendingCall,
     _response: PhantomData<fn() -> R>,
 }
 
 impl<R> std::fmt::Debug for ReceiptHandle<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReceiptHandle")
-            .field("id", &self.id)
+            .field("id", &self.call.id)
             .finish_non_exhaustive()
     }
 }
 
 impl<R> ReceiptHandle<R> {
-    pub(crate) fn new(
-        id: MessageId,
-        target: InstanceId,
-        receipt: ReceiptRx,
-        waiter: Waiter,
-    ) -> Self {
+    pub(crate) fn new(target: InstanceId, call: PendingCall) -> Self {
         Self {
-            id,
             target,
-            receipt,
-            waiter,
+            call,
             _response: PhantomData,
         }
     }
 
     /// The message's id.
     pub fn message_id(&self) -> MessageId {
-        self.id
+        self.call.id
     }
 
     /// Waits for the receipt; then the response can be awaited.
-    pub async fn await_receipt(self) -> Result<MessageStatus<WithResponse<R>>> {
-        let Self {
-            id,
-            target,
-            receipt,
-            waiter,
-            ..
-        } = self;
-        match tokio::time::timeout_at(waiter.deadline, receipt).await {
-            Ok(Ok(Ok(()))) => Ok(MessageStatus::pending(id, target, waiter)),
-            Ok(Ok(Err(err))) => {
-                waiter.guard.disarm();
-                Err(err)
-            }
-            Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => {
-                waiter.guard.timed_out();
-                Err(Error::Timeout(waiter.timeout))
-            }
-        }
+    pub async fn await_receipt(mut self) -> Result<MessageStatus<WithResponse<R>>> {
+        self.call.receipt().await?;
+        Ok(MessageStatus::pending(self.target, self.call))
     }
 }

@@ -1,6 +1,7 @@
 //! The transport-agnostic runtime: dispatcher and response table.
 
 pub(crate) mod accept;
+pub(crate) mod call;
 pub(crate) mod deadline;
 pub(crate) mod dispatcher;
 pub(crate) mod in_place;

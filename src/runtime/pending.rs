@@ -1,35 +1,32 @@
-//! The in-flight table: message id -> the caller waiting for its reply.
+//! The in-flight table: message id -> the state of the call waiting for its
+//! reply. It is the one owner of a pending call's state; the caller's handle
+//! ([`super::call::PendingCall`]) waits on it, replies complete it, peer loss
+//! fails every entry of that peer at once.
 //!
-//! One entry per outstanding `Confirm` or `Request`. Replies complete it,
-//! peer loss fails every entry of that peer at once, and a guard removes the
-//! entry (and tells the peer) when the caller stops waiting.
+//! Steady state allocates nothing: an entry is a slot of a map whose capacity
+//! stays, the waiter's waker is stored in the slot (no channel per call), and
+//! a reply's payload is copied into a recycled, aligned buffer that the caller
+//! decodes in place and hands back.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use parking_lot::Mutex;
-use tokio::sync::{Semaphore, broadcast, oneshot};
+use rkyv::util::AlignedVec;
+use tokio::sync::{Semaphore, broadcast};
 
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
-use crate::stats::Counters;
 use crate::transport::{BoxedLink, OutFrame};
-use crate::wire::{ErrorCode, Header, Kind};
+use crate::wire::{ErrorCode, Header, Kind, PAYLOAD_ALIGN};
 
-/// Receiver of the final outcome (ack, response or error).
-pub(crate) type DoneRx = oneshot::Receiver<Result<Bytes>>;
-/// Receiver of the receipt (handler found and admitted).
-pub(crate) type ReceiptRx = oneshot::Receiver<Result<()>>;
-
-struct Entry {
-    peer: InstanceId,
-    receipt: Option<oneshot::Sender<Result<()>>>,
-    done: oneshot::Sender<Result<Bytes>>,
-}
+/// A reply payload buffer, aligned so archives are read in place.
+pub(crate) type ReplyBuf = AlignedVec<PAYLOAD_ALIGN>;
 
 /// Cancels waiting for room on a full link, at most.
 const DEFERRED_CANCELS: usize = 1024;
@@ -39,10 +36,88 @@ const CANCEL_GRACE: Duration = Duration::from_secs(10);
 const REMEMBERED_LOSSES: usize = 1024;
 /// Loss notices buffered per listener (a slow one sees `Lagged` and rechecks).
 const LOSS_NOTICES: usize = 1024;
+/// Reply buffers kept for reuse, at most.
+const SPARE_BUFFERS: usize = 64;
+/// Reply buffers larger than this are freed rather than kept.
+const SPARE_MAX_CAPACITY: usize = 64 * 1024;
+
+/// The payload of a successful reply.
+pub(crate) enum Reply {
+    /// An `Ack`: nothing.
+    Empty,
+    /// A copy in a recycled buffer (hand it back with [`PendingTable::recycle`]).
+    Pooled(ReplyBuf),
+    /// A slice of a frame that is already shared (a mapped large frame).
+    Shared(Bytes),
+}
+
+impl Reply {
+    /// The payload bytes (16-byte aligned for `Pooled`).
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Empty => &[],
+            Self::Pooled(buf) => buf.as_slice(),
+            Self::Shared(bytes) => bytes,
+        }
+    }
+}
+
+/// Whether the caller asked for a receipt, and whether it came.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Receipt {
+    NotAsked,
+    Waiting,
+    Came,
+}
+
+/// One call in flight.
+struct Slot {
+    peer: InstanceId,
+    receipt: Receipt,
+    /// Set once, by the reply or a failure; taken by the caller.
+    outcome: Option<Result<Reply>>,
+    waker: Option<Waker>,
+}
+
+/// Hashes our own message ids: they come from one counter of this process
+/// (a peer's correlation ids are only looked up, never inserted), so a
+/// multiplicative hash spreads them well and no hostile key set exists.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+struct Calls {
+    slots: HashMap<MessageId, Slot, BuildHasherDefault<IdHasher>>,
+    spare: Vec<ReplyBuf>,
+}
+
+/// What [`PendingTable::forget`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Forgot {
+    /// The call was still waiting: the peer should hear a Cancel.
+    Waiting,
+    /// It had its outcome (or was gone already): nothing to tell.
+    Finished,
+}
 
 /// Outstanding calls of one manager.
 pub(crate) struct PendingTable {
-    entries: DashMap<MessageId, Entry>,
+    calls: Mutex<Calls>,
     late_replies: AtomicU64,
     deferred_cancels: Arc<Semaphore>,
     lost: Mutex<VecDeque<InstanceId>>,
@@ -52,7 +127,10 @@ pub(crate) struct PendingTable {
 impl Default for PendingTable {
     fn default() -> Self {
         Self {
-            entries: DashMap::new(),
+            calls: Mutex::new(Calls {
+                slots: HashMap::default(),
+                spare: Vec::new(),
+            }),
             late_replies: AtomicU64::new(0),
             deferred_cancels: Arc::new(Semaphore::new(DEFERRED_CANCELS)),
             lost: Mutex::new(VecDeque::new()),
@@ -63,67 +141,113 @@ impl Default for PendingTable {
 
 impl PendingTable {
     /// Registers a call before its frame is sent (so a fast reply finds it).
-    pub(crate) fn register(
-        &self,
-        id: MessageId,
-        peer: InstanceId,
-        want_receipt: bool,
-    ) -> (Option<ReceiptRx>, DoneRx) {
-        let (done, done_rx) = oneshot::channel();
-        let (receipt, receipt_rx) = if want_receipt {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        self.entries.insert(
-            id,
-            Entry {
-                peer,
-                receipt,
-                done,
+    pub(crate) fn register(&self, id: MessageId, peer: InstanceId, want_receipt: bool) {
+        let slot = Slot {
+            peer,
+            receipt: if want_receipt {
+                Receipt::Waiting
+            } else {
+                Receipt::NotAsked
             },
-        );
-        (receipt_rx, done_rx)
+            outcome: None,
+            waker: None,
+        };
+        self.calls.lock().slots.insert(id, slot);
     }
 
     /// Routes one reply frame to its waiter. Unknown ids (late replies after a
     /// timeout or cancel) are dropped and counted. A response whose frame is
     /// `shared` (a mapped large frame) keeps a slice of it instead of a copy.
     pub(crate) fn complete(&self, header: &Header, payload: &[u8], shared: Option<&Bytes>) {
-        let id = header.correlation_id;
-        if header.kind == Kind::Receipt {
-            let receipt = self.entries.get_mut(&id).and_then(|mut e| e.receipt.take());
-            match receipt {
-                Some(tx) => {
-                    let _ = tx.send(Ok(()));
-                }
-                None => self.count_late(header),
-            }
-            return;
-        }
-        let Some((_, entry)) = self.entries.remove(&id) else {
+        let mut calls = self.calls.lock();
+        let Calls { slots, spare } = &mut *calls;
+        let slot = slots
+            .get_mut(&header.correlation_id)
+            .filter(|s| s.outcome.is_none());
+        let Some(slot) = slot else {
+            drop(calls);
             self.count_late(header);
             return;
         };
-        let outcome = match header.kind {
-            Kind::Response => Ok(match shared {
-                // `slice_ref` needs the payload inside the frame's memory.
-                Some(frame) if within(frame, payload) => frame.slice_ref(payload),
-                Some(_) => Bytes::copy_from_slice(payload),
-                None => Bytes::copy_from_slice(payload),
-            }),
-            Kind::Ack => Ok(Bytes::new()),
-            _ => Err(remote_error(header.error_code, payload)),
+        match header.kind {
+            Kind::Receipt if slot.receipt == Receipt::Waiting => slot.receipt = Receipt::Came,
+            Kind::Receipt => {
+                drop(calls);
+                self.count_late(header);
+                return;
+            }
+            Kind::Response => slot.outcome = Some(Ok(reply_of(payload, shared, spare))),
+            Kind::Ack => slot.outcome = Some(Ok(Reply::Empty)),
+            _ => slot.outcome = Some(Err(remote_error(header.error_code, payload))),
+        }
+        let waker = slot.waker.take();
+        drop(calls);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The call's outcome, once it has one (the entry is then gone).
+    pub(crate) fn poll_outcome(&self, id: MessageId, cx: &mut Context<'_>) -> Poll<Result<Reply>> {
+        let mut calls = self.calls.lock();
+        let Some(slot) = calls.slots.get_mut(&id) else {
+            // Only a call that was already finished gets here.
+            return Poll::Ready(Err(Error::ShuttingDown));
         };
-        match (entry.receipt, outcome) {
-            // The call failed before it was admitted: the receipt waiter hears it.
-            (Some(receipt), Err(err)) => {
-                let _ = receipt.send(Err(err));
+        if slot.outcome.is_none() {
+            store_waker(&mut slot.waker, cx);
+            return Poll::Pending;
+        }
+        let outcome = calls.slots.remove(&id).and_then(|s| s.outcome);
+        Poll::Ready(outcome.unwrap_or(Err(Error::ShuttingDown)))
+    }
+
+    /// Ready once the receipt came (`Ok`), or the call failed before it did
+    /// (the error; the entry is then gone). A final reply implies the receipt.
+    pub(crate) fn poll_receipt(&self, id: MessageId, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut calls = self.calls.lock();
+        let Some(slot) = calls.slots.get_mut(&id) else {
+            return Poll::Ready(Err(Error::ShuttingDown));
+        };
+        match (slot.receipt, &slot.outcome) {
+            // A failure before the receipt is the receipt's; after it, the
+            // response's.
+            (Receipt::Waiting, Some(Err(_))) => {}
+            (Receipt::Came | Receipt::NotAsked, _) | (Receipt::Waiting, Some(Ok(_))) => {
+                return Poll::Ready(Ok(()));
             }
-            (_, outcome) => {
-                let _ = entry.done.send(outcome);
+            (Receipt::Waiting, None) => {
+                store_waker(&mut slot.waker, cx);
+                return Poll::Pending;
             }
+        }
+        match calls.slots.remove(&id).and_then(|s| s.outcome) {
+            Some(Err(err)) => Poll::Ready(Err(err)),
+            _ => Poll::Ready(Err(Error::ShuttingDown)),
+        }
+    }
+
+    /// Removes a call whose caller stopped waiting; says whether it was
+    /// still waiting for its reply. A reply it did not read is recycled.
+    pub(crate) fn forget(&self, id: MessageId) -> Forgot {
+        let mut calls = self.calls.lock();
+        match calls.slots.remove(&id) {
+            Some(Slot { outcome: None, .. }) => Forgot::Waiting,
+            Some(Slot {
+                outcome: Some(Ok(Reply::Pooled(buf))),
+                ..
+            }) => {
+                keep_spare(&mut calls.spare, buf);
+                Forgot::Finished
+            }
+            Some(_) | None => Forgot::Finished,
+        }
+    }
+
+    /// Hands a reply's buffer back for the next reply.
+    pub(crate) fn recycle(&self, reply: Reply) {
+        if let Reply::Pooled(buf) = reply {
+            keep_spare(&mut self.calls.lock().spare, buf);
         }
     }
 
@@ -163,12 +287,12 @@ impl PendingTable {
 
     /// Fails every call waiting on `peer`.
     pub(crate) fn fail_peer(&self, peer: InstanceId) -> usize {
-        self.fail_where(|e| e.peer == peer, || Error::PeerLost(peer))
+        self.fail_where(|p| p == peer, || Error::PeerLost(peer))
     }
 
     /// Fails every call waiting on `peer`, which stopped answering.
     pub(crate) fn fail_unresponsive(&self, peer: InstanceId) -> usize {
-        self.fail_where(|e| e.peer == peer, || Error::PeerUnresponsive(peer))
+        self.fail_where(|p| p == peer, || Error::PeerUnresponsive(peer))
     }
 
     /// Fails every outstanding call (shutdown).
@@ -176,34 +300,25 @@ impl PendingTable {
         self.fail_where(|_| true, err)
     }
 
-    fn fail_where(&self, pred: impl Fn(&Entry) -> bool, err: impl Fn() -> Error) -> usize {
-        let ids: Vec<MessageId> = self
-            .entries
-            .iter()
-            .filter(|e| pred(e.value()))
-            .map(|e| *e.key())
-            .collect();
-        let mut failed = 0;
-        for id in ids {
-            if let Some((_, entry)) = self.entries.remove(&id) {
-                failed += 1;
-                match entry.receipt {
-                    Some(receipt) => {
-                        let _ = receipt.send(Err(err()));
-                    }
-                    None => {
-                        let _ = entry.done.send(Err(err()));
-                    }
-                }
+    fn fail_where(&self, pred: impl Fn(InstanceId) -> bool, err: impl Fn() -> Error) -> usize {
+        let mut wakers = Vec::new();
+        let mut calls = self.calls.lock();
+        for slot in calls.slots.values_mut() {
+            if slot.outcome.is_none() && pred(slot.peer) {
+                slot.outcome = Some(Err(err()));
+                wakers.push(slot.waker.take());
             }
         }
+        drop(calls);
+        let failed = wakers.len();
+        wakers.into_iter().flatten().for_each(Waker::wake);
         failed
     }
 
     /// Sends a Cancel that did not fit a full link once there is room: a
     /// bounded number wait at once, each at most [`CANCEL_GRACE`]; the link
     /// failing ends the wait at once.
-    fn cancel_later(&self, link: BoxedLink, header: Header) {
+    pub(crate) fn cancel_later(&self, link: BoxedLink, header: Header) {
         let Ok(permit) = Arc::clone(&self.deferred_cancels).try_acquire_owned() else {
             tracing::debug!(id = %header.correlation_id, "too many deferred cancels: this one is dropped");
             return;
@@ -220,24 +335,52 @@ impl PendingTable {
         });
     }
 
-    /// Removes an entry; true if it was still there.
-    pub(crate) fn remove(&self, id: MessageId) -> bool {
-        self.entries.remove(&id).is_some()
-    }
-
     /// Calls awaiting a reply from `peer` (a scan: for statistics only).
     pub(crate) fn in_flight_to(&self, peer: InstanceId) -> usize {
-        self.entries.iter().filter(|e| e.peer == peer).count()
+        let calls = self.calls.lock();
+        let waiting = calls.slots.values();
+        waiting
+            .filter(|s| s.peer == peer && s.outcome.is_none())
+            .count()
     }
 
-    /// Number of calls in flight.
+    /// Number of calls in flight (a scan: for statistics only).
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        let calls = self.calls.lock();
+        calls.slots.values().filter(|s| s.outcome.is_none()).count()
     }
 
     /// Replies that arrived for no waiting call.
     pub(crate) fn late_replies(&self) -> u64 {
         self.late_replies.load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps `cx`'s waker unless the stored one already wakes the same task
+/// (a tokio waker's clone is a reference count, not an allocation).
+fn store_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
+fn keep_spare(spare: &mut Vec<ReplyBuf>, mut buf: ReplyBuf) {
+    if spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_MAX_CAPACITY {
+        buf.clear();
+        spare.push(buf);
+    }
+}
+
+/// The reply payload: a slice of a shared frame, else a copy into a spare buffer.
+fn reply_of(payload: &[u8], shared: Option<&Bytes>, spare: &mut Vec<ReplyBuf>) -> Reply {
+    match shared {
+        // `slice_ref` needs the payload inside the frame's memory.
+        Some(frame) if within(frame, payload) => Reply::Shared(frame.slice_ref(payload)),
+        _ => {
+            let mut buf = spare.pop().unwrap_or_default();
+            buf.extend_from_slice(payload);
+            Reply::Pooled(buf)
+        }
     }
 }
 
@@ -253,52 +396,13 @@ pub(crate) fn remote_error(code: u8, payload: &[u8]) -> Error {
     }
 }
 
-/// Removes a call from the table when its waiter goes away, and tells the
-/// peer so a running handler can stop.
-pub(crate) struct PendingGuard {
-    pub(crate) table: Arc<PendingTable>,
-    pub(crate) id: MessageId,
-    pub(crate) link: BoxedLink,
-    pub(crate) local: InstanceId,
-    pub(crate) cancel_id: MessageId,
-    pub(crate) counters: Arc<Counters>,
-}
-
-impl PendingGuard {
-    /// Forgets the entry (it was completed); nothing is sent. The guard is
-    /// then dropped normally, releasing its link handle.
-    pub(crate) fn disarm(self) {
-        self.table.remove(self.id);
-    }
-
-    /// The caller's budget ran out: counts it; dropping the guard then
-    /// cancels the call on the peer.
-    pub(crate) fn timed_out(self) {
-        Counters::bump(&self.counters.timeouts);
-    }
-}
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        if !self.table.remove(self.id) {
-            return;
-        }
-        let mut header = Header::new(Kind::Cancel, self.cancel_id, self.local);
-        header.correlation_id = self.id;
-        match self.link.try_send(OutFrame::bytes(header, "", &[])) {
-            Ok(()) => {}
-            // A full link (a slow or stopped peer) still gets its Cancel,
-            // once there is room.
-            Err(Error::Full) => self.table.cancel_later(Arc::clone(&self.link), header),
-            // A broken link runs nothing any more.
-            Err(_) => {}
-        }
-    }
-}
-
 /// Whether `part` lies inside `whole`'s memory.
 fn within(whole: &Bytes, part: &[u8]) -> bool {
     let range = whole.as_ptr_range();
     let inner = part.as_ptr_range();
     part.is_empty() || (range.start <= inner.start && inner.end <= range.end)
 }
+
+#[cfg(test)]
+#[path = "pending_tests.rs"]
+mod tests;

@@ -19,11 +19,12 @@ use shm_ring::fdpass::send_fds;
 use shm_ring::{Producer, RingCloser, RingError, WriteGrant};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
-use tokio::sync::{Mutex, MutexGuard, Semaphore, TryAcquireError};
+use tokio::sync::{Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
 use super::Registry;
 use super::large::{self, Blob, Source};
+use super::txlock::{TxGuard, TxLock};
 use crate::codec::DoesNotFit;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
@@ -56,12 +57,18 @@ const MIN_GUESS: usize = 4096;
 pub(crate) struct Tx {
     pub(crate) producer: Producer,
     guess: usize,
+    /// The record size the last `Full` write needed.
+    want: usize,
 }
 
 impl Tx {
     pub(crate) fn new(producer: Producer) -> Self {
         let guess = MIN_GUESS.min(producer.max_record());
-        Self { producer, guess }
+        Self {
+            producer,
+            guess,
+            want: guess,
+        }
     }
 }
 
@@ -78,7 +85,7 @@ pub(crate) enum Wrote {
 pub(crate) struct ShmLink {
     pub(crate) peer: InstanceId,
     pub(crate) local: InstanceId,
-    pub(crate) tx: Mutex<Tx>,
+    pub(crate) tx: TxLock,
     pub(crate) max_record: usize,
     pub(crate) peer_max_frame: usize,
     pub(crate) stream: UnixStream,
@@ -172,7 +179,7 @@ impl ShmLink {
         self.shut();
     }
 
-    async fn lock_tx(&self) -> Result<MutexGuard<'_, Tx>> {
+    async fn lock_tx(&self) -> Result<TxGuard<'_>> {
         let guard = self.tx.lock().await;
         self.check_open()?;
         Ok(guard)
@@ -182,29 +189,23 @@ impl ShmLink {
         p.reserve(len).await.map_err(|e| self.ring_error(e))
     }
 
-    /// Writes one frame into the ring without waiting.
+    /// Writes one frame into the ring without waiting: the one place a
+    /// frame is encoded into a ring record. On `Full`, `tx.want` holds the
+    /// record size that did not fit.
     pub(crate) fn write_now(&self, tx: &mut Tx, src: Source<'_>) -> Result<Wrote> {
         let max = self.max_record;
-        if let Some(len) = src.exact_len() {
-            if len > max {
-                return Ok(Wrote::Large);
-            }
-            return match tx.producer.try_reserve(len) {
-                Ok(mut grant) => {
-                    let written = src.encode_into(&mut grant).map_err(|_| mismatch())?;
-                    grant.commit_len(written);
-                    self.counters.record_sent(written);
-                    Ok(Wrote::Done)
-                }
-                Err(RingError::Full) => Ok(Wrote::Full),
-                Err(e) => Err(self.ring_error(e)),
-            };
+        let exact = src.exact_len();
+        if exact.is_some_and(|len| len > max) {
+            return Ok(Wrote::Large);
         }
-        let mut len = tx.guess;
+        let mut len = exact.unwrap_or(tx.guess);
         loop {
             let mut grant = match tx.producer.try_reserve(len) {
                 Ok(grant) => grant,
-                Err(RingError::Full) => return Ok(Wrote::Full),
+                Err(RingError::Full) => {
+                    tx.want = len;
+                    return Ok(Wrote::Full);
+                }
                 Err(e) => return Err(self.ring_error(e)),
             };
             match src.encode_into(&mut grant) {
@@ -214,50 +215,43 @@ impl ShmLink {
                     self.check_size(written)?;
                     grant.commit_len(written);
                     self.counters.record_sent(written);
-                    tx.guess = next_guess(written, max);
+                    if exact.is_none() {
+                        tx.guess = next_guess(written, max);
+                    }
                     return Ok(Wrote::Done);
                 }
+                Err(DoesNotFit) if exact.is_some() => return Err(mismatch()),
                 Err(DoesNotFit) if len < max => len = (len * 4).min(max),
                 Err(DoesNotFit) => return Ok(Wrote::Large),
             }
         }
     }
 
-    /// Writes one frame, waiting for room (backpressure).
+    /// Writes one frame, waiting for room (backpressure): [`Self::write_now`]
+    /// again each time the ring has room for the record that did not fit.
     pub(crate) async fn write(&self, src: Source<'_>) -> Result<()> {
         self.check_open()?;
-        let max = self.max_record;
         if let Some(len) = src.exact_len() {
             self.check_size(len)?;
-            if len > max {
-                return self.write_large(src).await;
-            }
-            let mut tx = self.lock_tx().await?;
-            let mut grant = self.reserve(&mut tx.producer, len).await?;
-            let written = src.encode_into(&mut grant).map_err(|_| mismatch())?;
-            grant.commit_len(written);
-            self.counters.record_sent(written);
-            return Ok(());
         }
-        {
+        let wrote = {
             let mut tx = self.lock_tx().await?;
-            let mut len = tx.guess;
             loop {
-                let mut grant = self.reserve(&mut tx.producer, len).await?;
-                match src.encode_into(&mut grant) {
-                    Ok(written) => {
-                        self.check_size(written)?;
-                        grant.commit_len(written);
-                        self.counters.record_sent(written);
-                        tx.guess = next_guess(written, max);
-                        return Ok(());
+                match self.write_now(&mut tx, src)? {
+                    Wrote::Full => {
+                        let want = tx.want;
+                        // Dropped unused (publishes nothing): it only
+                        // waited for the room.
+                        let _room = self.reserve(&mut tx.producer, want).await?;
                     }
-                    Err(DoesNotFit) if len < max => len = (len * 4).min(max),
-                    Err(DoesNotFit) => break,
+                    wrote => break wrote,
                 }
             }
+        };
+        match wrote {
+            Wrote::Large => self.write_large(src).await,
+            _ => Ok(()),
         }
-        self.write_large(src).await
     }
 
     /// Sends a frame too big for the pooled area as a sealed memfd of its own.

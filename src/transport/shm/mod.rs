@@ -37,6 +37,7 @@ mod pooled;
 mod pump;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod rendezvous;
+mod txlock;
 
 pub use config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_POOL_CAP, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, ShmConfig,
@@ -61,7 +62,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use shm_ring::{Consumer, Producer, RingConfig, WaitPolicy};
 use tokio::net::UnixListener;
-use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use self::link::{LARGE_WINDOW, ShmLink, Tx};
@@ -240,7 +241,7 @@ impl Shared {
             max_record: producer.max_record(),
             closers: [producer.closer(), consumer.closer()],
             counters: LinkCounters::with_rings(producer.counters(), consumer.counters()),
-            tx: Mutex::new(Tx::new(producer)),
+            tx: txlock::TxLock::new(Tx::new(producer)),
             peer_max_frame: raw.peer_max_frame,
             stream: raw.stream,
             closed: AtomicBool::new(false),

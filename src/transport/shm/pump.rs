@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rkyv::util::AlignedVec;
 use shm_ring::fdpass::recv_fds;
-use shm_ring::{Consumer, RingError};
+use shm_ring::{Consumer, RingError, SpinStep, Spinner};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
@@ -45,21 +45,25 @@ enum Outcome {
     Stop,
 }
 
+/// Polls between two yields of a spinning reader (to the tasks sharing its
+/// thread, then to the OS). A peer thread woken onto this very core (after
+/// an eventfd wake-up, or on a loaded host) waits at most this many polls,
+/// a few microseconds, for the core, instead of a whole spin budget.
+const READER_YIELD_EVERY: u32 = 128;
+
 /// Waits until the consumer has a record (or an error) at its head.
 ///
-/// `spin`: `None` spins for ever (`Spin`), `Some(d)` spins for `d`, then
-/// parks on the doorbell (the consumer's own policy is then `Park`).
-/// Each spin round yields to the tokio scheduler (so tasks sharing the
-/// thread run) and then to the OS. When the peer's thread was woken onto
-/// this very core (schedulers like to do that after an eventfd wake-up, and
-/// a loaded host does it all the time), a spinner that keeps the core holds
-/// up the very answer it waits for until its budget runs out. Measured on a
-/// loaded 2-core VM, 64-byte echo, median round trip: `Adaptive` ~210 µs
-/// when never yielding the core (threads co-located) against ~5-7 µs when
-/// yielding every round; `Spin` 3.3 µs or 100-135 µs (co-located) when
-/// yielding every 64 rounds, against a steady ~6 µs when yielding every
-/// round. On an idle core the extra `sched_yield` is cheap.
-async fn wait_record(rx: &mut Consumer, spin: Option<Duration>) -> Result<(), RingError> {
+/// The reader spins on the ring itself under the link's one spin policy
+/// ([`Spinner`], from the ring crate: `None` spins for ever, `Some(d)` for
+/// `d`, then parks on the doorbell, the consumer's own policy being `Park`).
+/// `handled`: a record was just handled; if the ring is now empty, the
+/// reader first yields once, so what the record woke (the caller whose
+/// reply it was, the dispatcher) runs before this task spins again.
+async fn wait_record(
+    rx: &mut Consumer,
+    spinner: &mut Spinner,
+    handled: bool,
+) -> Result<(), RingError> {
     // A record left unreleased (dropped grant) stays at the head.
     let ready = |rx: &mut Consumer| match rx.try_read() {
         Ok(_) => Ok(true),
@@ -69,14 +73,26 @@ async fn wait_record(rx: &mut Consumer, spin: Option<Duration>) -> Result<(), Ri
     if ready(rx)? {
         return Ok(());
     }
-    if spin != Some(Duration::ZERO) {
-        let start = std::time::Instant::now();
-        while spin.is_none_or(|budget| start.elapsed() < budget) {
-            tokio::task::yield_now().await;
-            std::thread::yield_now();
-            if ready(rx)? {
-                return Ok(());
+    if handled {
+        // tokio's yield: a caller that is a runtime's `block_on` future (not
+        // a task in the run queue) is only polled once the queue is empty.
+        tokio::task::yield_now().await;
+        if ready(rx)? {
+            return Ok(());
+        }
+    }
+    spinner.reset();
+    loop {
+        match spinner.step() {
+            SpinStep::Poll => {}
+            SpinStep::Yield => {
+                tokio::task::yield_now().await;
+                std::thread::yield_now();
             }
+            SpinStep::Park => break,
+        }
+        if ready(rx)? {
+            return Ok(());
         }
     }
     rx.read().await.map(drop)
@@ -96,8 +112,12 @@ pub(crate) async fn read_ring(
     let mut deferred: Vec<Vec<u8>> = Vec::new();
     let mut pool = RxPool::new(pooled::max_segment(inbox.max_frame));
     let mut router = Router::new();
+    let mut spinner = Spinner::with_budget(spin, READER_YIELD_EVERY);
+    let mut handled = false;
     loop {
-        let grant = match wait_record(&mut rx, spin).await {
+        let waited = wait_record(&mut rx, &mut spinner, handled).await;
+        handled = true;
+        let grant = match waited {
             Ok(()) => rx.try_read(),
             Err(e) => Err(e),
         };
