@@ -32,6 +32,7 @@ pub(crate) mod handshake;
 mod large;
 mod link;
 mod liveness;
+pub(crate) mod loan;
 mod pool;
 mod pooled;
 mod pump;

@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 
 use super::large::{self, Source};
 use super::link::{
-    FLAG_FRAME, FLAG_LARGE, LARGE_WINDOW, MARKER_LEN, MSG_ACK, MSG_FD, MSG_PING, MSG_PONG, ShmLink,
-    Wrote,
+    FLAG_FRAME, FLAG_LARGE, LARGE_WINDOW, MARKER_LEN, MSG_ACK, MSG_FD, MSG_PING, MSG_PONG,
+    MSG_RETURNED, ShmLink, Wrote,
 };
 use super::liveness;
 use super::pool::RxPool;
@@ -92,7 +92,7 @@ pub(crate) async fn read_ring(
 ) {
     let mut scratch = AlignedVec::<PAYLOAD_ALIGN>::new();
     let mut deferred: Vec<Vec<u8>> = Vec::new();
-    let mut pool = RxPool::new(pooled::max_segment(inbox.max_frame));
+    let mut pool = RxPool::with_bell(pooled::max_segment(inbox.max_frame), pooled::bell(&link));
     loop {
         let grant = match wait_record(&mut rx, spin).await {
             Ok(()) => rx.try_read(),
@@ -361,6 +361,10 @@ pub(crate) async fn watch_socket(link: Arc<ShmLink>, fds: mpsc::Sender<OwnedFd>)
                 }
                 (MSG_PONG, Err(none)) if none.is_empty() => {
                     liveness::heard(&link);
+                    continue;
+                }
+                (MSG_RETURNED, Err(none)) if none.is_empty() => {
+                    link.pool.on_returned();
                     continue;
                 }
                 (MSG_ACK, Err(none)) if none.is_empty() => {
