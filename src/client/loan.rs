@@ -19,7 +19,6 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 
 use rkyv::util::AlignedVec;
 use tokio::time::Instant;
@@ -147,7 +146,11 @@ impl NetworkClient {
                 max: self.limits.max_payload,
             });
         }
-        let link = Arc::clone(&self.link(peer)?);
+        let link = self.link(peer)?;
+        // Without waiting first: the common case costs no boxed future.
+        if let Some(loan) = link.try_loan(len)? {
+            return Ok(loan);
+        }
         let timeout = self.default_timeout();
         tokio::time::timeout_at(Instant::now() + timeout, link.loan(len))
             .await

@@ -195,10 +195,16 @@ pub trait PeerLink: Send + Sync + 'static {
     /// Closes the link (sending a goodbye where possible). Idempotent.
     fn close(&self);
     /// Lends a writable buffer of `len` payload bytes for a frame to this
-    /// peer ([`crate::Loan`]). By default a heap buffer, copied when sent;
-    /// a transport that can send a buffer of its own in place (shared
-    /// memory) lends one and recognises it in [`PeerLink::send`].
-    fn loan(self: Arc<Self>, len: usize) -> BoxFuture<'static, Result<crate::Loan>> {
+    /// peer ([`crate::Loan`]) if it can without waiting, else `Ok(None)`
+    /// (then [`PeerLink::loan`] waits). By default a heap buffer, copied
+    /// when sent; a transport that can send a buffer of its own in place
+    /// (shared memory) lends one and recognises it in [`PeerLink::send`].
+    fn try_loan(&self, len: usize) -> Result<Option<crate::Loan>> {
+        Ok(Some(crate::Loan::heap(len)))
+    }
+    /// Lends a buffer as [`PeerLink::try_loan`] does, waiting while none is
+    /// free (backpressure).
+    fn loan(&self, len: usize) -> BoxFuture<'_, Result<crate::Loan>> {
         Box::pin(async move { Ok(crate::Loan::heap(len)) })
     }
 }

@@ -91,7 +91,7 @@ pub(crate) struct ShmLink {
     pub(crate) lost: CancellationToken,
     pub(crate) large_window: Semaphore,
     /// The pooled large-buffer area this side sends from.
-    pub(crate) pool: super::pool::TxPool,
+    pub(crate) pool: Arc<super::pool::TxPool>,
     pub(crate) events: Arc<dyn LinkEvents>,
     pub(crate) registry: Weak<Registry>,
     pub(crate) serial: u64,
@@ -454,7 +454,11 @@ impl PeerLink for ShmLink {
         }
     }
 
-    fn loan(self: Arc<Self>, len: usize) -> BoxFuture<'static, Result<crate::Loan>> {
+    fn try_loan(&self, len: usize) -> Result<Option<crate::Loan>> {
+        self.try_lend(len)
+    }
+
+    fn loan(&self, len: usize) -> BoxFuture<'_, Result<crate::Loan>> {
         Box::pin(self.lend(len))
     }
 }

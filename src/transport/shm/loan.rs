@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::link::ShmLink;
-use super::pool::Segment;
+use super::pool::Grow;
+use super::pool::{Lease, Segment, TxPool};
 use crate::client::loan::Loan;
 use crate::error::{Error, Result};
 use crate::transport::{OutFrame, PayloadRef};
@@ -27,7 +28,7 @@ pub(crate) const LOAN_HEAD: usize = 4096;
 /// as sent (the receiver now owns it until it returns this generation) or
 /// unsent (free again at once).
 pub(crate) struct ShmLoan {
-    link: Arc<ShmLink>,
+    pool: Arc<TxPool>,
     seg: Arc<Segment>,
     id: u32,
     gen_: u64,
@@ -62,7 +63,7 @@ impl ShmLoan {
     }
 
     fn lent_by(&self, link: &ShmLink) -> bool {
-        std::ptr::eq(Arc::as_ptr(&self.link), link)
+        Arc::ptr_eq(&self.pool, &link.pool)
     }
 }
 
@@ -70,7 +71,7 @@ impl Drop for ShmLoan {
     fn drop(&mut self) {
         // Acquire: pairs with the Release store after the commit in `send_loaned`.
         let published = self.published.load(Ordering::Acquire);
-        self.link.pool.give_back(self.id, self.gen_, published);
+        self.pool.give_back(self.id, self.gen_, published);
     }
 }
 
@@ -89,9 +90,10 @@ impl Drop for Claim<'_> {
 }
 
 impl ShmLink {
-    /// Lends a buffer of `len` payload bytes: pooled shared memory when the
-    /// payload is too big for a ring record and fits the area, else the heap.
-    pub(crate) async fn lend(self: Arc<Self>, len: usize) -> Result<Loan> {
+    /// Where a loan of `len` bytes comes from: `Ok(Some(room))` from the
+    /// pool, a segment of `room` data bytes; `Ok(None)` the heap (small
+    /// enough for a ring record, or larger than the whole area).
+    fn loan_room(&self, len: usize) -> Result<Option<usize>> {
         let frame = wire::HEADER_LEN.saturating_add(len);
         if frame > self.peer_max_frame {
             return Err(Error::PayloadTooLarge {
@@ -99,23 +101,44 @@ impl ShmLink {
                 max: self.peer_max_frame,
             });
         }
-        let room = LOAN_HEAD + len;
-        if frame <= self.max_record || !self.pool.fits_cap(room) {
-            return Ok(Loan::heap(len));
-        }
-        if crate::transport::PeerLink::is_closed(&*self) {
+        if crate::transport::PeerLink::is_closed(self) {
             return Err(Error::PeerLost(self.peer));
         }
-        let (id, gen_, seg) = self.lease(room).await?.detach();
-        Ok(Loan::shared(ShmLoan {
-            link: self,
+        let room = LOAN_HEAD.saturating_add(len);
+        Ok((frame > self.max_record && self.pool.fits_cap(room)).then_some(room))
+    }
+
+    fn lent(&self, lease: Lease<'_>, len: usize) -> Loan {
+        let (id, gen_, seg) = lease.detach();
+        Loan::shared(ShmLoan {
+            pool: Arc::clone(&self.pool),
             seg,
             id,
             gen_,
             len,
             claimed: AtomicBool::new(false),
             published: AtomicBool::new(false),
-        }))
+        })
+    }
+
+    /// Lends a buffer of `len` payload bytes if one is free now (pooled
+    /// shared memory for a payload too big for a ring record that fits the
+    /// area, else the heap), or `Ok(None)`.
+    pub(crate) fn try_lend(&self, len: usize) -> Result<Option<Loan>> {
+        let Some(room) = self.loan_room(len)? else {
+            return Ok(Some(Loan::heap(len)));
+        };
+        let lease = self.pool.try_lease_with(room, Grow::Warm)?;
+        Ok(lease.map(|lease| self.lent(lease, len)))
+    }
+
+    /// [`Self::try_lend`], waiting while no segment is free.
+    pub(crate) async fn lend(&self, len: usize) -> Result<Loan> {
+        let Some(room) = self.loan_room(len)? else {
+            return Ok(Loan::heap(len));
+        };
+        let lease = self.lease(room).await?;
+        Ok(self.lent(lease, len))
     }
 
     /// Sends `frame` (its header already made monotonic): a loan this link

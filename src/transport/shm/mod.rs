@@ -248,7 +248,7 @@ impl Shared {
             reported: AtomicBool::new(false),
             lost: CancellationToken::new(),
             large_window: Semaphore::new(LARGE_WINDOW),
-            pool: pool::TxPool::new(self.config.pool_cap()),
+            pool: Arc::new(pool::TxPool::new(self.config.pool_cap())),
             events: Arc::clone(&self.inbox.events),
             registry: Arc::downgrade(&self.registry),
             serial,
