@@ -153,3 +153,56 @@ fn pool_levels_return_when_both_sides_drop() {
     assert!(after.tx_segments < during.tx_segments);
     assert!(after.rx_segments < during.rx_segments);
 }
+
+#[test]
+fn a_sender_waits_for_a_returned_segment_before_mapping_more() {
+    let mut p = Pair::new(256 << 20);
+    let refs: Vec<Ref> = (0..PIPELINE as u8)
+        .map(|i| p.send(2 << 20, i).unwrap())
+        .collect();
+    let held: Vec<Held> = refs.iter().map(|&r| p.rx.take(r).unwrap()).collect();
+    assert!(
+        p.tx.try_lease_with(2 << 20, Grow::Warm).unwrap().is_none(),
+        "{PIPELINE} in flight: wait for one of them"
+    );
+    assert!(
+        p.tx.try_lease_with(1 << 24, Grow::Warm).unwrap().is_some(),
+        "none of another size in flight: map one"
+    );
+    let mut held = held.into_iter();
+    drop(held.next());
+    let lease = p.tx.try_lease_with(2 << 20, Grow::Warm).unwrap().unwrap();
+    assert_eq!(lease.id, refs[0].id, "the returned one");
+    assert!(
+        p.tx.try_lease_with(2 << 20, Grow::Always)
+            .unwrap()
+            .is_some(),
+        "beyond the wait, a fresh one"
+    );
+    drop(held);
+}
+
+#[test]
+fn a_return_rings_an_armed_sender_once() {
+    let rings = Arc::new(AtomicU64::new(0));
+    let r2 = Arc::clone(&rings);
+    let mut p = Pair::new(64 << 20);
+    p.rx = RxPool::with_bell(
+        64 << 20,
+        Arc::new(move || {
+            r2.fetch_add(1, Ordering::Relaxed);
+        }),
+    );
+    let r = p.send(1 << 20, 1).unwrap();
+    let held = p.rx.take(r).unwrap();
+    drop(held);
+    assert_eq!(rings.load(Ordering::Relaxed), 0, "nobody waited: no ring");
+    let r = p.send(1 << 20, 2).unwrap();
+    let held = p.rx.take(r).unwrap();
+    p.tx.arm_wake();
+    drop(held);
+    assert_eq!(rings.load(Ordering::Relaxed), 1, "armed: one ring");
+    let r = p.send(1 << 20, 3).unwrap();
+    drop(p.rx.take(r).unwrap());
+    assert_eq!(rings.load(Ordering::Relaxed), 1, "one ring per arming");
+}
