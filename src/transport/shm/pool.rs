@@ -48,6 +48,9 @@ pub(crate) const PIPELINE: usize = 3;
 /// Offset in the control page of the `wake` word: set by a sender waiting
 /// for this segment, cleared by the receiver that then rings.
 const WAKE_AT: usize = 64;
+/// Offset in the control page of the `taken` word: the last generation the
+/// receiver has read the reference of (a hint for the sender's sizing).
+const TAKEN_AT: usize = 128;
 
 /// Data capacity of a segment made for a frame of `len` bytes: a multiple
 /// of an eighth of the next power of two (at most 12.5 % unused), >= 1 MiB.
@@ -132,6 +135,13 @@ impl Segment {
         // SAFETY: as in `released`: offset WAKE_AT (8-aligned) lies inside
         // the page-aligned control page, only ever accessed atomically.
         unsafe { &*self.map.as_ptr().add(WAKE_AT).cast::<AtomicU64>() }
+    }
+
+    /// The last generation the receiver took (see [`TAKEN_AT`]).
+    fn taken(&self) -> &AtomicU64 {
+        // SAFETY: as in `released`: offset TAKEN_AT (8-aligned) lies inside
+        // the page-aligned control page, only ever accessed atomically.
+        unsafe { &*self.map.as_ptr().add(TAKEN_AT).cast::<AtomicU64>() }
     }
 
     /// Start of the data area (page aligned, `capacity()` bytes).
@@ -230,6 +240,13 @@ impl TxSlot {
         // Relaxed: a sizing hint; `is_free` does the synchronising load.
         self.sent != 0 && self.seg.released().load(Ordering::Relaxed) != self.sent
     }
+
+    /// Published and its reference not yet read by the receiver: the
+    /// receiver is behind, and a fresh segment would only queue up too.
+    fn queued(&self) -> bool {
+        // Relaxed: a sizing hint only.
+        self.in_flight() && self.seg.taken().load(Ordering::Relaxed) != self.sent
+    }
 }
 
 /// Whether a lease may map a fresh segment when none is free.
@@ -237,6 +254,10 @@ impl TxSlot {
 pub(crate) enum Grow {
     /// Whenever the cap allows.
     Always,
+    /// Unless [`PIPELINE`] segments of the size are in flight and the
+    /// receiver has not even read one of them yet (it is behind: wait, as a
+    /// full ring makes a sender wait).
+    Paced,
     /// Only while fewer than [`PIPELINE`] segments of the size are in
     /// flight (else wait for one to come back: its pages are warm).
     Warm,
@@ -335,8 +356,9 @@ impl TxPool {
         if let Some(i) = best {
             return Ok(Some(self.lease_slot(&mut inner, i)));
         }
-        let in_flight = inner.slots.iter().filter(fits).filter(|s| s.in_flight());
-        if grow == Grow::Warm && in_flight.count() >= PIPELINE {
+        let in_flight = || inner.slots.iter().filter(fits).filter(|s| s.in_flight());
+        let full = grow != Grow::Always && in_flight().count() >= PIPELINE;
+        if full && (grow == Grow::Warm || in_flight().any(|s| s.queued())) {
             return Ok(None);
         }
         let want = SEG_HEADER + capacity_for(len);
@@ -593,6 +615,8 @@ impl RxPool {
             return Err(format!("pool segment {} reused while held", r.id));
         }
         rx.last.store(r.gen_, Ordering::Relaxed);
+        // Relaxed: a hint for the sender's sizing (see `TxSlot::queued`).
+        rx.seg.taken().store(r.gen_, Ordering::Relaxed);
         RX_HELD.fetch_add(1, Ordering::Relaxed);
         Ok(Held {
             rx: Arc::clone(rx),

@@ -206,3 +206,21 @@ fn a_return_rings_an_armed_sender_once() {
     drop(p.rx.take(r).unwrap());
     assert_eq!(rings.load(Ordering::Relaxed), 1, "one ring per arming");
 }
+
+#[test]
+fn past_the_wait_a_sender_grows_only_if_the_receiver_keeps_up() {
+    let mut p = Pair::new(256 << 20);
+    let refs: Vec<Ref> = (0..PIPELINE as u8)
+        .map(|i| p.send(2 << 20, i).unwrap())
+        .collect();
+    assert!(
+        p.tx.try_lease_with(2 << 20, Grow::Paced).unwrap().is_none(),
+        "none read yet: the receiver is behind, wait"
+    );
+    let held: Vec<Held> = refs.iter().map(|&r| p.rx.take(r).unwrap()).collect();
+    assert!(
+        p.tx.try_lease_with(2 << 20, Grow::Paced).unwrap().is_some(),
+        "all read and held: map a fresh one"
+    );
+    drop(held);
+}

@@ -178,17 +178,19 @@ impl ShmLink {
     /// Leases a segment, waiting while the area is at its cap and every
     /// segment is still held by the receiver (backpressure; the caller's
     /// deadline bounds the wait). While [`pool::PIPELINE`] segments of the
-    /// size are in flight, it first waits up to [`grace`] for one to come
-    /// back (its pages are mapped and warm) before mapping a fresh one. The
-    /// receiver rings when it returns a segment (see `TxPool::arm_wake`); a
-    /// slow poll covers a lost ring.
+    /// size are in flight, it waits for one to come back (its pages are
+    /// mapped and warm) rather than mapping a fresh one: for as long as the
+    /// receiver has not read one of them (it is behind), else up to
+    /// [`grace`] (it may be holding them). The receiver rings when it
+    /// returns a segment (see `TxPool::arm_wake`); a slow poll covers a
+    /// lost ring.
     pub(crate) async fn lease(&self, len: usize) -> Result<Lease<'_>> {
         let warm_until = tokio::time::Instant::now() + grace(len);
         loop {
             let grow = if tokio::time::Instant::now() < warm_until {
                 Grow::Warm
             } else {
-                Grow::Always
+                Grow::Paced
             };
             let returned = self.pool.returned().notified();
             let mut returned = pin!(returned);
@@ -202,7 +204,7 @@ impl ShmLink {
             }
             let until = match grow {
                 Grow::Warm => warm_until,
-                Grow::Always => tokio::time::Instant::now() + POLL,
+                Grow::Paced | Grow::Always => tokio::time::Instant::now() + POLL,
             };
             tokio::select! {
                 () = returned => {}
