@@ -63,7 +63,7 @@ fn inspect(payload: &Bytes, seed: u64, place: Where) -> Result<(), String> {
         if !mapping.contains("memfd:am-pool") {
             return Err(format!("payload copied out of the pool: {mapping:?}"));
         }
-        if place == Where::Loaned && at % 4096 != 0 {
+        if place == Where::Loaned && !at.is_multiple_of(4096) {
             return Err(format!("payload at {at:#x}, not page aligned"));
         }
     }
@@ -107,7 +107,7 @@ fn handler_counts(server: &ActiveMessageManager, name: &str) -> (u64, u64) {
 async fn filled_loan(p: &Pair, len: usize, seed: u64) -> Loan {
     let mut loan = p.client.client().loan(p.target(), len).await.unwrap();
     assert_eq!(loan.len(), len);
-    assert_eq!(loan.as_ptr() as usize % active_message::LOAN_ALIGN, 0);
+    assert!((loan.as_ptr() as usize).is_multiple_of(active_message::LOAN_ALIGN));
     fill(&mut loan, seed);
     loan
 }

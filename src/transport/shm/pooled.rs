@@ -5,11 +5,18 @@
 //!
 //! Ring records of this path (all [`RECORD_LEN`] bytes, little-endian):
 //! - [`FLAG_POOL`]: `id u32, 0 u32, generation u64, offset u64, length u64`:
-//!   a frame at `offset` of segment `id`'s data area.
+//!   a frame at `offset` of segment `id`'s data area (0, or for a loan the
+//!   offset that puts its payload at data offset 4096: see `super::loan`).
 //! - [`FLAG_SEGMENT`]: `id u32, 0 u32, size u64, 0 u64, 0 u64`: segment `id`
 //!   is the next descriptor on the rendezvous socket (sent before the record,
 //!   acknowledged like the per-message large frames).
 //! - [`FLAG_RETIRE`]: `id u32, 0 ...`: segment `id` is no longer used.
+//!
+//! A segment's control page holds, as little-endian u64 words: at 0 the last
+//! generation the receiver returned, at 64 `wake` (a waiting sender sets it;
+//! the receiver that returns the segment clears it and sends the socket
+//! message [`MSG_RETURNED`]), at 128 the last generation the receiver read
+//! the reference of.
 //!
 //! Frames that cannot fit in the area even when it is empty (over the cap)
 //! still travel in a memfd of their own (`link::write_memfd`).
