@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rkyv::util::AlignedVec;
-use shm_ring::fdpass::recv_fds;
+use shm_ring::fdpass::FdReceiver;
 use shm_ring::{Consumer, RingError};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
@@ -338,14 +338,18 @@ async fn take_large(
 /// protocol violation, then shuts the link.
 pub(crate) async fn watch_socket(link: Arc<ShmLink>, fds: mpsc::Sender<OwnedFd>) {
     let mut byte = [0u8; 1];
+    // Kept across reads: a byte without a descriptor allocates nothing.
+    let mut receiver = FdReceiver::new();
     loop {
         let got = link
             .stream
             .async_io(Interest::READABLE, || {
-                recv_fds(link.stream.as_fd(), &mut byte).map_err(|e| match e {
-                    RingError::Io(e) => e,
-                    other => std::io::Error::other(other.to_string()),
-                })
+                receiver
+                    .recv(link.stream.as_fd(), &mut byte)
+                    .map_err(|e| match e {
+                        RingError::Io(e) => e,
+                        other => std::io::Error::other(other.to_string()),
+                    })
             })
             .await;
         let violation = match got {
