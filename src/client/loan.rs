@@ -157,3 +157,9 @@ impl NetworkClient {
             .map_err(|_| Error::Timeout(timeout))?
     }
 }
+
+// A loan is filled on one task or thread and sent from another.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Loan>();
+};
