@@ -162,6 +162,27 @@ fn bars() -> Vec<Bar> {
             text: "  same, 256 MiB",
         },
         Ratio {
+            case: "am_shm_tp_16m_loan",
+            base: "memcpy_16m",
+            at_most: false,
+            factor: 0.9,
+            text: "loan + send 16 MiB (shm, one write into the loan) >= 0.9x memcpy",
+        },
+        AtMost {
+            case: "am_shm_tp_16m",
+            field: "allocs/msg client",
+            limit: 0.01,
+            unit: "",
+            text: "AM one-way 16 MiB: <= 0.01 allocations per message, client",
+        },
+        AtMost {
+            case: "am_shm_tp_16m",
+            field: "allocs/msg server",
+            limit: 0.01,
+            unit: "",
+            text: "AM one-way 16 MiB: <= 0.01 allocations per message, server",
+        },
+        Ratio {
             case: "am_shm_tp_1m",
             base: "am_tcp_tp_1m",
             at_most: false,
@@ -321,6 +342,8 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
         "shm_one_way_ring4m",
         "shm_one_way_zc",
         "shm_one_way_large",
+        "shm_one_way_loan",
+        "shm_large_rt",
     ] {
         let suite = am::suite(name);
         case!(true, suite.key(), suite.label(), suite.run(plan));

@@ -47,6 +47,7 @@ pub use protocol::json;
 pub use client::front::{
     ChannelFront, FrontConfig, IncomingActiveMessage, ResponseNotification, front_handler,
 };
+pub use client::loan::{LOAN_ALIGN, Loan};
 pub use client::message::{
     DetachedReceipt, MessageBuilder, NeedsDeliveryMode, WithResponseExpected,
 };

@@ -39,13 +39,24 @@ pub struct Suite {
     /// run inline on the link's reader, `Vec<u8>` archived into the ring slot) instead
     /// of the async `sink` (`am_handler`, raw payload).
     zero_copy: bool,
+    /// One-way messages are loans (`client.loan`, filled with one copy, sent
+    /// with `loaned`) instead of raw payloads.
+    loan: bool,
+    /// Sizes of the raw round trips (`echo_raw`, payload back as response).
+    rt_sizes: &'static [usize],
 }
 
 /// Ring capacity of the suite that carries 1 MiB messages inside the ring.
 const BIG_RING: usize = 4 << 20;
 
+/// Sizes of the loan one-way cases.
+const LOANED: [usize; 2] = [1 << 20, 16 << 20];
+/// Sizes of the large round trips (default configuration).
+const LARGE_RT: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
+
 /// A suite by name: `spin`, `adaptive`, `park` (shm round trips), `tcp` (round trips
-/// and one-way), `shm_one_way`, `shm_one_way_ring4m`, `shm_one_way_zc`.
+/// and one-way), `shm_one_way`, `shm_one_way_ring4m`, `shm_one_way_zc`,
+/// `shm_one_way_large`, `shm_one_way_loan`, `shm_large_rt`.
 pub fn suite(name: &str) -> Suite {
     let s = |transport, policy, round_trips, sizes, ring, zero_copy| Suite {
         transport,
@@ -54,8 +65,18 @@ pub fn suite(name: &str) -> Suite {
         sizes,
         ring,
         zero_copy,
+        loan: false,
+        rt_sizes: &[],
     };
     match name {
+        "shm_one_way_loan" => Suite {
+            loan: true,
+            ..s("shm", "spin", false, &LOANED[..], 0, false)
+        },
+        "shm_large_rt" => Suite {
+            rt_sizes: &LARGE_RT[..],
+            ..s("shm", "adaptive", false, &[], 0, false)
+        },
         "spin" | "adaptive" | "park" => {
             let policy = ["spin", "adaptive", "park"]
                 .into_iter()
@@ -77,6 +98,7 @@ impl Suite {
         match (self.transport, self.round_trips) {
             ("tcp", _) => "am_tcp".into(),
             (_, true) => format!("am_shm_{}", self.policy),
+            _ if !self.rt_sizes.is_empty() => "am_shm_large_rt".into(),
             (_, false) => format!("am_shm_one_way{}", self.variant()),
         }
     }
@@ -85,7 +107,8 @@ impl Suite {
     fn variant(self) -> String {
         let zc = if self.zero_copy { "_zc" } else { "" };
         let ring = if self.ring > 0 { "_ring4m" } else { "" };
-        format!("{zc}{ring}")
+        let loan = if self.loan { "_loan" } else { "" };
+        format!("{zc}{ring}{loan}")
     }
 
     /// What the suite measures.
@@ -116,8 +139,18 @@ impl Suite {
             ""
         };
         let ring = if self.ring > 0 { ", 4 MiB rings" } else { "" };
+        let loan = if self.loan { ", loan" } else { "" };
         let size = crate::raw::size_label(size);
-        format!("AM one-way, {} ({size}{zc}{ring})", self.transport)
+        format!("AM one-way, {} ({size}{zc}{ring}{loan})", self.transport)
+    }
+
+    fn large_rt_key(self, size: usize) -> String {
+        format!("am_{}_rt_{}", self.transport, size_key(size))
+    }
+
+    fn large_rt_label(self, size: usize) -> String {
+        let size = crate::raw::size_label(size);
+        format!("AM round trip, {} ({size} raw each way)", self.transport)
     }
 
     fn rt_baseline(self) -> &'static str {
@@ -158,6 +191,10 @@ impl Suite {
         }
         for &size in self.sizes {
             rows.push(Row::skipped(&self.tp_key(size), self.tp_label(size), why));
+        }
+        for &size in self.rt_sizes {
+            let (key, label) = (self.large_rt_key(size), self.large_rt_label(size));
+            rows.push(Row::skipped(&key, label, why));
         }
         rows
     }
@@ -213,6 +250,9 @@ impl Suite {
         let mut sent = 0;
         for &size in self.sizes {
             rows.push(self.one_way(c, plan, size, &mut sent).await?);
+        }
+        for &size in self.rt_sizes {
+            rows.push(self.large_round_trips(c, plan, size).await?);
         }
         Ok(rows)
     }
@@ -279,9 +319,14 @@ impl Suite {
             let t = Instant::now();
             for _ in 0..count {
                 let m = c.client.active_message(self.sink())?;
-                let m = match self.zero_copy {
-                    true => m.payload(&typed)?,
-                    false => m.raw_payload(payload.clone()),
+                let m = match (self.zero_copy, self.loan) {
+                    (true, _) => m.payload(&typed)?,
+                    (false, true) => {
+                        let mut loan = c.client.loan(c.target, size).await?;
+                        loan.copy_from_slice(&typed);
+                        m.loaned(loan)
+                    }
+                    (false, false) => m.raw_payload(payload.clone()),
                 };
                 m.target_instance(c.target).execute().await?;
             }
@@ -314,6 +359,64 @@ impl Suite {
             Some(b) => row.vs(&b),
             None => row,
         })
+    }
+}
+
+impl Suite {
+    /// Raw round trips of `size` bytes each way (`echo_raw` answers with the
+    /// payload it got, in place), timed one by one, with allocations per trip
+    /// on both sides. The row's rate counts `size` bytes per trip.
+    async fn large_round_trips(self, c: &Client, plan: Plan, size: usize) -> Result<Row> {
+        let payload = Bytes::from(vec![0x5au8; size]);
+        let trip = || async {
+            let back = c
+                .client
+                .active_message("echo_raw")?
+                .raw_payload(payload.clone())
+                .expect_response::<()>()
+                .timeout(Duration::from_secs(60))
+                .send(c.target)
+                .await?
+                .await_response_raw()
+                .await?;
+            anyhow::ensure!(back.len() == size, "echo_raw answered {} bytes", back.len());
+            Ok(())
+        };
+        // At least a few trips first: they map the pooled segments that the
+        // timed ones reuse.
+        let start = Instant::now();
+        for i in 0..20 {
+            trip().await?;
+            if i >= 4 && start.elapsed() > plan.budget() / 5 {
+                break;
+            }
+        }
+        let before = c.probe().await?;
+        let ours = Snap::now();
+        let start = Instant::now();
+        let mut ns = Vec::new();
+        while ns.len() < 20 || (start.elapsed() < plan.budget() && ns.len() < 100_000) {
+            let t = Instant::now();
+            trip().await?;
+            ns.push(t.elapsed().as_nanos() as u64);
+        }
+        let (ours_after, after) = (Snap::now(), c.probe().await?);
+        let n = ns.len() as u64;
+        let (median, p99) = median_p99(&mut ns);
+        let metric = Metric::Rate {
+            size,
+            median: median as f64,
+            worst: p99 as f64,
+        };
+        let row = Row::new(
+            &self.large_rt_key(size),
+            self.large_rt_label(size),
+            n,
+            metric,
+        )
+        .vs(&format!("memcpy_{}", size_key(size)));
+        let row = ours.per_msg(ours_after, n, "client", true, row);
+        Ok(before.per_msg(after, n, "server", true, row))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use active_message::handler_impls::{
     ArchivedContext, TypedContext, am_handler, archived_unary_handler, typed_unary_handler,
-    typed_unary_handler_async,
+    typed_unary_handler_async, unary_handler_async,
 };
 use active_message::{
     ActiveMessageManager, ActiveMessageManagerBuilder, PeerInfo, TransportPolicy, WaitPolicy,
@@ -78,6 +78,14 @@ async fn register(manager: &ActiveMessageManager) -> Result<()> {
         .register_handler(
             "echo64",
             typed_unary_handler("echo64", |c: TypedContext<[u8; 64]>| Ok(c.input)),
+        )
+        .await?;
+    // Async: it never runs inline, so the payload stays where it arrived
+    // (the pooled area for large ones) and goes back from there.
+    manager
+        .register_handler(
+            "echo_raw",
+            unary_handler_async("echo_raw", |c| async move { Ok(Some(c.payload)) }),
         )
         .await?;
     manager

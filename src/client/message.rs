@@ -91,6 +91,14 @@ impl<'a, M> MessageBuilder<'a, M> {
         self
     }
 
+    /// Sets a loaned payload ([`NetworkClient::loan`]): raw bytes, sent in
+    /// place (no copy) over the shared-memory link that lent them, copied
+    /// once everywhere else. The receiving handler sees them as a raw payload.
+    pub fn loaned(mut self, loan: crate::Loan) -> Self {
+        self.body = OutPayload::Loan(loan);
+        self
+    }
+
     /// Sets the budget for the whole call (default from the manager, 30 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

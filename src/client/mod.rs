@@ -2,6 +2,7 @@
 //! message pattern.
 
 pub(crate) mod front;
+pub(crate) mod loan;
 pub(crate) mod message;
 pub(crate) mod name;
 pub(crate) mod status;
@@ -81,6 +82,7 @@ pub(crate) enum OutPayload<'a> {
     Empty,
     Bytes(Bytes),
     Archive(PayloadValue<'a>),
+    Loan(loan::Loan),
 }
 
 impl OutPayload<'_> {
@@ -89,6 +91,7 @@ impl OutPayload<'_> {
             Self::Empty => PayloadRef::Bytes(&[]),
             Self::Bytes(b) => PayloadRef::Bytes(b),
             Self::Archive(p) => PayloadRef::Archive(p.as_dyn()),
+            Self::Loan(l) => PayloadRef::Loan(l),
         }
     }
 
@@ -96,6 +99,7 @@ impl OutPayload<'_> {
         match self {
             Self::Empty => Some(0),
             Self::Bytes(b) => Some(b.len()),
+            Self::Loan(l) => Some(l.len()),
             Self::Archive(_) => None,
         }
     }
@@ -107,6 +111,7 @@ impl fmt::Debug for OutPayload<'_> {
             Self::Empty => f.write_str("Empty"),
             Self::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
             Self::Archive(_) => f.write_str("Archive"),
+            Self::Loan(l) => write!(f, "{l:?}"),
         }
     }
 }
@@ -265,7 +270,7 @@ impl NetworkClient {
     fn header(&self, call: &Call<'_>, id: MessageId) -> Header {
         let mut header = Header::new(call.kind, id, self.instance_id);
         header.flags = call.flags
-            | if matches!(call.body, OutPayload::Bytes(_)) {
+            | if matches!(call.body, OutPayload::Bytes(_) | OutPayload::Loan(_)) {
                 flags::RAW
             } else {
                 0

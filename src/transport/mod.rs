@@ -78,6 +78,9 @@ pub enum PayloadRef<'a> {
     Bytes(&'a [u8]),
     /// A value archived straight into the transport's buffer when sent.
     Archive(&'a dyn Payload),
+    /// Raw bytes in a [`Loan`](crate::Loan): sent in place by the link that
+    /// lent it, copied like [`PayloadRef::Bytes`] by every other.
+    Loan(&'a crate::Loan),
 }
 
 impl fmt::Debug for PayloadRef<'_> {
@@ -85,6 +88,7 @@ impl fmt::Debug for PayloadRef<'_> {
         match self {
             Self::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
             Self::Archive(_) => f.write_str("Archive"),
+            Self::Loan(l) => write!(f, "Loan({} bytes)", l.len()),
         }
     }
 }
@@ -115,6 +119,7 @@ impl<'a> OutFrame<'a> {
     pub fn exact_len(&self) -> Option<usize> {
         match self.payload {
             PayloadRef::Bytes(b) => Some(wire::frame_len(self.name.len(), b.len())),
+            PayloadRef::Loan(l) => Some(wire::frame_len(self.name.len(), l.len())),
             PayloadRef::Archive(_) => None,
         }
     }
@@ -127,11 +132,8 @@ impl<'a> OutFrame<'a> {
             return Err(DoesNotFit);
         }
         let payload_len = match self.payload {
-            PayloadRef::Bytes(b) => {
-                let room = dst.get_mut(offset..offset + b.len()).ok_or(DoesNotFit)?;
-                room.copy_from_slice(b);
-                b.len()
-            }
+            PayloadRef::Bytes(b) => copy_payload(b, &mut dst[offset..])?,
+            PayloadRef::Loan(l) => copy_payload(l, &mut dst[offset..])?,
             PayloadRef::Archive(p) => p.encode_into(&mut dst[offset..])?,
         };
         wire::encode_head(&self.header, self.name, payload_len, dst);
@@ -142,9 +144,17 @@ impl<'a> OutFrame<'a> {
     pub fn to_vec(&self) -> Result<Vec<u8>> {
         Ok(match self.payload {
             PayloadRef::Bytes(b) => wire::encode_to_vec(&self.header, self.name, b),
+            PayloadRef::Loan(l) => wire::encode_to_vec(&self.header, self.name, l),
             PayloadRef::Archive(p) => wire::encode_to_vec(&self.header, self.name, &p.encode()?),
         })
     }
+}
+
+/// Copies raw payload bytes to the start of `dst`.
+fn copy_payload(bytes: &[u8], dst: &mut [u8]) -> Result<usize, DoesNotFit> {
+    let room = dst.get_mut(..bytes.len()).ok_or(DoesNotFit)?;
+    room.copy_from_slice(bytes);
+    Ok(bytes.len())
 }
 
 /// A link to one peer. Sending is ordered per link.
@@ -184,6 +194,19 @@ pub trait PeerLink: Send + Sync + 'static {
     }
     /// Closes the link (sending a goodbye where possible). Idempotent.
     fn close(&self);
+    /// Lends a writable buffer of `len` payload bytes for a frame to this
+    /// peer ([`crate::Loan`]) if it can without waiting, else `Ok(None)`
+    /// (then [`PeerLink::loan`] waits). By default a heap buffer, copied
+    /// when sent; a transport that can send a buffer of its own in place
+    /// (shared memory) lends one and recognises it in [`PeerLink::send`].
+    fn try_loan(&self, len: usize) -> Result<Option<crate::Loan>> {
+        Ok(Some(crate::Loan::heap(len)))
+    }
+    /// Lends a buffer as [`PeerLink::try_loan`] does, waiting while none is
+    /// free (backpressure).
+    fn loan(&self, len: usize) -> BoxFuture<'_, Result<crate::Loan>> {
+        Box::pin(async move { Ok(crate::Loan::heap(len)) })
+    }
 }
 
 /// A shared link handle.

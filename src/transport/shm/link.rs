@@ -50,6 +50,8 @@ pub(crate) const MSG_ACK: u8 = b'A';
 pub(crate) const MSG_PING: u8 = b'P';
 /// Socket message: the answer to a liveness probe.
 pub(crate) const MSG_PONG: u8 = b'Q';
+/// Socket message: a pooled segment the sender waits for came back.
+pub(crate) const MSG_RETURNED: u8 = b'R';
 /// Smallest reservation for a frame whose size is unknown before encoding.
 const MIN_GUESS: usize = 4096;
 
@@ -96,7 +98,7 @@ pub(crate) struct ShmLink {
     pub(crate) lost: CancellationToken,
     pub(crate) large_window: Semaphore,
     /// The pooled large-buffer area this side sends from.
-    pub(crate) pool: super::pool::TxPool,
+    pub(crate) pool: Arc<super::pool::TxPool>,
     pub(crate) events: Arc<dyn LinkEvents>,
     pub(crate) registry: Weak<Registry>,
     pub(crate) serial: u64,
@@ -421,7 +423,7 @@ impl PeerLink for ShmLink {
     fn send<'a>(&'a self, mut frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>> {
         // Both ends share this host's clock (see `runtime::deadline`).
         deadline::to_monotonic(&mut frame.header);
-        Box::pin(async move { self.write(Source::Frame(&frame)).await })
+        Box::pin(async move { self.write_frame(&frame).await })
     }
 
     fn try_send(&self, mut frame: OutFrame<'_>) -> Result<()> {
@@ -447,6 +449,14 @@ impl PeerLink for ShmLink {
             self.say_goodbye();
             self.shut();
         }
+    }
+
+    fn try_loan(&self, len: usize) -> Result<Option<crate::Loan>> {
+        self.try_lend(len)
+    }
+
+    fn loan(&self, len: usize) -> BoxFuture<'_, Result<crate::Loan>> {
+        Box::pin(self.lend(len))
     }
 }
 

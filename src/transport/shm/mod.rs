@@ -32,6 +32,7 @@ pub(crate) mod handshake;
 mod large;
 mod link;
 mod liveness;
+pub(crate) mod loan;
 mod pool;
 mod pooled;
 mod pump;
@@ -248,7 +249,7 @@ impl Shared {
             reported: AtomicBool::new(false),
             lost: CancellationToken::new(),
             large_window: Semaphore::new(LARGE_WINDOW),
-            pool: pool::TxPool::new(self.config.pool_cap()),
+            pool: Arc::new(pool::TxPool::new(self.config.pool_cap())),
             events: Arc::clone(&self.inbox.events),
             registry: Arc::downgrade(&self.registry),
             serial,

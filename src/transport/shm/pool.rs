@@ -26,7 +26,7 @@
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -41,6 +41,16 @@ pub(crate) const SEG_HEADER: usize = 4096;
 const MIN_SEGMENT: usize = 1 << 20;
 /// Most segments one receiver maps per link direction.
 pub(crate) const MAX_SEGMENTS: usize = 256;
+/// Segments of a size that may be in flight (sent, not yet returned) before
+/// a sender prefers waiting for a returned one (warm pages) over mapping a
+/// fresh one: enough to keep writer and reader both busy.
+pub(crate) const PIPELINE: usize = 3;
+/// Offset in the control page of the `wake` word: set by a sender waiting
+/// for this segment, cleared by the receiver that then rings.
+const WAKE_AT: usize = 64;
+/// Offset in the control page of the `taken` word: the last generation the
+/// receiver has read the reference of (a hint for the sender's sizing).
+const TAKEN_AT: usize = 128;
 
 /// Data capacity of a segment made for a frame of `len` bytes: a multiple
 /// of an eighth of the next power of two (at most 12.5 % unused), >= 1 MiB.
@@ -118,6 +128,27 @@ impl Segment {
         // so offset 0 is a valid, aligned u64 for as long as `self` lives;
         // both processes only ever access it atomically.
         unsafe { &*self.map.as_ptr().cast::<AtomicU64>() }
+    }
+
+    /// The word a waiting sender sets so that the release rings it.
+    fn wake(&self) -> &AtomicU64 {
+        // SAFETY: as in `released`: offset WAKE_AT (8-aligned) lies inside
+        // the page-aligned control page, only ever accessed atomically.
+        unsafe { &*self.map.as_ptr().add(WAKE_AT).cast::<AtomicU64>() }
+    }
+
+    /// The last generation the receiver took (see [`TAKEN_AT`]).
+    fn taken(&self) -> &AtomicU64 {
+        // SAFETY: as in `released`: offset TAKEN_AT (8-aligned) lies inside
+        // the page-aligned control page, only ever accessed atomically.
+        unsafe { &*self.map.as_ptr().add(TAKEN_AT).cast::<AtomicU64>() }
+    }
+
+    /// Start of the data area (page aligned, `capacity()` bytes).
+    pub(crate) fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: SEG_HEADER < map.len() (a segment has data bytes), so the
+        // offset stays inside the mapping.
+        unsafe { self.map.as_mut_ptr().add(SEG_HEADER) }
     }
 
     /// `len` data bytes at data offset `off` (checked by the caller).
@@ -203,6 +234,33 @@ impl TxSlot {
         // so its reads of the old frame happen before we overwrite it.
         !self.busy && self.seg.released().load(Ordering::Acquire) == self.sent
     }
+
+    /// Published and not yet returned by the receiver.
+    fn in_flight(&self) -> bool {
+        // Relaxed: a sizing hint; `is_free` does the synchronising load.
+        self.sent != 0 && self.seg.released().load(Ordering::Relaxed) != self.sent
+    }
+
+    /// Published and its reference not yet read by the receiver: the
+    /// receiver is behind, and a fresh segment would only queue up too.
+    fn queued(&self) -> bool {
+        // Relaxed: a sizing hint only.
+        self.in_flight() && self.seg.taken().load(Ordering::Relaxed) != self.sent
+    }
+}
+
+/// Whether a lease may map a fresh segment when none is free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Grow {
+    /// Whenever the cap allows.
+    Always,
+    /// Unless [`PIPELINE`] segments of the size are in flight and the
+    /// receiver has not even read one of them yet (it is behind: wait, as a
+    /// full ring makes a sender wait).
+    Paced,
+    /// Only while fewer than [`PIPELINE`] segments of the size are in
+    /// flight (else wait for one to come back: its pages are warm).
+    Warm,
 }
 
 #[derive(Debug, Default)]
@@ -222,6 +280,8 @@ pub(crate) struct TxPool {
     /// Segment size to try first for archives (their size is unknown
     /// before encoding): learnt from the last one.
     guess: std::sync::atomic::AtomicUsize,
+    /// Notified when the receiver rings after returning a segment.
+    returned: tokio::sync::Notify,
 }
 
 /// What a lease still has to announce before its reference is sent.
@@ -239,7 +299,33 @@ impl TxPool {
             inner: std::sync::Mutex::default(),
             cap,
             guess: std::sync::atomic::AtomicUsize::new(0),
+            returned: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Notified when the receiver returns a segment a sender waits for
+    /// (see [`Self::arm_wake`]).
+    pub(crate) fn returned(&self) -> &tokio::sync::Notify {
+        &self.returned
+    }
+
+    /// The receiver rang: a segment came back.
+    pub(crate) fn on_returned(&self) {
+        self.returned.notify_waiters();
+    }
+
+    /// Asks the receiver to ring when it returns any segment in flight.
+    /// Look for a free segment again after this: a return that raced with
+    /// it may not ring.
+    pub(crate) fn arm_wake(&self) {
+        let inner = self.lock();
+        for slot in inner.slots.iter().filter(|s| s.in_flight()) {
+            // Relaxed: ordered by the fence below.
+            slot.seg.wake().store(1, Ordering::Relaxed);
+        }
+        // SeqCst: pairs with the receiver's fence in `Held::drop`: either it
+        // sees `wake` set, or our next look sees its `released` store.
+        fence(Ordering::SeqCst);
     }
 
     /// Whether a frame of `len` bytes can ever be pooled.
@@ -256,13 +342,24 @@ impl TxPool {
     /// Leases a free segment of at least `len` data bytes, creating one
     /// within the cap, or `Ok(None)` when none is free (wait and retry).
     pub(crate) fn try_lease(&self, len: usize) -> Result<Option<Lease<'_>>> {
+        self.try_lease_with(len, Grow::Always)
+    }
+
+    /// [`Self::try_lease`], growing only as `grow` allows.
+    pub(crate) fn try_lease_with(&self, len: usize, grow: Grow) -> Result<Option<Lease<'_>>> {
         let mut inner = self.lock();
+        let fits = |s: &&TxSlot| s.seg.capacity() >= len;
         let best = (inner.slots.iter().enumerate())
-            .filter(|(_, s)| s.seg.capacity() >= len && s.is_free())
+            .filter(|(_, s)| fits(s) && s.is_free())
             .min_by_key(|(_, s)| s.seg.capacity())
             .map(|(i, _)| i);
         if let Some(i) = best {
             return Ok(Some(self.lease_slot(&mut inner, i)));
+        }
+        let in_flight = || inner.slots.iter().filter(fits).filter(|s| s.in_flight());
+        let full = grow != Grow::Always && in_flight().count() >= PIPELINE;
+        if full && (grow == Grow::Warm || in_flight().any(|s| s.queued())) {
+            return Ok(None);
         }
         let want = SEG_HEADER + capacity_for(len);
         while inner.total + want > self.cap {
@@ -300,6 +397,7 @@ impl TxPool {
             gen_: slot.sent + 1,
             seg: Arc::clone(&slot.seg),
             published: false,
+            detached: false,
         }
     }
 
@@ -355,6 +453,8 @@ pub(crate) struct Lease<'a> {
     pub(crate) id: u32,
     pub(crate) gen_: u64,
     published: bool,
+    /// Handed over by [`Lease::detach`]: its new owner gives it back.
+    detached: bool,
 }
 
 impl Lease<'_> {
@@ -375,41 +475,80 @@ impl Lease<'_> {
     }
 }
 
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        let mut inner = self.pool.lock();
-        if let Some(slot) = inner.slots.iter_mut().find(|s| s.id == self.id) {
+impl Lease<'_> {
+    /// Detaches the lease from its borrow of the pool: the caller owes
+    /// [`TxPool::give_back`] with these parts.
+    pub(crate) fn detach(mut self) -> (u32, u64, Arc<Segment>) {
+        self.detached = true;
+        (self.id, self.gen_, Arc::clone(&self.seg))
+    }
+}
+
+impl TxPool {
+    /// Returns a leased segment; `published`: its generation was sent.
+    pub(crate) fn give_back(&self, id: u32, gen_: u64, published: bool) {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.slots.iter_mut().find(|s| s.id == id) {
             slot.busy = false;
-            if self.published {
-                slot.sent = self.gen_;
+            if published {
+                slot.sent = gen_;
             }
         }
     }
 }
 
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.pool.give_back(self.id, self.gen_, self.published);
+        }
+    }
+}
+
 /// Receiver-side state of one peer segment.
-#[derive(Debug)]
 pub(crate) struct RxSeg {
     seg: Segment,
     /// A view of the current generation is alive here.
     held: AtomicBool,
     /// Last generation taken (only the link's reader touches it).
     last: AtomicU64,
+    /// Tells the sender a segment it waits for came back.
+    bell: Bell,
 }
 
+impl std::fmt::Debug for RxSeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxSeg")
+            .field("capacity", &self.seg.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a receiver rings its sender (a byte on the link's socket).
+pub(crate) type Bell = Arc<dyn Fn() + Send + Sync>;
+
 /// The receiver's table of one link direction (owned by the reader task).
-#[derive(Debug)]
 pub(crate) struct RxPool {
     segs: std::collections::HashMap<u32, Arc<RxSeg>>,
     max_segment: usize,
+    bell: Bell,
 }
 
 impl RxPool {
-    /// A table accepting segments of at most `max_segment` bytes.
+    /// A table accepting segments of at most `max_segment` bytes, whose
+    /// sender is never rung (it polls).
+    #[cfg(test)]
     pub(crate) fn new(max_segment: usize) -> Self {
+        Self::with_bell(max_segment, Arc::new(|| {}))
+    }
+
+    /// A table accepting segments of at most `max_segment` bytes; `bell`
+    /// rings the sender when a segment it waits for comes back.
+    pub(crate) fn with_bell(max_segment: usize, bell: Bell) -> Self {
         Self {
             segs: std::collections::HashMap::new(),
             max_segment,
+            bell,
         }
     }
 
@@ -430,6 +569,7 @@ impl RxPool {
             seg,
             held: AtomicBool::new(false),
             last: AtomicU64::new(0),
+            bell: Arc::clone(&self.bell),
         };
         self.segs.insert(id, Arc::new(rx));
         Ok(())
@@ -475,6 +615,8 @@ impl RxPool {
             return Err(format!("pool segment {} reused while held", r.id));
         }
         rx.last.store(r.gen_, Ordering::Relaxed);
+        // Relaxed: a hint for the sender's sizing (see `TxSlot::queued`).
+        rx.seg.taken().store(r.gen_, Ordering::Relaxed);
         RX_HELD.fetch_add(1, Ordering::Relaxed);
         Ok(Held {
             rx: Arc::clone(rx),
@@ -544,6 +686,13 @@ impl Drop for Held {
         // Release: pairs with the sender's Acquire in `TxSlot::is_free`: our
         // reads of this frame happen before it writes the next one.
         self.rx.seg.released().store(self.gen_, Ordering::Release);
+        // SeqCst: pairs with the sender's fence in `TxPool::arm_wake`.
+        fence(Ordering::SeqCst);
+        let wake = self.rx.seg.wake();
+        // Relaxed: ordered by the fence; the swap makes one ring per arming.
+        if wake.load(Ordering::Relaxed) != 0 && wake.swap(0, Ordering::Relaxed) != 0 {
+            (self.rx.bell)();
+        }
     }
 }
 

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The pool's usage counters are process-wide: tests that move them run one
+/// at a time, so one test's comparisons never see another's segments.
+static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 /// A sender pool and a receiver table wired together by descriptor.
 struct Pair {
     tx: TxPool,
@@ -42,6 +46,7 @@ impl Pair {
 
 #[test]
 fn capacities_round_up_by_an_eighth() {
+    let _serial = SERIAL.lock();
     assert_eq!(capacity_for(10), 1 << 20);
     assert_eq!(capacity_for((1 << 20) + 1), 1 << 20 | 1 << 18);
     assert_eq!(capacity_for(16 << 20), 16 << 20);
@@ -50,6 +55,7 @@ fn capacities_round_up_by_an_eighth() {
 
 #[test]
 fn a_held_buffer_is_never_reused_and_a_released_one_is() {
+    let _serial = SERIAL.lock();
     let mut p = Pair::new(64 << 20);
     let first = p.send(3 << 20, 7).unwrap();
     let held = p.rx.take(first).unwrap();
@@ -66,6 +72,7 @@ fn a_held_buffer_is_never_reused_and_a_released_one_is() {
 
 #[test]
 fn a_full_area_says_wait_and_retires_misfits_to_make_room() {
+    let _serial = SERIAL.lock();
     let seg = SEG_HEADER + capacity_for(1 << 20);
     let mut p = Pair::new(2 * seg);
     let r = p.send(1 << 20, 1).unwrap();
@@ -90,6 +97,7 @@ fn a_full_area_says_wait_and_retires_misfits_to_make_room() {
 
 #[test]
 fn bad_references_are_refused() {
+    let _serial = SERIAL.lock();
     let mut p = Pair::new(64 << 20);
     let r = p.send(1 << 20, 5).unwrap();
     let cap = capacity_for(1 << 20);
@@ -116,6 +124,7 @@ fn bad_references_are_refused() {
 
 #[test]
 fn unsealed_or_missized_segments_are_refused() {
+    let _serial = SERIAL.lock();
     let fd = memfd_create("t", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).unwrap();
     let file = File::from(fd);
     file.set_len(2 * SEG_HEADER as u64).unwrap();
@@ -139,6 +148,7 @@ fn unsealed_or_missized_segments_are_refused() {
 
 #[test]
 fn pool_levels_return_when_both_sides_drop() {
+    let _serial = SERIAL.lock();
     let before = pool_usage();
     let mut p = Pair::new(64 << 20);
     let r = p.send(2 << 20, 4).unwrap();
@@ -152,4 +162,78 @@ fn pool_levels_return_when_both_sides_drop() {
     // Other tests in this binary run concurrently: compare only our part.
     assert!(after.tx_segments < during.tx_segments);
     assert!(after.rx_segments < during.rx_segments);
+}
+
+#[test]
+fn a_sender_waits_for_a_returned_segment_before_mapping_more() {
+    let _serial = SERIAL.lock();
+    let mut p = Pair::new(256 << 20);
+    let refs: Vec<Ref> = (0..PIPELINE as u8)
+        .map(|i| p.send(2 << 20, i).unwrap())
+        .collect();
+    let held: Vec<Held> = refs.iter().map(|&r| p.rx.take(r).unwrap()).collect();
+    assert!(
+        p.tx.try_lease_with(2 << 20, Grow::Warm).unwrap().is_none(),
+        "{PIPELINE} in flight: wait for one of them"
+    );
+    assert!(
+        p.tx.try_lease_with(1 << 24, Grow::Warm).unwrap().is_some(),
+        "none of another size in flight: map one"
+    );
+    let mut held = held.into_iter();
+    drop(held.next());
+    let lease = p.tx.try_lease_with(2 << 20, Grow::Warm).unwrap().unwrap();
+    assert_eq!(lease.id, refs[0].id, "the returned one");
+    assert!(
+        p.tx.try_lease_with(2 << 20, Grow::Always)
+            .unwrap()
+            .is_some(),
+        "beyond the wait, a fresh one"
+    );
+    drop(held);
+}
+
+#[test]
+fn a_return_rings_an_armed_sender_once() {
+    let _serial = SERIAL.lock();
+    let rings = Arc::new(AtomicU64::new(0));
+    let r2 = Arc::clone(&rings);
+    let mut p = Pair::new(64 << 20);
+    p.rx = RxPool::with_bell(
+        64 << 20,
+        Arc::new(move || {
+            r2.fetch_add(1, Ordering::Relaxed);
+        }),
+    );
+    let r = p.send(1 << 20, 1).unwrap();
+    let held = p.rx.take(r).unwrap();
+    drop(held);
+    assert_eq!(rings.load(Ordering::Relaxed), 0, "nobody waited: no ring");
+    let r = p.send(1 << 20, 2).unwrap();
+    let held = p.rx.take(r).unwrap();
+    p.tx.arm_wake();
+    drop(held);
+    assert_eq!(rings.load(Ordering::Relaxed), 1, "armed: one ring");
+    let r = p.send(1 << 20, 3).unwrap();
+    drop(p.rx.take(r).unwrap());
+    assert_eq!(rings.load(Ordering::Relaxed), 1, "one ring per arming");
+}
+
+#[test]
+fn past_the_wait_a_sender_grows_only_if_the_receiver_keeps_up() {
+    let _serial = SERIAL.lock();
+    let mut p = Pair::new(256 << 20);
+    let refs: Vec<Ref> = (0..PIPELINE as u8)
+        .map(|i| p.send(2 << 20, i).unwrap())
+        .collect();
+    assert!(
+        p.tx.try_lease_with(2 << 20, Grow::Paced).unwrap().is_none(),
+        "none read yet: the receiver is behind, wait"
+    );
+    let held: Vec<Held> = refs.iter().map(|&r| p.rx.take(r).unwrap()).collect();
+    assert!(
+        p.tx.try_lease_with(2 << 20, Grow::Paced).unwrap().is_some(),
+        "all read and held: map a fresh one"
+    );
+    drop(held);
 }

@@ -5,11 +5,18 @@
 //!
 //! Ring records of this path (all [`RECORD_LEN`] bytes, little-endian):
 //! - [`FLAG_POOL`]: `id u32, 0 u32, generation u64, offset u64, length u64`:
-//!   a frame at `offset` of segment `id`'s data area.
+//!   a frame at `offset` of segment `id`'s data area (0, or for a loan the
+//!   offset that puts its payload at data offset 4096: see `super::loan`).
 //! - [`FLAG_SEGMENT`]: `id u32, 0 u32, size u64, 0 u64, 0 u64`: segment `id`
 //!   is the next descriptor on the rendezvous socket (sent before the record,
 //!   acknowledged like the per-message large frames).
 //! - [`FLAG_RETIRE`]: `id u32, 0 ...`: segment `id` is no longer used.
+//!
+//! A segment's control page holds, as little-endian u64 words: at 0 the last
+//! generation the receiver returned, at 64 `wake` (a waiting sender sets it;
+//! the receiver that returns the segment clears it and sends the socket
+//! message [`MSG_RETURNED`]), at 128 the last generation the receiver read
+//! the reference of.
 //!
 //! Frames that cannot fit in the area even when it is empty (over the cap)
 //! still travel in a memfd of their own (`link::write_memfd`).
@@ -17,6 +24,7 @@
 use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -26,8 +34,8 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 use super::large::Source;
-use super::link::{FLAG_LARGE, MSG_FD, ShmLink};
-use super::pool::{self, Announce, Held, Lease, Ref, RxPool, SEG_HEADER};
+use super::link::{FLAG_LARGE, MSG_FD, MSG_RETURNED, ShmLink};
+use super::pool::{self, Announce, Grow, Held, Lease, Ref, RxPool, SEG_HEADER};
 use crate::codec::DoesNotFit;
 use crate::error::{Error, Result};
 use crate::wire::ProtocolError;
@@ -42,12 +50,34 @@ pub(crate) const FLAG_RETIRE: u16 = FLAG_LARGE + 3;
 pub(crate) const RECORD_LEN: usize = 32;
 /// How long a segment record may wait for its descriptor (sent before it).
 const FD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest pause between two looks for a free segment.
-const MAX_BACKOFF: Duration = Duration::from_millis(1);
+/// Longest pause between two looks for a free segment (rings wake a
+/// waiting sender sooner; this covers a ring lost to a full socket).
+const POLL: Duration = Duration::from_millis(5);
+
+/// How long a sender waits for a warm segment of a frame of `len` bytes
+/// before mapping a fresh one: about the time to write the frame (1 ns a
+/// byte), so a reader that keeps pace never makes the area grow, and one
+/// that holds its buffers costs a short delay, not a stall.
+fn grace(len: usize) -> Duration {
+    Duration::from_nanos(len as u64).clamp(Duration::from_micros(200), Duration::from_millis(20))
+}
 
 /// Largest segment a receiver accepts for frames of at most `max_frame` bytes.
 pub(crate) fn max_segment(max_frame: usize) -> usize {
     SEG_HEADER + pool::capacity_for(max_frame)
+}
+
+/// How this side's receiver rings the peer's sender when it returns a
+/// segment the sender waits for: one byte on the link's socket, sent from
+/// whichever thread drops the last view (never blocking; a lost ring only
+/// delays the sender until its next poll).
+pub(crate) fn bell(link: &Arc<ShmLink>) -> pool::Bell {
+    let link = Arc::downgrade(link);
+    Arc::new(move || {
+        if let Some(link) = link.upgrade() {
+            link.send_byte_now(MSG_RETURNED);
+        }
+    })
 }
 
 fn record(words: [u64; 4]) -> [u8; RECORD_LEN] {
@@ -154,33 +184,70 @@ impl ShmLink {
 
     /// Leases a segment, waiting while the area is at its cap and every
     /// segment is still held by the receiver (backpressure; the caller's
-    /// deadline bounds the wait).
-    async fn lease(&self, len: usize) -> Result<Lease<'_>> {
-        let mut pause = Duration::from_micros(50);
+    /// deadline bounds the wait). While [`pool::PIPELINE`] segments of the
+    /// size are in flight, it waits for one to come back (its pages are
+    /// mapped and warm) rather than mapping a fresh one: for as long as the
+    /// receiver has not read one of them (it is behind), else up to
+    /// [`grace`] (it may be holding them). The receiver rings when it
+    /// returns a segment (see `TxPool::arm_wake`); a slow poll covers a
+    /// lost ring.
+    pub(crate) async fn lease(&self, len: usize) -> Result<Lease<'_>> {
+        let warm_until = tokio::time::Instant::now() + grace(len);
         loop {
-            if let Some(lease) = self.pool.try_lease(len)? {
+            let grow = if tokio::time::Instant::now() < warm_until {
+                Grow::Warm
+            } else {
+                Grow::Paced
+            };
+            let returned = self.pool.returned().notified();
+            let mut returned = pin!(returned);
+            returned.as_mut().enable();
+            if let Some(lease) = self.pool.try_lease_with(len, grow)? {
                 return Ok(lease);
             }
+            self.pool.arm_wake();
+            if let Some(lease) = self.pool.try_lease_with(len, grow)? {
+                return Ok(lease);
+            }
+            let until = match grow {
+                Grow::Warm => warm_until,
+                Grow::Paced | Grow::Always => tokio::time::Instant::now() + POLL,
+            };
             tokio::select! {
-                () = tokio::time::sleep(pause) => {}
+                () = returned => {}
+                () = tokio::time::sleep_until(until) => {}
                 () = self.lost.cancelled() => return Err(Error::PeerLost(self.peer)),
             }
-            pause = (pause * 2).min(MAX_BACKOFF);
         }
     }
 
     /// Announces what the lease needs, then writes its reference record.
     async fn publish(&self, lease: Lease<'_>, len: usize) -> Result<()> {
+        self.publish_ref(lease.id, lease.gen_, 0, len).await?;
+        lease.published();
+        Ok(())
+    }
+
+    /// Announces what a reference to segment `id` needs, then writes the
+    /// reference record (a frame of `len` bytes at data offset `offset`).
+    /// Dropped half way, it leaves every announcement owed to the pool.
+    pub(crate) async fn publish_ref(
+        &self,
+        id: u32,
+        gen_: u64,
+        offset: usize,
+        len: usize,
+    ) -> Result<()> {
         let mut tx = self.tx.lock().await;
         if self.is_closed_now() {
             return Err(Error::PeerLost(self.peer));
         }
         let mut pending = Pending {
             link: self,
-            announce: self.pool.announcements(lease.id),
+            announce: self.pool.announcements(id),
         };
-        while let Some(&id) = pending.announce.retired.last() {
-            self.put_record(&mut tx.producer, FLAG_RETIRE, [u64::from(id), 0, 0, 0])
+        while let Some(&retired) = pending.announce.retired.last() {
+            self.put_record(&mut tx.producer, FLAG_RETIRE, [u64::from(retired), 0, 0, 0])
                 .await?;
             pending.announce.retired.pop();
         }
@@ -191,9 +258,8 @@ impl ShmLink {
                 .await?;
             pending.announce.new = None;
         }
-        let words = [u64::from(lease.id), lease.gen_, 0, len as u64];
+        let words = [u64::from(id), gen_, offset as u64, len as u64];
         self.put_record(&mut tx.producer, FLAG_POOL, words).await?;
-        lease.published();
         self.counters.record_large(len);
         Ok(())
     }

@@ -15,15 +15,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rkyv::util::AlignedVec;
-use shm_ring::fdpass::recv_fds;
+use shm_ring::fdpass::FdReceiver;
 use shm_ring::{Consumer, RingError, SpinStep, Spinner};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 use super::large::{self, Source};
 use super::link::{
-    FLAG_FRAME, FLAG_LARGE, LARGE_WINDOW, MARKER_LEN, MSG_ACK, MSG_FD, MSG_PING, MSG_PONG, ShmLink,
-    Wrote,
+    FLAG_FRAME, FLAG_LARGE, LARGE_WINDOW, MARKER_LEN, MSG_ACK, MSG_FD, MSG_PING, MSG_PONG,
+    MSG_RETURNED, ShmLink, Wrote,
 };
 use super::liveness;
 use super::pool::RxPool;
@@ -110,7 +110,7 @@ pub(crate) async fn read_ring(
 ) {
     let mut scratch = AlignedVec::<PAYLOAD_ALIGN>::new();
     let mut deferred: Vec<Vec<u8>> = Vec::new();
-    let mut pool = RxPool::new(pooled::max_segment(inbox.max_frame));
+    let mut pool = RxPool::with_bell(pooled::max_segment(inbox.max_frame), pooled::bell(&link));
     let mut router = Router::new();
     let mut spinner = Spinner::with_budget(spin, READER_YIELD_EVERY);
     let mut handled = false;
@@ -347,14 +347,18 @@ async fn take_large(
 /// protocol violation, then shuts the link.
 pub(crate) async fn watch_socket(link: Arc<ShmLink>, fds: mpsc::Sender<OwnedFd>) {
     let mut byte = [0u8; 1];
+    // Kept across reads: a byte without a descriptor allocates nothing.
+    let mut receiver = FdReceiver::new();
     loop {
         let got = link
             .stream
             .async_io(Interest::READABLE, || {
-                recv_fds(link.stream.as_fd(), &mut byte).map_err(|e| match e {
-                    RingError::Io(e) => e,
-                    other => std::io::Error::other(other.to_string()),
-                })
+                receiver
+                    .recv(link.stream.as_fd(), &mut byte)
+                    .map_err(|e| match e {
+                        RingError::Io(e) => e,
+                        other => std::io::Error::other(other.to_string()),
+                    })
             })
             .await;
         let violation = match got {
@@ -370,6 +374,10 @@ pub(crate) async fn watch_socket(link: Arc<ShmLink>, fds: mpsc::Sender<OwnedFd>)
                 }
                 (MSG_PONG, Err(none)) if none.is_empty() => {
                     liveness::heard(&link);
+                    continue;
+                }
+                (MSG_RETURNED, Err(none)) if none.is_empty() => {
+                    link.pool.on_returned();
                     continue;
                 }
                 (MSG_ACK, Err(none)) if none.is_empty() => {
