@@ -241,8 +241,9 @@ fn handle(
         _ => {}
     }
     let _span = crate::runtime::trace::inbound(&view.header, view.name, &**link).entered();
-    // Cancels are handled here too: they never wait behind the concurrency limit.
-    if (kind.is_invocation() || kind == Kind::Cancel)
+    // Cancels and credits are handled here too: they never wait behind the
+    // concurrency limit.
+    if (kind.is_invocation() || kind == Kind::Cancel || kind == Kind::Credit)
         && let Some(inline) = inbox.inline.get()
         && inline.try_inline(&view.header, view.name, view.payload, &mut |reply| {
             reply_inline(link, reply, deferred)

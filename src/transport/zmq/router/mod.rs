@@ -162,8 +162,8 @@ impl RouterSide {
         let header = frame.header;
         match header.kind {
             // Cancels never wait behind the concurrency limit.
-            Kind::Cancel if cancel_now(env, &header, frame.name, frame.payload) => {}
-            Kind::OneWay | Kind::Confirm | Kind::Request | Kind::Cancel => {
+            Kind::Cancel | Kind::Credit if cancel_now(env, &header, frame.name, frame.payload) => {}
+            Kind::OneWay | Kind::Confirm | Kind::Request | Kind::Cancel | Kind::Credit => {
                 let inbound =
                     Inbound::from_frame(Bytes::copy_from_slice(body), &frame, link as BoxedLink);
                 self.deliver(env, inbound);
@@ -180,7 +180,12 @@ impl RouterSide {
                     gate.forget(identity);
                 }
             }
-            Kind::Ack | Kind::Response | Kind::Error | Kind::Receipt => {
+            Kind::Ack
+            | Kind::Response
+            | Kind::Error
+            | Kind::Receipt
+            | Kind::StreamItem
+            | Kind::StreamEnd => {
                 env.inbox.events.on_reply(&header, frame.payload);
                 env.delivered = true;
             }
@@ -432,7 +437,8 @@ fn skip_more(socket: &zmq::Socket, scratch: &mut zmq::Message) -> usize {
     }
 }
 
-/// Hands a Cancel straight to the dispatcher; false when there is none (it
+/// Hands a Cancel (or a stream's Credit) straight to the dispatcher; false
+/// when there is none (it
 /// then goes through the inbox like any invocation).
 fn cancel_now(env: &Env, header: &Header, name: &str, payload: &[u8]) -> bool {
     env.inbox

@@ -1,0 +1,214 @@
+//! The caller's stream table: request id -> the queue its items land in.
+//!
+//! Kept apart from the pending-call table: items, ends and errors of
+//! streams route here (from the transports' reply path, without a task or
+//! a channel hop); everything else goes to the pending table. Each queue
+//! holds at most one window of items: a producer that sends more than its
+//! credit ends its stream with a protocol error instead of growing memory.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Waker;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::codec::AlignedVec;
+use crate::error::{Error, Result};
+use crate::ids::{InstanceId, MessageId};
+use crate::runtime::pending::remote_error;
+use crate::wire::{Header, Kind, PAYLOAD_ALIGN, ProtocolError};
+
+/// One stream being read.
+pub(crate) struct Slot {
+    pub(crate) peer: InstanceId,
+    window: usize,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    items: VecDeque<Bytes>,
+    end: Option<Result<()>>,
+    waker: Option<Waker>,
+}
+
+/// What the reader finds when it looks.
+pub(crate) enum Next {
+    Item(Bytes),
+    End(Result<()>),
+    Empty,
+}
+
+impl Slot {
+    /// Takes the next item (or the end once every item was read), else
+    /// registers `waker` to be woken by the next arrival.
+    pub(crate) fn take(&self, waker: &Waker) -> Next {
+        let mut state = self.state.lock();
+        if let Some(item) = state.items.pop_front() {
+            return Next::Item(item);
+        }
+        if let Some(end) = state.end.take() {
+            return Next::End(end);
+        }
+        if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            state.waker = Some(waker.clone());
+        }
+        Next::Empty
+    }
+
+    /// Items waiting to be read.
+    pub(crate) fn buffered(&self) -> usize {
+        self.state.lock().items.len()
+    }
+
+    fn push(&self, item: Bytes) -> bool {
+        let mut state = self.state.lock();
+        if state.end.is_some() {
+            return true;
+        }
+        if state.items.len() >= self.window {
+            state.end = Some(Err(Error::Protocol(ProtocolError::Link(
+                "the stream's producer sent more items than its credit".into(),
+            ))));
+            wake(state);
+            return false;
+        }
+        state.items.push_back(item);
+        wake(state);
+        true
+    }
+
+    /// Ends the stream (the first end wins).
+    pub(crate) fn finish(&self, end: Result<()>) {
+        let mut state = self.state.lock();
+        if state.end.is_none() {
+            state.end = Some(end);
+        }
+        wake(state);
+    }
+}
+
+fn wake(mut state: parking_lot::MutexGuard<'_, SlotState>) {
+    let waker = state.waker.take();
+    drop(state);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// Streams this manager is reading, by request id.
+#[derive(Default)]
+pub(crate) struct StreamTable {
+    slots: DashMap<MessageId, Arc<Slot>>,
+    late_items: AtomicU64,
+    overruns: AtomicU64,
+}
+
+impl StreamTable {
+    /// Registers a stream before its request is sent.
+    pub(crate) fn open(&self, id: MessageId, peer: InstanceId, window: u32) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            peer,
+            window: window as usize,
+            state: Mutex::new(SlotState::default()),
+        });
+        self.slots.insert(id, Arc::clone(&slot));
+        slot
+    }
+
+    /// Removes a stream; true if it was still there.
+    pub(crate) fn remove(&self, id: MessageId) -> bool {
+        self.slots.remove(&id).is_some()
+    }
+
+    /// Whether this reply belongs to a stream (items and ends always do; an
+    /// error does when its request was a stream's).
+    pub(crate) fn routes(&self, header: &Header) -> bool {
+        match header.kind {
+            Kind::StreamItem | Kind::StreamEnd => true,
+            Kind::Error => self.slots.contains_key(&header.correlation_id),
+            _ => false,
+        }
+    }
+
+    /// Delivers an item, end or error. `shared` is the whole frame when it
+    /// is already shared memory mapped as `Bytes` (a large frame): the item
+    /// then stays where it is, read in place.
+    pub(crate) fn deliver(&self, header: &Header, payload: &[u8], shared: Option<&Bytes>) {
+        let slot = self
+            .slots
+            .get(&header.correlation_id)
+            .map(|s| Arc::clone(s.value()));
+        let Some(slot) = slot else {
+            self.late_items.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(id = %header.correlation_id, kind = ?header.kind, "frame for no open stream ignored");
+            return;
+        };
+        match header.kind {
+            Kind::StreamItem => {
+                if !slot.push(keep(payload, shared)) {
+                    self.overruns.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Kind::StreamEnd => slot.finish(Ok(())),
+            _ => slot.finish(Err(remote_error(header.error_code, payload))),
+        }
+    }
+
+    /// Ends every stream read from `peer` with the error `err` makes.
+    pub(crate) fn fail_peer(&self, peer: InstanceId, err: impl Fn() -> Error) -> usize {
+        self.fail_where(|slot| slot.peer == peer, err)
+    }
+
+    /// Ends every stream (shutdown).
+    pub(crate) fn fail_all(&self, err: impl Fn() -> Error) -> usize {
+        self.fail_where(|_| true, err)
+    }
+
+    fn fail_where(&self, pred: impl Fn(&Slot) -> bool, err: impl Fn() -> Error) -> usize {
+        let hit: Vec<Arc<Slot>> = self
+            .slots
+            .iter()
+            .filter(|s| pred(s.value()))
+            .map(|s| Arc::clone(s.value()))
+            .collect();
+        for slot in &hit {
+            slot.finish(Err(err()));
+        }
+        hit.len()
+    }
+
+    /// Streams open now.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Items, ends and errors that matched no open stream.
+    pub(crate) fn late_items(&self) -> u64 {
+        self.late_items.load(Ordering::Relaxed)
+    }
+
+    /// Streams ended because their producer ignored the credit.
+    pub(crate) fn overruns(&self) -> u64 {
+        self.overruns.load(Ordering::Relaxed)
+    }
+}
+
+/// The item as the reader keeps it: a slice of the shared frame when there
+/// is one, else one copy out of the ring into 16-byte aligned memory (the
+/// ring slot is released at once, so a slow reader never holds the ring).
+fn keep(payload: &[u8], shared: Option<&Bytes>) -> Bytes {
+    if let Some(frame) = shared {
+        let range = frame.as_ptr_range();
+        let inner = payload.as_ptr_range();
+        if range.start <= inner.start && inner.end <= range.end {
+            return frame.slice_ref(payload);
+        }
+    }
+    let mut copy = AlignedVec::<PAYLOAD_ALIGN>::with_capacity(payload.len());
+    copy.extend_from_slice(payload);
+    Bytes::from_owner(copy)
+}
