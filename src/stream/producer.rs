@@ -291,3 +291,56 @@ impl<T: Payload> StreamSender<T> {
         &self.sink
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{BoxFuture, PeerLink, TransportKind};
+
+    /// A link that takes every frame (credit never touches it).
+    struct NullLink(InstanceId);
+
+    impl PeerLink for NullLink {
+        fn peer(&self) -> InstanceId {
+            self.0
+        }
+        fn kind(&self) -> TransportKind {
+            TransportKind::Local
+        }
+        fn send<'a>(&'a self, _frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn try_send(&self, _frame: OutFrame<'_>) -> Result<()> {
+            Ok(())
+        }
+        fn is_closed(&self) -> bool {
+            false
+        }
+        fn close(&self) {}
+    }
+
+    fn credit(producers: &Producers, key: (InstanceId, MessageId), payload: &[u8]) {
+        let mut h = Header::new(Kind::Credit, MessageId(50), key.0);
+        h.correlation_id = key.1;
+        producers.grant(&h, payload);
+    }
+
+    #[test]
+    fn credit_adds_up_to_the_cap_and_bad_or_late_credit_is_counted() {
+        let link: BoxedLink = Arc::new(NullLink(InstanceId::new_random()));
+        let producers = Producers::default();
+        let key = (link.peer(), MessageId(9));
+        let flow = producers.open(key, 4, CancellationToken::new(), link);
+        credit(&producers, key, &3u32.to_le_bytes());
+        assert_eq!(flow.credit.available_permits(), 7);
+        credit(&producers, key, &u32::MAX.to_le_bytes());
+        assert_eq!(flow.credit.available_permits(), MAX_WINDOW as usize);
+        credit(&producers, key, b"bad");
+        credit(&producers, (key.0, MessageId(10)), &1u32.to_le_bytes());
+        assert_eq!(producers.late_credits(), 2);
+        producers.close(&key);
+        credit(&producers, key, &1u32.to_le_bytes());
+        assert_eq!(producers.late_credits(), 3);
+        assert_eq!(producers.len(), 0);
+    }
+}

@@ -212,3 +212,69 @@ fn keep(payload: &[u8], shared: Option<&Bytes>) -> Bytes {
     copy.extend_from_slice(payload);
     Bytes::from_owner(copy)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: Kind, correlation: u64) -> Header {
+        let mut h = Header::new(kind, MessageId(99), InstanceId::new_random());
+        h.correlation_id = MessageId(correlation);
+        h
+    }
+
+    fn next(slot: &Slot) -> Next {
+        slot.take(futures::task::noop_waker_ref())
+    }
+
+    #[test]
+    fn frames_for_no_open_stream_are_counted_and_ignored() {
+        let table = StreamTable::default();
+        table.deliver(&header(Kind::StreamItem, 5), b"late", None);
+        table.deliver(&header(Kind::StreamEnd, 5), b"", None);
+        assert_eq!(table.late_items(), 2);
+        assert!(
+            !table.routes(&header(Kind::Error, 5)),
+            "errors of calls go to the pending table"
+        );
+        assert!(table.routes(&header(Kind::StreamItem, 5)));
+    }
+
+    #[test]
+    fn items_then_the_error_then_nothing() {
+        let table = StreamTable::default();
+        let slot = table.open(MessageId(7), InstanceId::new_random(), 4);
+        table.deliver(&header(Kind::StreamItem, 7), b"a", None);
+        let mut error = header(Kind::Error, 7);
+        error.error_code = crate::wire::ErrorCode::Handler as u8;
+        assert!(table.routes(&error));
+        table.deliver(&error, b"boom", None);
+        assert!(matches!(next(&slot), Next::Item(b) if &b[..] == b"a"));
+        assert!(matches!(next(&slot), Next::End(Err(Error::Handler(t))) if t == "boom"));
+        assert!(matches!(next(&slot), Next::Empty));
+    }
+
+    #[test]
+    fn a_producer_past_its_credit_ends_the_stream_without_growing_the_queue() {
+        let table = StreamTable::default();
+        let slot = table.open(MessageId(7), InstanceId::new_random(), 2);
+        for _ in 0..10 {
+            table.deliver(&header(Kind::StreamItem, 7), b"x", None);
+        }
+        assert_eq!(slot.buffered(), 2);
+        assert_eq!(table.overruns(), 1);
+        assert!(matches!(next(&slot), Next::Item(_)));
+        assert!(matches!(next(&slot), Next::Item(_)));
+        assert!(matches!(next(&slot), Next::End(Err(Error::Protocol(_)))));
+    }
+
+    #[test]
+    fn items_are_kept_aligned_and_shared_frames_are_not_copied() {
+        let frame = Bytes::from(vec![7u8; 64]);
+        let kept = keep(&frame[16..32], Some(&frame));
+        assert_eq!(kept.as_ptr(), frame[16..].as_ptr());
+        let copied = keep(&[1, 2, 3], None);
+        assert!((copied.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN));
+        assert_eq!(&copied[..], &[1, 2, 3]);
+    }
+}
