@@ -36,7 +36,11 @@ pub(crate) struct StreamCore {
     /// Items read since credit was last granted.
     unacked: u32,
     idle: Duration,
+    /// Armed when the reader starts waiting on an empty queue: the timeout
+    /// counts how long the reader waited for an item, not how long it took
+    /// between reads.
     sleep: Pin<Box<Sleep>>,
+    waiting: bool,
     state: State,
 }
 
@@ -66,6 +70,7 @@ impl StreamCore {
             unacked: 0,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            waiting: true,
             state: State::Open,
         }
     }
@@ -82,13 +87,18 @@ impl StreamCore {
         match self.slot.take(cx.waker()) {
             Next::Item(item) => {
                 self.consumed();
-                self.sleep.as_mut().reset(Instant::now() + self.idle);
+                self.waiting = false;
                 Poll::Ready(Some(Ok(item)))
             }
             Next::End(end) => {
                 self.state = State::Finished;
                 self.client.streams.calls.remove(self.id);
                 Poll::Ready(end.err().map(Err))
+            }
+            Next::Empty if !self.waiting => {
+                self.waiting = true;
+                self.sleep.as_mut().reset(Instant::now() + self.idle);
+                self.poll_bytes(cx)
             }
             Next::Empty => match self.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => {
