@@ -187,6 +187,27 @@ async fn dropping_mid_stream_cancels_the_handler(flavor: Flavor) {
     p.shutdown().await;
 }
 
+async fn a_caller_that_goes_away_stops_its_streams(flavor: Flavor) {
+    let p = pair(flavor).await;
+    let c = p.client.client();
+    let server = p.server.client();
+    // A stream nobody reads: its handler waits for credit.
+    let mut items = ticks(&c, &p, 4).await;
+    assert_eq!(items.next().await.unwrap().unwrap(), 0);
+    assert!(eventually(PATIENCE, || async { items.queued() == 3 }).await);
+    p.client.shutdown().await.unwrap();
+    // The items already received, then the end.
+    for expected in 1..4u64 {
+        assert_eq!(items.next().await.unwrap().unwrap(), expected);
+    }
+    assert!(matches!(items.next().await, Some(Err(Error::ShuttingDown))));
+    // The caller's links are gone: the handler waiting for credit is
+    // cancelled (`ticks` only returns once a send fails).
+    assert!(eventually(PATIENCE, || async { server.stream_stats().producing == 0 }).await);
+    drop(items);
+    p.server.shutdown().await.unwrap();
+}
+
 async fn a_handler_ignoring_cancellation_has_its_items_discarded(flavor: Flavor) {
     let p = pair(flavor).await;
     let watched: Watched = Arc::default();
@@ -352,7 +373,8 @@ macro_rules! conformance {
             use super::*;
             conformance!(@tests $value; hundred_thousand_items_arrive_in_order,
                 raw_and_archived_items_read_the_same, a_reader_that_stops_reading_bounds_the_producer,
-                dropping_mid_stream_cancels_the_handler, a_handler_ignoring_cancellation_has_its_items_discarded,
+                dropping_mid_stream_cancels_the_handler, a_caller_that_goes_away_stops_its_streams,
+                a_handler_ignoring_cancellation_has_its_items_discarded,
                 a_handler_error_after_k_items_arrives_after_them, wrong_calls_end_with_typed_errors,
                 a_silent_producer_times_out_between_items, many_streams_on_one_link_interleave);
         }
