@@ -16,6 +16,7 @@
 //! - [`producer`]: the handler's side, credit and the item sender;
 //! - [`serve`]: how the dispatcher runs a streaming handler.
 
+pub(crate) mod buffers;
 pub(crate) mod handle;
 pub(crate) mod preamble;
 pub(crate) mod producer;

@@ -15,16 +15,17 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use crate::codec::AlignedVec;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
 use crate::runtime::pending::remote_error;
-use crate::wire::{Header, Kind, PAYLOAD_ALIGN, ProtocolError};
+use crate::stream::buffers::Buffers;
+use crate::wire::{Header, Kind, ProtocolError};
 
 /// One stream being read.
 pub(crate) struct Slot {
     pub(crate) peer: InstanceId,
     window: usize,
+    buffers: Arc<Buffers>,
     state: Mutex<SlotState>,
 }
 
@@ -113,6 +114,7 @@ impl StreamTable {
         let slot = Arc::new(Slot {
             peer,
             window: window as usize,
+            buffers: Buffers::new(window as usize),
             state: Mutex::new(SlotState::default()),
         });
         self.slots.insert(id, Arc::clone(&slot));
@@ -149,7 +151,7 @@ impl StreamTable {
         };
         match header.kind {
             Kind::StreamItem => {
-                if !slot.push(keep(payload, shared)) {
+                if !slot.push(keep(payload, shared, &slot.buffers)) {
                     self.overruns.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -198,9 +200,10 @@ impl StreamTable {
 }
 
 /// The item as the reader keeps it: a slice of the shared frame when there
-/// is one, else one copy out of the ring into 16-byte aligned memory (the
-/// ring slot is released at once, so a slow reader never holds the ring).
-fn keep(payload: &[u8], shared: Option<&Bytes>) -> Bytes {
+/// is one, else one copy out of the ring into 16-byte aligned memory, a
+/// recycled buffer of this stream (the ring slot is released at once, so a
+/// slow reader never holds the ring).
+fn keep(payload: &[u8], shared: Option<&Bytes>, buffers: &Arc<Buffers>) -> Bytes {
     if let Some(frame) = shared {
         let range = frame.as_ptr_range();
         let inner = payload.as_ptr_range();
@@ -208,14 +211,13 @@ fn keep(payload: &[u8], shared: Option<&Bytes>) -> Bytes {
             return frame.slice_ref(payload);
         }
     }
-    let mut copy = AlignedVec::<PAYLOAD_ALIGN>::with_capacity(payload.len());
-    copy.extend_from_slice(payload);
-    Bytes::from_owner(copy)
+    buffers.copy(payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::PAYLOAD_ALIGN;
 
     fn header(kind: Kind, correlation: u64) -> Header {
         let mut h = Header::new(kind, MessageId(99), InstanceId::new_random());
@@ -271,9 +273,10 @@ mod tests {
     #[test]
     fn items_are_kept_aligned_and_shared_frames_are_not_copied() {
         let frame = Bytes::from(vec![7u8; 64]);
-        let kept = keep(&frame[16..32], Some(&frame));
+        let buffers = Buffers::new(1);
+        let kept = keep(&frame[16..32], Some(&frame), &buffers);
         assert_eq!(kept.as_ptr(), frame[16..].as_ptr());
-        let copied = keep(&[1, 2, 3], None);
+        let copied = keep(&[1, 2, 3], None, &buffers);
         assert!((copied.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN));
         assert_eq!(&copied[..], &[1, 2, 3]);
     }
