@@ -7,6 +7,7 @@
 //! COMPARE_QUICK=1 cargo bench --bench compare # smoke run
 //! cargo bench --bench compare -- ring zmq     # only cases whose key contains a word
 //! cargo bench --bench compare -- cohort       # the cohort gathers (1, 2, 4 workers)
+//! cargo bench --bench compare -- stream       # streamed responses next to unary calls
 //! ```
 //!
 //! The table goes to stdout, as markdown to `target/compare.md` and as CSV to
@@ -31,6 +32,8 @@ mod raw;
 mod report;
 #[path = "compare/ring.rs"]
 mod ring;
+#[path = "compare/stream.rs"]
+mod stream;
 #[path = "compare/util.rs"]
 mod util;
 #[path = "compare/zmq_raw.rs"]
@@ -349,6 +352,10 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
         case!(true, suite.key(), suite.label(), suite.run(plan));
     }
     case!(false, "am_shm_kill", "kill", one(am_server::kill(plan)));
+    for transport in ["shm", "tcp"] {
+        let k = format!("stream_{transport}");
+        case!(true, k, "stream", stream::suite(plan, transport));
+    }
     // Several worker processes: not pinned (the pinning is for pairs).
     for transport in ["shm", "tcp"] {
         for workers in [1, 2, 4] {

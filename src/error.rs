@@ -39,6 +39,11 @@ pub enum Error {
     /// The peer was alive but did not answer within the budget.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The caller cancelled the call (a streamed response's
+    /// [`cancel`](crate::ResponseStream::cancel)); on the handler's side, the
+    /// caller went away and the stream's sender takes no more items.
+    #[error("cancelled")]
+    Cancelled,
     /// A `try_` operation found the link full.
     #[error("link is full")]
     Full,

@@ -36,6 +36,7 @@ mod peer;
 mod protocol;
 mod runtime;
 mod stats;
+mod stream;
 mod system;
 pub mod transport;
 
@@ -49,7 +50,7 @@ pub use client::front::{
 };
 pub use client::loan::{LOAN_ALIGN, Loan};
 pub use client::message::{
-    DetachedReceipt, MessageBuilder, NeedsDeliveryMode, WithResponseExpected,
+    DetachedReceipt, MessageBuilder, NeedsDeliveryMode, StreamExpected, WithResponseExpected,
 };
 pub use client::status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
 pub use client::{NetworkClient, TransportPolicy};
@@ -69,6 +70,10 @@ pub use shm_ring::WaitPolicy;
 pub use stats::{
     CounterValues, HandlerStat, LATENCY_BUCKETS, LinkCounterValues, LinkCounters, PeerStat,
     StatsSnapshot,
+};
+pub use stream::{
+    ArchivedItem, BytesStream, DEFAULT_WINDOW, ItemSink, MAX_WINDOW, ResponseStream, StreamSender,
+    StreamStats,
 };
 pub use system::types::{
     HealthCheckResponse, ListHandlersResponse, RegisterServiceResponse, RequestShutdownResponse,

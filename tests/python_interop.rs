@@ -69,6 +69,18 @@ fn example_frames() -> Vec<(&'static str, Vec<u8>)> {
     let mut cancel = header(Kind::Cancel, 12, CALLER);
     cancel.correlation_id = MessageId(11);
 
+    let mut stream = header(Kind::Request, 20, CALLER);
+    stream.flags = flags::STREAM | flags::RAW;
+    stream.timeout_us = 1_500_000;
+    // The preamble (window 4, 12 zero bytes), then the raw payload: u64 LE 3.
+    let mut stream_payload = 4u32.to_le_bytes().to_vec();
+    stream_payload.extend_from_slice(&[0; 12]);
+    stream_payload.extend_from_slice(&3u64.to_le_bytes());
+    let mut item = reply(Kind::StreamItem, 30, 20);
+    item.flags = flags::RAW;
+    let mut credit = header(Kind::Credit, 21, CALLER);
+    credit.correlation_id = MessageId(20);
+
     vec![
         (
             "frame-request",
@@ -90,6 +102,22 @@ fn example_frames() -> Vec<(&'static str, Vec<u8>)> {
         ("frame-probe", wire::encode_to_vec(&probe, "", b"")),
         ("frame-pong", wire::encode_to_vec(&pong, "", b"")),
         ("frame-cancel", wire::encode_to_vec(&cancel, "", b"")),
+        (
+            "frame-stream-request",
+            wire::encode_to_vec(&stream, "count_bytes", &stream_payload),
+        ),
+        (
+            "frame-stream-item",
+            wire::encode_to_vec(&item, "", &0u64.to_le_bytes()),
+        ),
+        (
+            "frame-credit",
+            wire::encode_to_vec(&credit, "", &2u32.to_le_bytes()),
+        ),
+        (
+            "frame-stream-end",
+            wire::encode_to_vec(&reply(Kind::StreamEnd, 33, 20), "", b""),
+        ),
     ]
 }
 
@@ -149,6 +177,7 @@ fn flag_names(bits: u16) -> String {
         (flags::RECEIPT, "RECEIPT"),
         (flags::PONG, "PONG"),
         (flags::RAW, "RAW"),
+        (flags::STREAM, "STREAM"),
     ]
     .iter()
     .filter(|(bit, _)| bits & bit != 0)
@@ -198,8 +227,8 @@ fn field_listing(frame: &[u8]) -> String {
     }
     if !f.payload.is_empty() {
         let shown = match std::str::from_utf8(f.payload) {
-            Ok(text) => format!("{text:?}"),
-            Err(_) => "binary".into(),
+            Ok(text) if !text.contains(char::is_control) => format!("{text:?}"),
+            _ => "binary".into(),
         };
         rows.push((f.payload_offset, f.payload.len(), "payload", shown));
     }
@@ -307,6 +336,7 @@ fn wire_doc_constants_match_the_code() {
         ("RAW", flags::RAW),
         ("AUTH", flags::AUTH),
         ("MONOTONIC_DEADLINE", flags::MONOTONIC_DEADLINE),
+        ("STREAM", flags::STREAM),
     ];
     for (name, bit) in expected_flags {
         let row = format!("| `{bit:#06x}` | `{name}` |");
@@ -319,13 +349,13 @@ fn wire_doc_constants_match_the_code() {
             "docs/wire.md lacks the error-code row {row}"
         );
     }
-    for byte in 1..=10u8 {
+    for byte in 1..=13u8 {
         let kind = Kind::from_u8(byte).expect("known kind");
         let row = format!("| {byte} | `{kind:?}` |");
         assert!(doc.contains(&row), "docs/wire.md lacks the kind row {row}");
     }
     assert!(
-        Kind::from_u8(11).is_err(),
+        Kind::from_u8(14).is_err(),
         "a new kind needs a row in docs/wire.md"
     );
     assert_eq!(
@@ -335,7 +365,8 @@ fn wire_doc_constants_match_the_code() {
             | flags::PONG
             | flags::RAW
             | flags::AUTH
-            | flags::MONOTONIC_DEADLINE,
+            | flags::MONOTONIC_DEADLINE
+            | flags::STREAM,
         "a new flag needs a row in docs/wire.md"
     );
 }

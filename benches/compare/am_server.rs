@@ -142,7 +142,7 @@ async fn register(manager: &ActiveMessageManager) -> Result<()> {
             }),
         )
         .await?;
-    Ok(())
+    crate::stream::register(manager).await
 }
 
 /// The server child: builds a manager, registers the handlers, sends its `PeerInfo`

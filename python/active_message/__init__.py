@@ -47,6 +47,7 @@ from ._native import (
     ProtocolError,
     Refused,
     ShuttingDown,
+    Cancelled,
     Timeout,
     TransportError,
     UnknownPeer,
@@ -76,6 +77,8 @@ __all__ = [
     "ProtocolError",
     "Refused",
     "ShuttingDown",
+    "Cancelled",
+    "Stream",
     "Timeout",
     "TransportError",
     "UnknownPeer",
@@ -140,6 +143,33 @@ def _adapt(fn: Callable, codec: str, loop: Optional[asyncio.AbstractEventLoop]) 
         return None if out is None else _encode(out, codec)
 
     return call
+
+
+class Stream:
+    """The items of a streamed call, as an iterator. Ends at the handler's
+    normal end; raises the stream's error (:class:`HandlerError` after the
+    items sent before it, :class:`PeerLost`, :class:`Timeout`,
+    :class:`Cancelled` after :meth:`cancel`)."""
+
+    def __init__(self, native: "_native.Stream", codec: str):
+        self._native = native
+        self._codec = codec
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> Any:
+        return _decode(next(self._native), self._codec)
+
+    def cancel(self) -> None:
+        """Stops the stream: the handler's cancellation fires."""
+        self._native.cancel()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
 
 
 class Manager:
@@ -283,6 +313,16 @@ class Manager:
         ``memoryview`` (``codec="bytes"``, zero-copy) or decoded."""
         out = self._native.call("request", _target(peer), name, _encode(data, codec), timeout)
         return _decode(out, codec)
+
+    def stream(self, peer: PeerLike, name: str, data: Any = b"", *, codec: str = "bytes",
+               window: int = 64, timeout: Optional[float] = None) -> "Stream":
+        """A streamed call: iterate the returned :class:`Stream` for the
+        handler's items (decoded with ``codec``; ``"bytes"``: zero-copy
+        read-only ``memoryview`` objects). At most ``window`` items wait unread; ``timeout``
+        bounds the wait for each item. ``cancel()`` (or dropping the stream)
+        stops the handler."""
+        native = self._native.stream(_target(peer), name, _encode(data, codec), window, timeout)
+        return Stream(native, codec)
 
     # -- asyncio --------------------------------------------------------
 

@@ -56,6 +56,12 @@ create_exception!(
 );
 create_exception!(
     _native,
+    Cancelled,
+    ActiveMessageError,
+    "The caller cancelled the call (a stream's cancel())."
+);
+create_exception!(
+    _native,
     ShuttingDown,
     ActiveMessageError,
     "The manager (or the peer) is shutting down."
@@ -121,6 +127,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Timeout", py.get_type::<Timeout>())?;
     m.add("Full", py.get_type::<Full>())?;
     m.add("ShuttingDown", py.get_type::<ShuttingDown>())?;
+    m.add("Cancelled", py.get_type::<Cancelled>())?;
     m.add("PayloadTooLarge", py.get_type::<PayloadTooLarge>())?;
     m.add("InvalidHandlerName", py.get_type::<InvalidHandlerName>())?;
     m.add("HandlerExists", py.get_type::<HandlerExists>())?;
@@ -146,6 +153,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::Timeout(_) => Timeout::new_err(text),
         Error::Full => Full::new_err(text),
         Error::ShuttingDown => ShuttingDown::new_err(text),
+        Error::Cancelled => Cancelled::new_err(text),
         Error::PayloadTooLarge { .. } => PayloadTooLarge::new_err(text),
         Error::InvalidHandlerName(_) => InvalidHandlerName::new_err(text),
         Error::HandlerExists(_) => HandlerExists::new_err(text),

@@ -15,6 +15,7 @@ mod errors;
 mod handler;
 mod manager;
 mod options;
+mod stream;
 
 use std::sync::OnceLock;
 
@@ -39,6 +40,7 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manager::Manager>()?;
     m.add_class::<buffer::Payload>()?;
+    m.add_class::<stream::Stream>()?;
     m.add_class::<cohort::Cohort>()?;
     m.add_class::<cohort::Membership>()?;
     errors::register(m)?;

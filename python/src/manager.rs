@@ -133,6 +133,22 @@ impl Manager {
         Ok(())
     }
 
+    /// Starts a streamed call (GIL released while it is sent); iterate the
+    /// returned `Stream` for the items.
+    #[pyo3(signature = (target, name, data, window, timeout=None))]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        target: &str,
+        name: String,
+        data: &Bound<'_, PyAny>,
+        window: u32,
+        timeout: Option<f64>,
+    ) -> PyResult<crate::stream::Stream> {
+        let call = make_call("request", target, name, data, timeout)?;
+        crate::stream::Stream::open(py, self.inner.client(), call, window)
+    }
+
     /// Waits up to `timeout` seconds (GIL released) for the manager to stop
     /// (shutdown, trusted remote shutdown, cancellation); returns whether it did.
     fn wait_stopped(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {

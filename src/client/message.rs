@@ -25,6 +25,9 @@ use crate::ids::InstanceId;
 use crate::status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
 use crate::wire::{Kind, flags};
 
+mod stream;
+pub use stream::StreamExpected;
+
 /// No delivery mode chosen yet.
 #[derive(Debug)]
 pub struct NeedsDeliveryMode;
@@ -49,6 +52,8 @@ pub struct MessageBuilder<'a, M = NeedsDeliveryMode> {
     timeout: Duration,
     target: Option<InstanceId>,
     kind: Kind,
+    /// Items a streamed response may run ahead of its reader.
+    stream_window: u32,
     _mode: PhantomData<M>,
 }
 
@@ -63,6 +68,7 @@ impl MessageBuilder<'static, NeedsDeliveryMode> {
             timeout,
             target: None,
             kind: Kind::OneWay,
+            stream_window: crate::stream::DEFAULT_WINDOW,
             _mode: PhantomData,
         }
     }
@@ -122,6 +128,7 @@ impl<'a, M> MessageBuilder<'a, M> {
             timeout: self.timeout,
             target: Some(target),
             kind: self.kind,
+            stream_window: self.stream_window,
             _mode: PhantomData,
         }
     }
@@ -138,6 +145,7 @@ impl<'a, M> MessageBuilder<'a, M> {
             timeout: self.timeout,
             target: self.target,
             kind: self.kind,
+            stream_window: self.stream_window,
             _mode: PhantomData,
         }
     }

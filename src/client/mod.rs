@@ -50,6 +50,8 @@ pub struct NetworkClient {
     pub(crate) counters: Arc<Counters>,
     pub(crate) limits: ClientLimits,
     pub(crate) transport_policy: TransportPolicy,
+    /// Streamed responses: those read here and those produced here.
+    pub(crate) streams: Arc<crate::stream::Streams>,
 }
 
 /// Which transports [`NetworkClient::connect_to_peer`] may pick.
@@ -186,6 +188,7 @@ impl NetworkClient {
             link.close();
         }
         self.pending.fail_peer(peer);
+        self.streams.calls.fail_peer(peer, || Error::PeerLost(peer));
         removed.is_some()
     }
 

@@ -22,7 +22,7 @@ pub use config::{CohortConfig, FailurePolicy, RankPolicy};
 pub use error::{CohortError, RankError};
 pub use leader::{CohortEvents, LeaderWorkerCohort, ShutdownReport};
 pub use members::CohortEvent;
-pub use ops::RankTarget;
+pub use ops::{RankItems, RankTarget};
 pub use worker::{CohortMembership, MembershipEnd, join_cohort};
 
 /// A worker's position in its cohort, `0..size`.

@@ -2,6 +2,10 @@
 //! own deadline; outcomes come back in rank order, one per rank, and the
 //! failure policy decides what a lost rank does to the operation.
 
+mod stream;
+
+pub use stream::RankItems;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

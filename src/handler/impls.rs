@@ -37,6 +37,9 @@ use futures::FutureExt;
 use crate::codec::{Body, Decode, Payload, with_aligned};
 pub use crate::handler::bytes_async::unary_handler_async;
 use crate::handler::in_place::{Ran, Spare};
+pub use crate::handler::stream::{
+    raw_stream_handler, typed_stream_handler, typed_stream_handler_from_stream,
+};
 pub use crate::handler::{Handler, HandlerContext, HandlerKind, HandlerRef};
 use crate::handler::{HandlerCall, HandlerError, HandlerOutcome, InlineOutcome};
 use crate::ids::{InstanceId, MessageId};

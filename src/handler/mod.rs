@@ -4,6 +4,7 @@ mod bytes_async;
 pub mod impls;
 pub(crate) mod in_place;
 pub(crate) mod registry;
+pub(crate) mod stream;
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub enum HandlerKind {
     UnaryBytes,
     /// Typed input and output (rkyv archives, or JSON for serde types).
     UnaryTyped,
+    /// One input, a stream of items back (see [`crate::handler_impls::typed_stream_handler`]).
+    Streaming,
 }
 
 /// Everything a handler learns about the invocation besides its payload.
@@ -131,6 +134,19 @@ pub trait Handler: Send + Sync + 'static {
     ) -> bool {
         let _ = (ctx, payload, out);
         false
+    }
+
+    /// Runs the handler for a streamed request (flag `STREAM`): items go out
+    /// through `sink`, and the future's outcome ends the stream. Handlers
+    /// that do not stream return `None` (the caller gets an error).
+    fn call_stream(
+        &self,
+        ctx: HandlerContext,
+        payload: Bytes,
+        sink: crate::stream::ItemSink,
+    ) -> Option<BoxFuture<'static, Result<(), HandlerError>>> {
+        let _ = (ctx, payload, sink);
+        None
     }
 
     /// Whether calls to this handler run outside the concurrency limit

@@ -264,10 +264,12 @@ impl ActiveMessageManagerBuilder {
         let pending = Arc::new(PendingTable::default());
         let links = Arc::new(DashMap::new());
         let counters = Arc::new(Counters::default());
+        let streams = Arc::new(crate::stream::Streams::default());
         let events = Arc::new(RuntimeEvents {
             pending: Arc::clone(&pending),
             links: Arc::clone(&links),
             counters: Arc::clone(&counters),
+            streams: Arc::clone(&streams),
         });
         let inbox = Inbox {
             invocations,
@@ -297,6 +299,7 @@ impl ActiveMessageManagerBuilder {
                 default_timeout: self.default_timeout,
             },
             transport_policy: self.transport_policy,
+            streams: Arc::clone(&streams),
         });
         let root_cancel = self.cancel.clone().unwrap_or_default();
         let dispatcher = Arc::new(Dispatcher {
@@ -306,6 +309,7 @@ impl ActiveMessageManagerBuilder {
             tracker: TaskTracker::new(),
             handlers_cancel: root_cancel.child_token(),
             running: DashMap::new(),
+            streams,
         });
         let inner = Arc::new(ManagerInner {
             client,

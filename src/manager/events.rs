@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use crate::error::Error;
 use crate::ids::InstanceId;
 use crate::runtime::pending::PendingTable;
 use crate::runtime::rate_limit::RateLimit;
@@ -17,18 +18,27 @@ pub(crate) struct RuntimeEvents {
     pub(crate) pending: Arc<PendingTable>,
     pub(crate) links: Arc<DashMap<InstanceId, BoxedLink>>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) streams: Arc<crate::stream::Streams>,
 }
 
 impl LinkEvents for RuntimeEvents {
     fn on_reply(&self, header: &Header, payload: &[u8]) {
+        if self.streams.calls.routes(header) {
+            return self.streams.calls.deliver(header, payload, None);
+        }
         self.pending.complete(header, payload, None);
     }
 
     fn on_reply_shared(&self, header: &Header, payload: &[u8], frame: &bytes::Bytes) {
+        if self.streams.calls.routes(header) {
+            return self.streams.calls.deliver(header, payload, Some(frame));
+        }
         self.pending.complete(header, payload, Some(frame));
     }
 
     fn on_link_lost(&self, peer: InstanceId) {
+        // Streams this peer reads from us stop if their link is the one lost.
+        self.streams.producers.cancel_lost(peer);
         // A peer can be reachable over several links (an outbound link per
         // transport, reverse links for its calls to us). Only the loss of the
         // link our calls ride on fails them: if that one is still up, the
@@ -42,7 +52,8 @@ impl LinkEvents for RuntimeEvents {
             .remove_if(&peer, |_, link| link.is_closed())
             .is_some();
         self.pending.note_lost(peer);
-        let failed = self.pending.fail_peer(peer);
+        let failed = self.pending.fail_peer(peer)
+            + self.streams.calls.fail_peer(peer, || Error::PeerLost(peer));
         if removed || failed > 0 {
             Counters::bump(&self.counters.peers_lost);
             tracing::debug!(%peer, failed, "peer lost");
@@ -50,7 +61,11 @@ impl LinkEvents for RuntimeEvents {
     }
 
     fn on_peer_unresponsive(&self, peer: InstanceId) {
-        let failed = self.pending.fail_unresponsive(peer);
+        let failed = self.pending.fail_unresponsive(peer)
+            + self
+                .streams
+                .calls
+                .fail_peer(peer, || Error::PeerUnresponsive(peer));
         tracing::warn!(%peer, failed, "peer not responding");
     }
 

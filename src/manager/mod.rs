@@ -147,6 +147,7 @@ impl ManagerInner {
             self.dispatcher.handlers_cancel.cancel();
         }
         self.client.pending.fail_all(|| Error::ShuttingDown);
+        self.client.streams.calls.fail_all(|| Error::ShuttingDown);
         let mut undrained = 0;
         for transport in &self.client.transports {
             transport.shutdown().await;

@@ -40,6 +40,13 @@ pub enum Kind {
     Heartbeat = 9,
     /// The sender is shutting down and closes the link.
     Goodbye = 10,
+    /// One item of a streamed response (correlation id = the request's id).
+    StreamItem = 11,
+    /// The normal end of a streamed response (correlation id = the request's id).
+    StreamEnd = 12,
+    /// The stream's reader grants the producer more items; payload: `u32` LE
+    /// count (correlation id = the request's id).
+    Credit = 13,
 }
 
 impl Kind {
@@ -56,6 +63,9 @@ impl Kind {
             8 => Self::Cancel,
             9 => Self::Heartbeat,
             10 => Self::Goodbye,
+            11 => Self::StreamItem,
+            12 => Self::StreamEnd,
+            13 => Self::Credit,
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -69,7 +79,12 @@ impl Kind {
     pub fn is_reply(self) -> bool {
         matches!(
             self,
-            Self::Ack | Self::Response | Self::Error | Self::Receipt
+            Self::Ack
+                | Self::Response
+                | Self::Error
+                | Self::Receipt
+                | Self::StreamItem
+                | Self::StreamEnd
         )
     }
 }
@@ -93,8 +108,12 @@ pub mod flags {
     /// that clock; lets the receiver skip calls whose caller already gave
     /// up, however long they waited in the ring.
     pub const MONOTONIC_DEADLINE: u16 = 1 << 5;
+    /// On `Request`: the caller wants a stream of `StreamItem` frames ended
+    /// by `StreamEnd` or `Error`; the payload opens with a 16-byte stream
+    /// preamble (`docs/wire.md`, section on streams).
+    pub const STREAM: u16 = 1 << 6;
     /// Every flag this version knows; others are refused.
-    pub const KNOWN: u16 = SYSTEM | RECEIPT | PONG | RAW | AUTH | MONOTONIC_DEADLINE;
+    pub const KNOWN: u16 = SYSTEM | RECEIPT | PONG | RAW | AUTH | MONOTONIC_DEADLINE | STREAM;
 }
 
 /// Why a `Confirm` or `Request` failed; carried in `error_code` of an `Error` frame.

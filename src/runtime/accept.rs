@@ -39,7 +39,11 @@ impl Dispatcher {
         permit: OwnedSemaphorePermit,
     ) -> Option<(Inbound, OwnedSemaphorePermit)> {
         let header = inbound.header;
-        if deadline::expired(&header, inbound.deadline) || header.has(flags::RECEIPT) {
+        // Receipts and streams take the regular path (streams are bounded on their own).
+        if deadline::expired(&header, inbound.deadline)
+            || header.has(flags::RECEIPT)
+            || header.has(flags::STREAM)
+        {
             return Some((inbound, permit));
         }
         // The regular path counts and answers refusals: only look here.

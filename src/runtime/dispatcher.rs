@@ -40,6 +40,8 @@ pub(crate) struct Dispatcher {
     /// Cancelled when the drain deadline passes: running handlers are told to stop.
     pub(crate) handlers_cancel: CancellationToken,
     pub(crate) running: DashMap<(InstanceId, MessageId), CancellationToken>,
+    /// Streamed responses in progress and the credit their readers granted.
+    pub(crate) streams: Arc<crate::stream::Streams>,
 }
 
 impl Dispatcher {
@@ -78,6 +80,12 @@ impl Dispatcher {
             self.cancel(&inbound.header);
             return;
         }
+        if inbound.header.kind == Kind::Credit {
+            self.streams
+                .producers
+                .grant(&inbound.header, inbound.payload());
+            return;
+        }
         let span = trace::inbound(&inbound.header, inbound.name(), &*inbound.reply_link);
         let Some((inbound, permit)) = span.in_scope(|| self.accept_in_place(inbound, permit))
         else {
@@ -109,6 +117,14 @@ impl Dispatcher {
         // A one-way message gets nothing back, ever (not even a receipt).
         if inbound.header.has(flags::RECEIPT) && inbound.header.kind != Kind::OneWay {
             self.reply(&inbound, Kind::Receipt, 0, &[]).await;
+        }
+        if inbound.header.has(flags::STREAM) {
+            // Streams are bounded on their own (see `stream::serve`).
+            drop(permit);
+            let started = Instant::now();
+            let failed = crate::stream::serve::run(self, &inbound, &handler).await;
+            stats.record(started.elapsed(), failed);
+            return;
         }
         let permit = if handler.exempt_from_limit() {
             drop(permit);
@@ -298,6 +314,10 @@ impl Dispatcher {
             self.cancel(header);
             return true;
         }
+        if header.kind == Kind::Credit {
+            self.streams.producers.grant(header, payload);
+            return true;
+        }
         // One-way messages never expire: no clock read for them.
         if header.kind != Kind::OneWay
             && deadline::expired(header, deadline::deadline_of(header, Instant::now()))
@@ -308,6 +328,7 @@ impl Dispatcher {
         // Anything unusual takes the regular path, which answers it properly.
         if !header.kind.is_invocation()
             || header.has(flags::RECEIPT)
+            || header.has(flags::STREAM)
             || reserved(name) != header.has(flags::SYSTEM)
             || !self.client.is_admitting()
         {

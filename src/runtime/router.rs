@@ -158,8 +158,8 @@ impl Router {
                         reply,
                     )
                 }
-                // Cancels never wait behind the concurrency limit.
-                Inline::CancelOnly if header.kind == Kind::Cancel => {
+                // Cancels and stream credit never wait behind the concurrency limit.
+                Inline::CancelOnly if matches!(header.kind, Kind::Cancel | Kind::Credit) => {
                     dispatch.try_inline(&header, view.name, view.payload, &mut |_| {})
                 }
                 Inline::CancelOnly => false,

@@ -27,13 +27,15 @@
 //!   [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge).
 //! - Inbound frames are checked with [`wire::decode`] against
 //!   [`Inbox::max_frame`] before anything else looks at them.
-//! - Inbound invocation frames (`OneWay`, `Confirm`, `Request`, `Cancel`) go to
+//! - Inbound invocation frames (`OneWay`, `Confirm`, `Request`, `Cancel`, and
+//!   a stream's `Credit`) go to
 //!   [`Inbox::invocations`], a bounded channel, as an [`Inbound`] carrying the
 //!   link that replies go back on. When the channel is full the transport
 //!   stops reading invocations from that peer (backpressure reaches the
 //!   sender); it never drops them and never queues them without bound. A
 //!   transport may first offer them to [`Inbox::inline`] ([`InlineDispatch`]).
-//! - Inbound replies (`Ack`, `Response`, `Error`, `Receipt`) go to
+//! - Inbound replies (`Ack`, `Response`, `Error`, `Receipt`, and a stream's
+//!   `StreamItem` and `StreamEnd`: [`wire::Kind::is_reply`]) go to
 //!   [`LinkEvents::on_reply`] at once, on the transport's own thread or task, so a
 //!   saturated dispatcher never delays a reply.
 //! - Heartbeats and goodbyes are the transport's business. When a link to a peer
@@ -353,8 +355,9 @@ pub trait InlineDispatch: Send + Sync + 'static {
     /// handler, a concurrency permit free, no receipt asked, admitting),
     /// handing the reply frame, if any, to `reply` before returning true.
     /// Returns false, having done nothing, when the invocation must go
-    /// through [`Inbox::invocations`] instead. `Cancel` frames are always
-    /// handled here (they must not wait behind the concurrency limit), and so
+    /// through [`Inbox::invocations`] instead. `Cancel` and `Credit` frames
+    /// are always handled here (they must not wait behind the concurrency
+    /// limit), and so
     /// are requests whose caller's deadline has passed (dropped, counted).
     fn try_inline(
         &self,

@@ -43,11 +43,15 @@ assert HEADER.size == HEADER_LEN
 
 # Kinds
 ONE_WAY, CONFIRM, REQUEST, ACK, RESPONSE, ERROR, RECEIPT, CANCEL, HEARTBEAT, GOODBYE = range(1, 11)
+STREAM_ITEM, STREAM_END, CREDIT = range(11, 14)
 KIND_NAMES = {
     1: "OneWay", 2: "Confirm", 3: "Request", 4: "Ack", 5: "Response",
     6: "Error", 7: "Receipt", 8: "Cancel", 9: "Heartbeat", 10: "Goodbye",
+    11: "StreamItem", 12: "StreamEnd", 13: "Credit",
 }
 REPLY_KINDS = (ACK, RESPONSE, ERROR, RECEIPT)
+# Replies that carry a correlation id (docs/wire.md, "What the receiver checks").
+CORRELATED_KINDS = REPLY_KINDS + (STREAM_ITEM, STREAM_END)
 FINAL_KINDS = (ACK, RESPONSE, ERROR)
 
 # Flags
@@ -57,7 +61,8 @@ PONG = 0x0004
 RAW = 0x0008
 AUTH = 0x0010
 MONOTONIC_DEADLINE = 0x0020
-KNOWN_FLAGS = SYSTEM | RECEIPT_FLAG | PONG | RAW | AUTH | MONOTONIC_DEADLINE
+STREAM = 0x0040
+KNOWN_FLAGS = SYSTEM | RECEIPT_FLAG | PONG | RAW | AUTH | MONOTONIC_DEADLINE | STREAM
 
 # Authentication (docs/wire.md, "Authentication handshake")
 SERVER_LABEL = b"AMSG-AUTH-v1 server"
@@ -139,7 +144,7 @@ def decode_frame(data, max_len=None):
         raise ProtocolError("unknown flags %#06x" % flags)
     if reserved != b"\0" * 5:
         raise ProtocolError("reserved bytes are not zero")
-    if message_id == 0 or (kind in REPLY_KINDS and correlation_id == 0):
+    if message_id == 0 or (kind in CORRELATED_KINDS and correlation_id == 0):
         raise ProtocolError("missing message or correlation id")
     offset = payload_offset(name_len)
     if offset + payload_len != len(data):
@@ -205,9 +210,22 @@ DOC_CALLER = bytes.fromhex("00112233445566778899aabbccddeeff")
 DOC_SERVER = bytes.fromhex("a0a1a2a3b0b14cc180d1e0e1e2e3e4e5")
 
 
+def stream_preamble(window):
+    """The 16 bytes opening a STREAM request's payload (docs/wire.md, section 15)."""
+    return struct.pack("<I", window) + b"\0" * 12
+
+
 def doc_examples():
     """The frames and archives docs/wire.md shows, built with this encoder."""
     return {
+        "frame-stream-request": encode_frame(REQUEST, 20, DOC_CALLER, "count_bytes",
+                                             stream_preamble(4) + struct.pack("<Q", 3),
+                                             flags=STREAM | RAW, timeout_us=1_500_000),
+        "frame-stream-item": encode_frame(STREAM_ITEM, 30, DOC_SERVER, payload=struct.pack("<Q", 0),
+                                          flags=RAW, correlation_id=20),
+        "frame-credit": encode_frame(CREDIT, 21, DOC_CALLER, payload=struct.pack("<I", 2),
+                                     correlation_id=20),
+        "frame-stream-end": encode_frame(STREAM_END, 33, DOC_SERVER, correlation_id=20),
         "frame-request": encode_frame(REQUEST, 7, DOC_CALLER, "echo_bytes", b"hello",
                                       flags=RECEIPT_FLAG | RAW, timeout_us=1_500_000),
         "frame-receipt": encode_frame(RECEIPT, 1, DOC_SERVER, correlation_id=7),
@@ -272,8 +290,9 @@ def self_test(doc_path):
         "truncated": good[:10],
         "bad magic": b"XMSG" + good[4:],
         "bad version": good[:4] + b"\x02" + good[5:],
-        "unknown kind": good[:5] + b"\x0b" + good[6:],
-        "unknown flag": good[:6] + b"\x40\x00" + good[8:],
+        "unknown kind": good[:5] + b"\x0e" + good[6:],
+        "unknown flag": good[:6] + b"\x80\x00" + good[8:],
+        "item without correlation": encode_frame(STREAM_ITEM, 2, DOC_SERVER),
         "reserved not zero": good[:51] + b"\x01" + good[52:],
         "length mismatch": good + b"!",
         "reply without correlation": encode_frame(RESPONSE, 2, DOC_SERVER),
@@ -442,6 +461,11 @@ class Client:
         mid = self.send(kind, name, payload, flags)
         return mid, self.await_replies(mid, timeout)
 
+    def stream(self, name, payload=b"", window=8, flags=0):
+        """Starts a streamed call (docs/wire.md, section 15); returns its reader."""
+        mid = self.send(REQUEST, name, stream_preamble(window) + payload, flags | STREAM)
+        return StreamReader(self, mid, window)
+
     def quiet(self, seconds):
         """Listens for `seconds`; every non-heartbeat frame heard is stray."""
         until = time.monotonic() + seconds
@@ -450,6 +474,68 @@ class Client:
             if frame is None:
                 return
             self.stray.append(frame)
+
+
+class StreamReader:
+    """Iterates a stream's items (bytes), granting credit every half window;
+    ends at StreamEnd, raises CheckFailed on Error. `cancel()` stops it."""
+
+    def __init__(self, client, mid, window):
+        self.client = client
+        self.mid = mid
+        self.window = window
+        self.unacked = 0
+        self.done = False
+        self.error = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.done:
+            raise StopIteration
+        until = time.monotonic() + self.client.timeout
+        while True:
+            frame = self.client._recv(until)
+            if frame is None:
+                raise CheckFailed("stream %d: no item within %.1f s" % (self.mid, self.client.timeout))
+            if frame.correlation_id != self.mid or frame.kind not in (STREAM_ITEM, STREAM_END, ERROR):
+                self.client.stray.append(frame)
+                continue
+            if frame.kind == STREAM_ITEM:
+                self.unacked += 1
+                if self.unacked * 2 >= self.window:
+                    self.client.send(CREDIT, payload=struct.pack("<I", self.unacked),
+                                     correlation_id=self.mid)
+                    self.unacked = 0
+                return frame.payload
+            self.done = True
+            if frame.kind == ERROR:
+                self.error = frame
+                raise CheckFailed("stream %d failed: %r" % (self.mid, frame))
+            raise StopIteration
+
+    def cancel(self):
+        """Sends Cancel; items already on the way are read and dropped by
+        `drain_cancelled` (nothing else follows them)."""
+        self.done = True
+        self.client.send(CANCEL, correlation_id=self.mid)
+
+    def drain_cancelled(self, seconds):
+        """After `cancel`: listens `seconds`, dropping this stream's late items;
+        returns how many, and fails if an end or error follows the cancel."""
+        late = 0
+        until = time.monotonic() + seconds
+        while True:
+            frame = self.client._recv(until)
+            if frame is None:
+                return late
+            if frame.correlation_id == self.mid and frame.kind == STREAM_ITEM:
+                late += 1
+                continue
+            if frame.correlation_id == self.mid:
+                raise CheckFailed("a cancelled stream sent %r" % frame)
+            self.client.stray.append(frame)
 
 
 def one_reply(replies, kind, mid):
@@ -666,6 +752,39 @@ def run_checks(endpoint, expect_instance, timeout, secret=None):
         expect(rkyv_u64_decode(frame.payload) == 1200, "slow returned %r" % frame.payload)
         return "slow(1200 ms) answered while probing every %.0f ms" % (client.PROBE_EVERY * 1000)
 
+    def stream_in_order():
+        items = list(client.stream("count_bytes", struct.pack("<Q", 1000), window=8, flags=RAW))
+        expect(len(items) == 1000, "got %d items" % len(items))
+        for i, item in enumerate(items):
+            expect(item == struct.pack("<Q", i), "item %d is %r" % (i, item))
+        reader = client.stream("count_then_fail", rkyv_u64(3), window=2)
+        got = []
+        try:
+            for item in reader:
+                got.append(rkyv_u64_decode(item))
+            raise CheckFailed("count_then_fail ended without its error")
+        except CheckFailed:
+            expect(reader.error is not None and reader.error.error_code == HANDLER,
+                   "expected Error Handler, got %r" % reader.error)
+        expect(got == [0, 1, 2], "items before the error: %r" % got)
+        return "1000 raw items in order with window 8; 3 items then %r" % reader.error.text()
+
+    def stream_cancel():
+        def cancels():
+            mid, replies = client.call(REQUEST, "stream_cancels", b"")
+            return rkyv_u64_decode(one_reply(replies, RESPONSE, mid).payload)
+        before = cancels()
+        reader = client.stream("ticks", b"", window=4)
+        for i in range(10):
+            expect(rkyv_u64_decode(next(reader)) == i, "tick %d out of order" % i)
+        reader.cancel()
+        late = reader.drain_cancelled(0.3)
+        expect(late <= 4, "%d items after the cancel, more than the window" % late)
+        deadline = time.monotonic() + timeout
+        while cancels() != before + 1:
+            expect(time.monotonic() < deadline, "the handler never saw the cancel")
+        return "10 ticks, Cancel, %d late items dropped, the handler saw it" % late
+
     def no_stray_frames():
         client.quiet(0.2)
         expect(not client.stray, "frames answering nothing: %r" % client.stray)
@@ -706,7 +825,10 @@ def run_checks(endpoint, expect_instance, timeout, secret=None):
         check("(j) OneWay note, then Request notes (rkyv u64)", one_way_then_count)
         check("(k) Cancel of an unknown call", cancel_unknown)
         check("(l) a call longer than the heartbeat timeout, kept alive by probes", slow_call_kept_alive)
-        check("(m) no stray frames; Goodbye", no_stray_frames)
+        check("(m) STREAM request: items in order with credit; an error after k items",
+              stream_in_order)
+        check("(n) a stream cancelled mid-way stops its handler", stream_cancel)
+        check("(z) no stray frames; Goodbye", no_stray_frames)
     finally:
         client.close()
     failed = results.count(False)

@@ -12,15 +12,21 @@
 //! | `slow` | typed async (`u64` ms -> `u64`) | sleeps that long, tracks concurrency |
 //! | `peak` | typed (`()` -> `u64`) | most `slow` calls seen running at once |
 //! | `hold` | active message | keeps the payload until the manager shuts down |
+//! | `count` | typed stream (`u64` n -> `u64` items) | items `0..n`, then the end |
+//! | `count_then_fail` | typed stream (`u64` k -> `u64` items) | items `0..k`, then error `failed after <k> items` |
+//! | `ticks` | typed stream (`()` -> `u64` items) | `0, 1, 2, ...` until cancelled |
+//! | `stream_cancels` | typed (`()` -> `u64`) | `ticks` streams that saw their cancellation |
+//! | `count_bytes` | raw stream (`u64` LE n -> 8-byte items) | items `0..n` as `u64` LE |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use active_message::ActiveMessageManager;
+use active_message::StreamSender;
 use active_message::handler_impls::{
-    ArchivedContext, TypedContext, am_handler, archived_unary_handler, typed_unary_handler,
-    typed_unary_handler_async, unary_handler,
+    ArchivedContext, TypedContext, am_handler, archived_unary_handler, raw_stream_handler,
+    typed_stream_handler, typed_unary_handler, typed_unary_handler_async, unary_handler,
 };
 
 #[derive(Default)]
@@ -29,6 +35,7 @@ struct DemoState {
     notes: AtomicU64,
     running: AtomicU64,
     peak: AtomicU64,
+    stream_cancels: AtomicU64,
 }
 
 /// Registers the demo handlers on `manager`.
@@ -149,6 +156,83 @@ pub async fn register_demo_handlers(manager: &ActiveMessageManager) -> active_me
                     s.running.fetch_sub(1, Ordering::SeqCst);
                     Ok(c.input)
                 }
+            }),
+        )
+        .await?;
+    register_stream_handlers(manager, state).await
+}
+
+/// Sends `0..n` on `tx`.
+async fn count_to(tx: &StreamSender<u64>, n: u64) -> Result<(), String> {
+    for i in 0..n {
+        tx.send(&i).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The streaming demo handlers.
+async fn register_stream_handlers(
+    manager: &ActiveMessageManager,
+    state: Arc<DemoState>,
+) -> active_message::Result<()> {
+    manager
+        .register_handler(
+            "count",
+            typed_stream_handler("count", |c: TypedContext<u64>, tx| async move {
+                count_to(&tx, c.input).await
+            }),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "count_then_fail",
+            typed_stream_handler("count_then_fail", |c: TypedContext<u64>, tx| async move {
+                count_to(&tx, c.input).await?;
+                Err(format!("failed after {} items", c.input))
+            }),
+        )
+        .await?;
+    let s = Arc::clone(&state);
+    manager
+        .register_handler(
+            "ticks",
+            typed_stream_handler("ticks", move |c: TypedContext<()>, tx| {
+                let s = Arc::clone(&s);
+                async move {
+                    let mut i = 0u64;
+                    while tx.send(&i).await.is_ok() {
+                        i += 1;
+                    }
+                    if c.cancel.is_cancelled() {
+                        s.stream_cancels.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(())
+                }
+            }),
+        )
+        .await?;
+    let s = Arc::clone(&state);
+    manager
+        .register_handler(
+            "stream_cancels",
+            typed_unary_handler("stream_cancels", move |_: TypedContext<()>| {
+                Ok(s.stream_cancels.load(Ordering::SeqCst))
+            }),
+        )
+        .await?;
+    manager
+        .register_handler(
+            "count_bytes",
+            raw_stream_handler("count_bytes", |c, sink| async move {
+                let n = <[u8; 8]>::try_from(&c.payload[..])
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| "payload: u64 LE count".to_string())?;
+                for i in 0..n {
+                    sink.send_bytes(&i.to_le_bytes())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
             }),
         )
         .await?;
