@@ -428,6 +428,14 @@ impl PeerLink for ShmLink {
 
     fn try_send(&self, mut frame: OutFrame<'_>) -> Result<()> {
         deadline::to_monotonic(&mut frame.header);
+        if let Some(loan) = self.lent_here(&frame) {
+            // A loan goes out in place; when its reference must wait (ring
+            // full, a segment to announce), `Full` sends the caller to `send`.
+            return match self.try_send_loaned(&frame, loan)? {
+                true => Ok(()),
+                false => Err(Error::Full),
+            };
+        }
         self.try_write(Source::Frame(&frame))
     }
 

@@ -144,10 +144,7 @@ impl ShmLink {
     /// Sends `frame` (its header already made monotonic): a loan this link
     /// lent goes in place, anything else through [`ShmLink::write`].
     pub(crate) async fn write_frame(&self, frame: &OutFrame<'_>) -> Result<()> {
-        if let PayloadRef::Loan(loan) = frame.payload
-            && let Some(shm) = loan.as_shared()
-            && shm.lent_by(self)
-            && wire::payload_offset(frame.name.len()) <= LOAN_HEAD
+        if let Some(shm) = self.lent_here(frame)
             // Acquire: pairs with the Release store in `Claim::drop`.
             && !shm.claimed.swap(true, Ordering::Acquire)
         {
@@ -156,9 +153,48 @@ impl ShmLink {
         self.write(super::large::Source::Frame(frame)).await
     }
 
+    /// The frame's payload when it is a loan this link can send in place.
+    pub(crate) fn lent_here<'f>(&self, frame: &OutFrame<'f>) -> Option<&'f ShmLoan> {
+        let PayloadRef::Loan(loan) = frame.payload else {
+            return None;
+        };
+        let shm = loan.as_shared()?;
+        let fits = wire::payload_offset(frame.name.len()) <= LOAN_HEAD;
+        (shm.lent_by(self) && fits).then_some(shm)
+    }
+
     /// Writes the header in front of the loaned payload and publishes it.
     async fn send_loaned(&self, frame: &OutFrame<'_>, loan: &ShmLoan) -> Result<()> {
         let claim = Claim(loan);
+        let (start, len) = self.write_loan_head(frame, loan)?;
+        self.publish_ref(loan.id, loan.gen_, start, len).await?;
+        // Release: pairs with the Acquire loads in `Drop`s.
+        loan.published.store(true, Ordering::Release);
+        drop(claim);
+        Ok(())
+    }
+
+    /// `send_loaned` without waiting: `Ok(false)` (loan untouched) when the
+    /// reference cannot go out right now.
+    pub(crate) fn try_send_loaned(&self, frame: &OutFrame<'_>, loan: &ShmLoan) -> Result<bool> {
+        // Acquire: pairs with the Release store in `Claim::drop`.
+        if loan.claimed.swap(true, Ordering::Acquire) {
+            return Ok(false);
+        }
+        let claim = Claim(loan);
+        let (start, len) = self.write_loan_head(frame, loan)?;
+        if !self.try_publish_ref(loan.id, loan.gen_, start, len)? {
+            return Ok(false);
+        }
+        // Release: pairs with the Acquire loads in `Drop`s.
+        loan.published.store(true, Ordering::Release);
+        drop(claim);
+        Ok(true)
+    }
+
+    /// Encodes the frame's header in front of the loaned payload; returns
+    /// where the frame starts in the segment and its length.
+    fn write_loan_head(&self, frame: &OutFrame<'_>, loan: &ShmLoan) -> Result<(usize, usize)> {
         let offset = wire::payload_offset(frame.name.len());
         let len = offset + loan.len;
         if len > self.peer_max_frame {
@@ -174,10 +210,6 @@ impl ShmLink {
         let head =
             unsafe { std::slice::from_raw_parts_mut(loan.seg.data_ptr().add(start), offset) };
         wire::encode_head(&frame.header, frame.name, loan.len, head);
-        self.publish_ref(loan.id, loan.gen_, start, len).await?;
-        // Release: pairs with the Acquire loads in `Drop`s.
-        loan.published.store(true, Ordering::Release);
-        drop(claim);
-        Ok(())
+        Ok((start, len))
     }
 }

@@ -264,6 +264,40 @@ impl ShmLink {
         Ok(())
     }
 
+    /// Publishes a loan's reference at once when nothing must go before it
+    /// (no segment to announce or retire) and the ring has room: `Ok(false)`
+    /// when it must wait (then `publish_ref` does it).
+    pub(crate) fn try_publish_ref(
+        &self,
+        id: u32,
+        gen_: u64,
+        offset: usize,
+        len: usize,
+    ) -> Result<bool> {
+        let Ok(mut tx) = self.tx.try_lock() else {
+            return Ok(false);
+        };
+        if self.is_closed_now() {
+            return Err(Error::PeerLost(self.peer));
+        }
+        let announce = self.pool.announcements(id);
+        if announce.new.is_some() || !announce.retired.is_empty() {
+            self.pool.restore(announce);
+            return Ok(false);
+        }
+        let mut grant = match tx.producer.try_reserve(RECORD_LEN) {
+            Ok(grant) => grant,
+            Err(shm_ring::RingError::Full) => return Ok(false),
+            Err(e) => return Err(self.ring_error(e)),
+        };
+        grant.set_flags(FLAG_POOL);
+        let words = [u64::from(id), gen_, offset as u64, len as u64];
+        grant[..RECORD_LEN].copy_from_slice(&record(words));
+        grant.commit_len(RECORD_LEN);
+        self.counters.record_large(len);
+        Ok(true)
+    }
+
     async fn put_record(
         &self,
         producer: &mut shm_ring::Producer,
