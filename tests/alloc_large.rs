@@ -9,48 +9,12 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use active_message::handler_impls::{AmContext, am_handler};
 use bytes::Bytes;
 use common::{Flavor, Pair, pair};
 
-/// Counts every allocation (and reallocation) of the process.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator, which
-// upholds `GlobalAlloc`'s contract; the counter is a plain atomic add.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // Relaxed: a tally, read after the measured loop has finished.
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's layout obligations pass straight through.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `ptr` came from this allocator (i.e. from `System`) with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator (i.e. from `System`) with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::counting::Counting = common::counting::Counting;
 
 const WARM_UP: u64 = 10;
 const CALLS: u64 = 50;
@@ -65,11 +29,11 @@ where
     for _ in 0..WARM_UP {
         call().await;
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = common::counting::allocations();
     for _ in 0..CALLS {
         call().await;
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = common::counting::allocations();
     (after - before) as f64 / CALLS as f64
 }
 

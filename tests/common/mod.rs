@@ -1,6 +1,7 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod counting;
 /// The demo handlers `am serve` runs, for in-process servers.
 #[path = "../../src/bin/am/demo.rs"]
 pub mod demo;
