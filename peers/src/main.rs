@@ -39,6 +39,9 @@ mod ring;
 mod rounds;
 mod rtrb_pp;
 #[allow(dead_code)]
+#[path = "../../benches/compare/stream.rs"]
+mod stream;
+#[allow(dead_code)]
 #[path = "../../benches/compare/util.rs"]
 mod util;
 
