@@ -200,7 +200,7 @@ async fn suite(via: fn(u32) -> Via) {
 
     // Shutdown: the live workers acknowledge and exit; the lost rank is reported.
     let report = cohort.shutdown(Duration::from_secs(10)).await;
-    assert_eq!(report.acknowledged, [0, 1, 2]);
+    assert_eq!(report.acknowledged, [0, 1, 2], "{report:?}");
     assert!(
         matches!(report.unanswered.as_slice(), [(3, RankError::Lost)]),
         "{report:?}"
@@ -291,7 +291,7 @@ async fn join_order_assigns_ranks_zero_to_n() {
     assert_eq!(ranks, [0, 1, 2]);
     cohort.wait_for_workers().await.unwrap();
     let report = cohort.shutdown(Duration::from_secs(10)).await;
-    assert_eq!(report.acknowledged, [0, 1, 2]);
+    assert_eq!(report.acknowledged, [0, 1, 2], "{report:?}");
     drop(cohort);
     leader.shutdown().await.unwrap();
 }

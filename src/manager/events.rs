@@ -41,9 +41,14 @@ impl LinkEvents for RuntimeEvents {
         self.streams.producers.cancel_lost(peer);
         // A peer can be reachable over several links (an outbound link per
         // transport, reverse links for its calls to us). Only the loss of the
-        // link our calls ride on fails them: if that one is still up, the
-        // report concerns another link and its replies are still on the way.
-        if self.links.get(&peer).is_some_and(|link| !link.is_closed()) {
+        // link our calls ride on fails them: until that one has reported its
+        // own loss (a closed shm link first drains what the peer committed,
+        // replies included), the report concerns another link.
+        if self
+            .links
+            .get(&peer)
+            .is_some_and(|link| !link.loss_reported())
+        {
             tracing::debug!(%peer, "a secondary link to the peer closed; the link in use is up");
             return;
         }

@@ -173,6 +173,13 @@ pub trait PeerLink: Send + Sync + 'static {
     fn try_send(&self, frame: OutFrame<'_>) -> Result<()>;
     /// Whether the link is known to be broken.
     fn is_closed(&self) -> bool;
+    /// Whether the link has reported its loss through
+    /// [`LinkEvents::on_link_lost`], i.e. delivered every reply it will ever
+    /// deliver. A transport that drains what its peer sent after the link
+    /// closed says `false` until then; the default is [`is_closed`](Self::is_closed).
+    fn loss_reported(&self) -> bool {
+        self.is_closed()
+    }
     /// Whether the peer at the other end is trusted with privileged system
     /// calls (`_request_shutdown`). By default, shared-memory links (their
     /// peer passed the `SO_PEERCRED` uid check: same uid, or a uid explicitly

@@ -443,6 +443,12 @@ impl PeerLink for ShmLink {
         self.closed.load(Ordering::Acquire)
     }
 
+    fn loss_reported(&self) -> bool {
+        // Acquire: pairs with the AcqRel swap in `report_lost`, which the
+        // reader makes only after draining what the peer committed.
+        self.reported.load(Ordering::Acquire)
+    }
+
     fn counters(&self) -> Option<&LinkCounters> {
         Some(&self.counters)
     }
