@@ -92,3 +92,7 @@ impl LinkEvents for RuntimeEvents {
         tracing::debug!(?peer, "frame from an unauthenticated peer refused");
     }
 }
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;
