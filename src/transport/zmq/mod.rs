@@ -81,6 +81,7 @@ mod link;
 mod monitor;
 mod router;
 mod scratch;
+mod shared;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -166,6 +167,7 @@ impl ZmqTransport {
             .map_err(zmq_err("zmq last endpoint"))?
             .map_err(|_| Error::transport("zmq last endpoint is not UTF-8"))?;
         let advertised = endpoint::advertised_endpoint(&bound, config.advertise_host.as_deref())?;
+        let router = shared::SharedSocket::new(router)?;
         let shared = Arc::new(IoShared::new()?);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (done_tx, finished) = watch::channel(false);
