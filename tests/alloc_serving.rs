@@ -282,6 +282,8 @@ fn serving_side_allocations_per_pattern() {
     report("tcp one-way, async am_handler", tcp_one_way);
     let tcp_rt = tcp.measure(|n| tcp.requests(n, "echo64"));
     report("tcp request, sync typed handler", tcp_rt);
+    let tcp_async_rt = tcp.measure(|n| tcp.requests(n, "echo64_async"));
+    report("tcp request, async typed handler", tcp_async_rt);
     tcp.shutdown();
 
     // Server side, per message: none for one-way messages (any handler kind,
