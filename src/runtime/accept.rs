@@ -108,6 +108,9 @@ impl Dispatcher {
                         .map(|b| PayloadRef::Bytes(b.as_slice()))
                         .map_err(Clone::clone),
                 );
+                if let Ok(body) = outcome {
+                    crate::handler::out_buffers::recycle(body);
+                }
                 Ok(())
             }
             Some(Ok(HandlerCall::Pending(fut))) => Err(fut),

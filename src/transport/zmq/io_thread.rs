@@ -453,6 +453,8 @@ impl IoThread {
         }
         self.remove_downs();
         if std::mem::take(&mut self.env.delivered) && !self.env.settings.spin.is_zero() {
+            // A direct send from before this delivery does not answer it.
+            self.env.shared.take_sent();
             self.spin_until = Some(now + self.env.settings.spin);
         }
     }
