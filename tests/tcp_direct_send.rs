@@ -97,7 +97,10 @@ fn node(config: ZmqConfig, inbox_capacity: usize) -> Node {
 
 async fn connect(from: &Node, to: &Node) -> BoxedLink {
     let endpoint = to.transport.local_endpoint().expect("listening");
-    from.transport.connect(to.id, &endpoint).await.expect("connect")
+    from.transport
+        .connect(to.id, &endpoint)
+        .await
+        .expect("connect")
 }
 
 fn frame<'a>(header: Header, payload: &'a [u8]) -> OutFrame<'a> {
@@ -144,10 +147,8 @@ async fn many_callers_on_one_link_get_their_own_replies_once() {
                 let payload = id.to_le_bytes();
                 let header = Header::new(Kind::Request, MessageId(id), me);
                 // Half go through `try_send` (full queues fall back to `send`).
-                if i % 2 == 0 {
-                    if link.try_send(frame(header, &payload)).is_ok() {
-                        continue;
-                    }
+                if i % 2 == 0 && link.try_send(frame(header, &payload)).is_ok() {
+                    continue;
                 }
                 link.send(frame(header, &payload)).await.expect("send");
             }

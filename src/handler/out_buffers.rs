@@ -41,10 +41,9 @@ pub(crate) fn encode<O: Payload>(value: &O) -> Result<Body, HandlerError> {
             }
             // Past the keeping limit, let the archiver size the buffer itself.
             Err(_) if room >= KEEP_UP_TO => {
-                return value
-                    .encode()
-                    .map(Body::Archive)
-                    .map_err(|e| HandlerError::codec(format!("encoding the handler's output: {e}")));
+                return value.encode().map(Body::Archive).map_err(|e| {
+                    HandlerError::codec(format!("encoding the handler's output: {e}"))
+                });
             }
             Err(_) => room *= 2,
         }

@@ -407,7 +407,8 @@ impl IoThread {
         self.ready.push(items[0].get_revents());
         self.ready.push(self.router.socket.ready(router_wants));
         for (index, dealer) in self.dealers.iter().enumerate() {
-            self.ready.push(dealer.sockets.socket.ready(dealer_wants(dealer)));
+            self.ready
+                .push(dealer.sockets.socket.ready(dealer_wants(dealer)));
             self.ready.push(items[3 + 2 * index].get_revents());
         }
         self.poll_items = recycle(items);

@@ -226,7 +226,13 @@ impl Dealer {
         match self.drain {
             Drain::Idle if self.writable() => {
                 let (id, probe) = env.control.probe();
-                if self.sockets.socket.lock().send(probe, zmq::DONTWAIT).is_ok() {
+                if self
+                    .sockets
+                    .socket
+                    .lock()
+                    .send(probe, zmq::DONTWAIT)
+                    .is_ok()
+                {
                     self.drain = Drain::Probed(id);
                 }
                 false
@@ -271,7 +277,13 @@ impl Dealer {
         budget: usize,
     ) -> Option<Teardown> {
         for _ in 0..budget {
-            if self.sockets.socket.lock().recv(body, zmq::DONTWAIT).is_err() {
+            if self
+                .sockets
+                .socket
+                .lock()
+                .recv(body, zmq::DONTWAIT)
+                .is_err()
+            {
                 return None;
             }
             if body.get_more() {
@@ -396,7 +408,13 @@ impl Dealer {
             && self.writable()
         {
             let (_, probe) = env.control.probe();
-            if self.sockets.socket.lock().send(probe, zmq::DONTWAIT).is_ok() {
+            if self
+                .sockets
+                .socket
+                .lock()
+                .send(probe, zmq::DONTWAIT)
+                .is_ok()
+            {
                 self.last_probe = now;
                 self.last_tx = now;
             }

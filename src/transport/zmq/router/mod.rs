@@ -14,12 +14,12 @@ use tokio::sync::mpsc::error::TrySendError;
 
 mod send;
 
-use super::shared::{RouteError, SharedSocket, route};
 use super::conn::{ConnRef, RawMsg};
 use super::frames::{announced_limit, expects_reply};
 use super::gate::{Admission, Gate, Screen};
 use super::io_thread::Env;
 use super::link::{Route, ZmqLink};
+use super::shared::{RouteError, SharedSocket, route};
 use crate::ids::{InstanceId, MessageId};
 use crate::runtime::router::{Frame, Inline, Routed, Router};
 use crate::transport::{BoxedLink, Inbound, OutFrame};
@@ -85,7 +85,12 @@ impl RouterSide {
     pub(crate) fn read(&mut self, env: &mut Env, now: Instant, budget: usize) {
         let mut count = 0;
         while count < budget && self.pending.is_none() {
-            if self.socket.lock().recv(&mut self.identity, zmq::DONTWAIT).is_err() {
+            if self
+                .socket
+                .lock()
+                .recv(&mut self.identity, zmq::DONTWAIT)
+                .is_err()
+            {
                 break;
             }
             count += 1;
@@ -94,7 +99,11 @@ impl RouterSide {
             }
             // The body, not the routing id, always carries the connection's
             // properties (libzmq's `router_t::xhas_in` prefetches ids without).
-            if self.body.recv(&mut self.socket.lock(), zmq::DONTWAIT).is_err() {
+            if self
+                .body
+                .recv(&mut self.socket.lock(), zmq::DONTWAIT)
+                .is_err()
+            {
                 break;
             }
             let shape = if self.body.more() {
@@ -381,7 +390,11 @@ impl RouterSide {
         for (identity, client) in &mut self.clients {
             let idle = now.saturating_duration_since(client.last_sent) >= interval;
             if stalled && idle && client.blocked.is_none() {
-                match route(&self.socket.lock(), identity, env.control.pong(MessageId(0))) {
+                match route(
+                    &self.socket.lock(),
+                    identity,
+                    env.control.pong(MessageId(0)),
+                ) {
                     Ok(()) => client.last_sent = now,
                     Err(RouteError::Full(_)) => {}
                     Err(RouteError::Gone) => gone.push(identity.clone()),

@@ -4,11 +4,11 @@
 use std::time::Instant;
 
 use super::RouterSide;
-use crate::transport::zmq::shared::{RouteError, route};
 use crate::transport::PeerLink;
 use crate::transport::zmq::dealer::millis;
 use crate::transport::zmq::io_thread::Env;
 use crate::transport::zmq::link::{Route, ZmqLink};
+use crate::transport::zmq::shared::{RouteError, route};
 
 impl RouterSide {
     /// Sends a control frame to a known or unknown client (dropped when its
@@ -113,6 +113,9 @@ impl RouterSide {
             let _ = route(&self.socket.lock(), &identity, env.control.goodbye());
             self.drop_client(&identity, "shutdown");
         }
-        let _ = self.socket.lock().set_linger(millis(env.settings.goodbye_linger));
+        let _ = self
+            .socket
+            .lock()
+            .set_linger(millis(env.settings.goodbye_linger));
     }
 }
