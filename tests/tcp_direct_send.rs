@@ -1,7 +1,8 @@
-//! Callers send straight into the ZeroMQ sockets (the I/O thread only takes
-//! what finds the socket full or a queue behind it): many callers on one
-//! link from a multi-thread runtime, and one caller whose frames switch
-//! between the direct and the queued path under HWM backpressure.
+//! Callers send requests and replies straight into the ZeroMQ sockets (the
+//! I/O thread only takes what finds the socket full or a queue behind it,
+//! and one-way frames): many callers on one link from a multi-thread
+//! runtime, and one caller whose frames switch between the direct and the
+//! queued path under HWM backpressure.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -183,7 +184,9 @@ async fn one_callers_frames_keep_their_order_through_backpressure() {
         let me = client.id;
         tokio::spawn(async move {
             for id in 1..=FRAMES {
-                let header = Header::new(Kind::OneWay, MessageId(id), me);
+                // Requests go direct whenever they may (one-way frames
+                // always queue); nobody answers them here.
+                let header = Header::new(Kind::Request, MessageId(id), me);
                 link.send(frame(header, &payload)).await.expect("send");
             }
         })

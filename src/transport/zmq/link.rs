@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 use crate::stats::LinkCounters;
 use crate::transport::{BoxFuture, OutFrame, PeerLink, TransportKind};
+use crate::wire::Kind;
 
 /// State shared by the I/O thread and every caller: the doorbell and the list
 /// of links with work for the I/O thread.
@@ -300,7 +301,15 @@ impl ZmqLink {
     }
 
     /// Sends `msg` into the socket now if it may; gives it back otherwise.
-    fn try_direct(&self, msg: zmq::Message) -> std::result::Result<(), zmq::Message> {
+    ///
+    /// One-way frames always take the queue: a stream of them is batched by
+    /// the I/O thread on its own core, which a direct send per frame (a mutex
+    /// and two `ZMQ_EVENTS` reads, each a `poll(2)` in libzmq) would undo;
+    /// whatever waits for an answer (requests, replies) goes direct.
+    fn try_direct(&self, kind: Kind, msg: zmq::Message) -> std::result::Result<(), zmq::Message> {
+        if kind == Kind::OneWay {
+            return Err(msg);
+        }
         let identity = match &self.route {
             Route::Outbound => None,
             Route::Reverse(identity) => Some(&**identity),
@@ -328,7 +337,7 @@ impl ZmqLink {
     /// Sends directly, or waits for room in the queue and queues the frame.
     async fn send_inner(&self, frame: OutFrame<'_>) -> Result<()> {
         let msg = self.encode(&frame)?;
-        let Err(msg) = self.try_direct(msg) else {
+        let Err(msg) = self.try_direct(frame.header.kind, msg) else {
             return Ok(());
         };
         let permit = self.tx.reserve().await.map_err(|_| self.closed_error())?;
@@ -338,7 +347,7 @@ impl ZmqLink {
 
     fn try_send_inner(&self, frame: OutFrame<'_>) -> Result<()> {
         let msg = self.encode(&frame)?;
-        let Err(msg) = self.try_direct(msg) else {
+        let Err(msg) = self.try_direct(frame.header.kind, msg) else {
             return Ok(());
         };
         let permit = self.tx.try_reserve().map_err(|err| match err {

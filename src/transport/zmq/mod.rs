@@ -3,12 +3,14 @@
 //! # Sockets and threads
 //! One dedicated I/O thread (a `std::thread`) reads every socket of a
 //! transport and runs handshakes, heartbeats and the monitors. A caller
-//! encodes its frame straight into a `zmq::Message` and sends it into the
-//! socket itself (a DEALER, or the ROUTER for a reverse link): libzmq sockets
+//! encodes its frame straight into a `zmq::Message` and, for anything that
+//! waits for an answer (requests, replies), sends it into the socket itself
+//! (a DEALER, or the ROUTER for a reverse link): libzmq sockets
 //! may change threads when every use is serialized with a full barrier, so
 //! each socket sits behind a mutex (`shared`). Only a frame that finds the
-//! socket full (the HWM), or frames of its link still queued before it, goes
-//! through the link's bounded queue and the eventfd doorbell to the I/O
+//! socket full (the HWM), frames of its link still queued before it, and
+//! one-way frames (batched by the I/O thread) go through the link's bounded
+//! queue and the eventfd doorbell to the I/O
 //! thread, which sends it when there is room. The I/O thread polls the
 //! sockets' `ZMQ_FD`s and decides by `ZMQ_EVENTS` (see `shared` for why).
 //!
