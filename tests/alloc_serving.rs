@@ -310,8 +310,9 @@ fn serving_side_allocations_per_pattern() {
         per_message(tcp_rt.other)
     );
     // Still allocating, per message: an async request's cancellation token
-    // and its entry in the table of running calls (2), over either
-    // transport (its archived response comes from a reused buffer).
+    // (a tokio-util child token: 2), over either transport (its archived
+    // response comes from a reused buffer, its running-call entry from the
+    // table's spare room).
     for (case, t, most) in [
         ("shm request async", async_rt, 2),
         ("tcp request async", tcp_async_rt, 2),
