@@ -252,10 +252,8 @@ fn typed_context<I: Decode>(
 
 fn encode_output<O: Payload>(out: Result<O, String>) -> HandlerOutcome {
     let value = out.map_err(HandlerError::handler)?;
-    value
-        .encode()
-        .map(Body::Archive)
-        .map_err(|e| HandlerError::codec(format!("encoding the handler's output: {e}")))
+    // A reused buffer: the dispatcher gives it back once the reply is out.
+    crate::handler::out_buffers::encode(&value)
 }
 
 impl<I, O, F> Handler for FnHandler<F, TypedMarker<I, O>>

@@ -3,6 +3,7 @@
 mod bytes_async;
 pub mod impls;
 pub(crate) mod in_place;
+pub(crate) mod out_buffers;
 pub(crate) mod registry;
 pub(crate) mod stream;
 

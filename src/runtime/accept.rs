@@ -55,41 +55,45 @@ impl Dispatcher {
             Some(found) if !found.0.exempt_from_limit() => found,
             _ => return Some((inbound, permit)),
         };
-        let tracked = header.kind != Kind::OneWay;
-        let key = (header.sender, header.message_id);
-        let cancel = match tracked {
-            true => {
-                let token = self.handlers_cancel.child_token();
-                self.running.insert(key, token.clone());
-                token
-            }
-            false => self.handlers_cancel.clone(),
-        };
-        let ctx = HandlerContext {
+        let started = Instant::now();
+        let mut delivered = false;
+        // A synchronous handler runs to its end right here, so it needs no
+        // per-call cancellation token nor an entry in the table of running
+        // calls (a cancel could only arrive once it has answered): it sees
+        // the manager's drain token, as on the shm in-place path. Neither
+        // allocates. A bytes handler takes its payload as shared `Bytes`:
+        // calling it inline would copy it.
+        let in_place = handler.kind() != HandlerKind::UnaryBytes;
+        let inline_ctx = || HandlerContext {
             message_id: header.message_id,
             sender_id: header.sender,
             client: Arc::clone(&self.client),
-            cancel,
+            cancel: self.handlers_cancel.clone(),
             caller_trusted: inbound.reply_link.is_trusted(),
         };
-        let started = Instant::now();
-        let mut delivered = false;
-        // A bytes handler takes its payload as shared `Bytes`: calling it
-        // inline would copy it.
-        let in_place = handler.kind() != HandlerKind::UnaryBytes;
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
             in_place
-                && handler.call_inline(&ctx, inbound.payload(), &mut |outcome| {
+                && handler.call_inline(&inline_ctx(), inbound.payload(), &mut |outcome| {
                     stats.record(started.elapsed(), outcome.is_err());
                     self.answer(&inbound, outcome);
                     delivered = true;
                 })
         }));
+        // Only a handler that may wait gets its own token and table entry.
+        let tracked = matches!(ran, Ok(false)) && header.kind != Kind::OneWay;
+        let key = (header.sender, header.message_id);
         let call = match ran {
             Ok(true) => None,
-            Ok(false) => Some(std::panic::catch_unwind(AssertUnwindSafe(|| {
-                handler.call(ctx, inbound.payload_bytes())
-            }))),
+            Ok(false) => {
+                let mut ctx = inline_ctx();
+                if tracked {
+                    ctx.cancel = self.handlers_cancel.child_token();
+                    self.running.insert(key, ctx.cancel.clone());
+                }
+                Some(std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    handler.call(ctx, inbound.payload_bytes())
+                })))
+            }
             Err(_) if delivered => None,
             Err(_) => Some(Ok(HandlerCall::Ready(Err(panicked(&inbound))))),
         };
@@ -104,6 +108,9 @@ impl Dispatcher {
                         .map(|b| PayloadRef::Bytes(b.as_slice()))
                         .map_err(Clone::clone),
                 );
+                if let Ok(body) = outcome {
+                    crate::handler::out_buffers::recycle(body);
+                }
                 Ok(())
             }
             Some(Ok(HandlerCall::Pending(fut))) => Err(fut),

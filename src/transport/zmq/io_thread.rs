@@ -19,6 +19,7 @@ use super::frames::Control;
 use super::gate::Gate;
 use super::link::{IoShared, Route, ZmqLink};
 use super::router::RouterSide;
+use super::shared::SharedSocket;
 use crate::error::Error;
 use crate::ids::InstanceId;
 use crate::transport::Inbox;
@@ -128,7 +129,7 @@ impl IoThread {
     /// Takes over the bound ROUTER and its context.
     pub(crate) fn new(
         ctx: zmq::Context,
-        router: zmq::Socket,
+        router: SharedSocket,
         local: InstanceId,
         inbox: Inbox,
         settings: Settings,
@@ -344,6 +345,11 @@ impl IoThread {
 
     /// Milliseconds `zmq::poll` may sleep (0: don't).
     fn poll_timeout(&mut self, now: Instant) -> i64 {
+        if self.env.shared.take_sent() {
+            // The application answered straight into a socket; what comes
+            // next is a network round trip away.
+            self.spin_until = None;
+        }
         if self.spin_until.is_some_and(|until| now < until) {
             return 0;
         }
@@ -369,40 +375,56 @@ impl IoThread {
     }
 
     /// Polls every socket; returns whether anything is ready.
+    ///
+    /// Sockets are polled by their `ZMQ_FD`, which callers' direct sends may
+    /// reset, so `ZMQ_EVENTS` decides: read before sleeping (a message may
+    /// already wait without the fd saying so) and after waking (the fd firing
+    /// means only that libzmq had commands to process).
     fn poll(&mut self, timeout_ms: i64) -> bool {
+        let router_wants = if self.router.readable() {
+            zmq::POLLIN
+        } else {
+            zmq::PollEvents::empty()
+        };
+        let timeout_ms = if timeout_ms != 0 && self.sockets_ready(router_wants) {
+            0
+        } else {
+            timeout_ms
+        };
         let mut items: Vec<zmq::PollItem<'_>> = std::mem::take(&mut self.poll_items);
         items.push(zmq::PollItem::from_fd(
             self.env.shared.doorbell().as_raw_fd(),
             zmq::POLLIN,
         ));
-        let router_events = if self.router.readable() {
-            zmq::POLLIN
-        } else {
-            zmq::PollEvents::empty()
-        };
-        items.push(self.router.socket.as_poll_item(router_events));
+        items.push(self.router.socket.poll_item(!router_wants.is_empty()));
         for dealer in &self.dealers {
-            let events = if dealer.wants_pollout() {
-                zmq::POLLIN | zmq::POLLOUT
-            } else {
-                zmq::POLLIN
-            };
-            items.push(dealer.sockets.socket.as_poll_item(events));
+            items.push(dealer.sockets.socket.poll_item(true));
             items.push(dealer.sockets.events.as_poll_item(zmq::POLLIN));
         }
         let result = zmq::poll(&mut items, timeout_ms);
         self.env.shared.disarm();
         self.ready.clear();
-        self.ready
-            .extend(items.iter().map(zmq::PollItem::get_revents));
-        self.poll_items = recycle(items);
-        match result {
-            Ok(count) => count > 0,
-            Err(err) => {
-                tracing::warn!(%err, "zmq: poll failed");
-                false
-            }
+        self.ready.push(items[0].get_revents());
+        self.ready.push(self.router.socket.ready(router_wants));
+        for (index, dealer) in self.dealers.iter().enumerate() {
+            self.ready
+                .push(dealer.sockets.socket.ready(dealer_wants(dealer)));
+            self.ready.push(items[3 + 2 * index].get_revents());
         }
+        self.poll_items = recycle(items);
+        if let Err(err) = result {
+            tracing::warn!(%err, "zmq: poll failed");
+        }
+        self.ready.iter().any(|events| !events.is_empty())
+    }
+
+    /// Whether a socket already has what the I/O thread waits for.
+    fn sockets_ready(&self, router_wants: zmq::PollEvents) -> bool {
+        !self.router.socket.ready(router_wants).is_empty()
+            || self
+                .dealers
+                .iter()
+                .any(|dealer| !dealer.sockets.socket.ready(dealer_wants(dealer)).is_empty())
     }
 
     /// Serves whatever `poll` found ready.
@@ -432,6 +454,8 @@ impl IoThread {
         }
         self.remove_downs();
         if std::mem::take(&mut self.env.delivered) && !self.env.settings.spin.is_zero() {
+            // A direct send from before this delivery does not answer it.
+            self.env.shared.take_sent();
             self.spin_until = Some(now + self.env.settings.spin);
         }
     }
@@ -466,6 +490,16 @@ impl IoThread {
         tracing::trace!(millis, "zmq: closing sockets (goodbyes may linger)");
         // Dropping `self` closes the sockets, then the context waits for the
         // goodbyes to leave (at most the linger).
+    }
+}
+
+/// What the I/O thread waits for on a DEALER: frames, and room while a
+/// frame is blocked.
+fn dealer_wants(dealer: &Dealer) -> zmq::PollEvents {
+    if dealer.wants_pollout() {
+        zmq::POLLIN | zmq::POLLOUT
+    } else {
+        zmq::POLLIN
     }
 }
 

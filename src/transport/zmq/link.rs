@@ -1,8 +1,10 @@
-//! The caller's side of a link: encode on the calling task, queue to the I/O
-//! thread through a bounded channel, ring its doorbell.
+//! The caller's side of a link: encode on the calling task and send it
+//! straight into the socket (see `shared`); only when the socket has no room
+//! or earlier frames still wait, queue it to the I/O thread through a
+//! bounded channel and ring its doorbell.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Weak};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -10,10 +12,12 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::shared::send_direct;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 use crate::stats::LinkCounters;
 use crate::transport::{BoxFuture, OutFrame, PeerLink, TransportKind};
+use crate::wire::Kind;
 
 /// State shared by the I/O thread and every caller: the doorbell and the list
 /// of links with work for the I/O thread.
@@ -33,6 +37,9 @@ pub(crate) struct IoShared {
     undrained: std::sync::atomic::AtomicUsize,
     /// Reverse links of the clients the ROUTER knows, by link id (for `stats()`).
     inbound: Mutex<HashMap<u64, Weak<ZmqLink>>>,
+    /// A caller sent a frame directly: the application answered, so the I/O
+    /// thread stops spinning for it.
+    sent: AtomicBool,
 }
 
 impl IoShared {
@@ -47,6 +54,7 @@ impl IoShared {
             shutdown: AtomicBool::new(false),
             undrained: std::sync::atomic::AtomicUsize::new(0),
             inbound: Mutex::new(HashMap::new()),
+            sent: AtomicBool::new(false),
         })
     }
 
@@ -144,6 +152,12 @@ impl IoShared {
         }
     }
 
+    /// Whether a caller sent directly since the last call (the I/O thread).
+    pub(crate) fn take_sent(&self) -> bool {
+        // Relaxed: only ends a spin early; nothing is read through it.
+        self.sent.swap(false, Ordering::Relaxed)
+    }
+
     /// Asks the I/O thread to shut down.
     pub(crate) fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
@@ -186,6 +200,13 @@ pub(crate) struct ZmqLink {
     /// Listed in `IoShared::dirty`; cleared by the I/O thread before draining.
     pub(crate) dirty: AtomicBool,
     tx: mpsc::Sender<zmq::Message>,
+    /// The socket this link sends on (a DEALER, or the ROUTER for a reverse
+    /// link), for direct sends; gone once the I/O thread closed it.
+    socket: Weak<parking_lot::Mutex<zmq::Socket>>,
+    /// Frames queued for the I/O thread and not yet in the socket; a direct
+    /// send only overtakes nothing (changed by the I/O thread under the
+    /// socket's mutex).
+    pub(crate) queued: AtomicUsize,
     io: Arc<IoShared>,
     /// Frames and bytes each way on this link.
     pub(crate) counters: LinkCounters,
@@ -199,7 +220,7 @@ impl ZmqLink {
         route: Route,
         max_frame: usize,
         capacity: usize,
-        io: Arc<IoShared>,
+        (socket, io): (Weak<parking_lot::Mutex<zmq::Socket>>, Arc<IoShared>),
     ) -> (Arc<Self>, mpsc::Receiver<zmq::Message>) {
         let (tx, rx) = mpsc::channel(capacity);
         let link = Arc::new_cyclic(|me| Self {
@@ -213,6 +234,8 @@ impl ZmqLink {
             close_requested: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             tx,
+            socket,
+            queued: AtomicUsize::new(0),
             io,
             counters: LinkCounters::default(),
         });
@@ -277,25 +300,61 @@ impl ZmqLink {
         }
     }
 
-    /// Waits for room in the queue, then encodes and queues the frame.
-    async fn send_inner(&self, frame: OutFrame<'_>) -> Result<()> {
-        let msg = self.encode(&frame)?;
-        let permit = self.tx.reserve().await.map_err(|_| self.closed_error())?;
+    /// Sends `msg` into the socket now if it may; gives it back otherwise.
+    ///
+    /// One-way frames always take the queue: a stream of them is batched by
+    /// the I/O thread on its own core, which a direct send per frame (a mutex
+    /// and two `ZMQ_EVENTS` reads, each a `poll(2)` in libzmq) would undo;
+    /// whatever waits for an answer (requests, replies) goes direct.
+    fn try_direct(&self, kind: Kind, msg: zmq::Message) -> std::result::Result<(), zmq::Message> {
+        if kind == Kind::OneWay {
+            return Err(msg);
+        }
+        let identity = match &self.route {
+            Route::Outbound => None,
+            Route::Reverse(identity) => Some(&**identity),
+        };
+        let len = msg.len();
+        let readable = send_direct(&self.socket, identity, &self.queued, msg)?;
+        self.counters.record_sent(len);
+        self.io.sent.store(true, Ordering::Relaxed);
+        if readable {
+            // Our send may have taken the readiness the I/O thread sleeps on.
+            self.io.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `msg` for the I/O thread behind a reserved slot.
+    fn enqueue(&self, permit: mpsc::Permit<'_, zmq::Message>, msg: zmq::Message) {
         self.counters.record_sent(msg.len());
+        // Relaxed: read under the socket's mutex, which orders it.
+        self.queued.fetch_add(1, Ordering::Relaxed);
         permit.send(msg);
         self.io.mark_dirty(self);
+    }
+
+    /// Sends directly, or waits for room in the queue and queues the frame.
+    async fn send_inner(&self, frame: OutFrame<'_>) -> Result<()> {
+        let msg = self.encode(&frame)?;
+        let Err(msg) = self.try_direct(frame.header.kind, msg) else {
+            return Ok(());
+        };
+        let permit = self.tx.reserve().await.map_err(|_| self.closed_error())?;
+        self.enqueue(permit, msg);
         Ok(())
     }
 
     fn try_send_inner(&self, frame: OutFrame<'_>) -> Result<()> {
+        let msg = self.encode(&frame)?;
+        let Err(msg) = self.try_direct(frame.header.kind, msg) else {
+            return Ok(());
+        };
         let permit = self.tx.try_reserve().map_err(|err| match err {
             TrySendError::Full(()) => Error::Full,
             TrySendError::Closed(()) => self.closed_error(),
         })?;
-        let msg = self.encode(&frame)?;
-        self.counters.record_sent(msg.len());
-        permit.send(msg);
-        self.io.mark_dirty(self);
+        self.enqueue(permit, msg);
         Ok(())
     }
 }

@@ -1,11 +1,18 @@
 //! ZeroMQ over TCP: the remote transport.
 //!
 //! # Sockets and threads
-//! libzmq sockets are not thread-safe, so every socket of a transport lives
-//! on one dedicated I/O thread (a `std::thread`). Async callers reach it
-//! through bounded queues and an eventfd doorbell the thread polls with the
-//! sockets; a caller encodes its frame straight into a `zmq::Message` before
-//! queueing it, so the I/O thread only moves messages.
+//! One dedicated I/O thread (a `std::thread`) reads every socket of a
+//! transport and runs handshakes, heartbeats and the monitors. A caller
+//! encodes its frame straight into a `zmq::Message` and, for anything that
+//! waits for an answer (requests, replies), sends it into the socket itself
+//! (a DEALER, or the ROUTER for a reverse link): libzmq sockets
+//! may change threads when every use is serialized with a full barrier, so
+//! each socket sits behind a mutex (`shared`). Only a frame that finds the
+//! socket full (the HWM), frames of its link still queued before it, and
+//! one-way frames (batched by the I/O thread) go through the link's bounded
+//! queue and the eventfd doorbell to the I/O
+//! thread, which sends it when there is room. The I/O thread polls the
+//! sockets' `ZMQ_FD`s and decides by `ZMQ_EVENTS` (see `shared` for why).
 //!
 //! - **Inbound**: one ROUTER bound on the endpoint (`ROUTER_MANDATORY`,
 //!   `ROUTER_HANDOVER`, `MAXMSGSIZE`). Invocations (`OneWay`, `Confirm`,
@@ -50,12 +57,13 @@
 //! Binding beyond loopback without a secret logs a warning.
 //!
 //! # Latency
-//! Each direction of a round trip crosses two more threads than raw libzmq
-//! (the caller's task to the I/O thread, the I/O thread to the receiving
-//! task). To spare one of those wake-ups, the I/O thread keeps polling for
-//! [`ZmqConfig::spin`] (50 µs by default, yielding the CPU on every empty
-//! pass) after it handed a frame to the application, whose answer typically
-//! follows at once. Idle links never spin.
+//! A frame leaves from the caller's own thread, as with raw libzmq; it is
+//! the receiving direction that still crosses one more thread (the I/O
+//! thread hands what it read to the receiving task). After it handed a frame
+//! to the application, the I/O thread keeps polling for [`ZmqConfig::spin`]
+//! (50 µs by default, yielding the CPU on every empty pass) until the
+//! application answers (a direct send ends the spin), so a frame that follows
+//! at once needs no wake-up. Idle links never spin.
 //!
 //! # Frame limit
 //! The largest frame is [`Inbox::max_frame`]. It is set as `ZMQ_MAXMSGSIZE`
@@ -81,6 +89,7 @@ mod link;
 mod monitor;
 mod router;
 mod scratch;
+mod shared;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -166,6 +175,7 @@ impl ZmqTransport {
             .map_err(zmq_err("zmq last endpoint"))?
             .map_err(|_| Error::transport("zmq last endpoint is not UTF-8"))?;
         let advertised = endpoint::advertised_endpoint(&bound, config.advertise_host.as_deref())?;
+        let router = shared::SharedSocket::new(router)?;
         let shared = Arc::new(IoShared::new()?);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (done_tx, finished) = watch::channel(false);

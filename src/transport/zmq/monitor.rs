@@ -1,6 +1,7 @@
 //! libzmq socket monitors: they tell the I/O thread at once when a DEALER's
 //! TCP connection is refused or closes, instead of waiting for heartbeats.
 
+use super::shared::SharedSocket;
 use crate::error::{Error, Result};
 
 /// What a monitor reported, reduced to what the transport acts on.
@@ -66,8 +67,8 @@ fn classify(raw: u16) -> MonitorEvent {
 /// (`MONITOR_STOPPED` is not subscribed, so nothing is sent) and leaves one
 /// that never emits. Only then are the sockets closed.
 pub(crate) struct Monitored {
-    /// The monitored socket.
-    pub(crate) socket: zmq::Socket,
+    /// The monitored socket (shared with the links' direct sends).
+    pub(crate) socket: SharedSocket,
     /// Reads the monitor's events.
     pub(crate) events: zmq::Socket,
     name: String,
@@ -82,7 +83,7 @@ impl Monitored {
             .monitor(&endpoint, subscribed())
             .map_err(|err| Error::transport(format!("zmq monitor: {err}")))?;
         let monitored = Self {
-            socket,
+            socket: SharedSocket::new(socket)?,
             events: ctx
                 .socket(zmq::PAIR)
                 .map_err(|err| Error::transport(format!("zmq monitor socket: {err}")))?,
@@ -100,7 +101,7 @@ impl Monitored {
 impl Drop for Monitored {
     fn drop(&mut self) {
         let silent = format!("inproc://{}-detached", self.name);
-        if let Err(err) = self.socket.monitor(&silent, 0) {
+        if let Err(err) = self.socket.lock().monitor(&silent, 0) {
             tracing::warn!(%err, "zmq: could not detach a socket monitor");
         }
         // Fields drop next: the socket, then the PAIR that read its monitor.

@@ -46,7 +46,7 @@ impl Dealer {
         match auth.on_pong(&secret, &mut env.control, self.peer, frame) {
             Ok(Handshake::Wait) => None,
             Ok(Handshake::Send(msg)) => {
-                if let Err(err) = self.sockets.socket.send(msg, zmq::DONTWAIT) {
+                if let Err(err) = self.sockets.socket.lock().send(msg, zmq::DONTWAIT) {
                     return Some(Teardown::Failed(Error::transport(format!(
                         "zmq send proof: {err}"
                     ))));
@@ -75,7 +75,7 @@ impl Dealer {
             Route::Outbound,
             limit,
             env.settings.send_queue,
-            Arc::clone(&env.shared),
+            (self.sockets.socket.weak(), Arc::clone(&env.shared)),
         );
         link.set_trusted(trusted);
         let old = std::mem::replace(

@@ -100,7 +100,7 @@ impl Dealer {
             .and_then(|()| socket.set_connect_timeout(millis(env.settings.connect_timeout)))
             .map_err(zmq_err("zmq dealer options"))?;
         let sockets = Monitored::attach(&env.ctx, socket, format!("am-zmq-monitor-{link_id}"))?;
-        let socket = &sockets.socket;
+        let socket = sockets.socket.lock();
         socket
             .connect(endpoint)
             .map_err(|err| Error::transport(format!("connect to {endpoint:?}: {err}")))?;
@@ -115,6 +115,7 @@ impl Dealer {
         socket
             .send(msg, zmq::DONTWAIT)
             .map_err(zmq_err("zmq send probe"))?;
+        drop(socket);
         tracing::debug!(%peer, endpoint, "zmq: connecting");
         Ok(Self {
             link_id,
@@ -178,31 +179,35 @@ impl Dealer {
     fn writable(&self) -> bool {
         self.sockets
             .socket
+            .lock()
             .get_events()
             .is_ok_and(|events| events.contains(zmq::POLLOUT))
     }
 
     /// Moves queued frames into the socket while it has room.
     pub(crate) fn flush(&mut self, now: Instant) -> Option<Teardown> {
-        let State::Up { queue, .. } = &mut self.state else {
+        let State::Up { queue, link } = &mut self.state else {
             return None;
         };
+        let socket = self.sockets.socket.lock();
         loop {
             let msg = self.blocked.take().or_else(|| queue.try_recv().ok())?;
             // `send` consumes the message even when it fails, so look first.
-            let writable = self
-                .sockets
-                .socket
+            let writable = socket
                 .get_events()
                 .is_ok_and(|events| events.contains(zmq::POLLOUT));
             if !writable {
                 self.blocked = Some(msg);
                 return None;
             }
-            if let Err(err) = self.sockets.socket.send(msg, zmq::DONTWAIT) {
+            if let Err(err) = socket.send(msg, zmq::DONTWAIT) {
                 tracing::warn!(peer = %self.peer, %err, "zmq: send on dealer failed");
                 return Some(Teardown::Lost("send failed"));
             }
+            // Release (under the socket's mutex): a direct send that sees the
+            // count drop sees this frame in the socket before its own.
+            link.queued
+                .fetch_sub(1, std::sync::atomic::Ordering::Release);
             self.last_tx = now;
         }
     }
@@ -221,7 +226,13 @@ impl Dealer {
         match self.drain {
             Drain::Idle if self.writable() => {
                 let (id, probe) = env.control.probe();
-                if self.sockets.socket.send(probe, zmq::DONTWAIT).is_ok() {
+                if self
+                    .sockets
+                    .socket
+                    .lock()
+                    .send(probe, zmq::DONTWAIT)
+                    .is_ok()
+                {
                     self.drain = Drain::Probed(id);
                 }
                 false
@@ -251,12 +262,10 @@ impl Dealer {
             return;
         }
         if self.blocked.is_none() && self.writable() {
-            let _ = self
-                .sockets
-                .socket
-                .send(env.control.goodbye(), zmq::DONTWAIT);
+            let goodbye = env.control.goodbye();
+            let _ = self.sockets.socket.lock().send(goodbye, zmq::DONTWAIT);
         }
-        let _ = self.sockets.socket.set_linger(millis(linger));
+        let _ = self.sockets.socket.lock().set_linger(millis(linger));
     }
 
     /// Reads up to `budget` frames from the peer.
@@ -268,12 +277,18 @@ impl Dealer {
         budget: usize,
     ) -> Option<Teardown> {
         for _ in 0..budget {
-            if self.sockets.socket.recv(body, zmq::DONTWAIT).is_err() {
+            if self
+                .sockets
+                .socket
+                .lock()
+                .recv(body, zmq::DONTWAIT)
+                .is_err()
+            {
                 return None;
             }
             if body.get_more() {
                 let first = body.len();
-                let extra = skip_rest(&self.sockets.socket, body);
+                let extra = skip_rest(&self.sockets.socket.lock(), body);
                 let err = wire::ProtocolError::LengthMismatch {
                     declared: first as u64,
                     actual: first + extra,
@@ -346,7 +361,7 @@ impl Dealer {
                         ErrorCode::Refused,
                         "invocations are not accepted on this link",
                     );
-                    let _ = self.sockets.socket.send(msg, zmq::DONTWAIT);
+                    let _ = self.sockets.socket.lock().send(msg, zmq::DONTWAIT);
                 }
             }
         }
@@ -393,7 +408,13 @@ impl Dealer {
             && self.writable()
         {
             let (_, probe) = env.control.probe();
-            if self.sockets.socket.send(probe, zmq::DONTWAIT).is_ok() {
+            if self
+                .sockets
+                .socket
+                .lock()
+                .send(probe, zmq::DONTWAIT)
+                .is_ok()
+            {
                 self.last_probe = now;
                 self.last_tx = now;
             }

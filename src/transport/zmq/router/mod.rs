@@ -14,12 +14,12 @@ use tokio::sync::mpsc::error::TrySendError;
 
 mod send;
 
-use self::send::{RouteError, route};
 use super::conn::{ConnRef, RawMsg};
 use super::frames::{announced_limit, expects_reply};
 use super::gate::{Admission, Gate, Screen};
 use super::io_thread::Env;
 use super::link::{Route, ZmqLink};
+use super::shared::{RouteError, SharedSocket, route};
 use crate::ids::{InstanceId, MessageId};
 use crate::runtime::router::{Frame, Inline, Routed, Router};
 use crate::transport::{BoxedLink, Inbound, OutFrame};
@@ -42,7 +42,7 @@ type BadShape = (usize, usize, Option<Header>);
 
 /// The ROUTER socket and everything known about its clients.
 pub(crate) struct RouterSide {
-    pub(crate) socket: zmq::Socket,
+    pub(crate) socket: SharedSocket,
     clients: HashMap<Box<[u8]>, Client>,
     /// Authentication, when a secret is configured.
     gate: Option<Gate>,
@@ -58,7 +58,7 @@ pub(crate) struct RouterSide {
 
 impl RouterSide {
     /// Wraps the bound ROUTER.
-    pub(crate) fn new(socket: zmq::Socket, gate: Option<Gate>) -> Self {
+    pub(crate) fn new(socket: SharedSocket, gate: Option<Gate>) -> Self {
         Self {
             socket,
             clients: HashMap::new(),
@@ -85,7 +85,12 @@ impl RouterSide {
     pub(crate) fn read(&mut self, env: &mut Env, now: Instant, budget: usize) {
         let mut count = 0;
         while count < budget && self.pending.is_none() {
-            if self.socket.recv(&mut self.identity, zmq::DONTWAIT).is_err() {
+            if self
+                .socket
+                .lock()
+                .recv(&mut self.identity, zmq::DONTWAIT)
+                .is_err()
+            {
                 break;
             }
             count += 1;
@@ -94,7 +99,11 @@ impl RouterSide {
             }
             // The body, not the routing id, always carries the connection's
             // properties (libzmq's `router_t::xhas_in` prefetches ids without).
-            if self.body.recv(&mut self.socket, zmq::DONTWAIT).is_err() {
+            if self
+                .body
+                .recv(&mut self.socket.lock(), zmq::DONTWAIT)
+                .is_err()
+            {
                 break;
             }
             let shape = if self.body.more() {
@@ -102,7 +111,7 @@ impl RouterSide {
                 // Keep what the header says (for an answer) before skipping the rest.
                 let header = wire::decode_header(self.body.bytes()).ok();
                 let mut scratch = zmq::Message::new();
-                let rest = skip_more(&self.socket, &mut scratch);
+                let rest = skip_more(&self.socket.lock(), &mut scratch);
                 Some((first, rest, header))
             } else {
                 None
@@ -250,7 +259,7 @@ impl RouterSide {
             Route::Reverse(identity.into()),
             limit,
             env.settings.send_queue,
-            Arc::clone(&env.shared),
+            (self.socket.weak(), Arc::clone(&env.shared)),
         );
         link.set_trusted(trusted);
         tracing::debug!(%peer, authenticated = trusted, "zmq: new client");
@@ -381,7 +390,11 @@ impl RouterSide {
         for (identity, client) in &mut self.clients {
             let idle = now.saturating_duration_since(client.last_sent) >= interval;
             if stalled && idle && client.blocked.is_none() {
-                match route(&self.socket, identity, env.control.pong(MessageId(0))) {
+                match route(
+                    &self.socket.lock(),
+                    identity,
+                    env.control.pong(MessageId(0)),
+                ) {
                     Ok(()) => client.last_sent = now,
                     Err(RouteError::Full(_)) => {}
                     Err(RouteError::Gone) => gone.push(identity.clone()),

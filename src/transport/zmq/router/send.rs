@@ -8,12 +8,14 @@ use crate::transport::PeerLink;
 use crate::transport::zmq::dealer::millis;
 use crate::transport::zmq::io_thread::Env;
 use crate::transport::zmq::link::{Route, ZmqLink};
+use crate::transport::zmq::shared::{RouteError, route};
 
 impl RouterSide {
     /// Sends a control frame to a known or unknown client (dropped when its
     /// pipe is full; a known client that is gone is forgotten).
     pub(super) fn send_control(&mut self, identity: &[u8], msg: zmq::Message, now: Instant) {
-        match route(&self.socket, identity, msg) {
+        let routed = route(&self.socket.lock(), identity, msg);
+        match routed {
             Ok(()) => {
                 if let Some(client) = self.clients.get_mut(identity) {
                     client.last_sent = now;
@@ -42,7 +44,7 @@ impl RouterSide {
             .load(std::sync::atomic::Ordering::Acquire)
             && self.clients.contains_key(&**identity)
         {
-            let _ = route(&self.socket, identity, env.control.goodbye());
+            let _ = route(&self.socket.lock(), identity, env.control.goodbye());
             self.drop_client(identity, "closed locally");
         }
     }
@@ -59,8 +61,15 @@ impl RouterSide {
             .take()
             .or_else(|| client.queue.try_recv().ok())
         {
-            match route(&self.socket, identity, msg) {
-                Ok(()) => client.last_sent = now,
+            match route(&self.socket.lock(), identity, msg) {
+                Ok(()) => {
+                    client.last_sent = now;
+                    // Release (under the socket's mutex): see `shared::send_direct`.
+                    client
+                        .link
+                        .queued
+                        .fetch_sub(1, std::sync::atomic::Ordering::Release);
+                }
                 Err(RouteError::Full(msg)) => {
                     client.blocked = Some(msg);
                     break;
@@ -101,36 +110,12 @@ impl RouterSide {
         let identities: Vec<Box<[u8]>> = self.clients.keys().cloned().collect();
         for identity in identities {
             self.flush(&identity, now);
-            let _ = route(&self.socket, &identity, env.control.goodbye());
+            let _ = route(&self.socket.lock(), &identity, env.control.goodbye());
             self.drop_client(&identity, "shutdown");
         }
-        let _ = self.socket.set_linger(millis(env.settings.goodbye_linger));
+        let _ = self
+            .socket
+            .lock()
+            .set_linger(millis(env.settings.goodbye_linger));
     }
-}
-
-/// Why a send through the ROUTER did not happen.
-pub(super) enum RouteError {
-    /// The client's pipe is full: try again later (the message is returned).
-    Full(zmq::Message),
-    /// The client is gone (unroutable or the socket failed).
-    Gone,
-}
-
-/// Sends `msg` to the client `identity` without blocking.
-pub(super) fn route(
-    socket: &zmq::Socket,
-    identity: &[u8],
-    msg: zmq::Message,
-) -> Result<(), RouteError> {
-    // With ROUTER_MANDATORY the routing-id part fails (EAGAIN: full,
-    // EHOSTUNREACH: unknown) before anything is queued, so `msg` is kept.
-    match socket.send(identity, zmq::SNDMORE | zmq::DONTWAIT) {
-        Ok(()) => {}
-        Err(zmq::Error::EAGAIN) => return Err(RouteError::Full(msg)),
-        Err(_) => return Err(RouteError::Gone),
-    }
-    socket.send(msg, zmq::DONTWAIT).map_err(|err| {
-        tracing::warn!(%err, "zmq: router send failed after the routing id");
-        RouteError::Gone
-    })
 }
