@@ -17,6 +17,14 @@
 //! every reference against what it mapped (known id, bounds, alignment, the
 //! exact next generation, not already held) before reading a byte.
 //!
+//! Among free segments the sender takes the one it published last: its
+//! lines are the likeliest still in cache, and a sender rotating over more
+//! large segments than the cache holds copies at memory speed, not cache
+//! speed (measured: docs/performance.md, issue 11). For the same reason it
+//! keeps at most [`PIPELINE_LARGE`] segments of 4 MiB and more in flight
+//! before waiting a while for one to come back. Pages are never dropped on
+//! return: re-faulting a 16 MiB segment costs ten times its copy here.
+//!
 //! The sender's area grows up to a cap; when the cap is reached, free
 //! segments of the wrong size are retired (announced, then unmapped) and a
 //! sender that finds nothing free waits (backpressure). When a link ends,
