@@ -165,6 +165,13 @@ fn bars() -> Vec<Bar> {
             text: "  same, 256 MiB",
         },
         Ratio {
+            case: "am_shm_tp_16m",
+            base: "memcpy2_16m",
+            at_most: false,
+            factor: 0.7,
+            text: "  same, vs memcpy into 2 destinations in turn (second baseline)",
+        },
+        Ratio {
             case: "am_shm_tp_16m_loan",
             base: "memcpy_16m",
             at_most: false,
@@ -335,6 +342,10 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
         // Large copies take milliseconds each: fewer samples.
         let samples = plan.n(if size >= LARGE[0] { 50 } else { 2000 });
         case!(false, k, "memcpy", one(raw::memcpy(size, samples)));
+        if size == 16 << 20 {
+            let k = format!("memcpy2_{}", raw::size_key(size));
+            case!(false, k, "memcpy", one(raw::memcpy_two(size, samples)));
+        }
     }
     for size in SIZES {
         let k = format!("ring_tp_{}", raw::size_key(size));

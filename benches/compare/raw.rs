@@ -204,3 +204,36 @@ pub fn size_label(size: usize) -> String {
         s => format!("{s} B"),
     }
 }
+
+/// memcpy of `size` bytes in process into two destinations in turn, as a
+/// double-buffered pipeline must write (the one being read is not the one
+/// being written): a second baseline for the pooled large messages, beside
+/// [`memcpy`] (which rewrites one destination that stays in cache).
+pub fn memcpy_two(size: usize, samples: u64) -> Result<Row> {
+    let src = vec![0x5au8; size];
+    let mut dst = [vec![0u8; size], vec![0u8; size]];
+    let mut ns = Vec::with_capacity(samples as usize);
+    for s in 0..samples + samples / 10 {
+        let dst = &mut dst[s as usize % 2];
+        let t = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut *dst);
+        if s >= samples / 10 {
+            ns.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    let (median, p99) = median_p99(&mut ns);
+    Ok(Row::new(
+        &format!("memcpy2_{}", size_key(size)),
+        format!(
+            "memcpy {} (in process, 2 destinations in turn)",
+            size_label(size)
+        ),
+        samples,
+        Metric::Rate {
+            size,
+            median: median as f64,
+            worst: p99 as f64,
+        },
+    ))
+}

@@ -17,6 +17,14 @@
 //! every reference against what it mapped (known id, bounds, alignment, the
 //! exact next generation, not already held) before reading a byte.
 //!
+//! Among free segments the sender takes the one it published last: its
+//! lines are the likeliest still in cache, and a sender rotating over more
+//! large segments than the cache holds copies at memory speed, not cache
+//! speed (measured: docs/performance.md, issue 11). For the same reason it
+//! keeps at most [`PIPELINE_LARGE`] segments of 4 MiB and more in flight
+//! before waiting a while for one to come back. Pages are never dropped on
+//! return: re-faulting a 16 MiB segment costs ten times its copy here.
+//!
 //! The sender's area grows up to a cap; when the cap is reached, free
 //! segments of the wrong size are retired (announced, then unmapped) and a
 //! sender that finds nothing free waits (backpressure). When a link ends,
@@ -45,6 +53,23 @@ pub(crate) const MAX_SEGMENTS: usize = 256;
 /// a sender prefers waiting for a returned one (warm pages) over mapping a
 /// fresh one: enough to keep writer and reader both busy.
 pub(crate) const PIPELINE: usize = 3;
+/// Frames from this size up keep at most [`PIPELINE_LARGE`] segments in
+/// flight before a sender waits for a warm one: a larger set of them no
+/// longer fits the share of the last-level cache a process gets here.
+pub(crate) const LARGE_FRAME: usize = 4 << 20;
+/// Segments in flight for frames of [`LARGE_FRAME`] bytes and more: one
+/// being read, one being written.
+pub(crate) const PIPELINE_LARGE: usize = 2;
+
+/// Segments of a size that may be in flight before a sender prefers a
+/// returned one for a frame of `len` bytes.
+pub(crate) fn pipeline(len: usize) -> usize {
+    if len >= LARGE_FRAME {
+        PIPELINE_LARGE
+    } else {
+        PIPELINE
+    }
+}
 /// Offset in the control page of the `wake` word: set by a sender waiting
 /// for this segment, cleared by the receiver that then rings.
 const WAKE_AT: usize = 64;
@@ -226,6 +251,9 @@ struct TxSlot {
     sent: u64,
     /// Leased to a sender right now.
     busy: bool,
+    /// When it was last published, in publications of this pool (0: never):
+    /// the most recent is the warmest in the sender's caches.
+    stamp: u64,
 }
 
 impl TxSlot {
@@ -254,11 +282,11 @@ impl TxSlot {
 pub(crate) enum Grow {
     /// Whenever the cap allows.
     Always,
-    /// Unless [`PIPELINE`] segments of the size are in flight and the
+    /// Unless [`pipeline`] segments of the size are in flight and the
     /// receiver has not even read one of them yet (it is behind: wait, as a
     /// full ring makes a sender wait).
     Paced,
-    /// Only while fewer than [`PIPELINE`] segments of the size are in
+    /// Only while fewer than [`pipeline`] segments of the size are in
     /// flight (else wait for one to come back: its pages are warm).
     Warm,
 }
@@ -270,6 +298,8 @@ struct TxInner {
     next_id: u32,
     /// Retired segment ids the receiver has not been told about yet.
     retired: Vec<u32>,
+    /// Publications so far (the source of [`TxSlot::stamp`]).
+    clock: u64,
 }
 
 /// The sender's pool of one link direction.
@@ -349,15 +379,19 @@ impl TxPool {
     pub(crate) fn try_lease_with(&self, len: usize, grow: Grow) -> Result<Option<Lease<'_>>> {
         let mut inner = self.lock();
         let fits = |s: &&TxSlot| s.seg.capacity() >= len;
+        // The smallest that fits, and of those the one published last: its
+        // lines are the likeliest still in cache. Rotating over more large
+        // segments than the cache holds halves the copy's speed (see
+        // docs/performance.md, issue 11).
         let best = (inner.slots.iter().enumerate())
             .filter(|(_, s)| fits(s) && s.is_free())
-            .min_by_key(|(_, s)| s.seg.capacity())
+            .min_by_key(|(_, s)| (s.seg.capacity(), std::cmp::Reverse(s.stamp)))
             .map(|(i, _)| i);
         if let Some(i) = best {
             return Ok(Some(self.lease_slot(&mut inner, i)));
         }
         let in_flight = || inner.slots.iter().filter(fits).filter(|s| s.in_flight());
-        let full = grow != Grow::Always && in_flight().count() >= PIPELINE;
+        let full = grow != Grow::Always && in_flight().count() >= pipeline(len);
         if full && (grow == Grow::Warm || in_flight().any(|s| s.queued())) {
             return Ok(None);
         }
@@ -383,6 +417,7 @@ impl TxPool {
             fd: Some(fd),
             sent: 0,
             busy: false,
+            stamp: 0,
         });
         let i = inner.slots.len() - 1;
         Ok(Some(self.lease_slot(&mut inner, i)))
@@ -488,10 +523,13 @@ impl TxPool {
     /// Returns a leased segment; `published`: its generation was sent.
     pub(crate) fn give_back(&self, id: u32, gen_: u64, published: bool) {
         let mut inner = self.lock();
+        inner.clock += u64::from(published);
+        let clock = inner.clock;
         if let Some(slot) = inner.slots.iter_mut().find(|s| s.id == id) {
             slot.busy = false;
             if published {
                 slot.sent = gen_;
+                slot.stamp = clock;
             }
         }
     }

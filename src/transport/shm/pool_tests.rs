@@ -237,3 +237,42 @@ fn past_the_wait_a_sender_grows_only_if_the_receiver_keeps_up() {
     );
     drop(held);
 }
+
+#[test]
+fn a_sender_reuses_the_segment_it_published_last() {
+    let _serial = SERIAL.lock();
+    let mut p = Pair::new(256 << 20);
+    let refs: Vec<Ref> = (0..PIPELINE as u8)
+        .map(|i| p.send(2 << 20, i).unwrap())
+        .collect();
+    let held: Vec<Held> = refs.iter().map(|&r| p.rx.take(r).unwrap()).collect();
+    // Returned in the order sent: every one is free again.
+    drop(held);
+    let lease = p.tx.try_lease(2 << 20).unwrap().unwrap();
+    let last = refs.last().unwrap().id;
+    assert_eq!(lease.id, last, "the warmest: the one published last");
+    drop(lease);
+    // Unpublished, the lease leaves the order as it was.
+    let again = p.tx.try_lease(2 << 20).unwrap().unwrap();
+    assert_eq!(again.id, last);
+}
+
+#[test]
+fn large_frames_keep_two_segments_in_flight_before_waiting() {
+    let _serial = SERIAL.lock();
+    let mut p = Pair::new(256 << 20);
+    let len = LARGE_FRAME;
+    let refs: Vec<Ref> = (0..PIPELINE_LARGE as u8)
+        .map(|i| p.send(len, i).unwrap())
+        .collect();
+    let held: Vec<Held> = refs.iter().map(|&r| p.rx.take(r).unwrap()).collect();
+    assert!(
+        p.tx.try_lease_with(len, Grow::Warm).unwrap().is_none(),
+        "{PIPELINE_LARGE} large ones in flight: wait for one of them"
+    );
+    assert!(
+        p.tx.try_lease_with(len, Grow::Paced).unwrap().is_some(),
+        "all read and held: past the wait, map a fresh one"
+    );
+    drop(held);
+}

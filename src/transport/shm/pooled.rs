@@ -184,7 +184,7 @@ impl ShmLink {
 
     /// Leases a segment, waiting while the area is at its cap and every
     /// segment is still held by the receiver (backpressure; the caller's
-    /// deadline bounds the wait). While [`pool::PIPELINE`] segments of the
+    /// deadline bounds the wait). While [`pool::pipeline`] segments of the
     /// size are in flight, it waits for one to come back (its pages are
     /// mapped and warm) rather than mapping a fresh one: for as long as the
     /// receiver has not read one of them (it is behind), else up to
