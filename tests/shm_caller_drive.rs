@@ -137,7 +137,11 @@ async fn calls_from_a_single_thread_runtime_complete_under_every_policy() {
         let (client, server) = pair(policy).await;
         for i in 0..300u64 {
             let name = if i % 2 == 0 { "echo" } else { "echo_async" };
-            assert_eq!(call(&client, &server, name, i).await.unwrap(), i, "{policy:?}");
+            assert_eq!(
+                call(&client, &server, name, i).await.unwrap(),
+                i,
+                "{policy:?}"
+            );
         }
         shutdown(client, server).await;
     }
@@ -190,7 +194,9 @@ async fn a_waiting_caller_routes_invocations_and_other_replies() {
         assert_eq!(slow.unwrap(), 7);
         let notes = &client.notes;
         assert!(
-            eventually(Duration::from_secs(10), || notes.load(Ordering::SeqCst) == 100).await,
+            eventually(Duration::from_secs(10), || notes.load(Ordering::SeqCst)
+                == 100)
+            .await,
             "{policy:?}: {} of 100 invocations ran",
             notes.load(Ordering::SeqCst)
         );

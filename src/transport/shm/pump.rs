@@ -25,8 +25,8 @@ use super::link::{
     MSG_RETURNED, ShmLink, Wrote,
 };
 use super::liveness;
-use super::reader::ReaderState;
 use super::pooled::{self, FLAG_POOL, FLAG_RETIRE, FLAG_SEGMENT, Step};
+use super::reader::ReaderState;
 use crate::runtime::router::{self, Frame, Inline, Routed, Router};
 use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame};
 use crate::wire::{Kind, ProtocolError};
@@ -207,26 +207,34 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Option<Outcome> 
                 None => Outcome::Stop,
             }
         }
-        FLAG_POOL | FLAG_SEGMENT | FLAG_RETIRE => match pooled::on_record(link, pool, fds, grant)
-            .await
-        {
-            Step::Frame(held) if copy => {
-                scratch.clear();
-                scratch.extend_from_slice(held.as_ref());
-                drop(held);
-                handle(link, inbox, router, scratch, None, deferred, &reply_link)
+        FLAG_POOL | FLAG_SEGMENT | FLAG_RETIRE => {
+            match pooled::on_record(link, pool, fds, grant).await {
+                Step::Frame(held) if copy => {
+                    scratch.clear();
+                    scratch.extend_from_slice(held.as_ref());
+                    drop(held);
+                    handle(link, inbox, router, scratch, None, deferred, &reply_link)
+                }
+                Step::Frame(held) => {
+                    let view = held.view();
+                    // Becomes `Bytes` only if queued; else released here.
+                    let mut held = Some(held);
+                    let mut share = || Bytes::from_owner(held.take().expect("shared once"));
+                    let shared = Some(&mut share as &mut dyn FnMut() -> Bytes);
+                    handle(
+                        link,
+                        inbox,
+                        router,
+                        view.as_ref(),
+                        shared,
+                        deferred,
+                        &reply_link,
+                    )
+                }
+                Step::Done => Outcome::Done { woke: false },
+                Step::Stop => Outcome::Stop,
             }
-            Step::Frame(held) => {
-                let view = held.view();
-                // Becomes `Bytes` only if queued; else released here.
-                let mut held = Some(held);
-                let mut share = || Bytes::from_owner(held.take().expect("shared once"));
-                let shared = Some(&mut share as &mut dyn FnMut() -> Bytes);
-                handle(link, inbox, router, view.as_ref(), shared, deferred, &reply_link)
-            }
-            Step::Done => Outcome::Done { woke: false },
-            Step::Stop => Outcome::Stop,
-        },
+        }
         other => {
             link.violation(ProtocolError::Link(format!(
                 "unknown record flags {other:#06x}"

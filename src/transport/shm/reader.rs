@@ -73,7 +73,6 @@ impl ReaderState {
     pub(crate) fn owes(&self) -> bool {
         self.stopped || self.queued.is_some() || !self.deferred.is_empty()
     }
-
 }
 
 /// Where a link's reader state waits while nobody reads the ring.
@@ -183,7 +182,7 @@ fn drive(link: &ShmLink, st: &mut ReaderState, until: &mut dyn FnMut() -> bool) 
                 }
             }
             Outcome::Queue(inbound) => {
-                if let Err(back) = try_deliver(inbox, inbound) {
+                if let Some(back) = try_deliver(inbox, inbound) {
                     *queued = Some(back);
                     return Driven::Idle;
                 }
@@ -208,13 +207,13 @@ fn upgrade(link: &Weak<ShmLink>) -> BoxedLink {
 }
 
 /// Queues an invocation if the inbox has room now; gives it back if not.
-fn try_deliver(inbox: &Inbox, inbound: Inbound) -> Result<(), Inbound> {
+fn try_deliver(inbox: &Inbox, inbound: Inbound) -> Option<Inbound> {
     match inbox.invocations.try_send(inbound) {
-        Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(back)) => Err(back),
+        Ok(()) => None,
+        Err(mpsc::error::TrySendError::Full(back)) => Some(back),
         Err(mpsc::error::TrySendError::Closed(_)) => {
             tracing::warn!("dispatcher gone: invocation dropped");
-            Ok(())
+            None
         }
     }
 }
