@@ -55,14 +55,19 @@ impl Doorbell {
     }
 
     /// Resets the counter; returns whether it was non-zero.
+    ///
+    /// One read: an eventfd's read returns the whole counter and zeroes it,
+    /// so a second read (to see EAGAIN) would cost a system call per wake-up
+    /// for nothing. (A descriptor a peer created in semaphore mode may keep a
+    /// count; its waiter then returns spuriously once and re-checks the
+    /// ring, which every caller does.)
     pub fn drain(&self) -> bool {
         let mut buf = [0u8; 8];
-        let mut rung = false;
         loop {
             match nix::unistd::read(&*self.fd, &mut buf) {
-                Ok(8) => rung = true,
+                Ok(8) => return true,
                 Err(nix::errno::Errno::EINTR) => continue,
-                _ => return rung,
+                _ => return false,
             }
         }
     }
@@ -181,5 +186,23 @@ impl Bells {
             data: Doorbell::from_fd(data)?,
             space: Doorbell::from_fd(space)?,
         })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_drain_resets_every_ring() {
+        let bell = Doorbell::new().unwrap();
+        assert!(!bell.drain(), "a fresh bell was never rung");
+        bell.ring();
+        bell.ring();
+        bell.ring();
+        assert!(bell.drain());
+        assert!(!bell.drain(), "one read took the whole count");
+        bell.ring();
+        assert!(bell.drain());
     }
 }

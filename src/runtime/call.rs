@@ -2,14 +2,17 @@
 //! outcome until the call's deadline, and when the caller stops waiting
 //! (dropped, timed out) removes the call and tells the peer to cancel it.
 //!
-//! The waiting task is woken straight by whoever completes the entry (the
-//! link's reader, or a peer-loss notice): no channel, no task in between.
-//! The deadline's timer is only armed when the first look finds no outcome.
+//! A waiting caller first drives its link (reads the link's ring itself
+//! where the transport allows it, see `PeerLink::drive`) and so usually
+//! completes its own call on its own thread; otherwise it is woken straight
+//! by whoever completes the entry (the link's reader, or a peer-loss
+//! notice): no channel, no task in between. The deadline's timer is only
+//! armed when the caller waits to be woken.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
 use crate::runtime::pending::{Forgot, PendingTable, Reply};
 use crate::stats::Counters;
-use crate::transport::{BoxedLink, OutFrame};
+use crate::transport::{BoxedLink, Driven, OutFrame};
 use crate::wire::{Header, Kind};
 
 /// One registered call, owned by the caller until its outcome is taken.
@@ -103,19 +106,47 @@ impl PendingCall {
         self.finish(T::decode).await
     }
 
-    /// Polls `poll` until it is ready or the deadline passes (`None`). The
-    /// first look needs no timer: a reply that is already there costs none.
+    /// Polls `poll` until it is ready or the deadline passes (`None`).
+    ///
+    /// Before it waits to be woken, the caller drives its link
+    /// ([`PeerLink::drive`](crate::transport::PeerLink::drive)): on a link
+    /// whose ring it may read, it finds and routes its reply itself, on its
+    /// own thread. Those looks use a no-op waker, so completing its own call
+    /// wakes nobody. The deadline's timer is armed only when the caller
+    /// really waits to be woken; while it drives, the clock is read at each
+    /// of the link's yields instead.
     async fn until_deadline<T>(
         &self,
         mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
     ) -> Option<T> {
         let deadline = self.deadline;
+        let link = &self.link;
         let mut sleep = pin!(None::<Sleep>);
         poll_fn(|cx| {
-            if let Poll::Ready(out) = poll(cx) {
+            let mut quiet = Context::from_waker(Waker::noop());
+            if let Poll::Ready(out) = poll(&mut quiet) {
                 return Poll::Ready(Some(out));
             }
-            if sleep.is_none() {
+            let mut got = None;
+            let driven = link.drive(&mut || match poll(&mut quiet) {
+                Poll::Ready(out) => {
+                    got = Some(out);
+                    true
+                }
+                Poll::Pending => false,
+            });
+            if let Some(out) = got {
+                return Poll::Ready(Some(out));
+            }
+            if driven == Driven::Again {
+                if sleep.is_none() && Instant::now() >= deadline {
+                    return Poll::Ready(None);
+                }
+                // Gives the thread to the tasks sharing it, then drives again.
+                cx.waker().wake_by_ref();
+            } else if let Poll::Ready(out) = poll(cx) {
+                return Poll::Ready(Some(out));
+            } else if sleep.is_none() {
                 sleep.set(Some(tokio::time::sleep_until(deadline)));
             }
             match sleep.as_mut().as_pin_mut().map(|s| s.poll(cx)) {

@@ -203,6 +203,19 @@ pub trait PeerLink: Send + Sync + 'static {
     }
     /// Closes the link (sending a goodbye where possible). Idempotent.
     fn close(&self);
+    /// Lets a caller that waits for a reply on this link read the link
+    /// itself, on its own thread, instead of waiting to be woken by the
+    /// link's reader (a transport whose reader is a ring it can poll).
+    /// `until` says whether the caller's outcome is there; the transport
+    /// asks it after each reply it routes, and routes every frame it reads
+    /// exactly as its reader would. It never waits for anything but the
+    /// link's own bytes, and returns [`Driven::Idle`] when it cannot read
+    /// now (another thread reads, or what is next needs the reader). By
+    /// default a link is never driven.
+    fn drive(&self, until: &mut dyn FnMut() -> bool) -> Driven {
+        let _ = until;
+        Driven::Idle
+    }
     /// Lends a writable buffer of `len` payload bytes for a frame to this
     /// peer ([`crate::Loan`]) if it can without waiting, else `Ok(None)`
     /// (then [`PeerLink::loan`] waits). By default a heap buffer, copied
@@ -216,6 +229,17 @@ pub trait PeerLink: Send + Sync + 'static {
     fn loan(&self, len: usize) -> BoxFuture<'_, Result<crate::Loan>> {
         Box::pin(async move { Ok(crate::Loan::heap(len)) })
     }
+}
+
+/// What a caller's [`PeerLink::drive`] achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driven {
+    /// `until` held: the caller's outcome is there.
+    Done,
+    /// The link spun a while and gives the thread back; drive again soon.
+    Again,
+    /// Not driven (or no longer): wait to be woken as usual.
+    Idle,
 }
 
 /// A shared link handle.

@@ -112,6 +112,8 @@ pub(crate) struct ShmLink {
     pub(crate) unresponsive: AtomicBool,
     /// Frames, bytes and the rings' waits on this link.
     pub(crate) counters: LinkCounters,
+    /// The consumer ring's reader state, while nobody reads the ring.
+    pub(crate) reader: super::reader::ReaderSlot,
 }
 
 impl std::fmt::Debug for ShmLink {
@@ -463,6 +465,10 @@ impl PeerLink for ShmLink {
             self.say_goodbye();
             self.shut();
         }
+    }
+
+    fn drive(&self, until: &mut dyn FnMut() -> bool) -> crate::transport::Driven {
+        self.drive_ring(until)
     }
 
     fn try_loan(&self, len: usize) -> Result<Option<crate::Loan>> {

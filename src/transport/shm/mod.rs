@@ -36,6 +36,7 @@ pub(crate) mod loan;
 mod pool;
 mod pooled;
 mod pump;
+mod reader;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod rendezvous;
 mod txlock;
@@ -227,7 +228,7 @@ impl Shared {
             ));
         }
         producer.set_policy(policy);
-        // The reader spins itself (see `pump::wait_record`); its consumer
+        // The reader spins itself (see `pump::read_ring`); its consumer
         // parks at once when asked to wait, and notifies unless the link spins.
         let (consumer_policy, spin) = match policy {
             WaitPolicy::Spin => (WaitPolicy::Spin, None),
@@ -257,6 +258,7 @@ impl Shared {
             born: std::time::Instant::now(),
             heard_ms: AtomicU64::new(0),
             unresponsive: AtomicBool::new(false),
+            reader: reader::ReaderSlot::default(),
         });
         self.registry.links.insert(serial, Arc::clone(&link));
         let copy = raw.peer_uid != config::own_uid();
@@ -265,14 +267,14 @@ impl Shared {
         if let Some(timeout) = self.config.liveness_timeout() {
             tokio::spawn(liveness::probe(Arc::clone(&link), timeout));
         }
-        tokio::spawn(pump::read_ring(
+        reader::spawn(
             Arc::clone(&link),
             consumer,
             fd_rx,
             self.inbox.clone(),
             copy,
             spin,
-        ));
+        );
         tracing::debug!(local = %self.local, peer = %link.peer, copy, ?policy, "shm link up");
         if self.is_closed() {
             link.shut();

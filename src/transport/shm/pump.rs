@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rkyv::util::AlignedVec;
 use shm_ring::fdpass::FdReceiver;
-use shm_ring::{Consumer, RingError, SpinStep, Spinner};
+use shm_ring::{RingError, SpinStep, Spinner};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
@@ -26,19 +25,20 @@ use super::link::{
     MSG_RETURNED, ShmLink, Wrote,
 };
 use super::liveness;
-use super::pool::RxPool;
 use super::pooled::{self, FLAG_POOL, FLAG_RETIRE, FLAG_SEGMENT, Step};
+use super::reader::ReaderState;
 use crate::runtime::router::{self, Frame, Inline, Routed, Router};
 use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame};
-use crate::wire::{Kind, PAYLOAD_ALIGN, ProtocolError};
+use crate::wire::{Kind, ProtocolError};
 
 /// How long a marker record may wait for its descriptor (sent before the marker).
 const FD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What became of one frame.
-enum Outcome {
-    /// Fully handled (reply routed, handler run inline, control frame).
-    Done,
+pub(crate) enum Outcome {
+    /// Fully handled (reply routed, handler run inline, control frame);
+    /// `woke`: it was a reply, which woke (or completed) a waiting caller.
+    Done { woke: bool },
     /// An invocation for the dispatcher.
     Queue(Inbound),
     /// The link must end.
@@ -51,190 +51,210 @@ enum Outcome {
 /// a few microseconds, for the core, instead of a whole spin budget.
 const READER_YIELD_EVERY: u32 = 128;
 
-/// Waits until the consumer has a record (or an error) at its head.
+/// Reads the consumer ring until the link ends, then reports the loss.
 ///
 /// The reader spins on the ring itself under the link's one spin policy
 /// ([`Spinner`], from the ring crate: `None` spins for ever, `Some(d)` for
 /// `d`, then parks on the doorbell, the consumer's own policy being `Park`).
-/// `handled`: a record was just handled; if the ring is now empty, the
-/// reader first yields once, so what the record woke (the caller whose
-/// reply it was, the dispatcher) runs before this task spins again.
-async fn wait_record(
-    rx: &mut Consumer,
-    spinner: &mut Spinner,
-    handled: bool,
-) -> Result<(), RingError> {
-    // A record left unreleased (dropped grant) stays at the head.
-    let ready = |rx: &mut Consumer| match rx.try_read() {
-        Ok(_) => Ok(true),
-        Err(RingError::Empty) => Ok(false),
-        Err(e) => Err(e),
-    };
-    if ready(rx)? {
-        return Ok(());
-    }
-    if handled {
-        // tokio's yield: a caller that is a runtime's `block_on` future (not
-        // a task in the run queue) is only polled once the queue is empty.
-        tokio::task::yield_now().await;
-        if ready(rx)? {
-            return Ok(());
-        }
-    }
-    spinner.reset();
+/// It holds the link's [`ReaderState`] while it polls and puts it back
+/// whenever it yields, so a waiting caller can read the ring meanwhile
+/// ([`super::reader`]). After a record that woke someone (a reply's caller,
+/// the dispatcher) it yields once if the ring is then empty, so the woken
+/// task runs before this one spins again; after an invocation that ran
+/// fully in place (a one-way stream) it does not.
+pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
+    let mut spinner = Spinner::with_budget(st.spin, READER_YIELD_EVERY);
+    let mut woke = false;
     loop {
-        match spinner.step() {
-            SpinStep::Poll => {}
-            SpinStep::Yield => {
-                tokio::task::yield_now().await;
-                std::thread::yield_now();
-            }
-            SpinStep::Park => break,
+        if st.stopped {
+            break;
         }
-        if ready(rx)? {
-            return Ok(());
+        if let Some(inbound) = st.queued.take() {
+            deliver(&link, &st.inbox, inbound).await;
         }
-    }
-    rx.read().await.map(drop)
-}
-
-/// Reads the consumer ring until the link ends, then reports the loss.
-/// `spin` is the busy-wait budget (see [`wait_record`]).
-pub(crate) async fn read_ring(
-    link: Arc<ShmLink>,
-    mut rx: Consumer,
-    mut fds: mpsc::Receiver<OwnedFd>,
-    inbox: Inbox,
-    copy: bool,
-    spin: Option<Duration>,
-) {
-    let mut scratch = AlignedVec::<PAYLOAD_ALIGN>::new();
-    let mut deferred: Vec<Vec<u8>> = Vec::new();
-    let mut pool = RxPool::with_bell(pooled::max_segment(inbox.max_frame), pooled::bell(&link));
-    let mut router = Router::new();
-    let mut spinner = Spinner::with_budget(spin, READER_YIELD_EVERY);
-    let mut handled = false;
-    loop {
-        let waited = wait_record(&mut rx, &mut spinner, handled).await;
-        handled = true;
-        let grant = match waited {
-            Ok(()) => rx.try_read(),
-            Err(e) => Err(e),
-        };
-        let grant = match grant {
-            Ok(grant) => grant,
-            Err(RingError::Closed) => break,
-            Err(e @ RingError::Corrupt { .. }) => {
-                link.violation(ProtocolError::Link(e.to_string()));
-                break;
+        flush_deferred(&link, &mut st.deferred).await;
+        match st.rx.try_read() {
+            Ok(_) => {}
+            Err(RingError::Empty) => {
+                if std::mem::take(&mut woke) {
+                    st = yield_released(&link, st, false).await;
+                    continue;
+                }
+                match spinner.step() {
+                    SpinStep::Poll => {}
+                    SpinStep::Yield => st = yield_released(&link, st, true).await,
+                    SpinStep::Park => {
+                        // Parked with the state held: a caller then waits
+                        // for the wake-up as it always did.
+                        if let Err(e) = st.rx.read().await.map(drop) {
+                            failed(&link, e);
+                            break;
+                        }
+                    }
+                }
+                continue;
             }
             Err(e) => {
-                tracing::warn!(peer = %link.peer, %e, "shm ring read failed");
+                failed(&link, e);
                 break;
             }
-        };
-        let outcome = match grant.flags() {
-            FLAG_FRAME => {
-                let bytes: &[u8] = if copy {
-                    scratch.clear();
-                    scratch.resize(grant.len(), 0);
-                    grant.copy_to_slice(&mut scratch);
-                    &scratch
-                } else {
-                    grant.payload()
-                };
-                let outcome = handle(&link, &inbox, &mut router, bytes, None, &mut deferred);
-                grant.release();
-                outcome
-            }
-            FLAG_LARGE => {
-                let mut marker = [0u8; MARKER_LEN];
-                let len = if grant.len() == MARKER_LEN {
-                    grant.copy_to_slice(&mut marker);
-                    usize::try_from(u64::from_le_bytes(
-                        marker[..8].try_into().unwrap_or_default(),
-                    ))
-                    .ok()
-                    .filter(|_| marker[8..].iter().all(|&b| b == 0))
-                } else {
-                    None
-                };
-                grant.release();
-                let Some(len) = len else {
-                    link.violation(ProtocolError::Link("malformed large-frame marker".into()));
-                    break;
-                };
-                match take_large(&link, &mut fds, len, inbox.max_frame).await {
-                    Some(frame) => {
-                        let mut share = || frame.clone();
-                        handle(
-                            &link,
-                            &inbox,
-                            &mut router,
-                            &frame,
-                            Some(&mut share),
-                            &mut deferred,
-                        )
-                    }
-                    None => Outcome::Stop,
-                }
-            }
-            FLAG_POOL | FLAG_SEGMENT | FLAG_RETIRE => {
-                match pooled::on_record(&link, &mut pool, &mut fds, grant).await {
-                    Step::Frame(held) if copy => {
-                        scratch.clear();
-                        scratch.extend_from_slice(held.as_ref());
-                        drop(held);
-                        handle(&link, &inbox, &mut router, &scratch, None, &mut deferred)
-                    }
-                    Step::Frame(held) => {
-                        let view = held.view();
-                        // Becomes `Bytes` only if queued; else released here.
-                        let mut held = Some(held);
-                        let mut share = || Bytes::from_owner(held.take().expect("shared once"));
-                        handle(
-                            &link,
-                            &inbox,
-                            &mut router,
-                            view.as_ref(),
-                            Some(&mut share),
-                            &mut deferred,
-                        )
-                    }
-                    Step::Done => Outcome::Done,
-                    Step::Stop => Outcome::Stop,
-                }
-            }
-            other => {
-                link.violation(ProtocolError::Link(format!(
-                    "unknown record flags {other:#06x}"
-                )));
-                break;
-            }
-        };
-        match outcome {
-            Outcome::Done => {}
-            Outcome::Queue(inbound) => deliver(&link, &inbox, inbound).await,
-            Outcome::Stop => break,
         }
-        for frame in deferred.drain(..) {
-            if let Err(e) = link.write(Source::Encoded(&frame)).await {
-                tracing::debug!(peer = %link.peer, %e, "deferred reply not delivered");
+        spinner.reset();
+        match read_one(&link, &mut st).await {
+            Some(Outcome::Done { woke: w }) => woke |= w,
+            Some(Outcome::Queue(inbound)) => {
+                woke = true;
+                deliver(&link, &st.inbox, inbound).await;
             }
+            Some(Outcome::Stop) | None => break,
         }
     }
+    drop(st);
     link.finish();
+}
+
+/// Puts the reader state back for the length of one yield (to the tasks
+/// sharing this thread, and with `os` to the OS too), then takes it again,
+/// waiting while a caller drives the ring.
+async fn yield_released(link: &ShmLink, st: Box<ReaderState>, os: bool) -> Box<ReaderState> {
+    link.reader.put(st);
+    // tokio's yield: a caller that is a runtime's `block_on` future (not
+    // a task in the run queue) is only polled once the queue is empty.
+    tokio::task::yield_now().await;
+    if os {
+        std::thread::yield_now();
+    }
+    link.reader.take().await
+}
+
+/// A ring failure ends the link.
+fn failed(link: &ShmLink, e: RingError) {
+    match e {
+        RingError::Closed => {}
+        e @ RingError::Corrupt { .. } => link.violation(ProtocolError::Link(e.to_string())),
+        e => tracing::warn!(peer = %link.peer, %e, "shm ring read failed"),
+    }
+}
+
+/// Sends the inline replies that did not fit the producer ring, in order.
+async fn flush_deferred(link: &ShmLink, deferred: &mut Vec<Vec<u8>>) {
+    for frame in deferred.drain(..) {
+        if let Err(e) = link.write(Source::Encoded(&frame)).await {
+            tracing::debug!(peer = %link.peer, %e, "deferred reply not delivered");
+        }
+    }
+}
+
+/// Handles the record at the ring's head (there is one). `None`: the link ends.
+async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Option<Outcome> {
+    let ReaderState {
+        rx,
+        fds,
+        inbox,
+        copy,
+        scratch,
+        deferred,
+        pool,
+        router,
+        ..
+    } = st;
+    let copy = *copy;
+    let grant = match rx.try_read() {
+        Ok(grant) => grant,
+        Err(e) => {
+            failed(link, e);
+            return None;
+        }
+    };
+    let reply_link = || Arc::clone(link) as BoxedLink;
+    let outcome = match grant.flags() {
+        FLAG_FRAME => {
+            let bytes: &[u8] = if copy {
+                scratch.clear();
+                scratch.resize(grant.len(), 0);
+                grant.copy_to_slice(scratch);
+                scratch
+            } else {
+                grant.payload()
+            };
+            let outcome = handle(link, inbox, router, bytes, None, deferred, &reply_link);
+            grant.release();
+            outcome
+        }
+        FLAG_LARGE => {
+            let mut marker = [0u8; MARKER_LEN];
+            let len = if grant.len() == MARKER_LEN {
+                grant.copy_to_slice(&mut marker);
+                usize::try_from(u64::from_le_bytes(
+                    marker[..8].try_into().unwrap_or_default(),
+                ))
+                .ok()
+                .filter(|_| marker[8..].iter().all(|&b| b == 0))
+            } else {
+                None
+            };
+            grant.release();
+            let Some(len) = len else {
+                link.violation(ProtocolError::Link("malformed large-frame marker".into()));
+                return None;
+            };
+            match take_large(link, fds, len, inbox.max_frame).await {
+                Some(frame) => {
+                    let mut share = || frame.clone();
+                    let shared = Some(&mut share as &mut dyn FnMut() -> Bytes);
+                    handle(link, inbox, router, &frame, shared, deferred, &reply_link)
+                }
+                None => Outcome::Stop,
+            }
+        }
+        FLAG_POOL | FLAG_SEGMENT | FLAG_RETIRE => {
+            match pooled::on_record(link, pool, fds, grant).await {
+                Step::Frame(held) if copy => {
+                    scratch.clear();
+                    scratch.extend_from_slice(held.as_ref());
+                    drop(held);
+                    handle(link, inbox, router, scratch, None, deferred, &reply_link)
+                }
+                Step::Frame(held) => {
+                    let view = held.view();
+                    // Becomes `Bytes` only if queued; else released here.
+                    let mut held = Some(held);
+                    let mut share = || Bytes::from_owner(held.take().expect("shared once"));
+                    let shared = Some(&mut share as &mut dyn FnMut() -> Bytes);
+                    handle(
+                        link,
+                        inbox,
+                        router,
+                        view.as_ref(),
+                        shared,
+                        deferred,
+                        &reply_link,
+                    )
+                }
+                Step::Done => Outcome::Done { woke: false },
+                Step::Stop => Outcome::Stop,
+            }
+        }
+        other => {
+            link.violation(ProtocolError::Link(format!(
+                "unknown record flags {other:#06x}"
+            )));
+            return None;
+        }
+    };
+    Some(outcome)
 }
 
 /// Routes one frame through the shared router. `shared` makes the same
 /// frame `Bytes` without a copy (a mapped large frame), for when it is kept.
-fn handle<'f>(
-    link: &Arc<ShmLink>,
+pub(crate) fn handle<'f>(
+    link: &ShmLink,
     inbox: &Inbox,
     router: &mut Router,
     bytes: &'f [u8],
     shared: Option<&'f mut dyn FnMut() -> Bytes>,
     deferred: &mut Vec<Vec<u8>>,
+    reply_link: &dyn Fn() -> BoxedLink,
 ) -> Outcome {
     link.counters.record_received(bytes.len());
     let view = match router::check(bytes, inbox.max_frame, Some(link.peer)) {
@@ -244,24 +264,24 @@ fn handle<'f>(
             return Outcome::Stop;
         }
     };
+    let woke = view.header.kind.is_reply();
     let frame = Frame { bytes, shared };
-    let reply_link = || Arc::clone(link) as BoxedLink;
     let mut reply = |reply: OutFrame<'_>| reply_inline(link, reply, deferred);
     match router.route(
         inbox,
         &view,
         frame,
-        &**link,
-        &reply_link,
+        link,
+        reply_link,
         Inline::Handlers(&mut reply),
     ) {
-        Routed::Done => Outcome::Done,
+        Routed::Done => Outcome::Done { woke },
         Routed::Control(header) => {
             if header.kind == Kind::Goodbye {
                 tracing::debug!(peer = %link.peer, "goodbye received");
                 link.shut();
             }
-            Outcome::Done
+            Outcome::Done { woke: false }
         }
         Routed::Queue(inbound) => Outcome::Queue(inbound),
     }
