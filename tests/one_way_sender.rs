@@ -1,7 +1,8 @@
 //! `OneWaySender`, the prepared one-way path: order kept over every
-//! transport, backpressure on a full ring (waits, then `Timeout` at the
-//! sender's budget, nothing accepted lost), typed errors for a stopped or
-//! killed peer, and the same refusals as the builder.
+//! transport, backpressure on a full ring of a stopped peer (the sender
+//! waits, then gets `Timeout` at its budget), `PeerLost` for a killed peer,
+//! and the same refusals as the builder. (Waiting for room and the
+//! allocations it makes: `tests/alloc_serving.rs`.)
 
 mod common;
 
@@ -108,61 +109,6 @@ async fn note_count(client: &ActiveMessageManager, peer: InstanceId) -> u64 {
     let m = client.client().active_message("notes").unwrap();
     let status = m.expect_response::<u64>().send(peer).await.unwrap();
     status.await_response().await.unwrap()
-}
-
-fn full_waits(client: &ActiveMessageManager) -> u64 {
-    let peers = client.stats().peers;
-    peers.iter().map(|p| p.counters.ring_full_waits).sum()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_ring_holds_the_sender_until_room_then_its_budget() {
-    // 64 KiB rings (both ends): a few hundred small frames fill one.
-    let p = small_pair(Flavor::Shm, |b| b.ring_capacity(64 << 10)).await;
-    let (seen, gate) = (Arc::new(Seen::default()), Arc::new(AtomicBool::new(false)));
-    register_seq(&p.server, &seen, &gate).await;
-    let client = p.client.client();
-    let sender = client.one_way_sender("seq", p.target()).unwrap();
-    const N: u64 = 5_000;
-    let sending = tokio::spawn(async move {
-        for i in 0..N {
-            sender.send(&i).await.unwrap();
-        }
-    });
-    // The handler holds the reader, the ring fills, the sender waits.
-    let waited = eventually(Duration::from_secs(30), || async {
-        full_waits(&p.client) > 0
-    })
-    .await;
-    assert!(waited, "the sender never found the ring full");
-    assert!(!sending.is_finished(), "sent everything into a held ring");
-    // Release: pairs with the handler's Acquire load.
-    gate.store(true, Ordering::Release);
-    sending.await.unwrap();
-    assert!(arrived(&seen, N).await);
-    assert_eq!(seen.disorder.load(Ordering::Relaxed), 0);
-
-    // Held again: sends end with `Timeout` at the sender's budget, and
-    // every send that returned `Ok` before that is delivered afterwards.
-    gate.store(false, Ordering::Release);
-    let sender = client
-        .one_way_sender("seq", p.target())
-        .unwrap()
-        .timeout(Duration::from_millis(200));
-    let mut accepted = 0;
-    let failure = loop {
-        match sender.send(&(N + accepted)).await {
-            Ok(()) => accepted += 1,
-            Err(e) => break e,
-        }
-    };
-    assert!(matches!(failure, Error::Timeout(_)), "{failure:?}");
-    assert!(accepted > 0);
-    gate.store(true, Ordering::Release);
-    assert!(arrived(&seen, N + accepted).await, "accepted messages lost");
-    assert_eq!(seen.count.load(Ordering::Acquire), N + accepted);
-    assert_eq!(seen.disorder.load(Ordering::Relaxed), 0);
-    p.shutdown().await;
 }
 
 fn signal(worker: &ServerProcess, sig: &str) {
