@@ -10,7 +10,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use active_message::handler_impls::{
@@ -81,6 +81,8 @@ const MESSAGES: u64 = 2000;
 #[derive(Clone, Copy, Debug)]
 struct Tally {
     client: u64,
+    /// Of `client`, those made while one-way loops sent.
+    sending: u64,
     server: u64,
     other: u64,
 }
@@ -105,6 +107,11 @@ struct Sides {
     server: ActiveMessageManager,
     client: ActiveMessageManager,
     handled: Arc<AtomicU64>,
+    /// While false, `sink_gated` holds the server's reader (the ring fills).
+    gate: Arc<AtomicBool>,
+    /// The client's allocations while its one-way loops sent (not while
+    /// they polled for the server's count afterwards).
+    sending: AtomicU64,
 }
 
 fn builder(tcp: bool) -> ActiveMessageManagerBuilder {
@@ -119,7 +126,18 @@ fn builder(tcp: bool) -> ActiveMessageManagerBuilder {
     }
 }
 
-async fn register(server: &ActiveMessageManager, handled: &Arc<AtomicU64>) {
+async fn register(server: &ActiveMessageManager, handled: &Arc<AtomicU64>, gate: &Arc<AtomicBool>) {
+    let (h, g) = (Arc::clone(handled), Arc::clone(gate));
+    let gated = archived_unary_handler("sink_gated", move |c: ArchivedContext<'_, Vec<u8>>| {
+        // Acquire: pairs with the Release store that opens the gate.
+        while !g.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        std::hint::black_box(c.input.len());
+        h.fetch_add(1, Ordering::Release);
+        Ok(())
+    });
+    server.register_handler("sink_gated", gated).await.unwrap();
     let h = Arc::clone(handled);
     let sink = am_handler("sink", move |_ctx| {
         let h = Arc::clone(&h);
@@ -155,9 +173,10 @@ impl Sides {
         let server_rt = runtime(SERVER);
         let client_rt = runtime(CLIENT);
         let handled = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new(AtomicBool::new(true));
         let server = server_rt.block_on(async {
             let server = builder(tcp).build().await.unwrap();
-            register(&server, &handled).await;
+            register(&server, &handled, &gate).await;
             server
         });
         let info = server_rt.block_on(server.peer_info());
@@ -172,6 +191,8 @@ impl Sides {
             server,
             client,
             handled,
+            gate,
+            sending: AtomicU64::new(0),
         }
     }
 
@@ -187,6 +208,7 @@ impl Sides {
         let typed = vec![5u8; 64];
         self.client_rt.block_on(async {
             let c = self.client.client();
+            let before = snapshot()[CLIENT];
             for _ in 0..n {
                 let m = c.active_message(if zero_copy { "sink_zc" } else { "sink" });
                 let m = m.unwrap();
@@ -196,11 +218,96 @@ impl Sides {
                 };
                 m.target_instance(self.target()).execute().await.unwrap();
             }
+            self.count_sending(before);
             // Waits on the handler's count, yielding between looks.
             while self.handled.load(Ordering::Acquire) < start + n {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
         });
+    }
+
+    /// As [`Self::one_way`], through a prepared `OneWaySender` (made once
+    /// per stretch, outside the messages).
+    fn one_way_prepared(&self, n: u64, zero_copy: bool) {
+        let start = self.handled.load(Ordering::Acquire);
+        let body = vec![5u8; 64];
+        self.client_rt.block_on(async {
+            let c = self.client.client();
+            let name = if zero_copy { "sink_zc" } else { "sink" };
+            let sender = c.one_way_sender(name, self.target()).unwrap();
+            let before = snapshot()[CLIENT];
+            for _ in 0..n {
+                match zero_copy {
+                    true => sender.send(&body).await.unwrap(),
+                    false => sender.send_raw(&body).await.unwrap(),
+                }
+            }
+            self.count_sending(before);
+            while self.handled.load(Ordering::Acquire) < start + n {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        });
+    }
+
+    /// `n` archived 64-byte vectors to `sink_gated` through a prepared sender
+    /// (`prepared`) or the builder, with the server's reader held until the
+    /// client's link has found its ring full and waited: the stretch runs
+    /// through the full-ring path. Returns the ring waits it saw and the
+    /// client's allocations while it sent (not while it waited for the
+    /// server to count them: that polling loop's timers are the test's).
+    fn one_way_through_full_ring(&self, n: u64, prepared: bool) -> (u64, u64) {
+        let start = self.handled.load(Ordering::Acquire);
+        let waits_before = self.full_waits();
+        self.gate.store(false, Ordering::Release);
+        let body = vec![5u8; 64];
+        let sent = AtomicBool::new(false);
+        let mut sending = 0;
+        std::thread::scope(|scope| {
+            // Opens the gate once the client waited, or sent everything
+            // without waiting (a thread of neither side).
+            scope.spawn(|| {
+                while self.full_waits() == waits_before && !sent.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                // Release: pairs with the handler's Acquire load.
+                self.gate.store(true, Ordering::Release);
+            });
+            self.client_rt.block_on(async {
+                let c = self.client.client();
+                let sender = c.one_way_sender("sink_gated", self.target()).unwrap();
+                let before = snapshot()[CLIENT];
+                for _ in 0..n {
+                    match prepared {
+                        true => sender.send(&body).await.unwrap(),
+                        false => {
+                            let m = c.active_message("sink_gated").unwrap();
+                            let m = m.payload(&body).unwrap().target_instance(self.target());
+                            m.execute().await.unwrap();
+                        }
+                    }
+                }
+                sending = snapshot()[CLIENT] - before;
+                // Release: pairs with the watcher's Acquire load.
+                sent.store(true, Ordering::Release);
+                while self.handled.load(Ordering::Acquire) < start + n {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            });
+        });
+        (self.full_waits() - waits_before, sending)
+    }
+
+    /// Adds the client's allocations since `before` to `sending`.
+    fn count_sending(&self, before: u64) {
+        // Relaxed: read on this same thread by `measure`.
+        self.sending
+            .fetch_add(snapshot()[CLIENT] - before, Ordering::Relaxed);
+    }
+
+    /// Waits of the client's links for room in a full ring.
+    fn full_waits(&self) -> u64 {
+        let peers = self.client.stats().peers;
+        peers.iter().map(|p| p.counters.ring_full_waits).sum()
     }
 
     /// `n` typed 64-byte requests to `handler`, each awaited.
@@ -230,9 +337,11 @@ impl Sides {
     fn measure(&self, mut work: impl FnMut(u64)) -> Tally {
         work(WARM_UP);
         let before = snapshot();
+        let sending = self.sending.load(Ordering::Relaxed);
         work(MESSAGES);
         let after = snapshot();
         Tally {
+            sending: self.sending.load(Ordering::Relaxed) - sending,
             other: after[OTHER] - before[OTHER],
             client: after[CLIENT] - before[CLIENT],
             server: after[SERVER] - before[SERVER],
@@ -251,9 +360,11 @@ fn per_message(n: u64) -> f64 {
 
 fn report(case: &str, t: Tally) {
     eprintln!(
-        "{case}: allocations per message: server {:.3}, client {:.3}, other {:.3}",
+        "{case}: allocations per message: server {:.3}, client {:.3} ({:.3} while sending), \
+         other {:.3}",
         per_message(t.server),
         per_message(t.client),
+        per_message(t.sending),
         per_message(t.other)
     );
 }
@@ -264,6 +375,9 @@ fn report(case: &str, t: Tally) {
 /// would be `MESSAGES`.
 const BACKGROUND: u64 = MESSAGES / 50;
 
+/// Messages of the full-ring stretches: several ring-fulls.
+const FULL_RING_MESSAGES: u64 = 30_000;
+
 #[test]
 fn serving_side_allocations_per_pattern() {
     let shm = Sides::start(false);
@@ -271,6 +385,33 @@ fn serving_side_allocations_per_pattern() {
     report("shm one-way, async am_handler", async_one_way);
     let zc_one_way = shm.measure(|n| shm.one_way(n, true));
     report("shm one-way, zero-copy handler", zc_one_way);
+    let prep_one_way = shm.measure(|n| shm.one_way_prepared(n, false));
+    report(
+        "shm one-way, prepared sender, async am_handler",
+        prep_one_way,
+    );
+    let prep_zc_one_way = shm.measure(|n| shm.one_way_prepared(n, true));
+    report(
+        "shm one-way, prepared sender, zero-copy handler",
+        prep_zc_one_way,
+    );
+    // A default (1 MiB) ring holds several thousand such frames: the
+    // stretch is long enough to fill it and wait for room more than once.
+    let mut full = Vec::new();
+    for prepared in [false, true] {
+        shm.one_way_through_full_ring(FULL_RING_MESSAGES / 2, prepared);
+        let before = snapshot();
+        let (waits, client) = shm.one_way_through_full_ring(FULL_RING_MESSAGES, prepared);
+        let after = snapshot();
+        eprintln!(
+            "shm one-way through a full ring (prepared: {prepared}): {waits} waits, \
+             allocations per message: client {:.4} (while sending), server {:.4}",
+            client as f64 / FULL_RING_MESSAGES as f64,
+            (after[SERVER] - before[SERVER]) as f64 / FULL_RING_MESSAGES as f64
+        );
+        assert!(waits > 0, "the client never waited for room");
+        full.push((prepared, client));
+    }
     let sync_rt = shm.measure(|n| shm.requests(n, "echo64"));
     report("shm request, sync typed handler", sync_rt);
     let async_rt = shm.measure(|n| shm.requests(n, "echo64_async"));
@@ -280,6 +421,8 @@ fn serving_side_allocations_per_pattern() {
     let tcp = Sides::start(true);
     let tcp_one_way = tcp.measure(|n| tcp.one_way(n, false));
     report("tcp one-way, async am_handler", tcp_one_way);
+    let tcp_prep_one_way = tcp.measure(|n| tcp.one_way_prepared(n, false));
+    report("tcp one-way, prepared sender", tcp_prep_one_way);
     let tcp_rt = tcp.measure(|n| tcp.requests(n, "echo64"));
     report("tcp request, sync typed handler", tcp_rt);
     let tcp_async_rt = tcp.measure(|n| tcp.requests(n, "echo64_async"));
@@ -309,6 +452,31 @@ fn serving_side_allocations_per_pattern() {
         per_message(tcp_rt.client),
         per_message(tcp_rt.other)
     );
+    // Client side, per one-way message over shm: none, through the builder
+    // or a prepared sender. (Over TCP the ZeroMQ link's tokio channel to its
+    // I/O thread allocates a block per 32 messages: about 0.03 per message.)
+    for (case, t) in [
+        ("shm one-way async", async_one_way),
+        ("shm one-way zero-copy", zc_one_way),
+        ("shm one-way prepared", prep_one_way),
+        ("shm one-way prepared zero-copy", prep_zc_one_way),
+    ] {
+        assert!(
+            t.sending <= BACKGROUND,
+            "{case}: {:.3} allocations per message on the client",
+            per_message(t.sending)
+        );
+    }
+    // Waiting for room in a full ring allocates once per wait (the link's
+    // boxed send), and a wait lasts until a quarter of the ring is free: a
+    // few thousand 64-byte frames, not one per message.
+    for (prepared, client) in full {
+        assert!(
+            client <= FULL_RING_MESSAGES / 500,
+            "through a full ring (prepared: {prepared}): {client} allocations \
+             on the client for {FULL_RING_MESSAGES} messages"
+        );
+    }
     // Still allocating, per message: an async request's cancellation token
     // (a tokio-util child token: 2), over either transport (its archived
     // response comes from a reused buffer, its running-call entry from the

@@ -42,6 +42,9 @@ pub struct Suite {
     /// One-way messages are loans (`client.loan`, filled with one copy, sent
     /// with `loaned`) instead of raw payloads.
     loan: bool,
+    /// One-way messages go through a prepared `OneWaySender` (`send_raw` to
+    /// `sink`, `send(&Vec<u8>)` to `sink_zc`) instead of the builder.
+    prepared: bool,
     /// Sizes of the raw round trips (`echo_raw`, payload back as response).
     rt_sizes: &'static [usize],
 }
@@ -56,7 +59,8 @@ const LARGE_RT: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
 
 /// A suite by name: `spin`, `adaptive`, `park` (shm round trips), `tcp` (round trips
 /// and one-way), `shm_one_way`, `shm_one_way_ring4m`, `shm_one_way_zc`,
-/// `shm_one_way_large`, `shm_one_way_loan`, `shm_large_rt`.
+/// `shm_one_way_large`, `shm_one_way_loan`, `shm_large_rt`, and the prepared
+/// sender's `shm_one_way_prep`, `shm_one_way_zc_prep`, `tcp_one_way_prep`.
 pub fn suite(name: &str) -> Suite {
     let s = |transport, policy, round_trips, sizes, ring, zero_copy| Suite {
         transport,
@@ -66,7 +70,12 @@ pub fn suite(name: &str) -> Suite {
         ring,
         zero_copy,
         loan: false,
+        prepared: false,
         rt_sizes: &[],
+    };
+    let prep = |suite: Suite| Suite {
+        prepared: true,
+        ..suite
     };
     match name {
         "shm_one_way_loan" => Suite {
@@ -88,6 +97,9 @@ pub fn suite(name: &str) -> Suite {
         "shm_one_way_ring4m" => s("shm", "spin", false, &SIZES[3..], BIG_RING, false),
         "shm_one_way_zc" => s("shm", "spin", false, &SIZES[..], BIG_RING, true),
         "shm_one_way_large" => s("shm", "spin", false, &LARGE[..], 0, false),
+        "shm_one_way_prep" => prep(s("shm", "spin", false, &SIZES[..1], 0, false)),
+        "shm_one_way_zc_prep" => prep(s("shm", "spin", false, &SIZES[..1], BIG_RING, true)),
+        "tcp_one_way_prep" => prep(s("tcp", "-", false, &SIZES[..1], 0, false)),
         _ => s("shm", "spin", false, &SIZES[..], 0, false),
     }
 }
@@ -96,6 +108,7 @@ impl Suite {
     /// Key of the suite (a prefix of its rows' keys, for filtering).
     pub fn key(self) -> String {
         match (self.transport, self.round_trips) {
+            ("tcp", _) if self.prepared => "am_tcp_one_way_prep".into(),
             ("tcp", _) => "am_tcp".into(),
             (_, true) => format!("am_shm_{}", self.policy),
             _ if !self.rt_sizes.is_empty() => "am_shm_large_rt".into(),
@@ -108,7 +121,8 @@ impl Suite {
         let zc = if self.zero_copy { "_zc" } else { "" };
         let ring = if self.ring > 0 { "_ring4m" } else { "" };
         let loan = if self.loan { "_loan" } else { "" };
-        format!("{zc}{ring}{loan}")
+        let prep = if self.prepared { "_prep" } else { "" };
+        format!("{zc}{ring}{loan}{prep}")
     }
 
     /// What the suite measures.
@@ -140,8 +154,16 @@ impl Suite {
         };
         let ring = if self.ring > 0 { ", 4 MiB rings" } else { "" };
         let loan = if self.loan { ", loan" } else { "" };
+        let prep = if self.prepared {
+            ", prepared sender"
+        } else {
+            ""
+        };
         let size = crate::raw::size_label(size);
-        format!("AM one-way, {} ({size}{zc}{ring}{loan})", self.transport)
+        format!(
+            "AM one-way, {} ({size}{zc}{ring}{loan}{prep})",
+            self.transport
+        )
     }
 
     fn large_rt_key(self, size: usize) -> String {
@@ -311,24 +333,37 @@ impl Suite {
         let mut per_msg = Vec::new();
         let mut total = 0;
         let mut probes = None;
+        let prepared = match self.prepared {
+            true => Some(c.client.one_way_sender(self.sink(), c.target)?),
+            false => None,
+        };
         for b in 0..plan.batches() + 2 {
             if b == 2 {
                 let server = c.probe().await?;
                 probes = Some((server, Snap::now()));
             }
             let t = Instant::now();
-            for _ in 0..count {
-                let m = c.client.active_message(self.sink())?;
-                let m = match (self.zero_copy, self.loan) {
-                    (true, _) => m.payload(&typed)?,
-                    (false, true) => {
-                        let mut loan = c.client.loan(c.target, size).await?;
-                        loan.copy_from_slice(&typed);
-                        m.loaned(loan)
+            if let Some(sender) = &prepared {
+                for _ in 0..count {
+                    match self.zero_copy {
+                        true => sender.send(&typed).await?,
+                        false => sender.send_raw(&typed).await?,
                     }
-                    (false, false) => m.raw_payload(payload.clone()),
-                };
-                m.target_instance(c.target).execute().await?;
+                }
+            } else {
+                for _ in 0..count {
+                    let m = c.client.active_message(self.sink())?;
+                    let m = match (self.zero_copy, self.loan) {
+                        (true, _) => m.payload(&typed)?,
+                        (false, true) => {
+                            let mut loan = c.client.loan(c.target, size).await?;
+                            loan.copy_from_slice(&typed);
+                            m.loaned(loan)
+                        }
+                        (false, false) => m.raw_payload(payload.clone()),
+                    };
+                    m.target_instance(c.target).execute().await?;
+                }
             }
             *sent += count;
             c.barrier(*sent).await?;

@@ -5,6 +5,7 @@ pub(crate) mod front;
 pub(crate) mod loan;
 pub(crate) mod message;
 pub(crate) mod name;
+pub(crate) mod one_way;
 pub(crate) mod status;
 
 use std::fmt;
@@ -97,7 +98,7 @@ impl OutPayload<'_> {
         }
     }
 
-    fn raw_len(&self) -> Option<usize> {
+    pub(crate) fn raw_len(&self) -> Option<usize> {
         match self {
             Self::Empty => Some(0),
             Self::Bytes(b) => Some(b.len()),
@@ -286,21 +287,23 @@ impl NetworkClient {
     /// or fails with `Timeout` if the link stayed full past the call's budget.
     pub(crate) async fn send_one_way(&self, call: Call<'_>) -> Result<()> {
         let link = self.admit(&call)?;
-        let deadline = Instant::now() + call.timeout;
         let header = self.header(&call, self.next_id());
-        self.send_until(&link, deadline, &call, header).await?;
-        self.count_sent(&call);
+        // No deadline yet: the budget only matters if the link is full, and
+        // the clock is then read once (`write_frame`).
+        self.send_until(&link, None, &call, header).await?;
+        self.count_sent(call.body.raw_len().unwrap_or(0));
         Ok(())
     }
 
     /// Writes the invocation, waiting for room on the link at most until
-    /// `deadline`: a stopped or wedged peer never holds a caller longer than
-    /// its own budget. Cancelling the write is safe: a frame is either wholly
-    /// written or not at all.
+    /// `deadline` (`None`: the call's budget from the moment the link is
+    /// found full): a stopped or wedged peer never holds a caller longer
+    /// than its own budget. Cancelling the write is safe: a frame is either
+    /// wholly written or not at all.
     async fn send_until(
         &self,
         link: &BoxedLink,
-        deadline: Instant,
+        deadline: Option<Instant>,
         call: &Call<'_>,
         header: Header,
     ) -> Result<()> {
@@ -310,10 +313,26 @@ impl NetworkClient {
             payload: call.body.as_ref(),
         };
         let span = trace::outbound(&header, call.name, call.target, &**link);
-        // Most sends find room at once: no future to box, no timer to arm.
+        self.write_frame(link, frame, span, deadline, call.timeout)
+            .await
+    }
+
+    /// Writes one frame on `link`: at once when it has room (no future to
+    /// box, no timer to arm, no clock read), else waiting for room within
+    /// `deadline` (`None`: `timeout` from the moment the link is found
+    /// full). Counts send errors and timeouts on the link and the client.
+    pub(crate) async fn write_frame(
+        &self,
+        link: &BoxedLink,
+        frame: OutFrame<'_>,
+        span: tracing::Span,
+        deadline: Option<Instant>,
+        timeout: Duration,
+    ) -> Result<()> {
         let now = span.in_scope(|| link.try_send(frame));
         let sent = match now {
             Err(Error::Full) => {
+                let deadline = deadline.unwrap_or_else(|| Instant::now() + timeout);
                 tokio::time::timeout_at(deadline, link.send(frame).instrument(span)).await
             }
             now => Ok(now),
@@ -332,7 +351,7 @@ impl NetworkClient {
                 if let Some(c) = counters {
                     c.record_timeout();
                 }
-                Err(Error::Timeout(call.timeout))
+                Err(Error::Timeout(timeout))
             }
         }
     }
@@ -356,21 +375,18 @@ impl NetworkClient {
             armed: true,
         };
         let header = self.header(&call, id);
-        if let Err(err) = self.send_until(&link, deadline, &call, header).await {
+        if let Err(err) = self.send_until(&link, Some(deadline), &call, header).await {
             // Never written (or the link broke): there is nothing to cancel.
             pending.disarm();
             return Err(err);
         }
-        self.count_sent(&call);
+        self.count_sent(call.body.raw_len().unwrap_or(0));
         Ok(pending)
     }
 
-    fn count_sent(&self, call: &Call<'_>) {
+    pub(crate) fn count_sent(&self, raw_bytes: usize) {
         Counters::bump(&self.counters.messages_sent);
-        Counters::add(
-            &self.counters.raw_bytes_sent,
-            call.body.raw_len().unwrap_or(0),
-        );
+        Counters::add(&self.counters.raw_bytes_sent, raw_bytes);
     }
 
     /// Stops admitting new calls (shutdown).

@@ -99,7 +99,7 @@ impl NetworkClient {
             self.streams.calls.remove(id);
             return Err(err);
         }
-        self.count_sent(&call);
+        self.count_sent(call.body.raw_len().unwrap_or(0));
         Ok(StreamCore::new(
             id,
             slot,

@@ -131,6 +131,16 @@ fn next_guess(written: usize, max: usize) -> usize {
         .clamp(MIN_GUESS.min(max), max)
 }
 
+/// The room a writer that found the ring full waits for: the record that
+/// did not fit, or a quarter of the ring if that is more (as a record
+/// allows). A stream of small frames against a slower reader then wakes its
+/// writer once per quarter ring, not once per record, and the writes after
+/// the wake find room at once (no waiting future per message).
+fn room_to_wait_for(want: usize, producer: &Producer) -> usize {
+    let low_water = (producer.capacity() / 4).min(producer.max_record());
+    want.max(low_water)
+}
+
 fn ring_io(e: RingError) -> std::io::Error {
     match e {
         RingError::Io(e) => e,
@@ -243,7 +253,7 @@ impl ShmLink {
             loop {
                 match self.write_now(&mut tx, src)? {
                     Wrote::Full => {
-                        let want = tx.want;
+                        let want = room_to_wait_for(tx.want, &tx.producer);
                         // Dropped unused (publishes nothing): it only
                         // waited for the room.
                         let _room = self.reserve(&mut tx.producer, want).await?;

@@ -1,0 +1,161 @@
+//! `OneWaySender`: a prepared stream of fire-and-forget messages to one
+//! handler on one peer.
+//!
+//! The builder (`active_message(name)?.payload(..)?.target_instance(..)
+//! .execute()`) resolves everything per message: the name is validated and
+//! copied, the link is looked up in the peer map (and its `Arc` cloned and
+//! dropped), the deadline is read from the clock. A sender does all of that
+//! once; each [`OneWaySender::send`] then takes a message id, fills a header
+//! from its template and writes the frame straight into the link's buffer (a
+//! shared-memory ring slot), archiving the payload in place. Ordering,
+//! backpressure and errors are the builder's: frames of one link arrive in
+//! the order they were sent, a full link waits at most the sender's timeout
+//! (then `Timeout`), a lost peer gives `PeerLost`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::NetworkClient;
+use crate::client::name::HandlerName;
+use crate::codec::PayloadSource;
+use crate::error::{Error, Result};
+use crate::ids::{InstanceId, validate_user_handler_name};
+use crate::runtime::trace;
+use crate::transport::{BoxedLink, OutFrame, PayloadRef};
+use crate::wire::{Header, Kind, flags};
+
+/// Sends one-way messages to one handler on one peer, with the name, the
+/// link and the header resolved once ([`NetworkClient::one_way_sender`]).
+///
+/// ```no_run
+/// # async fn f(client: std::sync::Arc<active_message::NetworkClient>,
+/// #            peer: active_message::InstanceId) -> active_message::Result<()> {
+/// let sink = client.one_way_sender("sink", peer)?;
+/// for i in 0..1000u64 {
+///     sink.send(&i).await?; // archived straight into the link's buffer
+/// }
+/// sink.send_raw(b"done").await?;
+/// # Ok(()) }
+/// ```
+pub struct OneWaySender {
+    client: Arc<NetworkClient>,
+    /// The link found when the sender was made; looked up again only once
+    /// it closes (a reconnected peer gets a new link).
+    link: BoxedLink,
+    target: InstanceId,
+    name: HandlerName,
+    timeout: Duration,
+    /// Everything of the header but the message id and the payload's kind.
+    template: Header,
+}
+
+impl fmt::Debug for OneWaySender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OneWaySender")
+            .field("target", &self.target)
+            .field("handler", &self.name)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetworkClient {
+    /// A prepared sender of one-way messages to the user handler `name` on
+    /// `target` (which must be connected): the cheapest way to send a stream
+    /// of messages. Fails like [`Self::active_message`] for a reserved name
+    /// and like a send for an unknown, lost or unresponsive peer.
+    pub fn one_way_sender(
+        self: &Arc<Self>,
+        name: &str,
+        target: InstanceId,
+    ) -> Result<OneWaySender> {
+        validate_user_handler_name(name)?;
+        let link = self.link(target)?;
+        let timeout = self.default_timeout();
+        let mut sender = OneWaySender {
+            client: Arc::clone(self),
+            link,
+            target,
+            name: HandlerName::new(name),
+            timeout,
+            template: Header::new(Kind::OneWay, crate::ids::MessageId(0), self.instance_id),
+        };
+        sender.set_budget(timeout);
+        Ok(sender)
+    }
+}
+
+impl OneWaySender {
+    /// Sets how long one send may wait for room on a full link (default from
+    /// the manager, 30 s); also the budget the handler sees.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.set_budget(timeout);
+        self
+    }
+
+    fn set_budget(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        self.template.timeout_us = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+    }
+
+    /// The peer this sender sends to.
+    pub fn target(&self) -> InstanceId {
+        self.target
+    }
+
+    /// The handler this sender sends to.
+    pub fn handler(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Sends `value` (any payload type, or `str`), archived straight into
+    /// the link's buffer; returns once the link took the frame (waiting while
+    /// it is full, at most the sender's timeout).
+    pub async fn send<P: PayloadSource + ?Sized>(&self, value: &P) -> Result<()> {
+        let value = value.payload_ref();
+        self.write(PayloadRef::Archive(value.as_dyn()), 0, 0).await
+    }
+
+    /// Sends raw bytes (the handler sees a raw payload), copied once into
+    /// the link's buffer; returns once the link took the frame.
+    pub async fn send_raw(&self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() > self.client.limits.max_payload {
+            return Err(Error::PayloadTooLarge {
+                size: bytes.len(),
+                max: self.client.limits.max_payload,
+            });
+        }
+        self.write(PayloadRef::Bytes(bytes), flags::RAW, bytes.len())
+            .await
+    }
+
+    async fn write(&self, payload: PayloadRef<'_>, raw_flag: u16, raw_len: usize) -> Result<()> {
+        if !self.client.is_admitting() {
+            return Err(Error::ShuttingDown);
+        }
+        let mut header = self.template;
+        header.message_id = self.client.next_id();
+        header.flags |= raw_flag;
+        let frame = OutFrame {
+            header,
+            name: self.name.as_str(),
+            payload,
+        };
+        let relinked;
+        let link = if self.link.is_closed() || self.link.is_unresponsive() {
+            // The peer map says what became of it (lost, reconnected, ...).
+            relinked = self.client.link(self.target)?;
+            &relinked
+        } else {
+            &self.link
+        };
+        let span = trace::outbound(&header, frame.name, self.target, &**link);
+        self.client
+            .write_frame(link, frame, span, None, self.timeout)
+            .await?;
+        self.client.count_sent(raw_len);
+        Ok(())
+    }
+}
