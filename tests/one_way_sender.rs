@@ -53,14 +53,7 @@ async fn arrived(seen: &Seen, n: u64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_is_kept_over_every_transport() {
     for flavor in [Flavor::Shm, Flavor::Tcp, Flavor::Local] {
-        // Over TCP a flood of 100 000 one-way messages sometimes loses the
-        // link (builder or sender alike: the ZeroMQ transport's own issue),
-        // so it carries fewer here.
-        let n: u64 = if flavor == Flavor::Tcp {
-            20_000
-        } else {
-            100_000
-        };
+        let n: u64 = 100_000;
         let p = pair_with(flavor, |b| b).await;
         let seen = Arc::new(Seen::default());
         register_seq(&p.server, &seen).await;

@@ -859,3 +859,93 @@ async fn shutdown_says_goodbye_in_both_directions() {
         Err(Error::ShuttingDown)
     ));
 }
+
+/// A raw ROUTER standing in for a peer that is alive but behind: it answers
+/// probes as instance `pretend` (when it gets to them, behind the data) and
+/// takes a while over each one-way frame. Says on `read` how many it took,
+/// once it took `frames`, and serves on until `close` fires.
+struct SlowPeer {
+    endpoint: String,
+    read: std::sync::mpsc::Receiver<usize>,
+    close: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn slow_peer(pretend: InstanceId, frames: usize) -> SlowPeer {
+    let ctx = zmq::Context::new();
+    let router = ctx.socket(zmq::ROUTER).unwrap();
+    router.set_linger(0).unwrap();
+    router.set_rcvhwm(1).unwrap();
+    router.bind("tcp://127.0.0.1:0").unwrap();
+    let endpoint = router.get_last_endpoint().unwrap().unwrap();
+    let (close, closed) = std::sync::mpsc::channel::<()>();
+    let (count, read) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut taken = 0;
+        while closed.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+            if router.poll(zmq::POLLIN, 10).unwrap() == 0 {
+                continue;
+            }
+            let parts = router.recv_multipart(0).unwrap();
+            let h = wire::decode_header(&parts[1]).unwrap();
+            match h.kind {
+                Kind::Heartbeat if h.flags & flags::PONG == 0 => router
+                    .send_multipart([parts[0].clone(), pong_for(&h, pretend)], 0)
+                    .unwrap(),
+                Kind::OneWay => {
+                    taken += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                    if taken == frames {
+                        count.send(taken).unwrap();
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    SlowPeer {
+        endpoint,
+        read,
+        close,
+        thread,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_under_a_flood_is_not_lost_to_the_heartbeat() {
+    // The flood keeps the pipe to the peer full for several heartbeat
+    // timeouts: no probe can even be sent, and the peer's answers would wait
+    // behind the data anyway. Room coming back in the pipe says the peer
+    // reads, so the link stays up.
+    let pretend = InstanceId::new_random();
+    let frames = 300;
+    let peer = slow_peer(pretend, frames);
+    let client = node_with(
+        loopback()
+            .heartbeat_interval(Duration::from_millis(30))
+            .heartbeat_timeout(Duration::from_millis(100))
+            .high_water_mark(1)
+            .send_queue(2),
+        8,
+        MAX_FRAME,
+    );
+    let link = client
+        .transport
+        .connect(pretend, &peer.endpoint)
+        .await
+        .unwrap();
+    let payload = vec![7u8; 256 << 10];
+    for i in 0..frames {
+        let h = header(Kind::OneWay, i as u64 + 10, client.id);
+        if let Err(e) = link.send(frame(h, "sink", &payload)).await {
+            panic!("frame {i}: {e}");
+        }
+    }
+    let read = peer.read;
+    let taken = tokio::task::spawn_blocking(move || read.recv().unwrap());
+    assert_eq!(taken.await.unwrap(), frames);
+    assert_eq!(client.events.lost_count(pretend), 0);
+    assert!(!link.is_closed());
+    peer.close.send(()).unwrap();
+    peer.thread.join().unwrap();
+}

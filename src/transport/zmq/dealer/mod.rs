@@ -69,7 +69,8 @@ pub(crate) struct Dealer {
     /// The DEALER and its monitor (detached before both close).
     pub(crate) sockets: Monitored,
     state: State,
-    /// Last frame from the peer, last frame to it, last probe.
+    /// Last sign of life from the peer (a frame from it, or room again in
+    /// a full pipe to it), last frame to it, last probe.
     last_rx: Instant,
     last_tx: Instant,
     last_probe: Instant,
@@ -191,6 +192,7 @@ impl Dealer {
         };
         let socket = self.sockets.socket.lock();
         loop {
+            let was_blocked = self.blocked.is_some();
             let msg = self.blocked.take().or_else(|| queue.try_recv().ok())?;
             // `send` consumes the message even when it fails, so look first.
             let writable = socket
@@ -209,6 +211,13 @@ impl Dealer {
             link.queued
                 .fetch_sub(1, std::sync::atomic::Ordering::Release);
             self.last_tx = now;
+            if was_blocked {
+                // Room came back in a full pipe: the peer reads what we
+                // send, a sign of life. A flood keeps the pipe full, and a
+                // probe waits behind it, so without this a slow but live
+                // peer would be lost to the heartbeat timeout.
+                self.last_rx = self.last_rx.max(now);
+            }
         }
     }
 
