@@ -46,7 +46,7 @@ pub(crate) async fn run(d: &Dispatcher, inbound: &Inbound, handler: &HandlerRef)
         message_id: inbound.header.message_id,
         sender_id: inbound.header.sender,
         client: Arc::clone(&d.client),
-        cancel: cancel.clone(),
+        cancel: cancel.clone().into(),
         caller_trusted: inbound.reply_link.is_trusted(),
     };
     let outcome = match handler.call_stream(ctx, payload, sink) {
