@@ -74,3 +74,48 @@ impl HandlerRegistry {
         Some(found)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::impls::typed_unary_handler;
+    use crate::handler::impls::TypedContext;
+    use crate::ids::InstanceId;
+
+    fn adder(by: u64) -> HandlerRef {
+        typed_unary_handler("adder", move |c: TypedContext<u64>| {
+            Ok::<u64, String>(c.input + by)
+        })
+    }
+
+    #[test]
+    fn a_changed_registry_is_looked_up_again() {
+        let registry = HandlerRegistry::new(InstanceId::new_random());
+        let old = adder(1);
+        registry.register("adder".into(), Arc::clone(&old)).unwrap();
+        // A call in flight holds the handler and its stats.
+        let (first, in_flight) = registry.get_cached("adder").unwrap();
+        let (again, _) = registry.get_cached("adder").unwrap();
+        assert!(Arc::ptr_eq(&first, &again) && Arc::ptr_eq(&first, &old));
+        // Both are still alive: only the generation tells the entry is stale.
+        assert!(registry.deregister("adder").unwrap());
+        assert!(registry.get_cached("adder").is_none());
+        let new = adder(2);
+        registry.register("adder".into(), Arc::clone(&new)).unwrap();
+        let (found, _) = registry.get_cached("adder").unwrap();
+        assert!(Arc::ptr_eq(&found, &new));
+        drop(in_flight);
+    }
+
+    #[test]
+    fn registries_and_names_do_not_share_an_entry() {
+        let (a, b) = (
+            HandlerRegistry::new(InstanceId::new_random()),
+            HandlerRegistry::new(InstanceId::new_random()),
+        );
+        a.register("adder".into(), adder(1)).unwrap();
+        assert!(a.get_cached("adder").is_some());
+        assert!(b.get_cached("adder").is_none());
+        assert!(a.get_cached("other").is_none());
+    }
+}
