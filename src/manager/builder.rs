@@ -309,6 +309,7 @@ impl ActiveMessageManagerBuilder {
             limit: Arc::new(Semaphore::new(self.max_concurrent_handlers)),
             tracker: TaskTracker::new(),
             shared_cancel: crate::handler::HandlerCancel::shared(handlers_cancel.clone()),
+            cancel_pool: crate::handler::cancel::CancelPool::new(handlers_cancel.clone()),
             handlers_cancel,
             running: DashMap::new(),
             streams,

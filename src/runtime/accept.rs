@@ -87,9 +87,9 @@ impl Dispatcher {
             Ok(false) => {
                 let mut ctx = inline_ctx();
                 if tracked {
-                    let cancel = self.handlers_cancel.child_token();
+                    let cancel = self.cancel_pool.take();
                     self.running.insert(key, cancel.clone());
-                    ctx.cancel = cancel.into();
+                    ctx.cancel = cancel;
                 }
                 Some(std::panic::catch_unwind(AssertUnwindSafe(|| {
                     handler.call(ctx, inbound.payload_bytes())
@@ -124,7 +124,7 @@ impl Dispatcher {
         match outcome {
             Ok(()) => {
                 if tracked {
-                    self.running.remove(&key);
+                    self.end_call(&key);
                 }
                 drop(permit);
             }
@@ -134,7 +134,7 @@ impl Dispatcher {
                     let outcome = finish(fut, &inbound).await;
                     stats.record(started.elapsed(), outcome.is_err());
                     if tracked {
-                        this.running.remove(&key);
+                        this.end_call(&key);
                     }
                     drop(permit);
                     this.conclude(&inbound, outcome).await;

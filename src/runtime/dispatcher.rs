@@ -42,7 +42,9 @@ pub(crate) struct Dispatcher {
     /// The same token, shared by the calls that get no token of their own
     /// (a clone is an atomic increment, not the token's mutex).
     pub(crate) shared_cancel: crate::handler::HandlerCancel,
-    pub(crate) running: DashMap<(InstanceId, MessageId), CancellationToken>,
+    pub(crate) running: DashMap<(InstanceId, MessageId), crate::handler::HandlerCancel>,
+    /// Per-call cancellation slots for calls that may wait, reused.
+    pub(crate) cancel_pool: crate::handler::cancel::CancelPool,
     /// Streamed responses in progress and the credit their readers granted.
     pub(crate) streams: Arc<crate::stream::Streams>,
 }
@@ -103,7 +105,7 @@ impl Dispatcher {
     fn cancel(&self, header: &Header) {
         let key = (header.sender, header.correlation_id);
         if let Some(token) = self.running.get(&key) {
-            token.cancel();
+            token.cancel_call();
         }
     }
 
@@ -197,17 +199,22 @@ impl Dispatcher {
         inbound: &Inbound,
         handler: &HandlerRef,
     ) -> Result<Body, HandlerError> {
-        let cancel = self.handlers_cancel.child_token();
         let key = (inbound.header.sender, inbound.header.message_id);
+        // A one-way message cannot be cancelled by its caller: it sees the
+        // drain token only.
         let tracked = inbound.header.kind != Kind::OneWay;
-        if tracked {
+        let cancel = if tracked {
+            let cancel = self.cancel_pool.take();
             self.running.insert(key, cancel.clone());
-        }
+            cancel
+        } else {
+            self.shared_cancel.clone()
+        };
         let ctx = HandlerContext {
             message_id: inbound.header.message_id,
             sender_id: inbound.header.sender,
             client: Arc::clone(&self.client),
-            cancel: cancel.into(),
+            cancel,
             caller_trusted: inbound.reply_link.is_trusted(),
         };
         let payload: Bytes = inbound.payload_bytes();
@@ -222,9 +229,17 @@ impl Dispatcher {
                 )))
             });
         if tracked {
-            self.running.remove(&key);
+            self.end_call(&key);
         }
         outcome
+    }
+
+    /// Removes a finished call from the table of running calls and gives
+    /// its cancellation slot back (the handler has dropped its copy).
+    pub(crate) fn end_call(&self, key: &(InstanceId, MessageId)) {
+        if let Some((_, cancel)) = self.running.remove(key) {
+            self.cancel_pool.give_back(cancel);
+        }
     }
 
     async fn reply_error(&self, inbound: &Inbound, err: HandlerError) {

@@ -38,7 +38,7 @@ pub(crate) async fn run(d: &Dispatcher, inbound: &Inbound, handler: &HandlerRef)
     };
     let key = (inbound.header.sender, inbound.header.message_id);
     let cancel = d.handlers_cancel.child_token();
-    d.running.insert(key, cancel.clone());
+    d.running.insert(key, cancel.clone().into());
     let link = Arc::clone(&inbound.reply_link);
     let flow = d.streams.producers.open(key, window, cancel.clone(), link);
     let sink = ItemSink::new(flow, inbound.header.message_id, Arc::clone(&d.client));
