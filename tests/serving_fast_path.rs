@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use active_message::handler_impls::{TypedContext, am_handler, typed_unary_handler};
+use active_message::handler_impls::{
+    TypedContext, am_handler, typed_unary_handler, typed_unary_handler_async,
+};
 use active_message::{Error, HandlerRef};
 use bytes::Bytes;
 use common::{Flavor, Pair, eventually, pair, pair_with};
@@ -150,6 +152,50 @@ async fn a_deregistered_or_replaced_handler_is_not_called(flavor: Flavor) {
     p.shutdown().await;
 }
 
+async fn flag(p: &Pair, input: u64, timeout: Duration) -> Result<bool, Error> {
+    p.client
+        .client()
+        .active_message("flag")?
+        .payload(&input)?
+        .timeout(timeout)
+        .expect_response::<bool>()
+        .send(p.target())
+        .await?
+        .await_response()
+        .await
+}
+
+async fn a_cancelled_call_leaves_later_calls_uncancelled(flavor: Flavor) {
+    let p = pair(flavor).await;
+    let woke = Arc::new(AtomicU64::new(0));
+    let w = Arc::clone(&woke);
+    // Input 1 waits for its cancel; any other reports whether its token is
+    // cancelled (it must not be: the cancel was for another call).
+    let flagged = typed_unary_handler_async("flag", move |c: TypedContext<u64>| {
+        let w = Arc::clone(&w);
+        async move {
+            if c.input == 1 {
+                c.cancel.cancelled().await;
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<bool, String>(c.cancel.is_cancelled())
+        }
+    });
+    p.server.register_handler("flag", flagged).await.unwrap();
+    for round in 1..=3u64 {
+        let out = flag(&p, 1, Duration::from_millis(200)).await;
+        assert!(matches!(out, Err(Error::Timeout(_))), "{out:?}");
+        assert!(
+            eventually(PATIENCE, || async { woke.load(Ordering::SeqCst) == round }).await,
+            "the cancel never reached the waiting handler"
+        );
+        for _ in 0..3 {
+            assert!(!flag(&p, 0, PATIENCE).await.unwrap(), "a later call saw an old cancel");
+        }
+    }
+    p.shutdown().await;
+}
+
 macro_rules! per_transport {
     ($($name:ident),* $(,)?) => {
         mod shm {
@@ -171,4 +217,5 @@ per_transport!(
     a_waiting_one_way_handler_sees_the_managers_cancellation,
     the_limit_holds_calls_back_while_waiting_handlers_saturate_it,
     a_deregistered_or_replaced_handler_is_not_called,
+    a_cancelled_call_leaves_later_calls_uncancelled,
 );
