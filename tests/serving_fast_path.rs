@@ -190,7 +190,10 @@ async fn a_cancelled_call_leaves_later_calls_uncancelled(flavor: Flavor) {
             "the cancel never reached the waiting handler"
         );
         for _ in 0..3 {
-            assert!(!flag(&p, 0, PATIENCE).await.unwrap(), "a later call saw an old cancel");
+            assert!(
+                !flag(&p, 0, PATIENCE).await.unwrap(),
+                "a later call saw an old cancel"
+            );
         }
     }
     p.shutdown().await;

@@ -196,7 +196,10 @@ mod tests {
         assert!(reused, "an unshared slot was not reused");
         second.cancel_call();
         assert!(second.is_cancelled());
-        assert!(!kept.is_cancelled(), "a later call's cancel reached an old holder");
+        assert!(
+            !kept.is_cancelled(),
+            "a later call's cancel reached an old holder"
+        );
     }
 
     #[test]

@@ -78,8 +78,8 @@ impl HandlerRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::impls::typed_unary_handler;
     use crate::handler::impls::TypedContext;
+    use crate::handler::impls::typed_unary_handler;
     use crate::ids::InstanceId;
 
     fn adder(by: u64) -> HandlerRef {
