@@ -25,7 +25,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use crate::client::NetworkClient;
 use rkyv::api::high::HighValidator;
@@ -40,7 +39,7 @@ use crate::handler::in_place::{Ran, Spare};
 pub use crate::handler::stream::{
     raw_stream_handler, typed_stream_handler, typed_stream_handler_from_stream,
 };
-pub use crate::handler::{Handler, HandlerContext, HandlerKind, HandlerRef};
+pub use crate::handler::{Handler, HandlerCancel, HandlerContext, HandlerKind, HandlerRef};
 use crate::handler::{HandlerCall, HandlerError, HandlerOutcome, InlineOutcome};
 use crate::ids::{InstanceId, MessageId};
 use crate::transport::PayloadRef;
@@ -59,7 +58,7 @@ pub struct AmContext {
     /// The local client.
     pub client: Arc<NetworkClient>,
     /// Cancelled when the caller gives up or the manager shuts down.
-    pub cancel: CancellationToken,
+    pub cancel: HandlerCancel,
 }
 
 /// Context of a [`unary_handler`] call.
@@ -88,7 +87,7 @@ pub struct TypedContext<I> {
     /// The local client.
     pub client: Arc<NetworkClient>,
     /// Cancelled when the caller gives up or the manager shuts down.
-    pub cancel: CancellationToken,
+    pub cancel: HandlerCancel,
 }
 
 /// A closure as a handler. `S` is per-handler state: the reused future

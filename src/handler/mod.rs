@@ -1,8 +1,10 @@
 //! The handler contract: what the dispatcher calls for each invocation.
 
 mod bytes_async;
+pub(crate) mod cancel;
 pub mod impls;
 pub(crate) mod in_place;
+mod lookup;
 pub(crate) mod out_buffers;
 pub(crate) mod registry;
 pub(crate) mod stream;
@@ -11,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
+pub use cancel::HandlerCancel;
 
 use crate::client::NetworkClient;
 use crate::codec::Body;
@@ -41,8 +43,9 @@ pub struct HandlerContext {
     pub sender_id: InstanceId,
     /// The local client, to call other peers from inside a handler.
     pub client: Arc<NetworkClient>,
-    /// Cancelled when the caller gives up or the manager shuts down.
-    pub cancel: CancellationToken,
+    /// Cancelled when the caller gives up or the manager shuts down
+    /// (derefs to a `CancellationToken`).
+    pub cancel: HandlerCancel,
     /// Whether the caller's link is trusted (see
     /// [`PeerLink::is_trusted`](crate::transport::PeerLink::is_trusted)):
     /// shared memory, in-process, or TCP authenticated with the shared secret.

@@ -2,6 +2,7 @@
 //! for a handler to appear (no polling).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -11,6 +12,9 @@ use super::HandlerRef;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, is_system_name, validate_handler_name, validate_user_handler_name};
 use crate::stats::{HandlerStat, HandlerStats};
+
+/// The next registry's id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Capacity of the handler-event broadcast (slow listeners see `Lagged`).
 const EVENT_CAPACITY: usize = 1024;
@@ -46,6 +50,10 @@ pub(crate) struct HandlerRegistry {
     events: broadcast::Sender<HandlerEvent>,
     changed: Notify,
     instance: InstanceId,
+    /// Unique per registry in the process (keys the per-thread lookup).
+    id: u64,
+    /// Bumped after every register and deregister (see `lookup.rs`).
+    generation: AtomicU64,
 }
 
 impl HandlerRegistry {
@@ -56,7 +64,25 @@ impl HandlerRegistry {
             events: broadcast::channel(EVENT_CAPACITY).0,
             changed: Notify::new(),
             instance,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Acquire: pairs with the Release in `changed_now`, so a lookup that
+    /// sees the old generation began before the change finished.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Release: pairs with the Acquire in `generation`; called after the
+    /// map changed, so a reader that sees the new value looks up again.
+    fn changed_now(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Registers a user handler; it is callable when this returns.
@@ -86,6 +112,7 @@ impl HandlerRegistry {
                 });
             }
         }
+        self.changed_now();
         self.changed.notify_waiters();
         // No receivers is fine: nobody listens for events.
         let _ = self.events.send(HandlerEvent::Registered {
@@ -103,6 +130,7 @@ impl HandlerRegistry {
             )));
         }
         let removed = self.handlers.remove(name).is_some();
+        self.changed_now();
         if removed {
             let _ = self.events.send(HandlerEvent::Deregistered {
                 name: name.to_owned(),
@@ -115,6 +143,7 @@ impl HandlerRegistry {
     /// Removes a system handler registered for a while (a cohort's).
     pub(crate) fn deregister_system(&self, name: &str) -> bool {
         let removed = self.handlers.remove(name).is_some();
+        self.changed_now();
         if removed {
             let _ = self.events.send(HandlerEvent::Deregistered {
                 name: name.to_owned(),

@@ -302,12 +302,15 @@ impl ActiveMessageManagerBuilder {
             streams: Arc::clone(&streams),
         });
         let root_cancel = self.cancel.clone().unwrap_or_default();
+        let handlers_cancel = root_cancel.child_token();
         let dispatcher = Arc::new(Dispatcher {
             registry: HandlerRegistry::new(instance_id),
             client: Arc::clone(&client),
             limit: Arc::new(Semaphore::new(self.max_concurrent_handlers)),
             tracker: TaskTracker::new(),
-            handlers_cancel: root_cancel.child_token(),
+            shared_cancel: crate::handler::HandlerCancel::shared(handlers_cancel.clone()),
+            cancel_pool: crate::handler::cancel::CancelPool::new(handlers_cancel.clone()),
+            handlers_cancel,
             running: DashMap::new(),
             streams,
         });

@@ -51,7 +51,7 @@ impl Dispatcher {
         if is_system_name(name) != header.has(flags::SYSTEM) || !self.client.is_admitting() {
             return Some((inbound, permit));
         }
-        let (handler, stats) = match self.registry.get_counted(name) {
+        let (handler, stats) = match self.registry.get_cached(name) {
             Some(found) if !found.0.exempt_from_limit() => found,
             _ => return Some((inbound, permit)),
         };
@@ -68,7 +68,7 @@ impl Dispatcher {
             message_id: header.message_id,
             sender_id: header.sender,
             client: Arc::clone(&self.client),
-            cancel: self.handlers_cancel.clone(),
+            cancel: self.shared_cancel.clone(),
             caller_trusted: inbound.reply_link.is_trusted(),
         };
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -87,8 +87,9 @@ impl Dispatcher {
             Ok(false) => {
                 let mut ctx = inline_ctx();
                 if tracked {
-                    ctx.cancel = self.handlers_cancel.child_token();
-                    self.running.insert(key, ctx.cancel.clone());
+                    let cancel = self.cancel_pool.take();
+                    self.running.insert(key, cancel.clone());
+                    ctx.cancel = cancel;
                 }
                 Some(std::panic::catch_unwind(AssertUnwindSafe(|| {
                     handler.call(ctx, inbound.payload_bytes())
@@ -123,7 +124,7 @@ impl Dispatcher {
         match outcome {
             Ok(()) => {
                 if tracked {
-                    self.running.remove(&key);
+                    self.end_call(&key);
                 }
                 drop(permit);
             }
@@ -133,7 +134,7 @@ impl Dispatcher {
                     let outcome = finish(fut, &inbound).await;
                     stats.record(started.elapsed(), outcome.is_err());
                     if tracked {
-                        this.running.remove(&key);
+                        this.end_call(&key);
                     }
                     drop(permit);
                     this.conclude(&inbound, outcome).await;

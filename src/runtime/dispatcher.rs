@@ -39,7 +39,12 @@ pub(crate) struct Dispatcher {
     pub(crate) tracker: TaskTracker,
     /// Cancelled when the drain deadline passes: running handlers are told to stop.
     pub(crate) handlers_cancel: CancellationToken,
-    pub(crate) running: DashMap<(InstanceId, MessageId), CancellationToken>,
+    /// The same token, shared by the calls that get no token of their own
+    /// (a clone is an atomic increment, not the token's mutex).
+    pub(crate) shared_cancel: crate::handler::HandlerCancel,
+    pub(crate) running: DashMap<(InstanceId, MessageId), crate::handler::HandlerCancel>,
+    /// Per-call cancellation slots for calls that may wait, reused.
+    pub(crate) cancel_pool: crate::handler::cancel::CancelPool,
     /// Streamed responses in progress and the credit their readers granted.
     pub(crate) streams: Arc<crate::stream::Streams>,
 }
@@ -100,7 +105,7 @@ impl Dispatcher {
     fn cancel(&self, header: &Header) {
         let key = (header.sender, header.correlation_id);
         if let Some(token) = self.running.get(&key) {
-            token.cancel();
+            token.cancel_call();
         }
     }
 
@@ -194,12 +199,17 @@ impl Dispatcher {
         inbound: &Inbound,
         handler: &HandlerRef,
     ) -> Result<Body, HandlerError> {
-        let cancel = self.handlers_cancel.child_token();
         let key = (inbound.header.sender, inbound.header.message_id);
+        // A one-way message cannot be cancelled by its caller: it sees the
+        // drain token only.
         let tracked = inbound.header.kind != Kind::OneWay;
-        if tracked {
+        let cancel = if tracked {
+            let cancel = self.cancel_pool.take();
             self.running.insert(key, cancel.clone());
-        }
+            cancel
+        } else {
+            self.shared_cancel.clone()
+        };
         let ctx = HandlerContext {
             message_id: inbound.header.message_id,
             sender_id: inbound.header.sender,
@@ -219,9 +229,17 @@ impl Dispatcher {
                 )))
             });
         if tracked {
-            self.running.remove(&key);
+            self.end_call(&key);
         }
         outcome
+    }
+
+    /// Removes a finished call from the table of running calls and gives
+    /// its cancellation slot back (the handler has dropped its copy).
+    pub(crate) fn end_call(&self, key: &(InstanceId, MessageId)) {
+        if let Some((_, cancel)) = self.running.remove(key) {
+            self.cancel_pool.give_back(cancel);
+        }
     }
 
     async fn reply_error(&self, inbound: &Inbound, err: HandlerError) {
@@ -318,9 +336,11 @@ impl Dispatcher {
             self.streams.producers.grant(header, payload);
             return true;
         }
-        // One-way messages never expire: no clock read for them.
-        if header.kind != Kind::OneWay
-            && deadline::expired(header, deadline::deadline_of(header, Instant::now()))
+        // One-way messages never expire: no clock read for them. The one
+        // read for a deadline also starts the handler's stats.
+        let now = (header.kind != Kind::OneWay).then(Instant::now);
+        if let Some(now) = now
+            && deadline::expired(header, deadline::deadline_of(header, now))
         {
             Counters::bump(&self.client.counters.expired);
             return true;
@@ -334,7 +354,7 @@ impl Dispatcher {
         {
             return false;
         }
-        let Some((handler, stats)) = self.registry.get_counted(name) else {
+        let Some((handler, stats)) = self.registry.get_cached(name) else {
             return false;
         };
         // Async one-way handlers never run inline; with the payload owned
@@ -347,18 +367,21 @@ impl Dispatcher {
                 _ => false,
             };
         }
-        let Ok(permit) = self.limit.try_acquire() else {
+        // A synchronous handler finishes here: it needs no permit, only a
+        // limit that is not saturated (taking and giving one back costs the
+        // semaphore's mutex per message).
+        if self.limit.available_permits() == 0 {
             return false;
-        };
+        }
         let ctx = HandlerContext {
             message_id: header.message_id,
             sender_id: header.sender,
             client: Arc::clone(&self.client),
-            cancel: self.handlers_cancel.clone(),
+            cancel: self.shared_cancel.clone(),
             // Only transports with trusted links run handlers inline.
             caller_trusted: true,
         };
-        let started = Instant::now();
+        let started = now.unwrap_or_else(Instant::now);
         let mut deliver = |outcome: InlineOutcome<'_>| {
             stats.record(started.elapsed(), outcome.is_err());
             if let Err(err) = &outcome {
@@ -379,7 +402,6 @@ impl Dispatcher {
             ))));
             true
         });
-        drop(permit);
         if ran {
             Counters::bump(&self.client.counters.messages_received);
             Counters::add(&self.client.counters.bytes_received, payload.len());

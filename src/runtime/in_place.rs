@@ -41,9 +41,12 @@ impl Dispatcher {
         if handler.exempt_from_limit() {
             return false;
         }
-        let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
+        // A handler that finishes here holds no permit (taking and giving
+        // one back costs the semaphore's mutex per message); a saturated
+        // limit still sends the message the regular way, which waits.
+        if self.limit.available_permits() == 0 {
             return false;
-        };
+        }
         let payload = payload();
         Counters::bump(&self.client.counters.messages_received);
         Counters::add(&self.client.counters.bytes_received, payload.len());
@@ -51,7 +54,7 @@ impl Dispatcher {
             message_id: header.message_id,
             sender_id: header.sender,
             client: Arc::clone(&self.client),
-            cancel: self.handlers_cancel.clone(),
+            cancel: self.shared_cancel.clone(),
             // Only transports with trusted links run handlers in place.
             caller_trusted: true,
         };
@@ -61,7 +64,16 @@ impl Dispatcher {
             Ok(HandlerCall::Ready(outcome)) => self.finish(&stats, started, name, &outcome),
             Ok(HandlerCall::Pending(fut)) => {
                 let client = Arc::clone(&self.client);
+                // Only a handler that waits takes a permit. Another caller
+                // may have taken the last one since the check: the handler
+                // has started, so it waits for the next one before going on.
+                let permit = Arc::clone(&self.limit).try_acquire_owned().ok();
+                let limit = Arc::clone(&self.limit);
                 self.tracker.spawn(async move {
+                    let permit = match permit {
+                        Some(permit) => Some(permit),
+                        None => limit.acquire_owned().await.ok(),
+                    };
                     let outcome = AssertUnwindSafe(fut).catch_unwind().await;
                     let outcome = outcome.unwrap_or_else(|_| Err(panicked()));
                     stats.record(started.elapsed(), outcome.is_err());
@@ -75,7 +87,6 @@ impl Dispatcher {
             }
             Err(_) => self.finish(&stats, started, name, &Err(panicked())),
         }
-        drop(permit);
         true
     }
 

@@ -38,7 +38,7 @@ pub(crate) async fn run(d: &Dispatcher, inbound: &Inbound, handler: &HandlerRef)
     };
     let key = (inbound.header.sender, inbound.header.message_id);
     let cancel = d.handlers_cancel.child_token();
-    d.running.insert(key, cancel.clone());
+    d.running.insert(key, cancel.clone().into());
     let link = Arc::clone(&inbound.reply_link);
     let flow = d.streams.producers.open(key, window, cancel.clone(), link);
     let sink = ItemSink::new(flow, inbound.header.message_id, Arc::clone(&d.client));
@@ -46,7 +46,7 @@ pub(crate) async fn run(d: &Dispatcher, inbound: &Inbound, handler: &HandlerRef)
         message_id: inbound.header.message_id,
         sender_id: inbound.header.sender,
         client: Arc::clone(&d.client),
-        cancel: cancel.clone(),
+        cancel: cancel.clone().into(),
         caller_trusted: inbound.reply_link.is_trusted(),
     };
     let outcome = match handler.call_stream(ctx, payload, sink) {
