@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-SIZE_KEY = re.compile(r"_(64|4k|64k|1m)(?=_|$)")
+SIZE_KEY = re.compile(r"_(64|4k|64k|1m|16m|256m)(?=_|$)")
 SIZE_LABEL = re.compile(r"\d+ (B|KiB|MiB)(, )?")
 
 
@@ -53,13 +53,14 @@ def latency_chart(rows, out, src):
 def throughput_chart(rows, out, src):
     series = {}
     for r in rows:
-        if r["kind"] != "rate":
+        # One-way rates only: streams and round trips have their own sections.
+        if r["kind"] != "rate" or r["key"].startswith(("stream_", "am_shm_rt_")):
             continue
         key = SIZE_KEY.sub("", r["key"])
         name = SIZE_LABEL.sub("", r["label"], count=1)
         name = name.replace(", )", ")").replace("()", "").replace("  ", " ").strip()
         series.setdefault(key, (name, []))[1].append((int(r["size_bytes"]), float(r["gb_per_s"])))
-    fig, ax = plt.subplots(figsize=(11, 6.5))
+    fig, ax = plt.subplots(figsize=(14, 6.5))
     for key, (name, pts) in sorted(series.items()):
         pts.sort()
         style = "--" if key.startswith(("memcpy", "zmq")) else "-"
@@ -72,7 +73,7 @@ def throughput_chart(rows, out, src):
     ax.set_ylabel("GB/s (log scale; median batch)")
     ax.set_title("One-way throughput by size (two pinned processes; memcpy in process)")
     ax.grid(which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.text(0.01, 0.005, src, fontsize=7, color="gray")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
