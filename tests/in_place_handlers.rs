@@ -4,6 +4,7 @@
 //! answers or is counted and the link keeps serving, the concurrency limit
 //! holds while in-place calls wait.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -181,23 +182,6 @@ async fn a_panicking_sync_handler_answers_an_error(flavor: Flavor) {
     // The link still serves.
     assert_eq!(p.echo("after").await.unwrap(), "after");
     p.shutdown().await;
-}
-
-macro_rules! per_transport {
-    ($($name:ident),* $(,)?) => {
-        mod shm {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Flavor::Shm).await }) *
-        }
-        mod tcp {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Flavor::Tcp).await }) *
-        }
-        mod local {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Flavor::Local).await }) *
-        }
-    };
 }
 
 per_transport!(

@@ -5,6 +5,7 @@
 //! it, and the per-thread handler lookup never calls a handler that was
 //! deregistered or replaced.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -197,23 +198,6 @@ async fn a_cancelled_call_leaves_later_calls_uncancelled(flavor: Flavor) {
         }
     }
     p.shutdown().await;
-}
-
-macro_rules! per_transport {
-    ($($name:ident),* $(,)?) => {
-        mod shm {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Flavor::Shm).await }) *
-        }
-        mod tcp {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Flavor::Tcp).await }) *
-        }
-        mod local {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Flavor::Local).await }) *
-        }
-    };
 }
 
 per_transport!(

@@ -146,3 +146,23 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Runs each named `async fn(Flavor)` test once per transport (shm, TCP,
+/// in-process), as `shm::name`, `tcp::name`, `local::name`.
+#[allow(unused_macros)]
+macro_rules! per_transport {
+    ($($name:ident),* $(,)?) => {
+        mod shm {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Flavor::Shm).await }) *
+        }
+        mod tcp {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Flavor::Tcp).await }) *
+        }
+        mod local {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Flavor::Local).await }) *
+        }
+    };
+}

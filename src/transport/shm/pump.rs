@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rkyv::util::AlignedVec;
 use shm_ring::fdpass::FdReceiver;
 use shm_ring::{RingError, SpinStep, Spinner};
 use tokio::io::Interest;
@@ -29,7 +30,7 @@ use super::pooled::{self, FLAG_POOL, FLAG_RETIRE, FLAG_SEGMENT, Step};
 use super::reader::ReaderState;
 use crate::runtime::router::{self, Frame, Inline, Routed, Router};
 use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame};
-use crate::wire::{Kind, ProtocolError};
+use crate::wire::{Kind, PAYLOAD_ALIGN, ProtocolError};
 
 /// How long a marker record may wait for its descriptor (sent before the marker).
 const FD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,14 +170,7 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Option<Outcome> 
     let reply_link = || Arc::clone(link) as BoxedLink;
     let outcome = match grant.flags() {
         FLAG_FRAME => {
-            let bytes: &[u8] = if copy {
-                scratch.clear();
-                scratch.resize(grant.len(), 0);
-                grant.copy_to_slice(scratch);
-                scratch
-            } else {
-                grant.payload()
-            };
+            let bytes = frame_bytes(&grant, copy, scratch);
             let outcome = handle(link, inbox, router, bytes, None, deferred, &reply_link);
             grant.release();
             outcome
@@ -243,6 +237,22 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Option<Outcome> 
         }
     };
     Some(outcome)
+}
+
+/// A plain frame record's bytes: in place, or copied into `scratch` first
+/// (a peer of another uid, whose memory we never read twice).
+pub(crate) fn frame_bytes<'a>(
+    grant: &'a shm_ring::ReadGrant<'_>,
+    copy: bool,
+    scratch: &'a mut AlignedVec<PAYLOAD_ALIGN>,
+) -> &'a [u8] {
+    if !copy {
+        return grant.payload();
+    }
+    scratch.clear();
+    scratch.resize(grant.len(), 0);
+    grant.copy_to_slice(scratch);
+    scratch
 }
 
 /// Routes one frame through the shared router. `shared` makes the same

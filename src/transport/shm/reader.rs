@@ -151,14 +151,7 @@ fn drive(link: &ShmLink, st: &mut ReaderState, until: &mut dyn FnMut() -> bool) 
     loop {
         let outcome = match rx.try_read() {
             Ok(grant) if grant.flags() == FLAG_FRAME => {
-                let bytes: &[u8] = if *copy {
-                    scratch.clear();
-                    scratch.resize(grant.len(), 0);
-                    grant.copy_to_slice(scratch);
-                    scratch
-                } else {
-                    grant.payload()
-                };
+                let bytes = pump::frame_bytes(&grant, *copy, scratch);
                 let outcome = pump::handle(link, inbox, router, bytes, None, deferred, &reply_link);
                 grant.release();
                 outcome

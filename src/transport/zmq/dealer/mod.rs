@@ -185,6 +185,11 @@ impl Dealer {
             .is_ok_and(|events| events.contains(zmq::POLLOUT))
     }
 
+    /// Sends one of the transport's own frames if the socket takes it now.
+    fn send_control(&self, msg: zmq::Message) -> bool {
+        self.sockets.socket.lock().send(msg, zmq::DONTWAIT).is_ok()
+    }
+
     /// Moves queued frames into the socket while it has room.
     pub(crate) fn flush(&mut self, now: Instant) -> Option<Teardown> {
         let State::Up { queue, link } = &mut self.state else {
@@ -235,13 +240,7 @@ impl Dealer {
         match self.drain {
             Drain::Idle if self.writable() => {
                 let (id, probe) = env.control.probe();
-                if self
-                    .sockets
-                    .socket
-                    .lock()
-                    .send(probe, zmq::DONTWAIT)
-                    .is_ok()
-                {
+                if self.send_control(probe) {
                     self.drain = Drain::Probed(id);
                 }
                 false
@@ -272,7 +271,7 @@ impl Dealer {
         }
         if self.blocked.is_none() && self.writable() {
             let goodbye = env.control.goodbye();
-            let _ = self.sockets.socket.lock().send(goodbye, zmq::DONTWAIT);
+            self.send_control(goodbye);
         }
         let _ = self.sockets.socket.lock().set_linger(millis(linger));
     }
@@ -417,13 +416,7 @@ impl Dealer {
             && self.writable()
         {
             let (_, probe) = env.control.probe();
-            if self
-                .sockets
-                .socket
-                .lock()
-                .send(probe, zmq::DONTWAIT)
-                .is_ok()
-            {
+            if self.send_control(probe) {
                 self.last_probe = now;
                 self.last_tx = now;
             }
