@@ -53,6 +53,35 @@ fn not_a_stream_call(name: &str) -> HandlerCall {
     }))
 }
 
+/// How one closure kind starts its stream; one [`Handler`] impl serves all.
+trait StartStream<F> {
+    fn start(f: &F, ctx: HandlerContext, payload: Bytes, sink: ItemSink) -> StreamOutcome;
+}
+
+impl<F, M> Handler for StreamFn<F, M>
+where
+    F: Send + Sync + 'static,
+    M: StartStream<F> + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> HandlerKind {
+        HandlerKind::Streaming
+    }
+    fn call(&self, _ctx: HandlerContext, _payload: Bytes) -> HandlerCall {
+        not_a_stream_call(&self.name)
+    }
+    fn call_stream(
+        &self,
+        ctx: HandlerContext,
+        payload: Bytes,
+        sink: ItemSink,
+    ) -> Option<StreamOutcome> {
+        Some(M::start(&self.f, ctx, payload, sink))
+    }
+}
+
 fn typed_context<I: Decode>(
     ctx: HandlerContext,
     payload: &[u8],
@@ -80,33 +109,16 @@ where
 
 struct SenderMarker<I, O>(PhantomData<(I, O)>);
 
-impl<I, O, F, Fut> Handler for StreamFn<F, SenderMarker<I, O>>
+impl<I, O, F, Fut> StartStream<F> for SenderMarker<I, O>
 where
     I: Decode + Send + 'static,
     O: Payload + 'static,
     F: Fn(TypedContext<I>, StreamSender<O>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn kind(&self) -> HandlerKind {
-        HandlerKind::Streaming
-    }
-    fn call(&self, _ctx: HandlerContext, _payload: Bytes) -> HandlerCall {
-        not_a_stream_call(&self.name)
-    }
-    fn call_stream(
-        &self,
-        ctx: HandlerContext,
-        payload: Bytes,
-        sink: ItemSink,
-    ) -> Option<StreamOutcome> {
-        let fut =
-            typed_context::<I>(ctx, &payload).map(|typed| (self.f)(typed, StreamSender::new(sink)));
-        Some(Box::pin(async move {
-            fut?.await.map_err(HandlerError::handler)
-        }))
+    fn start(f: &F, ctx: HandlerContext, payload: Bytes, sink: ItemSink) -> StreamOutcome {
+        let fut = typed_context::<I>(ctx, &payload).map(|typed| f(typed, StreamSender::new(sink)));
+        Box::pin(async move { fut?.await.map_err(HandlerError::handler) })
     }
 }
 
@@ -125,30 +137,16 @@ where
 
 struct StreamMarker<I, O>(PhantomData<(I, O)>);
 
-impl<I, O, F, S> Handler for StreamFn<F, StreamMarker<I, O>>
+impl<I, O, F, S> StartStream<F> for StreamMarker<I, O>
 where
     I: Decode + Send + 'static,
     O: Payload + 'static,
     F: Fn(TypedContext<I>) -> S + Send + Sync + 'static,
     S: Stream<Item = Result<O, String>> + Send + 'static,
 {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn kind(&self) -> HandlerKind {
-        HandlerKind::Streaming
-    }
-    fn call(&self, _ctx: HandlerContext, _payload: Bytes) -> HandlerCall {
-        not_a_stream_call(&self.name)
-    }
-    fn call_stream(
-        &self,
-        ctx: HandlerContext,
-        payload: Bytes,
-        sink: ItemSink,
-    ) -> Option<StreamOutcome> {
-        let items = typed_context::<I>(ctx, &payload).map(|typed| (self.f)(typed));
-        Some(Box::pin(async move { drain(items?, sink).await }))
+    fn start(f: &F, ctx: HandlerContext, payload: Bytes, sink: ItemSink) -> StreamOutcome {
+        let items = typed_context::<I>(ctx, &payload).map(f);
+        Box::pin(async move { drain(items?, sink).await })
     }
 }
 
@@ -188,37 +186,19 @@ where
 
 struct RawMarker;
 
-impl<F, Fut> Handler for StreamFn<F, RawMarker>
+impl<F, Fut> StartStream<F> for RawMarker
 where
     F: Fn(UnaryContext, ItemSink) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn kind(&self) -> HandlerKind {
-        HandlerKind::Streaming
-    }
-    fn call(&self, _ctx: HandlerContext, _payload: Bytes) -> HandlerCall {
-        not_a_stream_call(&self.name)
-    }
-    fn call_stream(
-        &self,
-        ctx: HandlerContext,
-        payload: Bytes,
-        sink: ItemSink,
-    ) -> Option<StreamOutcome> {
-        let fut = (self.f)(
-            UnaryContext {
-                payload,
-                sender_id: ctx.sender_id,
-                message_id: ctx.message_id,
-                client: ctx.client,
-            },
-            sink,
-        );
-        Some(Box::pin(
-            async move { fut.await.map_err(HandlerError::handler) },
-        ))
+    fn start(f: &F, ctx: HandlerContext, payload: Bytes, sink: ItemSink) -> StreamOutcome {
+        let unary = UnaryContext {
+            payload,
+            sender_id: ctx.sender_id,
+            message_id: ctx.message_id,
+            client: ctx.client,
+        };
+        let fut = f(unary, sink);
+        Box::pin(async move { fut.await.map_err(HandlerError::handler) })
     }
 }
