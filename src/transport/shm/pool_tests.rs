@@ -22,6 +22,13 @@ impl Pair {
     }
 
     /// Leases, writes `fill` and publishes; the receiver maps new segments.
+    /// As many frames of `len` bytes as the sender keeps in flight.
+    fn send_pipeline(&mut self, len: usize) -> Vec<Ref> {
+        (0..PIPELINE as u8)
+            .map(|i| self.send(len, i).unwrap())
+            .collect()
+    }
+
     fn send(&mut self, len: usize, fill: u8) -> Option<Ref> {
         let mut lease = self.tx.try_lease(len).unwrap()?;
         lease.data_mut()[..len].fill(fill);
@@ -168,9 +175,7 @@ fn pool_levels_return_when_both_sides_drop() {
 fn a_sender_waits_for_a_returned_segment_before_mapping_more() {
     let _serial = SERIAL.lock();
     let mut p = Pair::new(256 << 20);
-    let refs: Vec<Ref> = (0..PIPELINE as u8)
-        .map(|i| p.send(2 << 20, i).unwrap())
-        .collect();
+    let refs = p.send_pipeline(2 << 20);
     let held: Vec<Held> = refs.iter().map(|&r| p.rx.take(r).unwrap()).collect();
     assert!(
         p.tx.try_lease_with(2 << 20, Grow::Warm).unwrap().is_none(),
@@ -223,9 +228,7 @@ fn a_return_rings_an_armed_sender_once() {
 fn past_the_wait_a_sender_grows_only_if_the_receiver_keeps_up() {
     let _serial = SERIAL.lock();
     let mut p = Pair::new(256 << 20);
-    let refs: Vec<Ref> = (0..PIPELINE as u8)
-        .map(|i| p.send(2 << 20, i).unwrap())
-        .collect();
+    let refs = p.send_pipeline(2 << 20);
     assert!(
         p.tx.try_lease_with(2 << 20, Grow::Paced).unwrap().is_none(),
         "none read yet: the receiver is behind, wait"
@@ -242,9 +245,7 @@ fn past_the_wait_a_sender_grows_only_if_the_receiver_keeps_up() {
 fn a_sender_reuses_the_segment_it_published_last() {
     let _serial = SERIAL.lock();
     let mut p = Pair::new(256 << 20);
-    let refs: Vec<Ref> = (0..PIPELINE as u8)
-        .map(|i| p.send(2 << 20, i).unwrap())
-        .collect();
+    let refs = p.send_pipeline(2 << 20);
     let held: Vec<Held> = refs.iter().map(|&r| p.rx.take(r).unwrap()).collect();
     // Returned in the order sent: every one is free again.
     drop(held);
