@@ -77,6 +77,8 @@ pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
         match st.rx.try_read() {
             Ok(_) => {}
             Err(RingError::Empty) => {
+                // The run is over: publish it before anything waits.
+                st.router.end_run(&link.counters);
                 if std::mem::take(&mut woke) {
                     st = yield_released(&link, st, false).await;
                     continue;
@@ -105,11 +107,13 @@ pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
             Some(Outcome::Done { woke: w }) => woke |= w,
             Some(Outcome::Queue(inbound)) => {
                 woke = true;
+                st.router.end_run(&link.counters);
                 deliver(&link, &st.inbox, inbound).await;
             }
             Some(Outcome::Stop) | None => break,
         }
     }
+    st.router.end_run(&link.counters);
     drop(st);
     link.finish();
 }
@@ -266,7 +270,7 @@ pub(crate) fn handle<'f>(
     deferred: &mut Vec<Vec<u8>>,
     reply_link: &dyn Fn() -> BoxedLink,
 ) -> Outcome {
-    link.counters.record_received(bytes.len());
+    router.received(&link.counters, bytes.len());
     let view = match router::check(bytes, inbox.max_frame, Some(link.peer)) {
         Ok(view) => view,
         Err(e) => {
@@ -277,14 +281,18 @@ pub(crate) fn handle<'f>(
     let woke = view.header.kind.is_reply();
     let frame = Frame { bytes, shared };
     let mut reply = |reply: OutFrame<'_>| reply_inline(link, reply, deferred);
-    match router.route(
+    let routed = router.route(
         inbox,
         &view,
         frame,
         link,
         reply_link,
         Inline::Handlers(&mut reply),
-    ) {
+    );
+    if router.run_is_long() {
+        router.end_run(&link.counters);
+    }
+    match routed {
         Routed::Done => Outcome::Done { woke },
         Routed::Control(header) => {
             if header.kind == Kind::Goodbye {
