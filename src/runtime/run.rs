@@ -156,8 +156,9 @@ impl Dispatcher {
         settle(run);
         run.held = None;
         // The generation read before the lookup: a change in between makes
-        // the next frame look up again.
-        let Some((handler, stats)) = self.registry.get_counted(name) else {
+        // the next frame look up again. The thread's last lookup answers a
+        // run that starts with the same name as the last (no hash, no lock).
+        let Some((handler, stats)) = self.registry.get_cached(name) else {
             return false;
         };
         run.name.clear();
