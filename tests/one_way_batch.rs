@@ -86,9 +86,13 @@ async fn raw_batches_arrive_once_each() {
         .one_way_sender("note", p.target())
         .unwrap();
     let payloads = vec![[7u8; 64]; 500];
+    let before = p.client.stats().counters;
     for _ in 0..4 {
         sender.send_raw_batch(&payloads).await.unwrap();
     }
+    let after = p.client.stats().counters;
+    assert_eq!(after.messages_sent - before.messages_sent, 2000);
+    assert_eq!(after.raw_bytes_sent - before.raw_bytes_sent, 2000 * 64);
     let m = p.client.client();
     let count = || async {
         let status = m.active_message("notes").unwrap();

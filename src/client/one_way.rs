@@ -202,9 +202,8 @@ impl OneWaySender {
             let wrote = span.in_scope(|| link.try_send_batch(&frame, sent, n));
             match wrote {
                 Ok(k) if k > 0 => {
-                    for i in sent..sent + k {
-                        self.client.count_sent(payload(i).2);
-                    }
+                    let raw: usize = (sent..sent + k).map(|i| payload(i).2).sum();
+                    self.client.count_sent_many(k, raw);
                     sent += k;
                 }
                 Ok(_) | Err(Error::Full) => {
