@@ -144,6 +144,20 @@ fn bars() -> Vec<Bar> {
             text: "  same, zero-copy handler (4 MiB rings) >= 5x",
         },
         Ratio {
+            case: "am_shm_tp_64_batch",
+            base: "zmq_tp_64",
+            at_most: false,
+            factor: 2.0,
+            text: "AM one-way 64 B (shm), prepared sender, batches of 64 >= 2x push/pull",
+        },
+        Ratio {
+            case: "am_shm_tp_64_zc_ring4m_batch",
+            base: "zmq_tp_64",
+            at_most: false,
+            factor: 5.0,
+            text: "  same, zero-copy handler (4 MiB rings) >= 5x",
+        },
+        Ratio {
             case: "am_shm_tp_1m",
             base: "ring_tp_1m",
             at_most: false,
@@ -375,6 +389,8 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
         "shm_one_way_prep",
         "shm_one_way_zc_prep",
         "tcp_one_way_prep",
+        "shm_one_way_batch",
+        "shm_one_way_zc_batch",
     ] {
         let suite = am::suite(name);
         case!(true, suite.key(), suite.label(), suite.run(plan));

@@ -52,7 +52,7 @@ pub use client::loan::{LOAN_ALIGN, Loan};
 pub use client::message::{
     DetachedReceipt, MessageBuilder, NeedsDeliveryMode, StreamExpected, WithResponseExpected,
 };
-pub use client::one_way::OneWaySender;
+pub use client::one_way::{BatchError, OneWaySender};
 pub use client::status::{MessageStatus, ReceiptHandle, SendAndConfirm, WithResponse};
 pub use client::{NetworkClient, TransportPolicy};
 pub use error::{Error, Result};

@@ -249,6 +249,33 @@ impl Sides {
         });
     }
 
+    /// As [`Self::one_way_prepared`], in batches of 64 (`send_batch` /
+    /// `send_raw_batch`; the batches' values are made once per stretch).
+    fn one_way_batched(&self, n: u64, zero_copy: bool) {
+        let start = self.handled.load(Ordering::Acquire);
+        let archived = vec![vec![5u8; 64]; 64];
+        let raw = vec![[5u8; 64]; 64];
+        self.client_rt.block_on(async {
+            let c = self.client.client();
+            let name = if zero_copy { "sink_zc" } else { "sink" };
+            let sender = c.one_way_sender(name, self.target()).unwrap();
+            let before = snapshot()[CLIENT];
+            let mut left = n as usize;
+            while left > 0 {
+                let k = left.min(64);
+                match zero_copy {
+                    true => sender.send_batch(&archived[..k]).await.unwrap(),
+                    false => sender.send_raw_batch(&raw[..k]).await.unwrap(),
+                }
+                left -= k;
+            }
+            self.count_sending(before);
+            while self.handled.load(Ordering::Acquire) < start + n {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        });
+    }
+
     /// `n` archived 64-byte vectors to `sink_gated` through a prepared sender
     /// (`prepared`) or the builder, with the server's reader held until the
     /// client's link has found its ring full and waited: the stretch runs
@@ -395,6 +422,16 @@ fn serving_side_allocations_per_pattern() {
         "shm one-way, prepared sender, zero-copy handler",
         prep_zc_one_way,
     );
+    let batch_one_way = shm.measure(|n| shm.one_way_batched(n, false));
+    report(
+        "shm one-way, batches of 64, async am_handler",
+        batch_one_way,
+    );
+    let batch_zc_one_way = shm.measure(|n| shm.one_way_batched(n, true));
+    report(
+        "shm one-way, batches of 64, zero-copy handler",
+        batch_zc_one_way,
+    );
     // A default (1 MiB) ring holds several thousand such frames: the
     // stretch is long enough to fill it and wait for room more than once.
     let mut full = Vec::new();
@@ -436,6 +473,9 @@ fn serving_side_allocations_per_pattern() {
     for (case, t) in [
         ("shm one-way async", async_one_way),
         ("shm one-way zero-copy", zc_one_way),
+        ("shm one-way prepared", prep_one_way),
+        ("shm one-way batches", batch_one_way),
+        ("shm one-way batches zero-copy", batch_zc_one_way),
         ("shm request sync", sync_rt),
         ("shm request async", async_rt),
         ("tcp one-way async", tcp_one_way),
@@ -464,6 +504,8 @@ fn serving_side_allocations_per_pattern() {
         ("shm one-way zero-copy", zc_one_way),
         ("shm one-way prepared", prep_one_way),
         ("shm one-way prepared zero-copy", prep_zc_one_way),
+        ("shm one-way batches", batch_one_way),
+        ("shm one-way batches zero-copy", batch_zc_one_way),
     ] {
         assert!(
             t.sending <= BACKGROUND,

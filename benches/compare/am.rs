@@ -45,12 +45,18 @@ pub struct Suite {
     /// One-way messages go through a prepared `OneWaySender` (`send_raw` to
     /// `sink`, `send(&Vec<u8>)` to `sink_zc`) instead of the builder.
     prepared: bool,
+    /// The prepared sender sends batches of [`BATCH`] messages
+    /// (`send_raw_batch` / `send_batch`) instead of one at a time.
+    batch: bool,
     /// Sizes of the raw round trips (`echo_raw`, payload back as response).
     rt_sizes: &'static [usize],
 }
 
 /// Ring capacity of the suite that carries 1 MiB messages inside the ring.
 const BIG_RING: usize = 4 << 20;
+
+/// Messages per batch of the batch cases.
+const BATCH: usize = 64;
 
 /// Sizes of the loan one-way cases.
 const LOANED: [usize; 2] = [1 << 20, 16 << 20];
@@ -60,7 +66,8 @@ const LARGE_RT: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
 /// A suite by name: `spin`, `adaptive`, `park` (shm round trips), `tcp` (round trips
 /// and one-way), `shm_one_way`, `shm_one_way_ring4m`, `shm_one_way_zc`,
 /// `shm_one_way_large`, `shm_one_way_loan`, `shm_large_rt`, and the prepared
-/// sender's `shm_one_way_prep`, `shm_one_way_zc_prep`, `tcp_one_way_prep`.
+/// sender's `shm_one_way_prep`, `shm_one_way_zc_prep`, `tcp_one_way_prep`, and
+/// its batches' `shm_one_way_batch`, `shm_one_way_zc_batch`.
 pub fn suite(name: &str) -> Suite {
     let s = |transport, policy, round_trips, sizes, ring, zero_copy| Suite {
         transport,
@@ -71,11 +78,16 @@ pub fn suite(name: &str) -> Suite {
         zero_copy,
         loan: false,
         prepared: false,
+        batch: false,
         rt_sizes: &[],
     };
     let prep = |suite: Suite| Suite {
         prepared: true,
         ..suite
+    };
+    let batch = |suite: Suite| Suite {
+        batch: true,
+        ..prep(suite)
     };
     match name {
         "shm_one_way_loan" => Suite {
@@ -100,6 +112,8 @@ pub fn suite(name: &str) -> Suite {
         "shm_one_way_prep" => prep(s("shm", "spin", false, &SIZES[..1], 0, false)),
         "shm_one_way_zc_prep" => prep(s("shm", "spin", false, &SIZES[..1], BIG_RING, true)),
         "tcp_one_way_prep" => prep(s("tcp", "-", false, &SIZES[..1], 0, false)),
+        "shm_one_way_batch" => batch(s("shm", "spin", false, &SIZES[..1], 0, false)),
+        "shm_one_way_zc_batch" => batch(s("shm", "spin", false, &SIZES[..1], BIG_RING, true)),
         _ => s("shm", "spin", false, &SIZES[..], 0, false),
     }
 }
@@ -121,7 +135,11 @@ impl Suite {
         let zc = if self.zero_copy { "_zc" } else { "" };
         let ring = if self.ring > 0 { "_ring4m" } else { "" };
         let loan = if self.loan { "_loan" } else { "" };
-        let prep = if self.prepared { "_prep" } else { "" };
+        let prep = match (self.prepared, self.batch) {
+            (_, true) => "_batch",
+            (true, false) => "_prep",
+            _ => "",
+        };
         format!("{zc}{ring}{loan}{prep}")
     }
 
@@ -154,10 +172,10 @@ impl Suite {
         };
         let ring = if self.ring > 0 { ", 4 MiB rings" } else { "" };
         let loan = if self.loan { ", loan" } else { "" };
-        let prep = if self.prepared {
-            ", prepared sender"
-        } else {
-            ""
+        let prep = match (self.prepared, self.batch) {
+            (_, true) => ", prepared sender, batches of 64",
+            (true, false) => ", prepared sender",
+            _ => "",
         };
         let size = crate::raw::size_label(size);
         format!(
@@ -329,6 +347,8 @@ impl Suite {
     async fn one_way(self, c: &Client, plan: Plan, size: usize, sent: &mut u64) -> Result<Row> {
         let payload = Bytes::from(vec![0x5au8; size]);
         let typed = vec![0x5au8; size];
+        // Made once, outside the timed batches.
+        let batches = (vec![&typed[..]; BATCH], vec![typed.clone(); BATCH]);
         let mut count = plan.first(size);
         let mut per_msg = Vec::new();
         let mut total = 0;
@@ -343,7 +363,9 @@ impl Suite {
                 probes = Some((server, Snap::now()));
             }
             let t = Instant::now();
-            if let Some(sender) = &prepared {
+            if let (Some(sender), true) = (&prepared, self.batch) {
+                self.send_batches(sender, count, &batches).await?;
+            } else if let Some(sender) = &prepared {
                 for _ in 0..count {
                     match self.zero_copy {
                         true => sender.send(&typed).await?,
@@ -398,6 +420,26 @@ impl Suite {
 }
 
 impl Suite {
+    /// `count` messages in batches of [`BATCH`] (the last one shorter): raw
+    /// payloads to `sink`, or archived `Vec<u8>`s to `sink_zc`.
+    async fn send_batches(
+        self,
+        sender: &active_message::OneWaySender,
+        count: u64,
+        (raw, archived): &(Vec<&[u8]>, Vec<Vec<u8>>),
+    ) -> Result<()> {
+        let mut left = count as usize;
+        while left > 0 {
+            let n = left.min(BATCH);
+            match self.zero_copy {
+                true => sender.send_batch(&archived[..n]).await?,
+                false => sender.send_raw_batch(&raw[..n]).await?,
+            }
+            left -= n;
+        }
+        Ok(())
+    }
+
     /// Raw round trips of `size` bytes each way (`echo_raw` answers with the
     /// payload it got, in place), timed one by one, with allocations per trip
     /// on both sides. The row's rate counts `size` bytes per trip.

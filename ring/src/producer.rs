@@ -24,6 +24,10 @@ pub struct Producer {
     tail: u64,
     /// Last head seen; `tail - cached_head <= capacity` always.
     cached_head: u64,
+    /// Last tail stored to shared memory (behind `tail` only while holding).
+    published: u64,
+    /// Commits are held back until [`Producer::flush`] (see [`Producer::hold`]).
+    holding: bool,
     policy: WaitPolicy,
     bells: Bells,
     /// Wait and doorbell counters, in this process's memory only.
@@ -78,6 +82,8 @@ impl Producer {
             core,
             tail,
             cached_head: head,
+            published: tail,
+            holding: false,
             policy: WaitPolicy::default(),
             bells,
             counters: Arc::default(),
@@ -121,6 +127,9 @@ impl Producer {
             let used = self.tail.wrapping_sub(head);
             self.cached_head = head;
             if cap - used < need {
+                // Whoever waits for room next needs the consumer to free it,
+                // so it must see every record held back so far.
+                self.publish_tail();
                 return Ok(None);
             }
         }
@@ -205,14 +214,45 @@ impl Producer {
             pos: slot.pos,
         };
         self.core.store_record(slot.pos, hdr);
-        let tail = slot.pos.wrapping_add(record_footprint(len) as u64);
+        self.tail = slot.pos.wrapping_add(record_footprint(len) as u64);
+        if !self.holding {
+            self.publish_tail();
+        }
+    }
+
+    /// Stores the private tail to shared memory if it moved, and notifies a parked
+    /// consumer.
+    #[inline]
+    fn publish_tail(&mut self) {
+        if self.published == self.tail {
+            return;
+        }
+        self.published = self.tail;
         // SYNC POINT P3 (Release) pairs with C1: the record (and PAD) bytes are visible
-        // to a consumer that sees this tail.
-        self.core.header().producer.tail.store(tail, Release);
-        self.tail = tail;
+        // to a consumer that sees this tail (every record before it, held or not).
+        self.core.header().producer.tail.store(self.tail, Release);
         if self.policy.notifies() {
             wait::notify(&self.core, Side::Consumer, &self.bells.data, &self.counters);
         }
+    }
+
+    /// Holds commits back: records committed from now on become visible to the
+    /// consumer together, at the next [`flush`](Self::flush), with one tail store and
+    /// at most one doorbell for all of them. A reserve that finds the ring full
+    /// publishes what is held before it reports `Full` or waits (so a held batch never
+    /// waits for room it holds itself), and closing or dropping the producer publishes
+    /// too. Holding is for a writer that commits a known run of records back to back;
+    /// it must flush when the run ends.
+    #[inline]
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// Publishes every record held back by [`hold`](Self::hold) and stops holding.
+    #[inline]
+    pub fn flush(&mut self) {
+        self.holding = false;
+        self.publish_tail();
     }
 
     /// Data capacity of the ring in bytes.
@@ -238,6 +278,11 @@ impl Producer {
     /// Closes the producer side: the consumer drains what was committed, then sees
     /// `Closed`; further reserves fail with `Closed`. Also done on drop.
     pub fn close(&self) {
+        if self.published != self.tail {
+            // SYNC POINT P3 (Release) pairs with C1: held records are published
+            // before the close, so the consumer drains them (X1/X2 below).
+            self.core.header().producer.tail.store(self.tail, Release);
+        }
         // SYNC POINT X1 (Release) pairs with X2 (consumer's closed check).
         self.core.ctl().producer_closed.store(1, Release);
         self.bells.data.ring();

@@ -179,3 +179,48 @@ fn lazy_release_wakes_parked_producer() {
         t.join().unwrap();
     });
 }
+
+/// A held run of records (one PAD at the wrap included) is published by one tail store at
+/// the flush: the consumer, spinning all along, sees every byte of every record and never
+/// a record of the run before the flush made it visible.
+#[test]
+fn held_run_published_at_flush() {
+    loom::model(|| {
+        let (mut p, mut c) = small(WaitPolicy::Spin);
+        // Move the indices so that the held run wraps: 48 + 48, then PAD at 96.
+        push_spin(&mut p, &record(0, 32));
+        expect(&mut c, &record(0, 32));
+        let t = thread::spawn(move || {
+            p.hold();
+            push_spin(&mut p, &record(1, 32));
+            push_spin(&mut p, &record(2, 16));
+            p.flush();
+        });
+        expect(&mut c, &record(1, 32));
+        expect(&mut c, &record(2, 16));
+        t.join().unwrap();
+    });
+}
+
+/// A producer that holds and then finds the ring full publishes what it held before it
+/// parks for room; otherwise the parked consumer and the parked producer would wait on
+/// each other for ever (loom reports that as a deadlock).
+#[test]
+fn held_run_published_before_waiting_for_room() {
+    loom::model(|| {
+        let (mut p, mut c) = small(WaitPolicy::Park);
+        let t = thread::spawn(move || {
+            p.hold();
+            for i in 1..=3 {
+                p.push_blocking(&record(i, 48), None).unwrap();
+            }
+            p.flush();
+        });
+        for i in 1..=3 {
+            let g = c.read_blocking(None).unwrap();
+            assert_eq!(g.payload(), &record(i, 48)[..]);
+            g.release();
+        }
+        t.join().unwrap();
+    });
+}

@@ -28,6 +28,10 @@ enum Op {
     Read {
         release: bool,
     },
+    /// `Producer::hold`.
+    Hold,
+    /// `Producer::flush`.
+    Flush,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +47,8 @@ fn op() -> impl Strategy<Value = Op> {
             flags
         }),
         any::<bool>().prop_map(|release| Op::Read { release }),
+        Just(Op::Hold),
+        Just(Op::Flush),
     ]
 }
 
@@ -57,6 +63,9 @@ struct Model {
     /// when a read finds the ring empty.
     published: u64,
     batch: u64,
+    /// The tail as the consumer sees it (behind `tail` while the producer holds).
+    visible: u64,
+    holding: bool,
 }
 
 impl Model {
@@ -67,6 +76,11 @@ impl Model {
         let need = if fp <= rest { fp } else { rest + fp };
         let start = self.tail + (need - fp);
         (CAP - (self.tail - self.published) >= need).then_some(start)
+    }
+
+    /// Whether the consumer can see a record now.
+    fn readable(&self) -> bool {
+        self.queue.front().is_some_and(|r| r.2 <= self.visible)
     }
 }
 
@@ -88,6 +102,8 @@ proptest! {
                     Err(RingError::Full) => {
                         prop_assert!(len <= MAX);
                         prop_assert!(m.place(len).is_none(), "Full but the model has room");
+                        // A full ring publishes what it held.
+                        m.visible = m.tail;
                     }
                     Err(e) => prop_assert!(false, "unexpected {e}"),
                     Ok(mut g) => {
@@ -105,16 +121,20 @@ proptest! {
                         };
                         let end = start.unwrap() + record_footprint(kept) as u64;
                         m.tail = end;
+                        if !m.holding {
+                            m.visible = end;
+                        }
                         m.queue.push_back((data[..kept].to_vec(), flags, end));
                     }
                 },
                 Op::Read { release } => match c.try_read() {
                     Err(RingError::Empty) => {
-                        prop_assert!(m.queue.is_empty());
+                        prop_assert!(!m.readable(), "Empty with a published record");
                         m.published = m.head;
                     }
                     Err(e) => prop_assert!(false, "unexpected {e}"),
                     Ok(g) => {
+                        prop_assert!(m.readable(), "read a record still held back");
                         let (want, flags, end) = m.queue.front().cloned().unwrap();
                         prop_assert_eq!(g.payload(), &want[..]);
                         prop_assert_eq!(g.to_vec(), want);
@@ -130,8 +150,18 @@ proptest! {
                         }
                     }
                 },
+                Op::Hold => {
+                    p.hold();
+                    m.holding = true;
+                }
+                Op::Flush => {
+                    p.flush();
+                    m.holding = false;
+                    m.visible = m.tail;
+                }
             }
         }
+        p.flush();
         while let Some((want, _, _)) = m.queue.pop_front() {
             let g = c.try_read().unwrap();
             prop_assert_eq!(g.payload(), &want[..]);
@@ -141,4 +171,46 @@ proptest! {
         drop(p);
         prop_assert!(matches!(c.try_read(), Err(RingError::Closed)));
     }
+}
+
+/// Records held back are published by `flush`, by a reserve that finds the ring full,
+/// and by dropping the producer; never before.
+#[test]
+fn held_records_appear_at_flush_when_full_and_on_drop() {
+    let cfg = RingConfig::new(CAP as usize)
+        .unwrap()
+        .with_max_record(MAX)
+        .unwrap();
+    let (mut p, mut c) = heap_pair(cfg).unwrap();
+    p.hold();
+    p.try_push(&[1; 8]).unwrap();
+    p.try_push(&[2; 8]).unwrap();
+    assert!(
+        matches!(c.try_read(), Err(RingError::Empty)),
+        "held record seen"
+    );
+    p.flush();
+    for want in [1u8, 2] {
+        let g = c.try_read().unwrap();
+        assert_eq!(g.payload(), &[want; 8]);
+        g.release();
+    }
+    // Holding until the ring is full: the failed reserve publishes everything.
+    p.hold();
+    let mut held = 0usize;
+    while p.try_push(&[3; 64]).is_ok() {
+        held += 1;
+    }
+    let mut seen = 0usize;
+    while let Ok(g) = c.try_read() {
+        g.release();
+        seen += 1;
+    }
+    assert_eq!(seen, held, "a full ring published what it held");
+    // Dropped while holding: the consumer drains the held record, then sees the close.
+    p.try_push(&[4; 8]).unwrap();
+    drop(p);
+    assert_eq!(c.try_read().unwrap().payload(), &[4; 8]);
+    c.try_read().unwrap().release();
+    assert!(matches!(c.try_read(), Err(RingError::Closed)));
 }

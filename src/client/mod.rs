@@ -389,6 +389,13 @@ impl NetworkClient {
         Counters::add(&self.counters.raw_bytes_sent, raw_bytes);
     }
 
+    /// Counts `messages` sent messages with `raw_bytes` of raw payload in
+    /// all (a batch, counted once).
+    pub(crate) fn count_sent_many(&self, messages: usize, raw_bytes: usize) {
+        Counters::add(&self.counters.messages_sent, messages);
+        Counters::add(&self.counters.raw_bytes_sent, raw_bytes);
+    }
+
     /// Stops admitting new calls (shutdown).
     pub(crate) fn stop_admitting(&self) {
         // Release: pairs with the Acquire load in `admit`.

@@ -17,13 +17,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::NetworkClient;
-use crate::client::name::HandlerName;
-use crate::codec::PayloadSource;
+use crate::codec::{Payload, PayloadSource};
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, validate_user_handler_name};
 use crate::runtime::trace;
 use crate::transport::{BoxedLink, OutFrame, PayloadRef};
 use crate::wire::{Header, Kind, flags};
+
+/// A batch that stopped at an error: the messages before it were sent.
+#[derive(Debug, thiserror::Error)]
+#[error("one-way batch stopped after {sent} messages: {source}")]
+pub struct BatchError {
+    /// Messages of the batch sent (taken by the link) before the error.
+    pub sent: usize,
+    /// Why the next one was not.
+    #[source]
+    pub source: Error,
+}
 
 /// Sends one-way messages to one handler on one peer, with the name, the
 /// link and the header resolved once ([`NetworkClient::one_way_sender`]).
@@ -44,7 +54,8 @@ pub struct OneWaySender {
     /// it closes (a reconnected peer gets a new link).
     link: BoxedLink,
     target: InstanceId,
-    name: HandlerName,
+    /// Copied once (a `&str` per message, with no UTF-8 check per message).
+    name: Box<str>,
     timeout: Duration,
     /// Everything of the header but the message id and the payload's kind.
     template: Header,
@@ -77,7 +88,7 @@ impl NetworkClient {
             client: Arc::clone(self),
             link,
             target,
-            name: HandlerName::new(name),
+            name: Box::from(name),
             timeout,
             template: Header::new(Kind::OneWay, crate::ids::MessageId(0), self.instance_id),
         };
@@ -107,7 +118,7 @@ impl OneWaySender {
 
     /// The handler this sender sends to.
     pub fn handler(&self) -> &str {
-        self.name.as_str()
+        &self.name
     }
 
     /// Sends `value` (any payload type, or `str`), archived straight into
@@ -131,6 +142,91 @@ impl OneWaySender {
             .await
     }
 
+    /// Sends every value of `values`, in order, as one batch; returns once
+    /// the link took them all. Over shared memory the frames are written back
+    /// to back under one lock, with one clock read, and published to the peer
+    /// together (one store of the ring's tail and at most one doorbell per
+    /// batch, or per wait for room), so the serving side reads them as one
+    /// run. Ordering, backpressure (a full link waits at most the sender's
+    /// timeout per wait, then `Timeout`) and errors are those of [`send`](Self::send)
+    /// in a loop; the error says how many messages were sent before it.
+    pub async fn send_batch<P: Payload>(&self, values: &[P]) -> Result<(), BatchError> {
+        let frame_payload = |i: usize| (PayloadRef::Archive(&values[i] as &dyn Payload), 0, 0);
+        self.write_batch(values.len(), &frame_payload).await
+    }
+
+    /// Sends every payload of `payloads` as raw bytes, in order, as one batch
+    /// ([`send_batch`](Self::send_batch)). A payload over the limit fails the
+    /// batch before anything is sent.
+    pub async fn send_raw_batch<B: AsRef<[u8]>>(&self, payloads: &[B]) -> Result<(), BatchError> {
+        let max = self.client.limits.max_payload;
+        if let Some(big) = payloads.iter().find(|b| b.as_ref().len() > max) {
+            let size = big.as_ref().len();
+            let source = Error::PayloadTooLarge { size, max };
+            return Err(BatchError { sent: 0, source });
+        }
+        let frame_payload = |i: usize| {
+            let bytes = payloads[i].as_ref();
+            (PayloadRef::Bytes(bytes), flags::RAW, bytes.len())
+        };
+        self.write_batch(payloads.len(), &frame_payload).await
+    }
+
+    /// The batch loop: as many frames as the link takes at once, then the
+    /// next one the regular way (which waits for room), and so on.
+    async fn write_batch<'v>(
+        &self,
+        n: usize,
+        payload: &dyn Fn(usize) -> (PayloadRef<'v>, u16, usize),
+    ) -> Result<(), BatchError> {
+        let mut sent = 0;
+        while sent < n {
+            let failed = |source| BatchError { sent, source };
+            if !self.client.is_admitting() {
+                return Err(failed(Error::ShuttingDown));
+            }
+            let link = self.current_link().map_err(failed)?;
+            let frame = |i: usize| {
+                let (payload, raw_flag, _) = payload(i);
+                let mut header = self.template;
+                header.message_id = self.client.next_id();
+                header.flags |= raw_flag;
+                OutFrame {
+                    header,
+                    name: &self.name,
+                    payload,
+                }
+            };
+            // One span per batch written at once (its id: the batch's first).
+            let span = trace::outbound(&self.template, &self.name, self.target, &*link);
+            let wrote = span.in_scope(|| link.try_send_batch(&frame, sent, n));
+            match wrote {
+                Ok(k) if k > 0 => {
+                    let raw: usize = (sent..sent + k).map(|i| payload(i).2).sum();
+                    self.client.count_sent_many(k, raw);
+                    sent += k;
+                }
+                Ok(_) | Err(Error::Full) => {
+                    let (p, raw_flag, raw_len) = payload(sent);
+                    self.write(p, raw_flag, raw_len).await.map_err(failed)?;
+                    sent += 1;
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The link to send on: the one found at first, or the peer map's
+    /// current one once that closed (lost, reconnected, ...).
+    fn current_link(&self) -> Result<BoxedLink> {
+        if self.link.is_closed() || self.link.is_unresponsive() {
+            self.client.link(self.target)
+        } else {
+            Ok(std::sync::Arc::clone(&self.link))
+        }
+    }
+
     async fn write(&self, payload: PayloadRef<'_>, raw_flag: u16, raw_len: usize) -> Result<()> {
         if !self.client.is_admitting() {
             return Err(Error::ShuttingDown);
@@ -140,7 +236,7 @@ impl OneWaySender {
         header.flags |= raw_flag;
         let frame = OutFrame {
             header,
-            name: self.name.as_str(),
+            name: &self.name,
             payload,
         };
         let relinked;

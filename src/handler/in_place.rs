@@ -45,26 +45,47 @@ where
     /// `Pending` registers the waker of its *latest* poll, so whoever awaits
     /// the returned future registers the real one on the next poll.
     pub(crate) fn run(&self, fut: Fut) -> Ran<Fut::Output> {
-        // A poisoned or busy lock (a concurrent call) only costs a fresh slot.
-        let reused = self.0.try_lock().ok().and_then(|mut spare| spare.take());
-        let mut slot = reused.unwrap_or_else(|| Box::pin(None));
+        // One lock for the whole call (a lock and an unlock, not two of
+        // each): the poll runs with the spare held. A busy lock (a
+        // concurrent call, or this handler called again from inside its own
+        // future) or a poisoned one only costs a fresh slot.
+        let Ok(mut spare) = self.0.try_lock() else {
+            return poll_once(Box::pin(None), fut);
+        };
+        let slot = spare.get_or_insert_with(|| Box::pin(None));
         slot.set(Some(fut));
-        let mut cx = Context::from_waker(Waker::noop());
-        let polled = slot
-            .as_mut()
-            .as_pin_mut()
-            .map(|fut| fut.poll(&mut cx))
-            .unwrap_or_else(|| unreachable!("the slot was just filled"));
-        match polled {
+        match poll_slot(slot) {
             Poll::Ready(out) => {
                 slot.set(None);
-                if let Ok(mut spare) = self.0.try_lock() {
-                    *spare = Some(slot);
-                }
                 Ran::Ready(out)
             }
-            Poll::Pending => Ran::Pending(Box::pin(Finish(slot))),
+            // The waiting future keeps the slot; the next call makes one.
+            Poll::Pending => match spare.take() {
+                Some(slot) => Ran::Pending(Box::pin(Finish(slot))),
+                None => unreachable!("the slot was just filled"),
+            },
         }
+    }
+}
+
+/// Polls the future in `slot` once, with a no-op waker.
+fn poll_slot<Fut: Future>(slot: &mut Slot<Fut>) -> Poll<Fut::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    slot.as_mut()
+        .as_pin_mut()
+        .map(|fut| fut.poll(&mut cx))
+        .unwrap_or_else(|| unreachable!("the slot was just filled"))
+}
+
+/// Runs `fut` in a slot of its own (no spare was free).
+fn poll_once<Fut>(mut slot: Slot<Fut>, fut: Fut) -> Ran<Fut::Output>
+where
+    Fut: Future + Send + 'static,
+{
+    slot.set(Some(fut));
+    match poll_slot(&mut slot) {
+        Poll::Ready(out) => Ran::Ready(out),
+        Poll::Pending => Ran::Pending(Box::pin(Finish(slot))),
     }
 }
 
@@ -105,6 +126,28 @@ mod tests {
         assert_eq!(v, 8);
         let second = spare.0.lock().unwrap().as_ref().map(|s| &**s as *const _);
         assert_eq!(first, second, "the same slot served both calls");
+    }
+
+    #[test]
+    fn a_call_from_inside_a_running_future_gets_a_slot_of_its_own() {
+        type Fut = BoxFuture<'static, u32>;
+        let spare: std::sync::Arc<Spare<Fut>> = std::sync::Arc::default();
+        let inner = std::sync::Arc::clone(&spare);
+        let outer: Fut = Box::pin(async move {
+            // The spare is held by the outer call: this one must not wait for it.
+            match inner.run(Box::pin(async { 20 })) {
+                Ran::Ready(v) => v + 1,
+                Ran::Pending(_) => 0,
+            }
+        });
+        let Ran::Ready(v) = spare.run(outer) else {
+            panic!("neither future waits")
+        };
+        assert_eq!(v, 21);
+        assert!(
+            spare.0.lock().unwrap().is_some(),
+            "the outer slot came back"
+        );
     }
 
     #[tokio::test]

@@ -37,6 +37,19 @@ pub(crate) fn to_monotonic(header: &mut Header) {
     }
 }
 
+/// [`to_monotonic`] for frames sent together: the clock is read at most once
+/// (at the first frame that needs it), and `now_us` keeps the reading.
+pub(crate) fn to_monotonic_from(header: &mut Header, now_us: &mut Option<u64>) {
+    if header.kind.is_invocation()
+        && header.timeout_us != 0
+        && !header.has(flags::MONOTONIC_DEADLINE)
+    {
+        let now = *now_us.get_or_insert_with(monotonic_now_us);
+        header.timeout_us = now.saturating_add(header.timeout_us);
+        header.flags |= flags::MONOTONIC_DEADLINE;
+    }
+}
+
 /// The deadline of an invocation that arrived at `received`, if it has one.
 pub(crate) fn deadline_of(header: &Header, received: Instant) -> Option<Instant> {
     if header.timeout_us == 0 {

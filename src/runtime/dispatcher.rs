@@ -313,13 +313,30 @@ impl InlineDispatch for Dispatcher {
     ) -> bool {
         self.in_place(header, name, payload, Some(owned), reply)
     }
+
+    fn try_in_run(
+        &self,
+        run: &mut crate::runtime::run::InPlaceRun,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> Bytes,
+        _reply_link: &dyn Fn() -> BoxedLink,
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
+        self.in_run(run, header, name, payload, owned, reply)
+    }
+
+    fn end_run(&self, run: &mut crate::runtime::run::InPlaceRun) {
+        Dispatcher::end_run(self, run);
+    }
 }
 
 impl Dispatcher {
     /// Runs an invocation on the transport's thread if it can (see
     /// [`InlineDispatch::try_in_place`]); `owned`, when given, lets a one-way
     /// message to an async handler run here too.
-    fn in_place(
+    pub(crate) fn in_place(
         &self,
         header: &Header,
         name: &str,

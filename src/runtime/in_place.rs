@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::handler::{HandlerCall, HandlerContext, HandlerOutcome, HandlerRef};
 use crate::runtime::dispatcher::Dispatcher;
 use crate::stats::{Counters, HandlerStats};
+use crate::transport::BoxFuture;
 use crate::wire::Header;
 
 impl Dispatcher {
@@ -63,31 +64,41 @@ impl Dispatcher {
         match call {
             Ok(HandlerCall::Ready(outcome)) => self.finish(&stats, started, name, &outcome),
             Ok(HandlerCall::Pending(fut)) => {
-                let client = Arc::clone(&self.client);
-                // Only a handler that waits takes a permit. Another caller
-                // may have taken the last one since the check: the handler
-                // has started, so it waits for the next one before going on.
-                let permit = Arc::clone(&self.limit).try_acquire_owned().ok();
-                let limit = Arc::clone(&self.limit);
-                self.tracker.spawn(async move {
-                    let permit = match permit {
-                        Some(permit) => Some(permit),
-                        None => limit.acquire_owned().await.ok(),
-                    };
-                    let outcome = AssertUnwindSafe(fut).catch_unwind().await;
-                    let outcome = outcome.unwrap_or_else(|_| Err(panicked()));
-                    stats.record(started.elapsed(), outcome.is_err());
-                    if let Err(err) = &outcome {
-                        Counters::bump(&client.counters.handler_errors);
-                        tracing::debug!(code = ?err.code, error = %err.message, "one-way message failed");
-                    }
-                    drop(permit);
-                });
+                self.finish_pending(stats, started, fut);
                 return true;
             }
             Err(_) => self.finish(&stats, started, name, &Err(panicked())),
         }
         true
+    }
+
+    /// Lets a handler that waits finish on a task of its own. Only such a
+    /// handler takes a permit. Another caller may have taken the last one
+    /// since the check: the handler has started, so it waits for the next
+    /// one before going on.
+    pub(crate) fn finish_pending(
+        &self,
+        stats: Arc<HandlerStats>,
+        started: Instant,
+        fut: BoxFuture<'static, HandlerOutcome>,
+    ) {
+        let client = Arc::clone(&self.client);
+        let permit = Arc::clone(&self.limit).try_acquire_owned().ok();
+        let limit = Arc::clone(&self.limit);
+        self.tracker.spawn(async move {
+            let permit = match permit {
+                Some(permit) => Some(permit),
+                None => limit.acquire_owned().await.ok(),
+            };
+            let outcome = AssertUnwindSafe(fut).catch_unwind().await;
+            let outcome = outcome.unwrap_or_else(|_| Err(panicked()));
+            stats.record(started.elapsed(), outcome.is_err());
+            if let Err(err) = &outcome {
+                Counters::bump(&client.counters.handler_errors);
+                tracing::debug!(code = ?err.code, error = %err.message, "one-way message failed");
+            }
+            drop(permit);
+        });
     }
 
     fn finish(&self, stats: &HandlerStats, started: Instant, name: &str, outcome: &HandlerOutcome) {

@@ -8,5 +8,6 @@ pub(crate) mod in_place;
 pub(crate) mod pending;
 pub(crate) mod rate_limit;
 pub(crate) mod router;
+pub(crate) mod run;
 pub(crate) mod rx_arena;
 pub(crate) mod trace;

@@ -15,12 +15,16 @@
 //!   whose bytes come from the reader's [`RxArena`] (no allocation per frame)
 //!   unless the transport can share the frame as it is.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::ids::InstanceId;
+use crate::runtime::run::InPlaceRun;
 use crate::runtime::rx_arena::RxArena;
 use crate::runtime::trace;
-use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame, PeerLink};
+use crate::stats::LinkCounters;
+use crate::transport::{BoxedLink, Inbound, Inbox, InlineDispatch, OutFrame, PeerLink};
 use crate::wire::{self, FrameRef, Header, Kind, ProtocolError};
 
 /// What became of one routed frame.
@@ -72,6 +76,17 @@ struct Owned<'a, 'f> {
 }
 
 impl Owned<'_, '_> {
+    /// The payload (from `offset` on) as `Bytes`. Unless the whole frame
+    /// was already made, only the payload is copied, with no shared handle
+    /// kept besides the one returned (an in-place handler's payload).
+    fn payload_at(&mut self, offset: usize) -> Bytes {
+        if self.made.is_none() && self.frame.shared.is_none() {
+            // Aligned: the payload lies at an aligned offset of the frame.
+            return self.arena.copy(&self.frame.bytes[offset..]);
+        }
+        self.get().slice(offset..)
+    }
+
     fn get(&mut self) -> Bytes {
         if let Some(bytes) = &self.made {
             return bytes.clone();
@@ -82,6 +97,28 @@ impl Owned<'_, '_> {
         };
         self.made = Some(bytes.clone());
         bytes
+    }
+}
+
+/// Frames after which a run is published even if the ring is not empty.
+const RUN_MAX: u64 = 256;
+
+/// What a batched router keeps over one run of frames.
+#[derive(Default)]
+struct Run {
+    /// The dispatcher, upgraded at the run's first invocation.
+    dispatch: Option<Arc<dyn InlineDispatch>>,
+    in_place: InPlaceRun,
+    /// Frames read in this run, and their bytes (the link's counters).
+    frames: u64,
+    bytes: u64,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(dispatch) = self.dispatch.take() {
+            dispatch.end_run(&mut self.in_place);
+        }
     }
 }
 
@@ -106,12 +143,55 @@ pub(crate) fn check(
 #[derive(Default)]
 pub(crate) struct Router {
     arena: RxArena,
+    /// Set for a reader that drains runs of frames ([`Router::batched`]).
+    run: Option<Run>,
 }
 
 impl Router {
     /// A router with an empty arena.
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// A router for a reader that reads frames in runs and calls
+    /// [`Router::end_run`] before it waits (see [`crate::runtime::run`]).
+    pub(crate) fn batched() -> Self {
+        Self {
+            arena: RxArena::new(),
+            run: Some(Run::default()),
+        }
+    }
+
+    /// Counts one frame of `len` bytes read on the link of `counters`; a
+    /// batched router counts it at the end of the run.
+    #[inline]
+    pub(crate) fn received(&mut self, counters: &LinkCounters, len: usize) {
+        match &mut self.run {
+            Some(run) => {
+                run.frames += 1;
+                run.bytes += len as u64;
+            }
+            None => counters.record_received(len),
+        }
+    }
+
+    /// Whether the run has gone on long enough to be published now.
+    #[inline]
+    pub(crate) fn run_is_long(&self) -> bool {
+        self.run.as_ref().is_some_and(|run| run.frames >= RUN_MAX)
+    }
+
+    /// Ends a run of frames: publishes its counts, lets go of the
+    /// dispatcher and the handler it held. Cheap when nothing ran.
+    pub(crate) fn end_run(&mut self, counters: &LinkCounters) {
+        if let Some(run) = &mut self.run {
+            counters.record_received_run(run.frames, run.bytes);
+            run.frames = 0;
+            run.bytes = 0;
+            if let Some(dispatch) = run.dispatch.take() {
+                dispatch.end_run(&mut run.in_place);
+            }
+        }
     }
 
     /// Routes one checked frame (see the module docs). `link` is the link it
@@ -127,9 +207,10 @@ impl Router {
         inline: Inline<'_>,
     ) -> Routed {
         let header = view.header;
+        let Router { arena, run } = self;
         let mut owned = Owned {
             frame,
-            arena: &mut self.arena,
+            arena,
             made: None,
         };
         if header.kind.is_reply() {
@@ -144,19 +225,48 @@ impl Router {
         if matches!(header.kind, Kind::Heartbeat | Kind::Goodbye) {
             return Routed::Control(header);
         }
-        if let Some(dispatch) = inbox.inline.get() {
+        let unbatched;
+        let (dispatch, in_run) = match run {
+            // Upgraded once per run, not per frame.
+            Some(Run {
+                dispatch, in_place, ..
+            }) => {
+                if dispatch.is_none() {
+                    *dispatch = inbox.inline.get();
+                }
+                (dispatch.as_deref(), Some(in_place))
+            }
+            None => {
+                unbatched = inbox.inline.get();
+                (unbatched.as_deref(), None)
+            }
+        };
+        if let Some(dispatch) = dispatch {
             let ran = match inline {
                 Inline::Handlers(reply) => {
                     let _span = trace::inbound(&header, view.name, link).entered();
+                    let (name, bytes) = (view.name, view.payload);
                     let offset = view.payload_offset;
-                    dispatch.try_in_place(
-                        &header,
-                        view.name,
-                        view.payload,
-                        &mut || owned.get().slice(offset..),
-                        reply_link,
-                        reply,
-                    )
+                    let mut payload = || owned.payload_at(offset);
+                    match in_run {
+                        Some(run) => dispatch.try_in_run(
+                            run,
+                            &header,
+                            name,
+                            bytes,
+                            &mut payload,
+                            reply_link,
+                            reply,
+                        ),
+                        None => dispatch.try_in_place(
+                            &header,
+                            name,
+                            bytes,
+                            &mut payload,
+                            reply_link,
+                            reply,
+                        ),
+                    }
                 }
                 // Cancels and stream credit never wait behind the concurrency limit.
                 Inline::CancelOnly if matches!(header.kind, Kind::Cancel | Kind::Credit) => {

@@ -70,6 +70,16 @@ impl LinkCounters {
         add(&self.tally.bytes_in, bytes as u64);
     }
 
+    /// `frames` frames of `bytes` wire bytes in all were read (one run of
+    /// records, counted once).
+    #[inline]
+    pub(crate) fn record_received_run(&self, frames: u64, bytes: u64) {
+        if frames != 0 {
+            add(&self.tally.messages_in, frames);
+            add(&self.tally.bytes_in, bytes);
+        }
+    }
+
     /// One frame of `bytes` bytes was sent on the large-frame path (counted
     /// as sent too).
     #[inline]

@@ -53,6 +53,7 @@ mod plug;
 pub mod shm;
 pub mod zmq;
 
+pub use crate::runtime::run::InPlaceRun;
 pub(crate) use plug::SharedFactory;
 pub use plug::{TransportFactory, TransportKind};
 
@@ -171,6 +172,32 @@ pub trait PeerLink: Send + Sync + 'static {
     fn send<'a>(&'a self, frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>>;
     /// Sends one frame or fails at once with `Full` when the link is full.
     fn try_send(&self, frame: OutFrame<'_>) -> Result<()>;
+    /// Sends the frames `frame(i)` for `i` in `from..to`, in order, as one
+    /// batch where the transport can (shared memory: written back to back
+    /// under one lock and published to the peer together), without waiting:
+    /// returns how many it sent, stopping at the first that does not fit now
+    /// (`Ok(0)` if that is the first: the caller sends it with
+    /// [`send`](Self::send), which waits) or fails (an error only when that is
+    /// the first). `frame` may be called more than once for the same `i`. By
+    /// default one [`try_send`](Self::try_send) each.
+    fn try_send_batch<'f>(
+        &self,
+        frame: &dyn Fn(usize) -> OutFrame<'f>,
+        from: usize,
+        to: usize,
+    ) -> Result<usize> {
+        let mut i = from;
+        while i < to {
+            match self.try_send(frame(i)) {
+                Ok(()) => i += 1,
+                Err(crate::Error::Full) => break,
+                Err(e) if i == from => return Err(e),
+                // Reported when the caller retries it as the next batch's first.
+                Err(_) => break,
+            }
+        }
+        Ok(i - from)
+    }
     /// Whether the link is known to be broken.
     fn is_closed(&self) -> bool;
     /// Whether the link has reported its loss through
@@ -414,6 +441,31 @@ pub trait InlineDispatch: Send + Sync + 'static {
     ) -> bool {
         let _ = (owned, reply_link);
         self.try_inline(header, name, payload, reply)
+    }
+
+    /// Like [`try_in_place`](Self::try_in_place), for a frame of a run read
+    /// back to back: what only matters in aggregate (counters, handler
+    /// statistics, the handler lookup) may be gathered in `run` until
+    /// [`end_run`](Self::end_run), which the reader calls before it waits.
+    /// By default the same as `try_in_place`.
+    #[allow(clippy::too_many_arguments)]
+    fn try_in_run(
+        &self,
+        run: &mut InPlaceRun,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> Bytes,
+        reply_link: &dyn Fn() -> BoxedLink,
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
+        let _ = run;
+        self.try_in_place(header, name, payload, owned, reply_link, reply)
+    }
+
+    /// Publishes what `run` gathered (see [`try_in_run`](Self::try_in_run)).
+    fn end_run(&self, run: &mut InPlaceRun) {
+        let _ = run;
     }
 }
 

@@ -153,7 +153,7 @@ fn mismatch() -> Error {
 }
 
 impl ShmLink {
-    fn check_open(&self) -> Result<()> {
+    pub(super) fn check_open(&self) -> Result<()> {
         // Acquire: pairs with the AcqRel swap in `shut`.
         if self.closed.load(Ordering::Acquire) {
             Err(Error::PeerLost(self.peer))
@@ -449,6 +449,15 @@ impl PeerLink for ShmLink {
             };
         }
         self.try_write(Source::Frame(&frame))
+    }
+
+    fn try_send_batch<'f>(
+        &self,
+        frame: &dyn Fn(usize) -> OutFrame<'f>,
+        from: usize,
+        to: usize,
+    ) -> Result<usize> {
+        self.write_batch(frame, from, to)
     }
 
     fn is_closed(&self) -> bool {

@@ -26,6 +26,7 @@
 //! Nothing is ever created in `/dev/shm`: memfds have no name, and the
 //! kernel frees them when the last mapping and descriptor close.
 
+mod batch;
 pub(crate) mod config;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod handshake;

@@ -73,10 +73,19 @@ pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
         if let Some(inbound) = st.queued.take() {
             deliver(&link, &st.inbox, inbound).await;
         }
-        flush_deferred(&link, &mut st.deferred).await;
-        match st.rx.try_read() {
-            Ok(_) => {}
-            Err(RingError::Empty) => {
+        if !st.deferred.is_empty() {
+            flush_deferred(&link, &mut st.deferred).await;
+        }
+        match read_one(&link, &mut st).await {
+            Read::Got(Outcome::Done { woke: w }) => woke |= w,
+            Read::Got(Outcome::Queue(inbound)) => {
+                woke = true;
+                st.router.end_run(&link.counters);
+                deliver(&link, &st.inbox, inbound).await;
+            }
+            Read::Empty => {
+                // The run is over: publish it before anything waits.
+                st.router.end_run(&link.counters);
                 if std::mem::take(&mut woke) {
                     st = yield_released(&link, st, false).await;
                     continue;
@@ -95,21 +104,11 @@ pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
                 }
                 continue;
             }
-            Err(e) => {
-                failed(&link, e);
-                break;
-            }
+            Read::Got(Outcome::Stop) | Read::End => break,
         }
         spinner.reset();
-        match read_one(&link, &mut st).await {
-            Some(Outcome::Done { woke: w }) => woke |= w,
-            Some(Outcome::Queue(inbound)) => {
-                woke = true;
-                deliver(&link, &st.inbox, inbound).await;
-            }
-            Some(Outcome::Stop) | None => break,
-        }
     }
+    st.router.end_run(&link.counters);
     drop(st);
     link.finish();
 }
@@ -146,8 +145,18 @@ async fn flush_deferred(link: &ShmLink, deferred: &mut Vec<Vec<u8>>) {
     }
 }
 
-/// Handles the record at the ring's head (there is one). `None`: the link ends.
-async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Option<Outcome> {
+/// What one look at the ring gave.
+enum Read {
+    /// A record, handled.
+    Got(Outcome),
+    /// Nothing to read now.
+    Empty,
+    /// The ring failed or closed: the link ends.
+    End,
+}
+
+/// Handles the record at the ring's head, if there is one.
+async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Read {
     let ReaderState {
         rx,
         fds,
@@ -162,9 +171,10 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Option<Outcome> 
     let copy = *copy;
     let grant = match rx.try_read() {
         Ok(grant) => grant,
+        Err(RingError::Empty) => return Read::Empty,
         Err(e) => {
             failed(link, e);
-            return None;
+            return Read::End;
         }
     };
     let reply_link = || Arc::clone(link) as BoxedLink;
@@ -190,7 +200,7 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Option<Outcome> 
             grant.release();
             let Some(len) = len else {
                 link.violation(ProtocolError::Link("malformed large-frame marker".into()));
-                return None;
+                return Read::End;
             };
             match take_large(link, fds, len, inbox.max_frame).await {
                 Some(frame) => {
@@ -233,10 +243,10 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Option<Outcome> 
             link.violation(ProtocolError::Link(format!(
                 "unknown record flags {other:#06x}"
             )));
-            return None;
+            return Read::End;
         }
     };
-    Some(outcome)
+    Read::Got(outcome)
 }
 
 /// A plain frame record's bytes: in place, or copied into `scratch` first
@@ -266,7 +276,7 @@ pub(crate) fn handle<'f>(
     deferred: &mut Vec<Vec<u8>>,
     reply_link: &dyn Fn() -> BoxedLink,
 ) -> Outcome {
-    link.counters.record_received(bytes.len());
+    router.received(&link.counters, bytes.len());
     let view = match router::check(bytes, inbox.max_frame, Some(link.peer)) {
         Ok(view) => view,
         Err(e) => {
@@ -277,14 +287,18 @@ pub(crate) fn handle<'f>(
     let woke = view.header.kind.is_reply();
     let frame = Frame { bytes, shared };
     let mut reply = |reply: OutFrame<'_>| reply_inline(link, reply, deferred);
-    match router.route(
+    let routed = router.route(
         inbox,
         &view,
         frame,
         link,
         reply_link,
         Inline::Handlers(&mut reply),
-    ) {
+    );
+    if router.run_is_long() {
+        router.end_run(&link.counters);
+    }
+    match routed {
         Routed::Done => Outcome::Done { woke },
         Routed::Control(header) => {
             if header.kind == Kind::Goodbye {

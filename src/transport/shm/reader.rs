@@ -125,6 +125,7 @@ impl ShmLink {
         } else {
             drive(self, &mut state, until)
         };
+        state.router.end_run(&self.counters);
         self.reader.put(state);
         driven
     }
@@ -232,7 +233,7 @@ pub(crate) fn spawn(
         queued: None,
         stopped: false,
         pool,
-        router: Router::new(),
+        router: Router::batched(),
         link: Arc::downgrade(&link),
     });
     tokio::spawn(pump::read_ring(link, state));

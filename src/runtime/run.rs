@@ -1,0 +1,256 @@
+//! A run of frames read back to back by one reader, and what the dispatcher
+//! gathers over it.
+//!
+//! A reader that drains several ring records per wake-up (the shared-memory
+//! reader) hands them to the dispatcher as one run. What only matters in
+//! aggregate is then paid once per run instead of once per message:
+//! - the handler is looked up once per run of frames for one name and held
+//!   for the run; each frame only compares the name and the registry's
+//!   generation (one atomic load), with no hash, shard lock or reference
+//!   count per message;
+//! - one-way calls finished in place are counted in the run and published at
+//!   its end: the manager's received counters, and the handler's statistics
+//!   (calls, errors, and the run's time split evenly over its calls: one
+//!   clock read at the run's first call and one at its end, instead of two
+//!   per call).
+//!
+//! Everything that guards correctness stays per frame: the name and flag
+//! checks, the manager's admission state, the concurrency limit, the
+//! handler's outcome and its error log. Requests, confirmed messages,
+//! cancels and credit take the dispatcher's per-frame path unchanged (they
+//! need the clock for their deadline anyway, and their replies are ordered
+//! after their statistics).
+//!
+//! The reader ends a run before it waits for anything (an empty ring, a full
+//! inbox, a park) and after a bounded number of frames, so the counters lag
+//! the handlers by at most one run.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::handler::{HandlerCall, HandlerContext, HandlerError, HandlerKind, HandlerRef};
+use crate::ids::is_system_name;
+use crate::runtime::dispatcher::Dispatcher;
+use crate::stats::{Counters, HandlerStats};
+use crate::transport::OutFrame;
+use crate::wire::{Header, Kind, flags};
+
+/// What a dispatcher gathers over one run of frames (see the module docs).
+/// Opaque: a transport keeps one per reader, passes it to
+/// [`InlineDispatch::try_in_run`](crate::transport::InlineDispatch::try_in_run)
+/// for every frame of a run, and hands it to
+/// [`InlineDispatch::end_run`](crate::transport::InlineDispatch::end_run)
+/// before it waits.
+#[derive(Default)]
+pub struct InPlaceRun {
+    /// The name of the handler held (kept across runs for its buffer).
+    name: String,
+    held: Option<Held>,
+    /// When the run's first tallied call started.
+    started: Option<Instant>,
+    /// One-way messages finished in place in this run, and their bytes.
+    messages: u64,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for InPlaceRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InPlaceRun")
+            .field("handler", &self.name)
+            .field("messages", &self.messages)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handler a run holds, and its calls in this run.
+struct Held {
+    /// The registry's generation when it was looked up.
+    generation: u64,
+    handler: HandlerRef,
+    stats: Arc<HandlerStats>,
+    calls: u64,
+    errors: u64,
+}
+
+impl Dispatcher {
+    /// Runs an invocation in place within a run (see the module docs); false,
+    /// having done nothing, when it must take the regular path.
+    pub(crate) fn in_run(
+        &self,
+        run: &mut InPlaceRun,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> Bytes,
+        reply: &mut dyn FnMut(OutFrame<'_>),
+    ) -> bool {
+        if header.kind != Kind::OneWay {
+            return self.in_place(header, name, payload, Some(owned), reply);
+        }
+        // Anything unusual takes the regular path, which answers it properly.
+        // One-way messages never expire: no clock read for them.
+        if header.has(flags::RECEIPT)
+            || header.has(flags::STREAM)
+            || is_system_name(name) != header.has(flags::SYSTEM)
+            || !self.client.is_admitting()
+            // A saturated limit sends the message the regular way, which
+            // waits for a permit (a handler that finishes here needs none).
+            || self.limit.available_permits() == 0
+        {
+            return false;
+        }
+        if !self.hold(run, name) {
+            return false;
+        }
+        let (Some(held), started) = (run.held.as_mut(), &mut run.started) else {
+            return false;
+        };
+        if held.handler.exempt_from_limit() {
+            return false;
+        }
+        // The run's clock starts at its first call.
+        started.get_or_insert_with(Instant::now);
+        let ran = match held.handler.kind() {
+            HandlerKind::ActiveMessage => {
+                self.call_one_way(held, header, owned());
+                true
+            }
+            _ => self.call_inline_one_way(held, header, name, payload),
+        };
+        if ran {
+            run.messages += 1;
+            run.bytes += payload.len() as u64;
+        }
+        ran
+    }
+
+    /// Publishes what `run` gathered and lets go of its handler.
+    pub(crate) fn end_run(&self, run: &mut InPlaceRun) {
+        settle(run);
+        run.held = None;
+        if run.messages != 0 {
+            Counters::add(
+                &self.client.counters.messages_received,
+                run.messages as usize,
+            );
+            Counters::add(&self.client.counters.bytes_received, run.bytes as usize);
+            run.messages = 0;
+            run.bytes = 0;
+        }
+    }
+
+    /// Holds the run's handler for `name` (false: none), looked up again
+    /// only when the name or the registry changed.
+    fn hold(&self, run: &mut InPlaceRun, name: &str) -> bool {
+        let generation = self.registry.generation();
+        let fresh = run
+            .held
+            .as_ref()
+            .is_some_and(|h| h.generation == generation);
+        if fresh && run.name == name {
+            return true;
+        }
+        settle(run);
+        run.held = None;
+        // The generation read before the lookup: a change in between makes
+        // the next frame look up again. The thread's last lookup answers a
+        // run that starts with the same name as the last (no hash, no lock).
+        let Some((handler, stats)) = self.registry.get_cached(name) else {
+            return false;
+        };
+        run.name.clear();
+        run.name.push_str(name);
+        run.held = Some(Held {
+            generation,
+            handler,
+            stats,
+            calls: 0,
+            errors: 0,
+        });
+        true
+    }
+
+    fn handler_context(&self, header: &Header) -> HandlerContext {
+        HandlerContext {
+            message_id: header.message_id,
+            sender_id: header.sender,
+            client: Arc::clone(&self.client),
+            cancel: self.shared_cancel.clone(),
+            // Only transports with trusted links run handlers in place.
+            caller_trusted: true,
+        }
+    }
+
+    /// An async handler's one-way call, polled once here; one that waits
+    /// goes on as a task and records its own statistics.
+    fn call_one_way(&self, held: &mut Held, header: &Header, payload: Bytes) {
+        let ctx = self.handler_context(header);
+        let handler = &held.handler;
+        let call = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(ctx, payload)));
+        let failed = match call {
+            Ok(HandlerCall::Ready(outcome)) => outcome.err(),
+            Ok(HandlerCall::Pending(fut)) => {
+                self.finish_pending(Arc::clone(&held.stats), Instant::now(), fut);
+                return;
+            }
+            Err(_) => Some(HandlerError::handler("handler panicked")),
+        };
+        held.calls += 1;
+        if let Some(err) = failed {
+            held.errors += 1;
+            Counters::bump(&self.client.counters.handler_errors);
+            tracing::debug!(handler = handler.name(), code = ?err.code, error = %err.message, "one-way message failed");
+        }
+    }
+
+    /// A synchronous handler's one-way call over the bytes in place; false
+    /// if this kind of handler cannot run so.
+    fn call_inline_one_way(
+        &self,
+        held: &mut Held,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+    ) -> bool {
+        let ctx = self.handler_context(header);
+        let mut failed = false;
+        let mut deliver = |outcome: crate::handler::InlineOutcome<'_>| {
+            if let Err(err) = &outcome {
+                failed = true;
+                Counters::bump(&self.client.counters.handler_errors);
+                tracing::debug!(handler = name, error = %err.message, "handler failed");
+            }
+        };
+        let handler = &held.handler;
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handler.call_inline(&ctx, payload, &mut deliver)
+        }))
+        .unwrap_or_else(|_| {
+            deliver(Err(HandlerError::handler(format!(
+                "handler {name:?} panicked"
+            ))));
+            true
+        });
+        if ran {
+            held.calls += 1;
+            held.errors += u64::from(failed);
+        }
+        ran
+    }
+}
+
+/// Records the held handler's calls of this run in its statistics.
+fn settle(run: &mut InPlaceRun) {
+    let started = run.started.take();
+    if let Some(held) = &mut run.held
+        && held.calls != 0
+    {
+        let total = started.map(|s| s.elapsed()).unwrap_or_default();
+        held.stats.record_run(held.calls, held.errors, total);
+        held.calls = 0;
+        held.errors = 0;
+    }
+}
