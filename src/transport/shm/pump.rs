@@ -61,8 +61,9 @@ const READER_YIELD_EVERY: u32 = 128;
 /// whenever it yields, so a waiting caller can read the ring meanwhile
 /// ([`super::reader`]). After a record that woke someone (a reply's caller,
 /// the dispatcher) it yields once if the ring is then empty, so the woken
-/// task runs before this one spins again; after an invocation that ran
-/// fully in place (a one-way stream) it does not.
+/// task runs before this one spins again (a reader that parks at once just
+/// parks); after an invocation that ran fully in place (a one-way stream)
+/// it does not.
 pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
     let mut spinner = Spinner::with_budget(st.spin, READER_YIELD_EVERY);
     let mut woke = false;
@@ -86,7 +87,10 @@ pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
             Read::Empty => {
                 // The run is over: publish it before anything waits.
                 st.router.end_run(&link.counters);
-                if std::mem::take(&mut woke) {
+                // A parking reader lets the woken task run by parking: a
+                // yield first costs the thread one more poll of the reactor
+                // (an `epoll_wait`) per round trip.
+                if std::mem::take(&mut woke) && !spinner.parks_at_once() {
                     st = yield_released(&link, st, false).await;
                     continue;
                 }
