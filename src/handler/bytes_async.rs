@@ -1,7 +1,8 @@
-//! [`unary_handler_async`]: the async form of the bytes handler, for
-//! handlers that must not run on the transport's task (a handler in another
-//! language that waits for its interpreter, a long computation handed to a
-//! worker thread).
+//! Bytes handlers: [`unary_handler`], synchronous (run in place on the
+//! transport's task where it allows, over the payload as it lies), and
+//! [`unary_handler_async`], for handlers that must not run on the
+//! transport's task (a handler in another language that waits for its
+//! interpreter, a long computation handed to a worker thread).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,7 +11,101 @@ use bytes::Bytes;
 
 use crate::codec::Body;
 use crate::handler::impls::UnaryContext;
-use crate::handler::{Handler, HandlerCall, HandlerContext, HandlerError, HandlerKind, HandlerRef};
+use crate::handler::{
+    Handler, HandlerCall, HandlerContext, HandlerError, HandlerKind, HandlerRef, InlineOutcome,
+    PayloadBuf,
+};
+use crate::transport::PayloadRef;
+
+/// The closure of a [`unary_handler`].
+struct BytesHandler<F> {
+    name: String,
+    f: F,
+}
+
+/// A synchronous bytes-in, bytes-out handler. `Ok(None)` answers with an
+/// empty body.
+pub fn unary_handler<F>(name: impl Into<String>, f: F) -> HandlerRef
+where
+    F: Fn(UnaryContext) -> Result<Option<Bytes>, String> + Send + Sync + 'static,
+{
+    Arc::new(BytesHandler {
+        name: name.into(),
+        f,
+    })
+}
+
+impl<F> BytesHandler<F>
+where
+    F: Fn(UnaryContext) -> Result<Option<Bytes>, String> + Send + Sync + 'static,
+{
+    fn run(
+        &self,
+        ctx: &HandlerContext,
+        payload: PayloadBuf,
+        out: &mut dyn FnMut(InlineOutcome<'_>),
+    ) {
+        let result = (self.f)(UnaryContext {
+            payload,
+            sender_id: ctx.sender_id,
+            message_id: ctx.message_id,
+            client: Arc::clone(&ctx.client),
+        });
+        match &result {
+            Ok(Some(bytes)) => out(Ok(PayloadRef::Bytes(bytes))),
+            Ok(None) => out(Ok(PayloadRef::Bytes(&[]))),
+            Err(message) => out(Err(HandlerError::handler(message.clone()))),
+        }
+    }
+}
+
+impl<F> Handler for BytesHandler<F>
+where
+    F: Fn(UnaryContext) -> Result<Option<Bytes>, String> + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> HandlerKind {
+        HandlerKind::UnaryBytes
+    }
+    fn call(&self, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
+        HandlerCall::Ready(
+            match (self.f)(UnaryContext {
+                payload,
+                sender_id: ctx.sender_id,
+                message_id: ctx.message_id,
+                client: ctx.client,
+            }) {
+                Ok(Some(bytes)) => Ok(Body::Bytes(bytes)),
+                Ok(None) => Ok(Body::Empty),
+                Err(message) => Err(HandlerError::handler(message)),
+            },
+        )
+    }
+    /// Without a shared payload the closure gets a copy (it takes its
+    /// payload by value).
+    fn call_inline(
+        &self,
+        ctx: &HandlerContext,
+        payload: &[u8],
+        out: &mut dyn FnMut(InlineOutcome<'_>),
+    ) -> bool {
+        self.run(ctx, PayloadBuf::copy_from_slice(payload), out);
+        true
+    }
+    /// The payload shared as it lies: no copy, no allocation.
+    fn call_inline_shared(
+        &self,
+        ctx: &HandlerContext,
+        _payload: &[u8],
+        owned: &mut dyn FnMut() -> PayloadBuf,
+        out: &mut dyn FnMut(InlineOutcome<'_>),
+    ) -> bool {
+        self.run(ctx, owned(), out);
+        true
+    }
+}
 
 struct AsyncBytesHandler<F> {
     name: String,
@@ -43,7 +138,7 @@ where
     fn kind(&self) -> HandlerKind {
         HandlerKind::UnaryBytes
     }
-    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+    fn call(&self, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
         let fut = (self.f)(UnaryContext {
             payload,
             sender_id: ctx.sender_id,

@@ -15,8 +15,7 @@
 //!   whose bytes come from the reader's [`RxArena`] (no allocation per frame)
 //!   unless the transport can share the frame as it is.
 
-use bytes::Bytes;
-
+use crate::handler::PayloadBuf;
 use crate::ids::InstanceId;
 use crate::runtime::rx_arena::RxArena;
 use crate::runtime::trace;
@@ -49,9 +48,9 @@ pub(crate) enum Inline<'r> {
 pub(crate) struct Frame<'f> {
     /// The frame's bytes, as the transport holds them.
     pub(crate) bytes: &'f [u8],
-    /// Shares `bytes` as `Bytes` without a copy (a mapped large frame);
-    /// called at most once. Without it the router copies into its arena.
-    pub(crate) shared: Option<&'f mut dyn FnMut() -> Bytes>,
+    /// Shares `bytes` without a copy (a mapped large frame); called at most
+    /// once. Without it the router copies into its arena.
+    pub(crate) shared: Option<&'f mut dyn FnMut() -> PayloadBuf>,
 }
 
 impl<'f> Frame<'f> {
@@ -68,17 +67,17 @@ impl<'f> Frame<'f> {
 struct Owned<'a, 'f> {
     frame: Frame<'f>,
     arena: &'a mut RxArena,
-    made: Option<Bytes>,
+    made: Option<PayloadBuf>,
 }
 
 impl Owned<'_, '_> {
-    fn get(&mut self) -> Bytes {
+    fn get(&mut self) -> PayloadBuf {
         if let Some(bytes) = &self.made {
             return bytes.clone();
         }
         let bytes = match self.frame.shared.take() {
             Some(share) => share(),
-            None => self.arena.copy(self.frame.bytes),
+            None => self.arena.copy(self.frame.bytes).into(),
         };
         self.made = Some(bytes.clone());
         bytes
@@ -136,7 +135,7 @@ impl Router {
             match owned.frame.shared.is_some() {
                 true => inbox
                     .events
-                    .on_reply_shared(&header, view.payload, &owned.get()),
+                    .on_reply_shared(&header, view.payload, &owned.get().into()),
                 false => inbox.events.on_reply(&header, view.payload),
             }
             return Routed::Done;
