@@ -4,7 +4,8 @@
 //! `am_handler`, synchronous `unary_handler`, zero-copy
 //! `archived_unary_handler`, owned `typed_unary_handler`), payload form
 //! (raw bytes copied into the pool, a loan, a typed archive) and size
-//! (64 B, 1 MiB, 16 MiB).
+//! (64 B, 1 MiB, 16 MiB); and a pipelined stream of 16 MiB one-way
+//! messages, sent without waiting for their handler.
 //!
 //! Asserted: none per message, whole messages and not only what the large
 //! path adds, for every case but one: a `typed_unary_handler` decodes its
@@ -214,6 +215,26 @@ async fn call(p: &Pair, seen: &AtomicU64, handler: &str, input: &Input, how: (Bo
     }
 }
 
+/// Messages of a pipelined stream batch.
+const STREAM: u64 = 16;
+
+/// A pipelined stream: `STREAM` one-way messages sent without waiting for
+/// their handler, then a confirmed one that waits for them all (the reader
+/// handles them in order).
+async fn stream(p: &Pair, input: &Input) {
+    let client = p.client.client();
+    for _ in 0..STREAM {
+        let m = client.active_message("sink").unwrap();
+        let m = m.raw_payload(input.raw.clone()).target_instance(p.target());
+        m.execute().await.unwrap();
+    }
+    let m = client.active_message("len").unwrap();
+    m.raw_payload(input.raw.clone())
+        .send(p.target())
+        .await
+        .unwrap();
+}
+
 /// Registers the handlers of [`KINDS`]; each counts its calls in the result.
 async fn register(p: &Pair) -> Arc<AtomicU64> {
     let seen = Arc::new(AtomicU64::new(0));
@@ -278,6 +299,17 @@ async fn no_allocation_per_message_small_or_large_on_either_side() {
             }
         }
     }
+    // Counted per batch of STREAM + 1 messages, so a single one shows.
+    let input = Input::new(16 << 20);
+    let got = per_call(0.0, || stream(&p, &input)).await;
+    let line = format!(
+        "16 MiB pipelined stream of {} messages: {got:.2}",
+        STREAM + 1
+    );
+    if got.round() != 0.0 {
+        wrong.push(format!("{line} (expected 0)"));
+    }
+    report.push(line);
     eprintln!(
         "allocations per message, both sides:\n{}",
         report.join("\n")
