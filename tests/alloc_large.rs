@@ -1,7 +1,7 @@
 //! Heap allocations per message over shared memory, counted by a global
 //! allocator, both sides together (both managers live in this process), per
 //! pattern (one-way, confirmed, request/response), handler kind (async
-//! `am_handler`, synchronous `unary_handler`, zero-copy
+//! `am_handler`, synchronous `unary_handler`, `unary_handler_async`, zero-copy
 //! `archived_unary_handler`, owned `typed_unary_handler`), payload form
 //! (raw bytes copied into the pool, a loan, a typed archive) and size
 //! (64 B, 1 MiB, 16 MiB); and a pipelined stream of 16 MiB one-way
@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use active_message::MessageBuilder;
 use active_message::handler_impls::{
     AmContext, ArchivedContext, TypedContext, am_handler, archived_unary_handler,
-    typed_unary_handler, unary_handler,
+    typed_unary_handler, unary_handler, unary_handler_async,
 };
 use active_message::transport::shm::pool_usage;
 use bytes::Bytes;
@@ -82,7 +82,7 @@ struct Kind {
     max_len: usize,
 }
 
-const KINDS: [Kind; 4] = [
+const KINDS: [Kind; 5] = [
     Kind {
         handler: "sink",
         bodies: &[Body::Copied, Body::Loaned],
@@ -91,6 +91,12 @@ const KINDS: [Kind; 4] = [
     },
     Kind {
         handler: "len",
+        bodies: &[Body::Copied, Body::Loaned],
+        by_design: 0.0,
+        max_len: 16 << 20,
+    },
+    Kind {
+        handler: "len_async",
         bodies: &[Body::Copied, Body::Loaned],
         by_design: 0.0,
         max_len: 16 << 20,
@@ -255,6 +261,15 @@ async fn register(p: &Pair) -> Arc<AtomicU64> {
         Ok(None)
     });
     let s = Arc::clone(&seen);
+    let len_async = unary_handler_async("len_async", move |c| {
+        let s = Arc::clone(&s);
+        async move {
+            std::hint::black_box(c.payload.len());
+            s.fetch_add(1, Ordering::Relaxed);
+            Ok(None)
+        }
+    });
+    let s = Arc::clone(&seen);
     let zc = archived_unary_handler("zc", move |c: ArchivedContext<'_, Vec<u8>>| {
         std::hint::black_box(c.input.len());
         s.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +281,14 @@ async fn register(p: &Pair) -> Arc<AtomicU64> {
         s.fetch_add(1, Ordering::Relaxed);
         Ok(())
     });
-    for (name, h) in [("sink", sink), ("len", len), ("zc", zc), ("typed", typed)] {
+    let all = [
+        ("sink", sink),
+        ("len", len),
+        ("len_async", len_async),
+        ("zc", zc),
+        ("typed", typed),
+    ];
+    for (name, h) in all {
         p.server.register_handler(name, h).await.unwrap();
     }
     seen

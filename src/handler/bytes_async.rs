@@ -8,12 +8,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::FutureExt;
 
 use crate::codec::Body;
 use crate::handler::impls::UnaryContext;
+use crate::handler::in_place::{Ran, Spare};
 use crate::handler::{
-    Handler, HandlerCall, HandlerContext, HandlerError, HandlerKind, HandlerRef, InlineOutcome,
-    PayloadBuf,
+    Handler, HandlerCall, HandlerContext, HandlerError, HandlerKind, HandlerOutcome, HandlerRef,
+    InlineOutcome, PayloadBuf,
 };
 use crate::transport::PayloadRef;
 
@@ -107,15 +109,33 @@ where
     }
 }
 
-struct AsyncBytesHandler<F> {
+/// The closure of a [`unary_handler_async`], with the reused slot of its
+/// futures (polled once there: one that finishes without waiting costs no
+/// allocation and no task).
+struct AsyncBytesHandler<F, Fut> {
     name: String,
     f: F,
+    spare: Spare<AsyncFuture<Fut>>,
+}
+
+/// An async bytes handler's future with its outcome mapped for the dispatcher.
+type AsyncFuture<Fut> =
+    futures::future::Map<Fut, fn(Result<Option<Bytes>, String>) -> HandlerOutcome>;
+
+fn bytes_outcome(out: Result<Option<Bytes>, String>) -> HandlerOutcome {
+    match out {
+        Ok(Some(bytes)) => Ok(Body::Bytes(bytes)),
+        Ok(None) => Ok(Body::Empty),
+        Err(message) => Err(HandlerError::handler(message)),
+    }
 }
 
 /// An async bytes-in, bytes-out handler: `Ok(None)` answers with an empty
 /// body, `Err(text)` reaches the caller as [`crate::Error::Handler`]. Unlike
 /// [`unary_handler`](crate::handler_impls::unary_handler) it never runs
-/// inline on a transport's task, so a slow call holds no link's reader.
+/// inline on a transport's task, so a slow call holds no link's reader: the
+/// dispatcher polls its future once in a slot reused from call to call, and
+/// only a future that waits gets a task of its own.
 pub fn unary_handler_async<F, Fut>(name: impl Into<String>, f: F) -> HandlerRef
 where
     F: Fn(UnaryContext) -> Fut + Send + Sync + 'static,
@@ -124,10 +144,11 @@ where
     Arc::new(AsyncBytesHandler {
         name: name.into(),
         f,
+        spare: Spare::default(),
     })
 }
 
-impl<F, Fut> Handler for AsyncBytesHandler<F>
+impl<F, Fut> Handler for AsyncBytesHandler<F, Fut>
 where
     F: Fn(UnaryContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Option<Bytes>, String>> + Send + 'static,
@@ -145,12 +166,10 @@ where
             message_id: ctx.message_id,
             client: ctx.client,
         });
-        HandlerCall::Pending(Box::pin(async move {
-            match fut.await {
-                Ok(Some(bytes)) => Ok(Body::Bytes(bytes)),
-                Ok(None) => Ok(Body::Empty),
-                Err(message) => Err(HandlerError::handler(message)),
-            }
-        }))
+        let map: fn(Result<Option<Bytes>, String>) -> HandlerOutcome = bytes_outcome;
+        match self.spare.run(fut.map(map)) {
+            Ran::Ready(outcome) => HandlerCall::Ready(outcome),
+            Ran::Pending(fut) => HandlerCall::Pending(fut),
+        }
     }
 }
