@@ -42,8 +42,14 @@ async fn register(server: &ActiveMessageManager) -> Kept {
         async move {
             let slice = c.payload.slice(KEPT);
             assert!(slice.is_pooled(), "a 1 MiB payload is read in place");
-            // The clone is kept and the slice dropped: one holder remains.
-            k.lock().unwrap().push(slice.clone());
+            // A clone is kept and the slice dropped: one holder remains (for
+            // the first message, as `Bytes`, whose owner holds it the same way).
+            let mut k = k.lock().unwrap();
+            let kept = match k.is_empty() {
+                true => PayloadBuf::from(slice.to_bytes()),
+                false => slice.clone(),
+            };
+            k.push(kept);
             drop((slice, c));
             Ok(())
         }

@@ -308,6 +308,12 @@ mod tests {
     }
 
     #[test]
+    fn is_what_a_payload_type_should_be() {
+        fn shared<T: Clone + Send + Sync + fmt::Debug + Default + AsRef<[u8]> + 'static>() {}
+        shared::<PayloadBuf>();
+    }
+
+    #[test]
     #[should_panic(expected = "out of bounds")]
     fn slice_out_of_bounds_panics_as_bytes_does() {
         let _ = PayloadBuf::from_static(b"abc").slice(1..4);
