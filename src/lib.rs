@@ -58,7 +58,9 @@ pub use client::{NetworkClient, TransportPolicy};
 pub use error::{Error, Result};
 pub use handler::impls as handler_impls;
 pub use handler::registry::HandlerEvent;
-pub use handler::{Handler, HandlerCancel, HandlerContext, HandlerError, HandlerKind, HandlerRef};
+pub use handler::{
+    Handler, HandlerCancel, HandlerContext, HandlerError, HandlerKind, HandlerRef, PayloadBuf,
+};
 pub use ids::{HandlerId, InstanceId, MessageId, MessageIdGen};
 pub use manager::{ActiveMessageManager, ActiveMessageManagerBuilder};
 pub use peer::PeerInfo;

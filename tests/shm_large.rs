@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use active_message::handler_impls::{AmContext, am_handler, unary_handler};
 use active_message::transport::shm::{ShmConfig, pool_usage};
-use active_message::{ActiveMessageManager, Error};
+use active_message::{ActiveMessageManager, Error, PayloadBuf};
 use bytes::Bytes;
 use common::{Flavor, builder, eventually, pair};
 
@@ -26,7 +26,7 @@ fn payload(seq: u64, len: usize) -> Bytes {
 
 /// Registers `log` on `server`: a synchronous handler (run by the link's
 /// reader, in arrival order) that logs every payload.
-async fn log_handler(server: &ActiveMessageManager) -> Arc<Mutex<Vec<Bytes>>> {
+async fn log_handler(server: &ActiveMessageManager) -> Arc<Mutex<Vec<PayloadBuf>>> {
     let log = Arc::new(Mutex::new(Vec::new()));
     let l = Arc::clone(&log);
     server
@@ -43,7 +43,7 @@ async fn log_handler(server: &ActiveMessageManager) -> Arc<Mutex<Vec<Bytes>>> {
 }
 
 /// Registers `keep` on `server`: every payload is kept in `kept`.
-async fn keep_handler(server: &ActiveMessageManager) -> Arc<Mutex<Vec<Bytes>>> {
+async fn keep_handler(server: &ActiveMessageManager) -> Arc<Mutex<Vec<PayloadBuf>>> {
     let kept = Arc::new(Mutex::new(Vec::new()));
     let k = Arc::clone(&kept);
     server

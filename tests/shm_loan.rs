@@ -53,7 +53,7 @@ enum Where {
 }
 
 /// What a handler found in a payload, or why it refused it.
-fn inspect(payload: &Bytes, seed: u64, place: Where) -> Result<(), String> {
+fn inspect(payload: &[u8], seed: u64, place: Where) -> Result<(), String> {
     if !holds(payload, seed) {
         return Err(format!("{} bytes differ from seed {seed}", payload.len()));
     }

@@ -46,7 +46,7 @@ async fn register_handlers(server: &ActiveMessageManager, notes: Arc<AtomicU64>)
         archived_unary_handler("echo_archived", |c: ArchivedContext<'_, String>| {
             Ok(c.input.as_str().to_owned())
         }),
-        unary_handler("echo_bytes", |c| Ok(Some(c.payload))),
+        unary_handler("echo_bytes", |c| Ok(Some(c.payload.into()))),
         typed_unary_handler("echo_vec", |c: TypedContext<Vec<u8>>| Ok(c.input)),
         archived_unary_handler("echo_vec_archived", |c: ArchivedContext<'_, Vec<u8>>| {
             Ok(c.input.as_slice().to_vec())

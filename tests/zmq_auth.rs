@@ -41,7 +41,7 @@ async fn counting_server(
     let counter = Arc::clone(&calls);
     let handler = unary_handler("echo_bytes", move |ctx| {
         counter.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(ctx.payload))
+        Ok(Some(ctx.payload.into()))
     });
     server
         .register_handler("echo_bytes", handler)

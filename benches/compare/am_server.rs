@@ -85,7 +85,7 @@ async fn register(manager: &ActiveMessageManager) -> Result<()> {
     manager
         .register_handler(
             "echo_raw",
-            unary_handler_async("echo_raw", |c| async move { Ok(Some(c.payload)) }),
+            unary_handler_async("echo_raw", |c| async move { Ok(Some(c.payload.into())) }),
         )
         .await?;
     manager

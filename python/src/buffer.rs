@@ -1,16 +1,18 @@
 //! `Payload`: a received message body exported through Python's buffer
 //! protocol, so `memoryview(p)` and `numpy.frombuffer(p)` read it in place.
 //!
-//! The object owns a [`Bytes`] handle on the received frame. Large frames
-//! over shared memory arrive in their own sealed, read-only memfd mapping,
-//! so the view points straight into shared memory; small frames were copied
-//! off the ring once by the transport. Sealing means the bytes can neither
-//! change nor vanish while a view exists, and the mapping lives until the
-//! last view (and the `Payload`) is gone.
+//! The object owns a [`PayloadBuf`] handle on the received frame. Large
+//! frames over shared memory are read in place from the sender's pooled
+//! segment (or, beyond the pool's cap, their own sealed memfd), so the view
+//! points straight into shared memory; small frames were copied off the
+//! ring once by the transport. The segment is sealed against shrinking, so
+//! the bytes never vanish while a view exists; the sender does not reuse
+//! it, and the mapping lives, until the last view (and the `Payload`) is
+//! gone.
 
 use std::ffi::{c_int, c_void};
 
-use bytes::Bytes;
+use active_message::PayloadBuf;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -19,12 +21,14 @@ use pyo3::types::PyBytes;
 /// for zero-copy access and `bytes(payload)` for an owned copy.
 #[pyclass(module = "active_message._native", frozen)]
 pub(crate) struct Payload {
-    bytes: Bytes,
+    bytes: PayloadBuf,
 }
 
 impl Payload {
-    pub(crate) fn new(bytes: Bytes) -> Self {
-        Self { bytes }
+    pub(crate) fn new(bytes: impl Into<PayloadBuf>) -> Self {
+        Self {
+            bytes: bytes.into(),
+        }
     }
 }
 
@@ -44,7 +48,7 @@ impl Payload {
             (bytes.as_ptr(), bytes.len())
         };
         // SAFETY: `view` is the interpreter's buffer to fill. The pointer and
-        // length describe bytes owned by `slf`'s `Bytes`, which is never
+        // length describe bytes owned by `slf`'s `PayloadBuf`, which is never
         // replaced (the class is frozen); PyBuffer_FillInfo stores a new
         // reference to `slf` in `view.obj`, so the bytes outlive the view.
         // readonly = 1 makes it refuse PyBUF_WRITABLE requests.

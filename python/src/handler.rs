@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use active_message::HandlerRef;
 use active_message::handler_impls::{UnaryContext, unary_handler_async};
+use active_message::{HandlerRef, PayloadBuf};
 use bytes::Bytes;
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
@@ -31,7 +31,7 @@ pub(crate) fn python_handler(name: String, callable: Py<PyAny>) -> HandlerRef {
     })
 }
 
-fn run(callable: &Py<PyAny>, payload: Bytes) -> Result<Option<Bytes>, String> {
+fn run(callable: &Py<PyAny>, payload: PayloadBuf) -> Result<Option<Bytes>, String> {
     Python::with_gil(|py| {
         let result = Py::new(py, Payload::new(payload))
             .and_then(|arg| callable.call1(py, (arg,)))

@@ -24,8 +24,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::client::NetworkClient;
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
@@ -34,12 +32,14 @@ use rkyv::rancor;
 use futures::FutureExt;
 
 use crate::codec::{Body, Decode, Payload, with_aligned};
-pub use crate::handler::bytes_async::unary_handler_async;
+pub use crate::handler::bytes_async::{unary_handler, unary_handler_async};
 use crate::handler::in_place::{Ran, Spare};
 pub use crate::handler::stream::{
     raw_stream_handler, typed_stream_handler, typed_stream_handler_from_stream,
 };
-pub use crate::handler::{Handler, HandlerCancel, HandlerContext, HandlerKind, HandlerRef};
+pub use crate::handler::{
+    Handler, HandlerCancel, HandlerContext, HandlerKind, HandlerRef, PayloadBuf,
+};
 use crate::handler::{HandlerCall, HandlerError, HandlerOutcome, InlineOutcome};
 use crate::ids::{InstanceId, MessageId};
 use crate::transport::PayloadRef;
@@ -47,10 +47,11 @@ use crate::transport::PayloadRef;
 /// Context of an [`am_handler`] call.
 #[derive(Clone, Debug)]
 pub struct AmContext {
-    /// The raw payload. It may share its memory with other received frames
-    /// (a reused receive buffer): a handler that keeps it for long should
-    /// keep a copy (`Bytes::copy_from_slice`) instead.
-    pub payload: Bytes,
+    /// The raw payload, read in place (see [`PayloadBuf`]). It may share
+    /// its memory with other received frames (a reused receive buffer), or
+    /// hold the sender's pooled buffer: a handler that keeps it for long
+    /// should keep a copy (`PayloadBuf::copy_from_slice`) instead.
+    pub payload: PayloadBuf,
     /// The calling manager.
     pub sender_id: InstanceId,
     /// The invocation's id.
@@ -64,9 +65,10 @@ pub struct AmContext {
 /// Context of a [`unary_handler`] call.
 #[derive(Clone, Debug)]
 pub struct UnaryContext {
-    /// The raw payload (it may share a reused receive buffer, as in
-    /// [`AmContext::payload`]: copy what you keep for long).
-    pub payload: Bytes,
+    /// The raw payload (it may share a reused receive buffer or hold the
+    /// sender's pooled buffer, as in [`AmContext::payload`]: copy what you
+    /// keep for long).
+    pub payload: PayloadBuf,
     /// The calling manager.
     pub sender_id: InstanceId,
     /// The invocation's id.
@@ -154,7 +156,7 @@ where
     fn kind(&self) -> HandlerKind {
         self.kind
     }
-    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+    fn call(&self, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
         let fut = (self.f)(AmContext {
             payload,
             sender_id: ctx.sender_id,
@@ -164,61 +166,6 @@ where
         });
         let map: fn(Result<(), String>) -> HandlerOutcome = am_outcome;
         from_ran(self.spare.run(fut.map(map)))
-    }
-}
-
-/// A synchronous bytes-in, bytes-out handler. `Ok(None)` answers with an
-/// empty body.
-pub fn unary_handler<F>(name: impl Into<String>, f: F) -> HandlerRef
-where
-    F: Fn(UnaryContext) -> Result<Option<Bytes>, String> + Send + Sync + 'static,
-{
-    boxed::<F, UnaryMarker, ()>(name, HandlerKind::UnaryBytes, f)
-}
-
-struct UnaryMarker;
-
-impl<F> Handler for FnHandler<F, UnaryMarker>
-where
-    F: Fn(UnaryContext) -> Result<Option<Bytes>, String> + Send + Sync + 'static,
-{
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn kind(&self) -> HandlerKind {
-        self.kind
-    }
-    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
-        let out = (self.f)(UnaryContext {
-            payload,
-            sender_id: ctx.sender_id,
-            message_id: ctx.message_id,
-            client: ctx.client,
-        });
-        HandlerCall::Ready(match out {
-            Ok(Some(bytes)) => Ok(Body::Bytes(bytes)),
-            Ok(None) => Ok(Body::Empty),
-            Err(message) => Err(HandlerError::handler(message)),
-        })
-    }
-    fn call_inline(
-        &self,
-        ctx: &HandlerContext,
-        payload: &[u8],
-        out: &mut dyn FnMut(InlineOutcome<'_>),
-    ) -> bool {
-        let result = (self.f)(UnaryContext {
-            payload: Bytes::copy_from_slice(payload),
-            sender_id: ctx.sender_id,
-            message_id: ctx.message_id,
-            client: Arc::clone(&ctx.client),
-        });
-        match &result {
-            Ok(Some(bytes)) => out(Ok(PayloadRef::Bytes(bytes))),
-            Ok(None) => out(Ok(PayloadRef::Bytes(&[]))),
-            Err(message) => out(Err(HandlerError::handler(message.clone()))),
-        }
-        true
     }
 }
 
@@ -267,7 +214,7 @@ where
     fn kind(&self) -> HandlerKind {
         self.kind
     }
-    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+    fn call(&self, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
         HandlerCall::Ready(typed_context(ctx, &payload).and_then(|c| encode_output((self.f)(c))))
     }
     fn call_inline(
@@ -314,7 +261,7 @@ where
     fn kind(&self) -> HandlerKind {
         self.kind
     }
-    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+    fn call(&self, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
         match typed_context(ctx, &payload) {
             Err(e) => HandlerCall::Ready(Err(e)),
             Ok(c) => {
@@ -397,7 +344,7 @@ where
     fn kind(&self) -> HandlerKind {
         self.kind
     }
-    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+    fn call(&self, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
         HandlerCall::Ready(self.run(&ctx, &payload, |r| r.and_then(|o| encode_output(Ok(o)))))
     }
     fn call_inline(

@@ -6,14 +6,15 @@ pub mod impls;
 pub(crate) mod in_place;
 mod lookup;
 pub(crate) mod out_buffers;
+mod payload;
 pub(crate) mod registry;
 pub(crate) mod stream;
 
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
 pub use cancel::HandlerCancel;
+pub use payload::PayloadBuf;
 
 use crate::client::NetworkClient;
 use crate::codec::Body;
@@ -125,8 +126,9 @@ pub trait Handler: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Which kind of handler.
     fn kind(&self) -> HandlerKind;
-    /// Runs the handler on one payload.
-    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall;
+    /// Runs the handler on one payload (shared, read in place where the
+    /// transport allows: see [`PayloadBuf`]).
+    fn call(&self, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall;
     /// Runs the handler synchronously over the payload in place, if this kind
     /// of handler can: hands the outcome to `out` and returns true. Async
     /// handlers return false and are called through [`Handler::call`].
@@ -140,13 +142,28 @@ pub trait Handler: Send + Sync + 'static {
         false
     }
 
+    /// [`Handler::call_inline`] where the transport can also share the
+    /// payload: `owned` makes it a [`PayloadBuf`] without a copy (call it at
+    /// most once), for handlers that take their payload by value. Defaults
+    /// to `call_inline`, which leaves `owned` unused.
+    fn call_inline_shared(
+        &self,
+        ctx: &HandlerContext,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> PayloadBuf,
+        out: &mut dyn FnMut(InlineOutcome<'_>),
+    ) -> bool {
+        let _ = owned;
+        self.call_inline(ctx, payload, out)
+    }
+
     /// Runs the handler for a streamed request (flag `STREAM`): items go out
     /// through `sink`, and the future's outcome ends the stream. Handlers
     /// that do not stream return `None` (the caller gets an error).
     fn call_stream(
         &self,
         ctx: HandlerContext,
-        payload: Bytes,
+        payload: PayloadBuf,
         sink: crate::stream::ItemSink,
     ) -> Option<BoxFuture<'static, Result<(), HandlerError>>> {
         let _ = (ctx, payload, sink);

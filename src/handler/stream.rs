@@ -14,13 +14,14 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use crate::codec::{Decode, Payload};
 use crate::error::Error;
 use crate::handler::impls::{TypedContext, UnaryContext};
-use crate::handler::{Handler, HandlerCall, HandlerContext, HandlerError, HandlerKind, HandlerRef};
+use crate::handler::{
+    Handler, HandlerCall, HandlerContext, HandlerError, HandlerKind, HandlerRef, PayloadBuf,
+};
 use crate::stream::{ItemSink, StreamSender};
 use crate::transport::BoxFuture;
 use crate::wire::ErrorCode;
@@ -55,7 +56,7 @@ fn not_a_stream_call(name: &str) -> HandlerCall {
 
 /// How one closure kind starts its stream; one [`Handler`] impl serves all.
 trait StartStream<F> {
-    fn start(f: &F, ctx: HandlerContext, payload: Bytes, sink: ItemSink) -> StreamOutcome;
+    fn start(f: &F, ctx: HandlerContext, payload: PayloadBuf, sink: ItemSink) -> StreamOutcome;
 }
 
 impl<F, M> Handler for StreamFn<F, M>
@@ -69,13 +70,13 @@ where
     fn kind(&self) -> HandlerKind {
         HandlerKind::Streaming
     }
-    fn call(&self, _ctx: HandlerContext, _payload: Bytes) -> HandlerCall {
+    fn call(&self, _ctx: HandlerContext, _payload: PayloadBuf) -> HandlerCall {
         not_a_stream_call(&self.name)
     }
     fn call_stream(
         &self,
         ctx: HandlerContext,
-        payload: Bytes,
+        payload: PayloadBuf,
         sink: ItemSink,
     ) -> Option<StreamOutcome> {
         Some(M::start(&self.f, ctx, payload, sink))
@@ -116,7 +117,7 @@ where
     F: Fn(TypedContext<I>, StreamSender<O>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    fn start(f: &F, ctx: HandlerContext, payload: Bytes, sink: ItemSink) -> StreamOutcome {
+    fn start(f: &F, ctx: HandlerContext, payload: PayloadBuf, sink: ItemSink) -> StreamOutcome {
         let fut = typed_context::<I>(ctx, &payload).map(|typed| f(typed, StreamSender::new(sink)));
         Box::pin(async move { fut?.await.map_err(HandlerError::handler) })
     }
@@ -144,7 +145,7 @@ where
     F: Fn(TypedContext<I>) -> S + Send + Sync + 'static,
     S: Stream<Item = Result<O, String>> + Send + 'static,
 {
-    fn start(f: &F, ctx: HandlerContext, payload: Bytes, sink: ItemSink) -> StreamOutcome {
+    fn start(f: &F, ctx: HandlerContext, payload: PayloadBuf, sink: ItemSink) -> StreamOutcome {
         let items = typed_context::<I>(ctx, &payload).map(f);
         Box::pin(async move { drain(items?, sink).await })
     }
@@ -191,7 +192,7 @@ where
     F: Fn(UnaryContext, ItemSink) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    fn start(f: &F, ctx: HandlerContext, payload: Bytes, sink: ItemSink) -> StreamOutcome {
+    fn start(f: &F, ctx: HandlerContext, payload: PayloadBuf, sink: ItemSink) -> StreamOutcome {
         let unary = UnaryContext {
             payload,
             sender_id: ctx.sender_id,

@@ -16,8 +16,13 @@ use crate::wire::PAYLOAD_ALIGN;
 
 /// rkyv serializer writing into a growable aligned vector.
 pub(crate) type PayloadSerializer<'a> = HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>;
-/// rkyv serializer writing into a fixed slice (a ring slot).
-pub(crate) type SlotSerializer<'a, 'b> = HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Error>;
+/// rkyv serializer writing into a fixed slice (a ring slot, a pooled
+/// buffer). Its error is `rancor::Failure`, which carries nothing: a failed
+/// attempt only ever means [`DoesNotFit`] (the caller retries larger), and
+/// `rancor::Error` would box a message for each one (an allocation per
+/// attempt: five per large archive, sized up record by record).
+pub(crate) type SlotSerializer<'a, 'b> =
+    HighSerializer<Buffer<'b>, ArenaHandle<'a>, rancor::Failure>;
 
 /// The destination slice was too small for the archive (or archiving failed:
 /// [`Payload::encode`] tells which).
@@ -50,7 +55,7 @@ where
 
     fn encode_into(&self, dst: &mut [u8]) -> Result<usize, DoesNotFit> {
         debug_assert!((dst.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN));
-        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, Buffer::from(dst))
+        rkyv::api::high::to_bytes_in::<_, rancor::Failure>(self, Buffer::from(dst))
             .map(|written| written.len())
             .map_err(|_| DoesNotFit)
     }

@@ -8,7 +8,6 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -217,7 +216,7 @@ impl Dispatcher {
             cancel,
             caller_trusted: inbound.reply_link.is_trusted(),
         };
-        let payload: Bytes = inbound.payload_bytes();
+        let payload = inbound.payload_bytes();
         // A panicking handler must answer its caller, not leave it waiting.
         let outcome = AssertUnwindSafe(async { handler.call(ctx, payload).outcome().await })
             .catch_unwind()
@@ -307,7 +306,7 @@ impl InlineDispatch for Dispatcher {
         header: &Header,
         name: &str,
         payload: &[u8],
-        owned: &mut dyn FnMut() -> Bytes,
+        owned: &mut dyn FnMut() -> crate::handler::PayloadBuf,
         _reply_link: &dyn Fn() -> BoxedLink,
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {
@@ -320,7 +319,7 @@ impl InlineDispatch for Dispatcher {
         header: &Header,
         name: &str,
         payload: &[u8],
-        owned: &mut dyn FnMut() -> Bytes,
+        owned: &mut dyn FnMut() -> crate::handler::PayloadBuf,
         _reply_link: &dyn Fn() -> BoxedLink,
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {
@@ -341,7 +340,7 @@ impl Dispatcher {
         header: &Header,
         name: &str,
         payload: &[u8],
-        owned: Option<&mut dyn FnMut() -> Bytes>,
+        owned: Option<&mut dyn FnMut() -> crate::handler::PayloadBuf>,
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {
         // Cancels never wait behind the concurrency limit.
@@ -410,8 +409,9 @@ impl Dispatcher {
                 Counters::bump(&self.client.counters.replies_sent);
             }
         };
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            handler.call_inline(&ctx, payload, &mut deliver)
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| match owned {
+            Some(owned) => handler.call_inline_shared(&ctx, payload, owned, &mut deliver),
+            None => handler.call_inline(&ctx, payload, &mut deliver),
         }))
         .unwrap_or_else(|_| {
             deliver(Err(HandlerError::handler(format!(

@@ -16,7 +16,6 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::FutureExt;
 use tokio::time::Instant;
 
@@ -37,7 +36,7 @@ impl Dispatcher {
         header: &Header,
         name: &str,
         (handler, stats): (HandlerRef, Arc<HandlerStats>),
-        payload: &mut dyn FnMut() -> Bytes,
+        payload: &mut dyn FnMut() -> crate::handler::PayloadBuf,
     ) -> bool {
         if handler.exempt_from_limit() {
             return false;

@@ -17,8 +17,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
+use crate::handler::PayloadBuf;
 use crate::ids::InstanceId;
 use crate::runtime::run::InPlaceRun;
 use crate::runtime::rx_arena::RxArena;
@@ -53,9 +52,9 @@ pub(crate) enum Inline<'r> {
 pub(crate) struct Frame<'f> {
     /// The frame's bytes, as the transport holds them.
     pub(crate) bytes: &'f [u8],
-    /// Shares `bytes` as `Bytes` without a copy (a mapped large frame);
-    /// called at most once. Without it the router copies into its arena.
-    pub(crate) shared: Option<&'f mut dyn FnMut() -> Bytes>,
+    /// Shares `bytes` without a copy (a mapped large frame); called at most
+    /// once. Without it the router copies into its arena.
+    pub(crate) shared: Option<&'f mut dyn FnMut() -> PayloadBuf>,
 }
 
 impl<'f> Frame<'f> {
@@ -72,28 +71,28 @@ impl<'f> Frame<'f> {
 struct Owned<'a, 'f> {
     frame: Frame<'f>,
     arena: &'a mut RxArena,
-    made: Option<Bytes>,
+    made: Option<PayloadBuf>,
 }
 
 impl Owned<'_, '_> {
-    /// The payload (from `offset` on) as `Bytes`. Unless the whole frame
-    /// was already made, only the payload is copied, with no shared handle
-    /// kept besides the one returned (an in-place handler's payload).
-    fn payload_at(&mut self, offset: usize) -> Bytes {
+    /// The payload (from `offset` on). Unless the whole frame was already
+    /// made, only the payload is copied, with no shared handle kept besides
+    /// the one returned (an in-place handler's payload).
+    fn payload_at(&mut self, offset: usize) -> PayloadBuf {
         if self.made.is_none() && self.frame.shared.is_none() {
             // Aligned: the payload lies at an aligned offset of the frame.
-            return self.arena.copy(&self.frame.bytes[offset..]);
+            return self.arena.copy(&self.frame.bytes[offset..]).into();
         }
         self.get().slice(offset..)
     }
 
-    fn get(&mut self) -> Bytes {
+    fn get(&mut self) -> PayloadBuf {
         if let Some(bytes) = &self.made {
             return bytes.clone();
         }
         let bytes = match self.frame.shared.take() {
             Some(share) => share(),
-            None => self.arena.copy(self.frame.bytes),
+            None => self.arena.copy(self.frame.bytes).into(),
         };
         self.made = Some(bytes.clone());
         bytes
@@ -217,7 +216,7 @@ impl Router {
             match owned.frame.shared.is_some() {
                 true => inbox
                     .events
-                    .on_reply_shared(&header, view.payload, &owned.get()),
+                    .on_reply_shared(&header, view.payload, &owned.get().into()),
                 false => inbox.events.on_reply(&header, view.payload),
             }
             return Routed::Done;

@@ -28,7 +28,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use crate::handler::PayloadBuf;
 use tokio::time::Instant;
 
 use crate::handler::{HandlerCall, HandlerContext, HandlerError, HandlerKind, HandlerRef};
@@ -84,7 +84,7 @@ impl Dispatcher {
         header: &Header,
         name: &str,
         payload: &[u8],
-        owned: &mut dyn FnMut() -> Bytes,
+        owned: &mut dyn FnMut() -> PayloadBuf,
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {
         if header.kind != Kind::OneWay {
@@ -118,7 +118,7 @@ impl Dispatcher {
                 self.call_one_way(held, header, owned());
                 true
             }
-            _ => self.call_inline_one_way(held, header, name, payload),
+            _ => self.call_inline_one_way(held, header, name, payload, owned),
         };
         if ran {
             run.messages += 1;
@@ -186,7 +186,7 @@ impl Dispatcher {
 
     /// An async handler's one-way call, polled once here; one that waits
     /// goes on as a task and records its own statistics.
-    fn call_one_way(&self, held: &mut Held, header: &Header, payload: Bytes) {
+    fn call_one_way(&self, held: &mut Held, header: &Header, payload: PayloadBuf) {
         let ctx = self.handler_context(header);
         let handler = &held.handler;
         let call = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(ctx, payload)));
@@ -214,6 +214,7 @@ impl Dispatcher {
         header: &Header,
         name: &str,
         payload: &[u8],
+        owned: &mut dyn FnMut() -> PayloadBuf,
     ) -> bool {
         let ctx = self.handler_context(header);
         let mut failed = false;
@@ -226,7 +227,7 @@ impl Dispatcher {
         };
         let handler = &held.handler;
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            handler.call_inline(&ctx, payload, &mut deliver)
+            handler.call_inline_shared(&ctx, payload, owned, &mut deliver)
         }))
         .unwrap_or_else(|_| {
             deliver(Err(HandlerError::handler(format!(

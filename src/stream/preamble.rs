@@ -2,7 +2,7 @@
 //! `u32` LE initial window (items, 1..=`MAX_WINDOW`), then 12 zero bytes.
 //! Sixteen bytes keep the user's archive after it 16-byte aligned.
 
-use bytes::Bytes;
+use crate::handler::PayloadBuf;
 
 use crate::codec::{AlignedVec, DoesNotFit, Payload};
 use crate::error::Result;
@@ -21,7 +21,7 @@ fn bytes(window: u32) -> [u8; LEN] {
 /// Splits a received `STREAM` payload into its window and the user's
 /// payload; `None` when the preamble is short, its window out of range, or
 /// its reserved bytes not zero.
-pub(crate) fn split(payload: Bytes) -> Option<(u32, Bytes)> {
+pub(crate) fn split(payload: PayloadBuf) -> Option<(u32, PayloadBuf)> {
     let head = payload.get(..LEN)?;
     let window = u32::from_le_bytes(head[..4].try_into().ok()?);
     let valid = (1..=MAX_WINDOW).contains(&window) && head[4..].iter().all(|&b| b == 0);
@@ -77,7 +77,7 @@ mod tests {
             window: 8,
             inner: PayloadRef::Bytes(b"abc"),
         };
-        let encoded = Bytes::from(p.encode().unwrap().to_vec());
+        let encoded = PayloadBuf::from(p.encode().unwrap().to_vec());
         assert_eq!(&encoded[..4], &8u32.to_le_bytes());
         let (window, rest) = split(encoded.clone()).unwrap();
         assert_eq!((window, &rest[..]), (8, &b"abc"[..]));
@@ -88,12 +88,12 @@ mod tests {
         assert!(split(encoded.slice(..15)).is_none());
         let mut zero = encoded.to_vec();
         zero[..4].fill(0);
-        assert!(split(Bytes::from(zero)).is_none());
+        assert!(split(PayloadBuf::from(zero)).is_none());
         let mut reserved = encoded.to_vec();
         reserved[9] = 1;
-        assert!(split(Bytes::from(reserved)).is_none());
+        assert!(split(PayloadBuf::from(reserved)).is_none());
         let mut huge = encoded.to_vec();
         huge[..4].copy_from_slice(&(MAX_WINDOW + 1).to_le_bytes());
-        assert!(split(Bytes::from(huge)).is_none());
+        assert!(split(PayloadBuf::from(huge)).is_none());
     }
 }

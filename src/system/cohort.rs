@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +85,7 @@ where
     fn kind(&self) -> HandlerKind {
         HandlerKind::UnaryBytes
     }
-    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+    fn call(&self, ctx: HandlerContext, payload: crate::handler::PayloadBuf) -> HandlerCall {
         let req: Req = match request(&payload) {
             Ok(req) => req,
             Err(e) => return HandlerCall::Ready(Err(e)),

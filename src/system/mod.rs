@@ -9,7 +9,7 @@ pub(crate) mod types;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
+use crate::handler::PayloadBuf;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,7 +25,7 @@ use types::{
     WaitForHandlerResponse, names,
 };
 
-type SystemFn = fn(Arc<ManagerInner>, HandlerContext, Bytes) -> HandlerCall;
+type SystemFn = fn(Arc<ManagerInner>, HandlerContext, PayloadBuf) -> HandlerCall;
 
 struct SystemHandler {
     name: &'static str,
@@ -41,7 +41,7 @@ impl Handler for SystemHandler {
     fn kind(&self) -> HandlerKind {
         HandlerKind::UnaryBytes
     }
-    fn call(&self, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+    fn call(&self, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
         match self.manager.upgrade() {
             Some(manager) => (self.run)(manager, ctx, payload),
             None => HandlerCall::Ready(Err(HandlerError::handler("manager is gone"))),
@@ -95,25 +95,25 @@ fn ready<T: Serialize>(value: Result<T, HandlerError>) -> HandlerCall {
     HandlerCall::Ready(value.and_then(|v| respond(&v)))
 }
 
-fn list_handlers(m: Arc<ManagerInner>, _: HandlerContext, _: Bytes) -> HandlerCall {
+fn list_handlers(m: Arc<ManagerInner>, _: HandlerContext, _: PayloadBuf) -> HandlerCall {
     ready(Ok(ListHandlersResponse {
         handlers: m.registry.names(),
     }))
 }
 
-fn health_check(m: Arc<ManagerInner>, _: HandlerContext, _: Bytes) -> HandlerCall {
+fn health_check(m: Arc<ManagerInner>, _: HandlerContext, _: PayloadBuf) -> HandlerCall {
     ready(Ok(m.health()))
 }
 
-fn discover(m: Arc<ManagerInner>, _: HandlerContext, _: Bytes) -> HandlerCall {
+fn discover(m: Arc<ManagerInner>, _: HandlerContext, _: PayloadBuf) -> HandlerCall {
     ready(Ok(m.client.peer_info()))
 }
 
-fn stats(m: Arc<ManagerInner>, _: HandlerContext, _: Bytes) -> HandlerCall {
+fn stats(m: Arc<ManagerInner>, _: HandlerContext, _: PayloadBuf) -> HandlerCall {
     ready(Ok(m.stats()))
 }
 
-fn wait_for_handler(m: Arc<ManagerInner>, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+fn wait_for_handler(m: Arc<ManagerInner>, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
     let req: WaitForHandlerRequest = match request(&payload) {
         Ok(req) => req,
         Err(e) => return HandlerCall::Ready(Err(e)),
@@ -131,7 +131,7 @@ fn wait_for_handler(m: Arc<ManagerInner>, ctx: HandlerContext, payload: Bytes) -
     }))
 }
 
-fn register_service(m: Arc<ManagerInner>, ctx: HandlerContext, payload: Bytes) -> HandlerCall {
+fn register_service(m: Arc<ManagerInner>, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
     let info: PeerInfo = match request(&payload) {
         Ok(info) => info,
         Err(e) => return HandlerCall::Ready(Err(e)),
@@ -154,7 +154,7 @@ fn register_service(m: Arc<ManagerInner>, ctx: HandlerContext, payload: Bytes) -
     }))
 }
 
-fn request_shutdown(m: Arc<ManagerInner>, ctx: HandlerContext, _: Bytes) -> HandlerCall {
+fn request_shutdown(m: Arc<ManagerInner>, ctx: HandlerContext, _: PayloadBuf) -> HandlerCall {
     // Unset: trusted callers only (shm, in-process, authenticated TCP).
     let acknowledged = m.allow_remote_shutdown.unwrap_or(ctx.caller_trusted);
     if !acknowledged {

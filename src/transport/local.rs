@@ -177,7 +177,7 @@ impl LocalLink {
             Err(err) => tracing::warn!(%err, "inline reply could not be encoded"),
         };
         // The frame is already shared bytes: the router keeps it without a copy.
-        let mut share = || bytes.clone();
+        let mut share = || crate::handler::PayloadBuf::from(bytes.clone());
         let frame = Frame {
             bytes: &bytes,
             shared: Some(&mut share),

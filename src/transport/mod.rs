@@ -63,6 +63,8 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 
 use bytes::Bytes;
+
+use crate::handler::PayloadBuf;
 use tokio::sync::mpsc;
 
 use crate::codec::{DoesNotFit, Payload};
@@ -317,8 +319,9 @@ pub type BoxedTransport = Arc<dyn ThinTransport>;
 pub struct Inbound {
     /// The decoded header.
     pub header: Header,
-    /// The whole frame (header, name, payload).
-    pub frame: Bytes,
+    /// The whole frame (header, name, payload): `Bytes`, or a frame read in
+    /// place from a peer's shared-memory pool.
+    pub frame: PayloadBuf,
     /// Offset of the payload in `frame`.
     pub payload_offset: usize,
     /// Length of the handler name.
@@ -332,7 +335,12 @@ pub struct Inbound {
 
 impl Inbound {
     /// Builds an inbound frame from checked frame bytes.
-    pub fn from_frame(frame: Bytes, view: &FrameRef<'_>, reply_link: BoxedLink) -> Self {
+    pub fn from_frame(
+        frame: impl Into<PayloadBuf>,
+        view: &FrameRef<'_>,
+        reply_link: BoxedLink,
+    ) -> Self {
+        let frame = frame.into();
         Self {
             deadline: crate::runtime::deadline::deadline_of(
                 &view.header,
@@ -358,8 +366,8 @@ impl Inbound {
         &self.frame[self.payload_offset..]
     }
 
-    /// The payload as shared bytes (no copy).
-    pub fn payload_bytes(&self) -> Bytes {
+    /// The payload, sharing the frame's memory (no copy, no allocation).
+    pub fn payload_bytes(&self) -> PayloadBuf {
         self.frame.slice(self.payload_offset..)
     }
 }
@@ -426,7 +434,7 @@ pub trait InlineDispatch: Send + Sync + 'static {
     ) -> bool;
 
     /// Like [`try_inline`](Self::try_inline), and may also run async
-    /// handlers in place: `owned` gives the payload as shared `Bytes` (made
+    /// handlers in place: `owned` gives the payload as a shared [`PayloadBuf`] (made
     /// at most once, only if a handler needs it), `reply_link` the link a
     /// reply that cannot be given at once goes back on. By default the same
     /// as `try_inline`.
@@ -435,7 +443,7 @@ pub trait InlineDispatch: Send + Sync + 'static {
         header: &Header,
         name: &str,
         payload: &[u8],
-        owned: &mut dyn FnMut() -> Bytes,
+        owned: &mut dyn FnMut() -> PayloadBuf,
         reply_link: &dyn Fn() -> BoxedLink,
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {
@@ -455,7 +463,7 @@ pub trait InlineDispatch: Send + Sync + 'static {
         header: &Header,
         name: &str,
         payload: &[u8],
-        owned: &mut dyn FnMut() -> Bytes,
+        owned: &mut dyn FnMut() -> PayloadBuf,
         reply_link: &dyn Fn() -> BoxedLink,
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {

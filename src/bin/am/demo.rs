@@ -77,7 +77,7 @@ pub async fn register_demo_handlers(manager: &ActiveMessageManager) -> active_me
     manager
         .register_handler(
             "echo_bytes",
-            unary_handler("echo_bytes", |c| Ok(Some(c.payload))),
+            unary_handler("echo_bytes", |c| Ok(Some(c.payload.into()))),
         )
         .await?;
     manager

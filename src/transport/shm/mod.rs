@@ -34,7 +34,7 @@ mod large;
 mod link;
 mod liveness;
 pub(crate) mod loan;
-mod pool;
+pub(crate) mod pool;
 mod pooled;
 mod pump;
 mod reader;

@@ -34,7 +34,7 @@
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -546,8 +546,9 @@ impl Drop for Lease<'_> {
 /// Receiver-side state of one peer segment.
 pub(crate) struct RxSeg {
     seg: Segment,
-    /// A view of the current generation is alive here.
-    held: AtomicBool,
+    /// Holders ([`Held`] and its clones) of the current generation alive
+    /// here: the segment goes back to the sender when the last one drops.
+    holders: AtomicUsize,
     /// Last generation taken (only the link's reader touches it).
     last: AtomicU64,
     /// Tells the sender a segment it waits for came back.
@@ -605,7 +606,7 @@ impl RxPool {
         }
         let rx = RxSeg {
             seg,
-            held: AtomicBool::new(false),
+            holders: AtomicUsize::new(0),
             last: AtomicU64::new(0),
             bell: Arc::clone(&self.bell),
         };
@@ -648,8 +649,13 @@ impl RxPool {
                 r.id, r.gen_
             ));
         }
-        // AcqRel: pairs with the Release store in `Held::drop`.
-        if rx.held.swap(true, Ordering::AcqRel) {
+        // Acquire: pairs with the last holder's Release decrement in
+        // `Held::drop`, so its reads of the old frame happen before ours.
+        if rx
+            .holders
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return Err(format!("pool segment {} reused while held", r.id));
         }
         rx.last.store(r.gen_, Ordering::Relaxed);
@@ -675,7 +681,11 @@ pub(crate) struct Ref {
 }
 
 /// A received frame in a peer's segment, read in place; returns the
-/// segment to the sender when dropped.
+/// segment to the sender when the last clone is dropped. A clone or a
+/// slice costs one atomic increment (the count lives in the segment's
+/// long-lived record), never an allocation. Holders keep the mapping alive
+/// (an `Arc` of the record), so a frame kept past its link's end stays
+/// valid memory, and its segment is never recycled while held.
 #[derive(Debug)]
 pub(crate) struct Held {
     rx: Arc<RxSeg>,
@@ -685,28 +695,25 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    /// The frame in place, without the duty to release it: valid to read
-    /// while this `Held` (or the `Bytes` it becomes) lives.
-    pub(crate) fn view(&self) -> View {
-        View {
+    /// Another holder of `len` bytes at `offset` inside this frame
+    /// (checked by the caller).
+    pub(crate) fn sub(&self, offset: usize, len: usize) -> Held {
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        // Relaxed: a new holder is made from a live one, which already
+        // keeps the count above zero (as `Arc::clone` does).
+        self.rx.holders.fetch_add(1, Ordering::Relaxed);
+        Held {
             rx: Arc::clone(&self.rx),
-            offset: self.offset,
-            len: self.len,
+            gen_: self.gen_,
+            offset: self.offset + offset,
+            len,
         }
     }
 }
 
-/// A frame in a peer segment, borrowed from a live [`Held`].
-#[derive(Debug)]
-pub(crate) struct View {
-    rx: Arc<RxSeg>,
-    offset: usize,
-    len: usize,
-}
-
-impl AsRef<[u8]> for View {
-    fn as_ref(&self) -> &[u8] {
-        self.rx.seg.data(self.offset, self.len)
+impl Clone for Held {
+    fn clone(&self) -> Self {
+        self.sub(0, self.len)
     }
 }
 
@@ -718,11 +725,16 @@ impl AsRef<[u8]> for Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        // Release: our reads of the frame happen before the last holder's
+        // return below (which Acquires them with the fence), as in `Arc`.
+        if self.rx.holders.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Acquire: pairs with every other holder's Release decrement.
+        fence(Ordering::Acquire);
         RX_HELD.fetch_sub(1, Ordering::Relaxed);
-        // Release: the reader may take the next generation once this is seen.
-        self.rx.held.store(false, Ordering::Release);
-        // Release: pairs with the sender's Acquire in `TxSlot::is_free`: our
-        // reads of this frame happen before it writes the next one.
+        // Release: pairs with the sender's Acquire in `TxSlot::is_free`: all
+        // holders' reads of this frame happen before it writes the next one.
         self.rx.seg.released().store(self.gen_, Ordering::Release);
         // SeqCst: pairs with the sender's fence in `TxPool::arm_wake`.
         fence(Ordering::SeqCst);

@@ -78,6 +78,37 @@ fn a_held_buffer_is_never_reused_and_a_released_one_is() {
 }
 
 #[test]
+fn clones_and_slices_hold_the_buffer_until_the_last_drops() {
+    let _serial = SERIAL.lock();
+    let mut p = Pair::new(64 << 20);
+    let base = pool_usage().rx_held;
+    let first = p.send(2 << 20, 7).unwrap();
+    let held = p.rx.take(first).unwrap();
+    let slice = held.sub(4096, 100);
+    let clone = slice.clone();
+    assert_eq!(clone.as_ref().len(), 100);
+    drop((held, slice));
+    let held_now = pool_usage().rx_held;
+    assert_eq!(
+        held_now,
+        base + 1,
+        "one frame held, by any number of holders"
+    );
+    // Still held by the clone: the next frame gets a fresh segment.
+    let second = p.send(2 << 20, 9).unwrap();
+    assert_ne!(second.id, first.id);
+    assert!(clone.as_ref().iter().all(|&b| b == 7));
+    assert!(
+        p.rx.take(Ref { gen_: 2, ..first }).is_err(),
+        "a reference to a held segment is refused"
+    );
+    drop(clone);
+    assert_eq!(pool_usage().rx_held, base);
+    let third = p.send(2 << 20, 1).unwrap();
+    assert_eq!((third.id, third.gen_), (first.id, 2));
+}
+
+#[test]
 fn a_full_area_says_wait_and_retires_misfits_to_make_room() {
     let _serial = SERIAL.lock();
     let seg = SEG_HEADER + capacity_for(1 << 20);

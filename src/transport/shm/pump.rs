@@ -28,6 +28,7 @@ use super::link::{
 use super::liveness;
 use super::pooled::{self, FLAG_POOL, FLAG_RETIRE, FLAG_SEGMENT, Step};
 use super::reader::ReaderState;
+use crate::handler::PayloadBuf;
 use crate::runtime::router::{self, Frame, Inline, Routed, Router};
 use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame};
 use crate::wire::{Kind, PAYLOAD_ALIGN, ProtocolError};
@@ -208,8 +209,8 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Read {
             };
             match take_large(link, fds, len, inbox.max_frame).await {
                 Some(frame) => {
-                    let mut share = || frame.clone();
-                    let shared = Some(&mut share as &mut dyn FnMut() -> Bytes);
+                    let mut share = || PayloadBuf::from(frame.clone());
+                    let shared = Some(&mut share as &mut dyn FnMut() -> PayloadBuf);
                     handle(link, inbox, router, &frame, shared, deferred, &reply_link)
                 }
                 None => Outcome::Stop,
@@ -224,16 +225,15 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Read {
                     handle(link, inbox, router, scratch, None, deferred, &reply_link)
                 }
                 Step::Frame(held) => {
-                    let view = held.view();
-                    // Becomes `Bytes` only if queued; else released here.
-                    let mut held = Some(held);
-                    let mut share = || Bytes::from_owner(held.take().expect("shared once"));
-                    let shared = Some(&mut share as &mut dyn FnMut() -> Bytes);
+                    // Shared (one more holder, no allocation) only if kept;
+                    // else released when `held` drops here.
+                    let mut share = || PayloadBuf::pooled(held.clone());
+                    let shared = Some(&mut share as &mut dyn FnMut() -> PayloadBuf);
                     handle(
                         link,
                         inbox,
                         router,
-                        view.as_ref(),
+                        held.as_ref(),
                         shared,
                         deferred,
                         &reply_link,
@@ -276,7 +276,7 @@ pub(crate) fn handle<'f>(
     inbox: &Inbox,
     router: &mut Router,
     bytes: &'f [u8],
-    shared: Option<&'f mut dyn FnMut() -> Bytes>,
+    shared: Option<&'f mut dyn FnMut() -> PayloadBuf>,
     deferred: &mut Vec<Vec<u8>>,
     reply_link: &dyn Fn() -> BoxedLink,
 ) -> Outcome {
