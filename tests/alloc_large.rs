@@ -4,8 +4,11 @@
 //! `am_handler`, synchronous `unary_handler`, `unary_handler_async`, zero-copy
 //! `archived_unary_handler`, owned `typed_unary_handler`), payload form
 //! (raw bytes copied into the pool, a loan, a typed archive) and size
-//! (64 B, 1 MiB, 16 MiB); and a pipelined stream of 16 MiB one-way
-//! messages, sent without waiting for their handler.
+//! (64 B, 1 MiB, 16 MiB); a pipelined stream of 16 MiB one-way
+//! messages, sent without waiting for their handler; and 1 and 16 MiB
+//! responses to small requests, read with `await_response_payload` (the
+//! reader writes a large inline reply straight into the pool, the caller
+//! keeps it where it arrived).
 //!
 //! Asserted: none per message, whole messages and not only what the large
 //! path adds, for every case but one: a `typed_unary_handler` decodes its
@@ -221,6 +224,9 @@ async fn call(p: &Pair, seen: &AtomicU64, handler: &str, input: &Input, how: (Bo
     }
 }
 
+/// Sizes of the large responses measured.
+const LARGE_RESPONSES: [usize; 2] = [1 << 20, 16 << 20];
+
 /// Messages of a pipelined stream batch.
 const STREAM: u64 = 16;
 
@@ -239,6 +245,24 @@ async fn stream(p: &Pair, input: &Input) {
         .send(p.target())
         .await
         .unwrap();
+}
+
+/// A small request for a response of `len` bytes, read where it lies.
+async fn respond(p: &Pair, request: &Bytes, len: usize) {
+    let out = p
+        .client
+        .client()
+        .active_message("respond")
+        .unwrap()
+        .raw_payload(request.clone())
+        .expect_response::<()>()
+        .send(p.target())
+        .await
+        .unwrap()
+        .await_response_payload()
+        .await
+        .unwrap();
+    assert_eq!(out.len(), len);
 }
 
 /// Registers the handlers of [`KINDS`]; each counts its calls in the result.
@@ -281,7 +305,17 @@ async fn register(p: &Pair) -> Arc<AtomicU64> {
         s.fetch_add(1, Ordering::Relaxed);
         Ok(())
     });
+    // Responds with as many bytes as the request asks for, sliced from one
+    // shared buffer (a slice allocates nothing).
+    let big = Bytes::from(vec![9u8; 16 << 20]);
+    drop(big.clone());
+    let respond = unary_handler("respond", move |c| {
+        let asked: [u8; 8] = c.payload[..8].try_into().map_err(|_| "length")?;
+        let len = usize::try_from(u64::from_le_bytes(asked)).map_err(|_| "length")?;
+        Ok(Some(big.slice(..len.min(big.len()))))
+    });
     let all = [
+        ("respond", respond),
         ("sink", sink),
         ("len", len),
         ("len_async", len_async),
@@ -332,6 +366,17 @@ async fn no_allocation_per_message_small_or_large_on_either_side() {
         wrong.push(format!("{line} (expected 0)"));
     }
     report.push(line);
+    // Large responses to small requests, read with `await_response_payload`.
+    for len in LARGE_RESPONSES {
+        let request = Bytes::from((len as u64).to_le_bytes().to_vec());
+        drop(request.clone());
+        let got = per_call(0.0, || respond(&p, &request, len)).await;
+        let line = format!("{len} B response to unary_handler: {got:.2}");
+        if got.round() != 0.0 {
+            wrong.push(format!("{line} (expected 0)"));
+        }
+        report.push(line);
+    }
     eprintln!(
         "allocations per message, both sides:\n{}",
         report.join("\n")

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::codec::{Decode, SameType};
 use crate::error::Result;
+use crate::handler::PayloadBuf;
 use crate::ids::{InstanceId, MessageId};
 use crate::runtime::call::PendingCall;
 
@@ -71,6 +72,15 @@ impl<R> MessageStatus<WithResponse<R>> {
     /// Waits for the raw response bytes.
     pub async fn await_response_raw(self) -> Result<Bytes> {
         self.state.call.response_bytes().await
+    }
+
+    /// Waits for the raw response as a [`PayloadBuf`]: a large response
+    /// stays where it arrived (the sender's pooled buffer, returned when the
+    /// last clone drops) with no copy and no allocation, where
+    /// [`await_response_raw`](Self::await_response_raw) allocates the
+    /// `Bytes` owner of such a buffer. A small response is one copy either way.
+    pub async fn await_response_payload(self) -> Result<PayloadBuf> {
+        self.state.call.response_payload().await
     }
 }
 

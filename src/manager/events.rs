@@ -6,6 +6,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use crate::error::Error;
+use crate::handler::PayloadBuf;
 use crate::ids::InstanceId;
 use crate::runtime::pending::PendingTable;
 use crate::runtime::rate_limit::RateLimit;
@@ -29,9 +30,10 @@ impl LinkEvents for RuntimeEvents {
         self.pending.complete(header, payload, None);
     }
 
-    fn on_reply_shared(&self, header: &Header, payload: &[u8], frame: &bytes::Bytes) {
+    fn on_reply_shared(&self, header: &Header, payload: &[u8], frame: &PayloadBuf) {
         if self.streams.calls.routes(header) {
-            return self.streams.calls.deliver(header, payload, Some(frame));
+            let frame = frame.to_bytes();
+            return self.streams.calls.deliver(header, payload, Some(&frame));
         }
         self.pending.complete(header, payload, Some(frame));
     }

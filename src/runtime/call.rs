@@ -20,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::codec::Decode;
 use crate::error::{Error, Result};
+use crate::handler::PayloadBuf;
 use crate::ids::{InstanceId, MessageId};
 use crate::runtime::pending::{Forgot, PendingTable, Reply};
 use crate::stats::Counters;
@@ -88,10 +89,24 @@ impl PendingCall {
         out
     }
 
-    /// The response's bytes: a slice of a shared frame, else one copy.
+    /// The response as a payload: a slice of a shared frame, else one copy.
+    pub(crate) async fn response_payload(mut self) -> Result<PayloadBuf> {
+        Ok(match self.outcome().await? {
+            Reply::Shared(payload) => payload,
+            Reply::Empty => PayloadBuf::default(),
+            pooled => {
+                let bytes = Bytes::copy_from_slice(pooled.as_slice());
+                self.table.recycle(pooled);
+                bytes.into()
+            }
+        })
+    }
+
+    /// The response's bytes: a slice of a shared frame (whose `Bytes`
+    /// owner is the one allocation of a large raw response), else one copy.
     pub(crate) async fn response_bytes(mut self) -> Result<Bytes> {
         Ok(match self.outcome().await? {
-            Reply::Shared(bytes) => bytes,
+            Reply::Shared(payload) => payload.to_bytes(),
             Reply::Empty => Bytes::new(),
             pooled => {
                 let bytes = Bytes::copy_from_slice(pooled.as_slice());

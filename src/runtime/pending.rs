@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use rkyv::util::AlignedVec;
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::error::{Error, Result};
+use crate::handler::PayloadBuf;
 use crate::ids::{InstanceId, MessageId};
 use crate::transport::{BoxedLink, OutFrame};
 use crate::wire::{ErrorCode, Header, Kind, PAYLOAD_ALIGN};
@@ -48,7 +48,7 @@ pub(crate) enum Reply {
     /// A copy in a recycled buffer (hand it back with [`PendingTable::recycle`]).
     Pooled(ReplyBuf),
     /// A slice of a frame that is already shared (a mapped large frame).
-    Shared(Bytes),
+    Shared(PayloadBuf),
 }
 
 impl Reply {
@@ -158,7 +158,7 @@ impl PendingTable {
     /// Routes one reply frame to its waiter. Unknown ids (late replies after a
     /// timeout or cancel) are dropped and counted. A response whose frame is
     /// `shared` (a mapped large frame) keeps a slice of it instead of a copy.
-    pub(crate) fn complete(&self, header: &Header, payload: &[u8], shared: Option<&Bytes>) {
+    pub(crate) fn complete(&self, header: &Header, payload: &[u8], shared: Option<&PayloadBuf>) {
         let mut calls = self.calls.lock();
         let Calls { slots, spare } = &mut *calls;
         let slot = slots
@@ -372,10 +372,13 @@ fn keep_spare(spare: &mut Vec<ReplyBuf>, mut buf: ReplyBuf) {
 }
 
 /// The reply payload: a slice of a shared frame, else a copy into a spare buffer.
-fn reply_of(payload: &[u8], shared: Option<&Bytes>, spare: &mut Vec<ReplyBuf>) -> Reply {
+fn reply_of(payload: &[u8], shared: Option<&PayloadBuf>, spare: &mut Vec<ReplyBuf>) -> Reply {
     match shared {
-        // `slice_ref` needs the payload inside the frame's memory.
-        Some(frame) if within(frame, payload) => Reply::Shared(frame.slice_ref(payload)),
+        // The payload must lie inside the frame's memory to be sliced out.
+        Some(frame) if within(frame, payload) => {
+            let start = (payload.as_ptr() as usize).saturating_sub(frame.as_ptr() as usize);
+            Reply::Shared(frame.slice(start..start + payload.len()))
+        }
         _ => {
             let mut buf = spare.pop().unwrap_or_default();
             buf.extend_from_slice(payload);
@@ -397,7 +400,7 @@ pub(crate) fn remote_error(code: u8, payload: &[u8]) -> Error {
 }
 
 /// Whether `part` lies inside `whole`'s memory.
-fn within(whole: &Bytes, part: &[u8]) -> bool {
+fn within(whole: &[u8], part: &[u8]) -> bool {
     let range = whole.as_ptr_range();
     let inner = part.as_ptr_range();
     part.is_empty() || (range.start <= inner.start && inner.end <= range.end)

@@ -216,7 +216,7 @@ impl Router {
             match owned.frame.shared.is_some() {
                 true => inbox
                     .events
-                    .on_reply_shared(&header, view.payload, &owned.get().into()),
+                    .on_reply_shared(&header, view.payload, &owned.get()),
                 false => inbox.events.on_reply(&header, view.payload),
             }
             return Routed::Done;

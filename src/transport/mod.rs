@@ -62,8 +62,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 
-use bytes::Bytes;
-
 use crate::handler::PayloadBuf;
 use tokio::sync::mpsc;
 
@@ -386,10 +384,10 @@ impl fmt::Debug for Inbound {
 pub trait LinkEvents: Send + Sync + 'static {
     /// A reply (`Ack`, `Response`, `Error`, `Receipt`) arrived.
     fn on_reply(&self, header: &Header, payload: &[u8]);
-    /// A reply whose frame is already shared `Bytes` (a mapped large frame):
+    /// A reply whose frame is already shared (a mapped large frame):
     /// `payload` lies inside `frame`, so the response can keep it without a
     /// copy. Defaults to [`on_reply`](Self::on_reply).
-    fn on_reply_shared(&self, header: &Header, payload: &[u8], frame: &Bytes) {
+    fn on_reply_shared(&self, header: &Header, payload: &[u8], frame: &PayloadBuf) {
         let _ = frame;
         self.on_reply(header, payload);
     }

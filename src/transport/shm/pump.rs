@@ -319,11 +319,16 @@ pub(crate) fn handle<'f>(
 /// ring is busy or full (or the reply is large), copies it for the reader to
 /// send right after, so replies keep their order.
 fn reply_inline(link: &ShmLink, reply: OutFrame<'_>, deferred: &mut Vec<Vec<u8>>) {
-    if deferred.is_empty()
-        && let Ok(mut tx) = link.tx.try_lock()
-    {
-        match link.write_now(&mut tx, Source::Frame(&reply)) {
+    if deferred.is_empty() {
+        let wrote = match link.tx.try_lock() {
+            Ok(mut tx) => link.write_now(&mut tx, Source::Frame(&reply)),
+            Err(_) => Ok(Wrote::Full),
+        };
+        match wrote {
             Ok(Wrote::Done) => return,
+            // Too big for a record: straight into the pool if it has room
+            // now, with no copy into a deferred frame.
+            Ok(Wrote::Large) if link.try_write_large(Source::Frame(&reply)).is_ok() => return,
             Ok(Wrote::Full | Wrote::Large) => {}
             Err(e) => {
                 tracing::debug!(peer = %link.peer, %e, "inline reply not delivered");
