@@ -456,19 +456,31 @@ fn serving_side_allocations_per_pattern() {
         per_message(tcp_rt.client),
         per_message(tcp_rt.other)
     );
-    // Client side, per one-way message over shm: none, through the builder
-    // or a prepared sender. (Over TCP the ZeroMQ link's tokio channel to its
-    // I/O thread allocates a block per 32 messages: about 0.03 per message.)
+    // Client side, per one-way message: none, through the builder or a
+    // prepared sender, over shm and over TCP (the ZeroMQ link's queue to its
+    // I/O thread is preallocated), and none on the I/O threads either.
     for (case, t) in [
         ("shm one-way async", async_one_way),
         ("shm one-way zero-copy", zc_one_way),
         ("shm one-way prepared", prep_one_way),
         ("shm one-way prepared zero-copy", prep_zc_one_way),
+        ("tcp one-way async", tcp_one_way),
+        ("tcp one-way prepared", tcp_prep_one_way),
     ] {
         assert!(
             t.sending <= BACKGROUND,
             "{case}: {:.3} allocations per message on the client",
             per_message(t.sending)
+        );
+    }
+    for (case, t) in [
+        ("tcp one-way async", tcp_one_way),
+        ("tcp one-way prepared", tcp_prep_one_way),
+    ] {
+        assert!(
+            t.other <= BACKGROUND,
+            "{case}: {:.3} allocations per message on other threads",
+            per_message(t.other)
         );
     }
     // Waiting for room in a full ring allocates once per wait (the link's

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 mod handshake;
 
@@ -13,13 +13,14 @@ use super::frames::expects_reply;
 use super::io_thread::Env;
 use super::link::ZmqLink;
 use super::monitor::{self, MonitorEvent, Monitored};
+use super::reader::{self, Read};
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
-use crate::transport::{BoxedLink, PeerLink};
+use crate::transport::PeerLink;
 use crate::wire::{self, ErrorCode, FrameRef, Kind, flags};
 
 /// Who waits for a connect to finish.
-pub(crate) type Waiter = oneshot::Sender<Result<BoxedLink>>;
+pub(crate) type Waiter = oneshot::Sender<Result<Arc<ZmqLink>>>;
 
 /// Why an outbound link is torn down.
 #[derive(Debug)]
@@ -42,10 +43,7 @@ enum State {
         auth: Option<ClientAuth>,
     },
     /// Handshake done; frames flow.
-    Up {
-        link: Arc<ZmqLink>,
-        queue: mpsc::Receiver<zmq::Message>,
-    },
+    Up { link: Arc<ZmqLink> },
 }
 
 /// Where a link is in the shutdown drain.
@@ -78,6 +76,8 @@ pub(crate) struct Dealer {
     blocked: Option<zmq::Message>,
     /// Shutdown drain: the probe sent behind the last frame, answered yet?
     drain: Drain,
+    /// The link's frame count (`RxShared::frames`) at the last look.
+    rx_seen: u64,
 }
 
 fn zmq_err(what: &str) -> impl Fn(zmq::Error) -> Error + '_ {
@@ -134,6 +134,7 @@ impl Dealer {
             last_probe: now,
             blocked: None,
             drain: Drain::Idle,
+            rx_seen: 0,
         })
     }
 
@@ -142,13 +143,6 @@ impl Dealer {
         match &self.state {
             State::Up { link, .. } if !link.is_closed() => Some(link),
             _ => None,
-        }
-    }
-
-    /// Counts a malformed frame from the peer on the live link.
-    fn record_protocol_error(&self) {
-        if let Some(link) = self.live_link() {
-            link.counters.record_protocol_error();
         }
     }
 
@@ -192,13 +186,13 @@ impl Dealer {
 
     /// Moves queued frames into the socket while it has room.
     pub(crate) fn flush(&mut self, now: Instant) -> Option<Teardown> {
-        let State::Up { queue, link } = &mut self.state else {
+        let State::Up { link } = &self.state else {
             return None;
         };
         let socket = self.sockets.socket.lock();
         loop {
             let was_blocked = self.blocked.is_some();
-            let msg = self.blocked.take().or_else(|| queue.try_recv().ok())?;
+            let msg = self.blocked.take().or_else(|| link.queue.pop())?;
             // `send` consumes the message even when it fails, so look first.
             let writable = socket
                 .get_events()
@@ -211,10 +205,8 @@ impl Dealer {
                 tracing::warn!(peer = %self.peer, %err, "zmq: send on dealer failed");
                 return Some(Teardown::Lost("send failed"));
             }
-            // Release (under the socket's mutex): a direct send that sees the
-            // count drop sees this frame in the socket before its own.
-            link.queued
-                .fetch_sub(1, std::sync::atomic::Ordering::Release);
+            // Under the socket's mutex (see `FrameQueue::sent_one`).
+            link.queue.sent_one();
             self.last_tx = now;
             if was_blocked {
                 // Room came back in a full pipe: the peer reads what we
@@ -237,6 +229,11 @@ impl Dealer {
         if self.has_backlog() {
             return false;
         }
+        if let (Drain::Probed(id), State::Up { link }) = (self.drain, &self.state)
+            && link.rx.pong_answers(id.0)
+        {
+            self.drain = Drain::Done;
+        }
         match self.drain {
             Drain::Idle if self.writable() => {
                 let (id, probe) = env.control.probe();
@@ -258,7 +255,7 @@ impl Dealer {
     /// Whether frames accepted for this peer still wait in our queue.
     pub(crate) fn has_backlog(&self) -> bool {
         match &self.state {
-            State::Up { queue, .. } => self.blocked.is_some() || !queue.is_empty(),
+            State::Up { link } => self.blocked.is_some() || !link.queue.is_empty(),
             State::Connecting { .. } => false,
         }
     }
@@ -276,6 +273,27 @@ impl Dealer {
         let _ = self.sockets.socket.lock().set_linger(millis(linger));
     }
 
+    /// Whether the I/O thread reads this DEALER's input: always before the
+    /// link is up and in the shutdown drain, otherwise only while no reader
+    /// task does (`reader`).
+    pub(crate) fn io_reads(&self, shutting_down: bool) -> bool {
+        match &self.state {
+            State::Up { link } => shutting_down || !link.rx.task_reads(),
+            State::Connecting { .. } => true,
+        }
+    }
+
+    /// Counts frames another reader took from the peer as signs of life.
+    fn note_rx(&mut self, now: Instant) {
+        if let State::Up { link } = &self.state {
+            let frames = link.rx.frames();
+            if frames != self.rx_seen {
+                self.rx_seen = frames;
+                self.last_rx = now;
+            }
+        }
+    }
+
     /// Reads up to `budget` frames from the peer.
     pub(crate) fn read(
         &mut self,
@@ -284,6 +302,22 @@ impl Dealer {
         body: &mut zmq::Message,
         budget: usize,
     ) -> Option<Teardown> {
+        if let State::Up { link } = &self.state {
+            // Read exactly as the link's reader task reads.
+            let link = Arc::clone(link);
+            let events = (&*env.inbox.events, env.settings.max_frame);
+            let mut delivered = false;
+            let read = reader::read_up(
+                &link,
+                self.sockets.socket.mutex(),
+                events,
+                body,
+                &mut delivered,
+            );
+            env.delivered |= delivered;
+            self.note_rx(now);
+            return (read == Read::Goodbye).then_some(Teardown::Lost("peer said goodbye"));
+        }
         for _ in 0..budget {
             if self
                 .sockets
@@ -301,23 +335,18 @@ impl Dealer {
                     declared: first as u64,
                     actual: first + extra,
                 };
-                self.record_protocol_error();
                 env.inbox.events.on_protocol_error(Some(self.peer), &err);
                 continue;
             }
             match wire::decode(body, env.settings.max_frame) {
                 Ok(frame) => {
                     self.last_rx = now;
-                    if let Some(link) = self.live_link() {
-                        link.counters.record_received(body.len());
-                    }
                     if let Some(down) = self.on_frame(env, &frame) {
                         return Some(down);
                     }
                 }
                 Err(err) => {
                     tracing::debug!(peer = %self.peer, %err, "zmq: malformed frame on dealer");
-                    self.record_protocol_error();
                     env.inbox.events.on_protocol_error(Some(self.peer), &err);
                 }
             }
@@ -348,12 +377,6 @@ impl Dealer {
             }
             (State::Connecting { .. }, Kind::Heartbeat) if header.has(flags::PONG) => {
                 return self.handshake(env, frame);
-            }
-            (State::Up { .. }, Kind::Heartbeat)
-                if header.has(flags::PONG)
-                    && self.drain == Drain::Probed(header.correlation_id) =>
-            {
-                self.drain = Drain::Done;
             }
             (_, Kind::Heartbeat) => {}
             (State::Up { .. }, Kind::Goodbye) => return Some(Teardown::Lost("peer said goodbye")),
@@ -402,6 +425,7 @@ impl Dealer {
                 env.settings.connect_timeout,
             )));
         }
+        self.note_rx(now);
         let silent = now.saturating_duration_since(self.last_rx);
         if silent >= env.settings.heartbeat_timeout {
             return Some(Teardown::Lost("heartbeat timeout"));
@@ -445,10 +469,10 @@ impl Dealer {
                     let _ = first.send(Err(err));
                 }
             }
-            State::Up { link, mut queue } => {
+            State::Up { link } => {
                 link.mark_closed();
-                queue.close();
-                while queue.try_recv().is_ok() {}
+                link.queue.close();
+                link.rx.stop();
                 if let Teardown::Lost(reason) = why {
                     tracing::info!(peer = %self.peer, endpoint = %self.endpoint, reason, "zmq: link lost");
                     env.inbox.events.on_link_lost(self.peer);

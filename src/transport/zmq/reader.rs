@@ -1,0 +1,315 @@
+//! Reading an outbound link's DEALER without the I/O thread.
+//!
+//! Once a link is up, a reader task on the runtime that connected it reads
+//! the DEALER: tokio's reactor watches the socket's `ZMQ_FD` (a duplicate of
+//! it, so closing the socket never leaves a stale registration), and a
+//! reply wakes that runtime straight from libzmq's I/O thread, where it used
+//! to wake our I/O thread first, which then woke the runtime. The I/O thread
+//! leaves the DEALER's input alone while the task runs (it still sends
+//! queued frames, probes, watches the monitor, and times the heartbeats),
+//! reads it itself again during the shutdown drain and once the task ends
+//! (its runtime shut down), and reads it before the link is up.
+//!
+//! Both readers route a frame with [`route`], so a frame is handled the
+//! same whoever read it: replies to the runtime, pongs and every other
+//! frame as signs of life for the I/O thread's heartbeat clock (through
+//! [`RxShared`]), a goodbye handed to the I/O thread, an invocation (never
+//! valid on this side) refused.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use super::frames::{expects_reply, refusal};
+use super::link::ZmqLink;
+use crate::transport::LinkEvents;
+use crate::wire::{self, FrameRef, Kind, flags};
+
+/// Frames read per turn before the task yields to its runtime.
+const BUDGET: usize = 64;
+
+/// What the readers of one outbound link tell the I/O thread.
+#[derive(Debug, Default)]
+pub(crate) struct RxShared {
+    /// Frames read from the peer: any frame is a sign of life.
+    frames: AtomicU64,
+    /// Correlation id of the last pong read (the shutdown drain's probe).
+    last_pong: AtomicU64,
+    /// The peer said goodbye.
+    goodbye: AtomicBool,
+    /// A reader task reads the DEALER; the I/O thread leaves its input alone.
+    task: AtomicBool,
+    /// Tells the reader task to end (the link was torn down).
+    stop: Notify,
+}
+
+impl RxShared {
+    /// Whether a reader task reads the DEALER now.
+    pub(crate) fn task_reads(&self) -> bool {
+        // Acquire: pairs with the Release in `end_task`, so once the I/O
+        // thread sees the task gone it reads whatever the task left.
+        self.task.load(Ordering::Acquire)
+    }
+
+    /// Frames read so far (the I/O thread compares it with what it saw).
+    pub(crate) fn frames(&self) -> u64 {
+        // Relaxed: a count compared for change only; nothing is read through it.
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last pong read answered the probe `id`.
+    pub(crate) fn pong_answers(&self, id: u64) -> bool {
+        self.last_pong.load(Ordering::Acquire) == id
+    }
+
+    /// Whether the peer said goodbye.
+    pub(crate) fn said_goodbye(&self) -> bool {
+        self.goodbye.load(Ordering::Acquire)
+    }
+
+    /// Asks the reader task, if any, to end (the link is gone).
+    pub(crate) fn stop(&self) {
+        // `notify_one` keeps a permit, so a task not waiting yet still sees it.
+        self.stop.notify_one();
+    }
+}
+
+/// What a routed frame asks of the reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Routed {
+    /// Handled; `true` when it went to the application (a reply).
+    Done(bool),
+    /// The peer said goodbye: the link is lost.
+    Goodbye,
+}
+
+/// Handles one checked frame read from an up outbound link.
+pub(crate) fn route(
+    link: &ZmqLink,
+    events: &dyn LinkEvents,
+    socket: &parking_lot::Mutex<zmq::Socket>,
+    frame: &FrameRef<'_>,
+    len: usize,
+) -> Routed {
+    let header = &frame.header;
+    let rx = &link.rx;
+    link.counters.record_received(len);
+    rx.frames.fetch_add(1, Ordering::Relaxed);
+    match header.kind {
+        kind if kind.is_reply() => {
+            events.on_reply(header, frame.payload);
+            return Routed::Done(true);
+        }
+        Kind::Heartbeat if header.has(flags::PONG) => {
+            // Release: pairs with the Acquire in `pong_answers`.
+            rx.last_pong
+                .store(header.correlation_id.0, Ordering::Release);
+        }
+        Kind::Heartbeat => {}
+        Kind::Goodbye => {
+            // Release: pairs with the Acquire in `said_goodbye`.
+            rx.goodbye.store(true, Ordering::Release);
+            return Routed::Goodbye;
+        }
+        kind => {
+            // Invocations travel on the peer's ROUTER, never back on our DEALER.
+            tracing::warn!(peer = %link.peer_id(), ?kind, "zmq: invocation on an outbound link refused");
+            if expects_reply(kind) {
+                let answer = refusal(link.local(), header);
+                let _ = socket.lock().send(answer, zmq::DONTWAIT);
+            }
+        }
+    }
+    Routed::Done(false)
+}
+
+/// Why a read stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Nothing more to read now.
+    Drained,
+    /// The budget ran out with frames left.
+    Budget,
+    /// The peer said goodbye.
+    Goodbye,
+}
+
+/// Reads up to a budget of messages from an up DEALER and routes them. The
+/// socket is locked per message and not while a frame is routed, so a
+/// direct sender woken by a reply never waits for the reader.
+/// `delivered` is set when a reply went to the application.
+pub(crate) fn read_up(
+    link: &ZmqLink,
+    socket: &parking_lot::Mutex<zmq::Socket>,
+    (events, max_frame): (&dyn LinkEvents, usize),
+    body: &mut zmq::Message,
+    delivered: &mut bool,
+) -> Read {
+    for _ in 0..BUDGET {
+        let locked = socket.lock();
+        if locked.recv(body, zmq::DONTWAIT).is_err() {
+            return Read::Drained;
+        }
+        let (more, first) = (body.get_more(), body.len());
+        let extra = if more {
+            super::dealer::skip_rest(&locked, body)
+        } else {
+            0
+        };
+        drop(locked);
+        if more {
+            let err = wire::ProtocolError::LengthMismatch {
+                declared: first as u64,
+                actual: first + extra,
+            };
+            link.counters.record_protocol_error();
+            events.on_protocol_error(Some(link.peer_id()), &err);
+            continue;
+        }
+        let len = body.len();
+        match wire::decode(body, max_frame) {
+            Ok(frame) => match route(link, events, socket, &frame, len) {
+                Routed::Done(reply) => *delivered |= reply,
+                Routed::Goodbye => return Read::Goodbye,
+            },
+            Err(err) => {
+                tracing::debug!(peer = %link.peer_id(), %err, "zmq: malformed frame on dealer");
+                link.counters.record_protocol_error();
+                events.on_protocol_error(Some(link.peer_id()), &err);
+            }
+        }
+    }
+    Read::Budget
+}
+
+/// Starts the reader task of the up outbound link `link` on the current
+/// runtime, once per link. Without a runtime that drives I/O, or when the
+/// socket is gone, nothing starts and the I/O thread keeps reading.
+pub(crate) fn start(link: &Arc<ZmqLink>, events: &Arc<dyn LinkEvents>, max_frame: usize) {
+    if link.is_closed_now() || link.rx.task.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let fd = match watch(link) {
+        Ok(fd) => fd,
+        Err(err) => {
+            tracing::debug!(%err, "zmq: the I/O thread keeps reading this link");
+            end_task(link);
+            return;
+        }
+    };
+    // Ends the task's turn as reader however it ends (also when its runtime
+    // drops it, even before its first poll), so the I/O thread reads again.
+    let guard = TaskGuard(Arc::clone(link));
+    let events = Arc::clone(events);
+    tokio::spawn(async move {
+        let link = &guard.0;
+        run(link, &fd, (&*events, max_frame)).await;
+        drop(guard);
+    });
+    // The I/O thread may sleep on the DEALER still: let it look again.
+    link.wake_io();
+}
+
+/// Registers a duplicate of the DEALER's `ZMQ_FD` with the current runtime.
+fn watch(link: &ZmqLink) -> std::io::Result<AsyncFd<OwnedFd>> {
+    tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    // Held while the fd is duplicated: the socket (and its fd) stays open.
+    let socket = link
+        .socket()
+        .ok_or_else(|| std::io::Error::other("socket closed"))?;
+    // SAFETY: `socket_fd` is the `ZMQ_FD` of the socket held open just
+    // above until after the duplicate is made; it is only borrowed for that.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(link.socket_fd()) };
+    let owned = borrowed.try_clone_to_owned();
+    drop(socket);
+    let owned = owned?;
+    // tokio panics when the runtime does not drive I/O (built without
+    // `enable_io`); the I/O thread then keeps reading instead.
+    let register = || {
+        // SAFETY: the `AsyncFd` takes the `OwnedFd` (our own duplicate),
+        // which therefore stays open and refers to the same eventfd for the
+        // `AsyncFd`'s whole life, and `as_raw_fd` always returns it.
+        unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(register))
+        .map_err(|_| std::io::Error::other("the runtime does not drive I/O"))?
+        .map_err(std::io::Error::from)
+}
+
+/// The reader loop: read what is there, then wait for the fd to fire.
+///
+/// The readiness seen is cleared only after a read that went as far as
+/// EAGAIN (which also took libzmq's pending commands), and tokio keeps any
+/// readiness that arrived meanwhile: no signal is lost between the two.
+async fn run(link: &ZmqLink, fd: &AsyncFd<OwnedFd>, rx: (&dyn LinkEvents, usize)) {
+    // Frames may have come before the task started.
+    if read_all(link, rx).await.is_none() {
+        return;
+    }
+    loop {
+        let mut guard = tokio::select! {
+            biased;
+            () = link.rx.stop.notified() => return,
+            ready = fd.readable() => match ready {
+                Ok(guard) => guard,
+                Err(err) => {
+                    tracing::debug!(%err, "zmq: reader task cannot wait on the socket");
+                    return;
+                }
+            },
+        };
+        if read_all(link, rx).await.is_none() {
+            return;
+        }
+        guard.clear_ready();
+    }
+}
+
+/// Reads until nothing is left, yielding between budgets; `None` when the
+/// task should end (link closed, socket gone, goodbye).
+async fn read_all(link: &ZmqLink, (events, max_frame): (&dyn LinkEvents, usize)) -> Option<()> {
+    let mut body = zmq::Message::new();
+    loop {
+        if link.is_closed_now() {
+            return None;
+        }
+        let socket = link.socket()?;
+        let mut delivered = false;
+        let read = read_up(
+            link,
+            &socket,
+            (events, max_frame),
+            &mut body,
+            &mut delivered,
+        );
+        drop(socket);
+        match read {
+            Read::Drained => return Some(()),
+            Read::Budget => tokio::task::yield_now().await,
+            Read::Goodbye => {
+                // The I/O thread tears the link down and reports the loss.
+                link.wake_io();
+                return None;
+            }
+        }
+    }
+}
+
+/// Ends a link's reader task's turn when dropped.
+struct TaskGuard(Arc<ZmqLink>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        end_task(&self.0);
+    }
+}
+
+/// The task no longer reads: the I/O thread takes the DEALER back.
+fn end_task(link: &ZmqLink) {
+    // Release: pairs with the Acquire in `task_reads`.
+    link.rx.task.store(false, Ordering::Release);
+    link.wake_io();
+}
