@@ -458,7 +458,9 @@ fn serving_side_allocations_per_pattern() {
     );
     // Client side, per one-way message: none, through the builder or a
     // prepared sender, over shm and over TCP (the ZeroMQ link's queue to its
-    // I/O thread is preallocated), and none on the I/O threads either.
+    // I/O thread is preallocated). (The server's ZeroMQ I/O thread hands
+    // each TCP invocation to the dispatcher through the inbox, a tokio
+    // channel that allocates a block per 32 messages: "other" above.)
     for (case, t) in [
         ("shm one-way async", async_one_way),
         ("shm one-way zero-copy", zc_one_way),
@@ -471,16 +473,6 @@ fn serving_side_allocations_per_pattern() {
             t.sending <= BACKGROUND,
             "{case}: {:.3} allocations per message on the client",
             per_message(t.sending)
-        );
-    }
-    for (case, t) in [
-        ("tcp one-way async", tcp_one_way),
-        ("tcp one-way prepared", tcp_prep_one_way),
-    ] {
-        assert!(
-            t.other <= BACKGROUND,
-            "{case}: {:.3} allocations per message on other threads",
-            per_message(t.other)
         );
     }
     // Waiting for room in a full ring allocates once per wait (the link's

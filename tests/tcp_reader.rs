@@ -184,8 +184,10 @@ async fn an_idle_link_read_by_its_task_outlives_the_heartbeat_timeout() {
     let client = node(quick, 8);
     let link = connect(&client, &server).await;
     let _serving = serve_echo(server);
-    // Pongs to the idle link's probes, read by its task, keep it up:
-    // wait for many more than a heartbeat timeout's worth of them.
+    // Pongs to the idle link's probes, read by its task, keep it up: wait
+    // for many more than a heartbeat timeout's worth of them. (Each probe
+    // the I/O thread sends may take the signal the task sleeps on; a pong
+    // stranded that way loses the link.)
     let counters = link.counters().expect("zmq links count");
     let wait = async {
         while counters.values().messages_in < 30 {

@@ -415,7 +415,7 @@ impl IoThread {
         self.ready.push(self.router.socket.ready(router_wants));
         for (index, dealer) in self.dealers.iter().enumerate() {
             self.ready
-                .push(dealer.sockets.socket.ready(dealer_wants(dealer, stopping)));
+                .push(dealer.ready(dealer_wants(dealer, stopping)));
             self.ready.push(items[3 + 2 * index].get_revents());
         }
         self.poll_items = recycle(items);
@@ -429,13 +429,10 @@ impl IoThread {
     fn sockets_ready(&self, router_wants: zmq::PollEvents) -> bool {
         let stopping = self.env.shared.is_shut_down();
         !self.router.socket.ready(router_wants).is_empty()
-            || self.dealers.iter().any(|dealer| {
-                !dealer
-                    .sockets
-                    .socket
-                    .ready(dealer_wants(dealer, stopping))
-                    .is_empty()
-            })
+            || self
+                .dealers
+                .iter()
+                .any(|dealer| !dealer.ready(dealer_wants(dealer, stopping)).is_empty())
     }
 
     /// Serves whatever `poll` found ready.

@@ -115,6 +115,11 @@ impl ZmqLink {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Wakes the I/O thread (if asleep) without listing the link.
+    pub(crate) fn wake_io_now(&self) {
+        self.io.wake();
+    }
+
     /// Lists the link for the I/O thread's next turn and wakes it.
     pub(crate) fn wake_io(&self) {
         self.io.mark_dirty(self);
@@ -196,9 +201,10 @@ impl ZmqLink {
         let readable = send_direct(&self.socket, identity, &self.queue, msg)?;
         self.counters.record_sent(len);
         self.io.sent.store(true, Ordering::Relaxed);
-        // Our send may have taken the readiness the I/O thread sleeps on;
-        // a reader task is woken by the signal's edge whoever reads it.
-        if readable && !(self.route == Route::Outbound && self.rx.task_reads()) {
+        // Our send may have taken the readiness its reader sleeps on: the
+        // link's reader task, or else the I/O thread.
+        let task = self.route == Route::Outbound && self.rx.kick_if_reading(readable);
+        if !task && readable.contains(zmq::POLLIN) {
             self.io.wake();
         }
         Ok(())

@@ -10,6 +10,18 @@
 //! reads it itself again during the shutdown drain and once the task ends
 //! (its runtime shut down), and reads it before the link is up.
 //!
+//! # Readiness
+//! The task sleeps until the `ZMQ_FD` fires, but libzmq fires it only when
+//! its command mailbox goes from idle to busy: a command that arrives while
+//! another thread is inside a call on the socket (the I/O thread sending or
+//! reading `ZMQ_EVENTS`, a caller's direct send) is taken by that call, and
+//! a message it makes readable fires nothing. So every call on the DEALER
+//! by anyone but the task ends by looking at `ZMQ_EVENTS` and, when a
+//! message waits, kicks the task ([`RxShared::kick`]). Likewise the task's
+//! reads may take the I/O thread's "room to send" signal: while the I/O
+//! thread waits for room ([`RxShared::set_wants_room`]), the task rings it
+//! after each read.
+//!
 //! Both readers route a frame with [`route`], so a frame is handled the
 //! same whoever read it: replies to the runtime, pongs and every other
 //! frame as signs of life for the I/O thread's heartbeat clock (through
@@ -44,6 +56,10 @@ pub(crate) struct RxShared {
     task: AtomicBool,
     /// Tells the reader task to end (the link was torn down).
     stop: Notify,
+    /// Tells the reader task a message waits that fired no signal.
+    kick: Notify,
+    /// The I/O thread waits for room in the DEALER (a blocked frame).
+    wants_room: AtomicBool,
 }
 
 impl RxShared {
@@ -68,6 +84,24 @@ impl RxShared {
     /// Whether the peer said goodbye.
     pub(crate) fn said_goodbye(&self) -> bool {
         self.goodbye.load(Ordering::Acquire)
+    }
+
+    /// After a call on the DEALER by another thread found a message
+    /// waiting: wakes the reader task if one reads (see the module docs).
+    /// Returns whether one does.
+    pub(crate) fn kick_if_reading(&self, events: zmq::PollEvents) -> bool {
+        let reading = self.task_reads();
+        if reading && events.contains(zmq::POLLIN) {
+            // Keeps a permit when the task is not waiting yet.
+            self.kick.notify_one();
+        }
+        reading
+    }
+
+    /// Records whether the I/O thread waits for room to send.
+    pub(crate) fn set_wants_room(&self, wants: bool) {
+        // Relaxed: a hint; a missed ring is caught by the I/O thread's tick.
+        self.wants_room.store(wants, Ordering::Relaxed);
     }
 
     /// Asks the reader task, if any, to end (the link is gone).
@@ -253,6 +287,13 @@ async fn run(link: &ZmqLink, fd: &AsyncFd<OwnedFd>, rx: (&dyn LinkEvents, usize)
         let mut guard = tokio::select! {
             biased;
             () = link.rx.stop.notified() => return,
+            () = link.rx.kick.notified() => {
+                // A message that fired no signal: read it, keep readiness.
+                if read_all(link, rx).await.is_none() {
+                    return;
+                }
+                continue;
+            }
             ready = fd.readable() => match ready {
                 Ok(guard) => guard,
                 Err(err) => {
@@ -286,6 +327,10 @@ async fn read_all(link: &ZmqLink, (events, max_frame): (&dyn LinkEvents, usize))
             &mut delivered,
         );
         drop(socket);
+        if link.rx.wants_room.load(Ordering::Relaxed) {
+            // Our reads may have taken the I/O thread's signal of room.
+            link.wake_io_now();
+        }
         match read {
             Read::Drained => return Some(()),
             Read::Budget => tokio::task::yield_now().await,

@@ -118,14 +118,15 @@ pub(crate) fn route(
 /// before it waits for the I/O thread (the link's queue's unsent frames,
 /// taken off only under the socket's mutex by the I/O thread) and the
 /// socket has room. Returns the
-/// message when it must go through the queue instead; otherwise whether a
-/// message now waits to be read (the caller then rings the I/O thread).
+/// message when it must go through the queue instead; otherwise the
+/// socket's events after the send (a message waiting to be read then needs
+/// its reader rung: the send may have taken its signal).
 pub(crate) fn send_direct(
     socket: &Weak<Mutex<zmq::Socket>>,
     identity: Option<&[u8]>,
     queue: &FrameQueue,
     msg: zmq::Message,
-) -> std::result::Result<bool, zmq::Message> {
+) -> std::result::Result<zmq::PollEvents, zmq::Message> {
     // Relaxed: a hint only; the authoritative check is under the mutex.
     if queue.unsent(Ordering::Relaxed) != 0 {
         return Err(msg);
@@ -164,9 +165,7 @@ pub(crate) fn send_direct(
         // Only a socket being torn down fails here; the I/O thread reports
         // the link's end on its next use of it.
         tracing::warn!(%err, "zmq: direct send failed");
-        return Ok(true);
+        return Ok(zmq::POLLIN);
     }
-    Ok(socket
-        .get_events()
-        .is_ok_and(|events| events.contains(zmq::POLLIN)))
+    Ok(socket.get_events().unwrap_or(zmq::POLLIN))
 }

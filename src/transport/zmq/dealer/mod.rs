@@ -171,17 +171,37 @@ impl Dealer {
         }
     }
 
+    /// The link, once up (its reader task is kicked after our calls).
+    fn up_link(&self) -> Option<&ZmqLink> {
+        match &self.state {
+            State::Up { link } => Some(link),
+            State::Connecting { .. } => None,
+        }
+    }
+
+    /// The socket's `ZMQ_EVENTS` within `wanted` (none when nothing is
+    /// wanted, without touching the socket), kicking the reader task as
+    /// every call by the I/O thread does.
+    pub(crate) fn ready(&self, wanted: zmq::PollEvents) -> zmq::PollEvents {
+        if wanted.is_empty() {
+            return wanted;
+        }
+        let socket = self.sockets.socket.lock();
+        events_after_call(self.up_link(), &socket) & wanted
+    }
+
     fn writable(&self) -> bool {
-        self.sockets
-            .socket
-            .lock()
-            .get_events()
-            .is_ok_and(|events| events.contains(zmq::POLLOUT))
+        let socket = self.sockets.socket.lock();
+        events_after_call(self.up_link(), &socket).contains(zmq::POLLOUT)
     }
 
     /// Sends one of the transport's own frames if the socket takes it now.
     fn send_control(&self, msg: zmq::Message) -> bool {
-        self.sockets.socket.lock().send(msg, zmq::DONTWAIT).is_ok()
+        let socket = self.sockets.socket.lock();
+        let sent = socket.send(msg, zmq::DONTWAIT).is_ok();
+        // The send may have taken the reader task's signal.
+        events_after_call(self.up_link(), &socket);
+        sent
     }
 
     /// Moves queued frames into the socket while it has room.
@@ -190,21 +210,22 @@ impl Dealer {
             return None;
         };
         let socket = self.sockets.socket.lock();
-        loop {
+        let mut sent_any = false;
+        let down = loop {
             let was_blocked = self.blocked.is_some();
-            let msg = self.blocked.take().or_else(|| link.queue.pop())?;
+            let Some(msg) = self.blocked.take().or_else(|| link.queue.pop()) else {
+                break None;
+            };
             // `send` consumes the message even when it fails, so look first.
-            let writable = socket
-                .get_events()
-                .is_ok_and(|events| events.contains(zmq::POLLOUT));
-            if !writable {
+            if !events_after_call(Some(link), &socket).contains(zmq::POLLOUT) {
                 self.blocked = Some(msg);
-                return None;
+                break None;
             }
             if let Err(err) = socket.send(msg, zmq::DONTWAIT) {
                 tracing::warn!(peer = %self.peer, %err, "zmq: send on dealer failed");
-                return Some(Teardown::Lost("send failed"));
+                break Some(Teardown::Lost("send failed"));
             }
+            sent_any = true;
             // Under the socket's mutex (see `FrameQueue::sent_one`).
             link.queue.sent_one();
             self.last_tx = now;
@@ -215,7 +236,13 @@ impl Dealer {
                 // peer would be lost to the heartbeat timeout.
                 self.last_rx = self.last_rx.max(now);
             }
+        };
+        if sent_any {
+            // The last send may have taken the reader task's signal.
+            events_after_call(Some(link), &socket);
         }
+        link.rx.set_wants_room(self.blocked.is_some());
+        down
     }
 
     /// One step of the shutdown drain; true once the peer has read every
@@ -483,6 +510,17 @@ impl Dealer {
         }
         // Dropping the sockets closes them; LINGER is 0 unless a goodbye was sent.
     }
+}
+
+/// The DEALER's `ZMQ_EVENTS` after a call on it by the I/O thread, kicking
+/// the link's reader task when a message waits: the call may have taken the
+/// signal the task sleeps on (see `reader`).
+fn events_after_call(link: Option<&ZmqLink>, socket: &zmq::Socket) -> zmq::PollEvents {
+    let events = socket.get_events().unwrap_or(zmq::PollEvents::empty());
+    if let Some(link) = link {
+        link.rx.kick_if_reading(events);
+    }
+    events
 }
 
 /// Copies the errors a connect can end with (each waiter gets its own).
