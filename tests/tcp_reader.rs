@@ -277,7 +277,7 @@ async fn one_way_frames_keep_order_and_bound_through_the_queue() {
         if sent > 100_000 {
             break false;
         }
-        if sent % 16 == 0 {
+        if sent.is_multiple_of(16) {
             tokio::task::yield_now().await;
         }
     };
