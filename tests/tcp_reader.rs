@@ -300,3 +300,34 @@ async fn one_way_frames_keep_order_and_bound_through_the_queue() {
     }
     waiting.await.unwrap().expect("the waiting send went out");
 }
+
+#[test]
+fn a_link_whose_runtime_sleeps_is_read_by_the_io_thread() {
+    let quick = config()
+        .heartbeat_interval(Duration::from_millis(10))
+        .heartbeat_timeout(Duration::from_millis(40));
+    let serving_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (server, client) = serving_rt.block_on(async { (node(quick.clone(), 8), node(quick, 8)) });
+    // The link's reader task lives on a current-thread runtime that only
+    // runs inside `block_on`: between calls nothing reads for it.
+    let caller_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let link = caller_rt.block_on(connect(&client, &server));
+    let _serving = serving_rt.spawn(async move { serve_echo(server).await });
+    // Many heartbeat timeouts' worth of pongs while the runtime sleeps.
+    let counters = link.counters().expect("zmq links count");
+    let failsafe = std::time::Instant::now() + FAILSAFE;
+    while counters.values().messages_in < 30 && !link.is_closed() {
+        assert!(std::time::Instant::now() < failsafe, "no pongs read");
+        std::thread::yield_now();
+    }
+    assert!(!link.is_closed(), "lost while its runtime slept");
+    assert_eq!(client.seen.lost.load(Ordering::SeqCst), 0);
+    caller_rt.block_on(requests(&client, &link, 1, 10));
+}

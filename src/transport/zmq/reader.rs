@@ -8,7 +8,9 @@
 //! leaves the DEALER's input alone while the task runs (it still sends
 //! queued frames, probes, watches the monitor, and times the heartbeats),
 //! reads it itself again during the shutdown drain and once the task ends
-//! (its runtime shut down), and reads it before the link is up.
+//! (its runtime shut down), reads it before the link is up, and reads what
+//! waited a whole heartbeat tick unread (the task's runtime is not running,
+//! e.g. a current-thread runtime between `block_on` calls).
 //!
 //! # Readiness
 //! The task sleeps until the `ZMQ_FD` fires, but libzmq fires it only when

@@ -78,6 +78,8 @@ pub(crate) struct Dealer {
     drain: Drain,
     /// The link's frame count (`RxShared::frames`) at the last look.
     rx_seen: u64,
+    /// A message waited for the reader task at the last tick.
+    stale: bool,
 }
 
 fn zmq_err(what: &str) -> impl Fn(zmq::Error) -> Error + '_ {
@@ -135,6 +137,7 @@ impl Dealer {
             blocked: None,
             drain: Drain::Idle,
             rx_seen: 0,
+            stale: false,
         })
     }
 
@@ -452,6 +455,9 @@ impl Dealer {
                 env.settings.connect_timeout,
             )));
         }
+        if let Some(down) = self.read_stale_input(env, now) {
+            return Some(down);
+        }
         self.note_rx(now);
         let silent = now.saturating_duration_since(self.last_rx);
         if silent >= env.settings.heartbeat_timeout {
@@ -473,6 +479,28 @@ impl Dealer {
             }
         }
         None
+    }
+
+    /// While a reader task reads this DEALER: input that waited a whole tick
+    /// unread (its runtime is not running, e.g. a current-thread runtime
+    /// between `block_on` calls) is read here, so replies, pongs and
+    /// goodbyes are never held hostage by a runtime that sleeps.
+    fn read_stale_input(&mut self, env: &mut Env, now: Instant) -> Option<Teardown> {
+        let task_reads = matches!(&self.state, State::Up { link } if link.rx.task_reads());
+        if !task_reads {
+            self.stale = false;
+            return None;
+        }
+        // Kicks the task if a message waits (see `events_after_call`).
+        let waiting = self.ready(zmq::POLLIN).contains(zmq::POLLIN);
+        let stale = std::mem::replace(&mut self.stale, waiting);
+        if !(waiting && stale) {
+            return None;
+        }
+        tracing::trace!(peer = %self.peer, "zmq: the link's reader task did not run; reading here");
+        self.stale = false;
+        let mut body = zmq::Message::new();
+        self.read(env, now, &mut body, 64)
     }
 
     /// Ends this DEALER: fails waiters or closes the link, reports a loss.
