@@ -62,6 +62,9 @@ pub(crate) struct RxShared {
     kick: Notify,
     /// The I/O thread waits for room in the DEALER (a blocked frame).
     wants_room: AtomicBool,
+    /// Held by whoever reads (and routes) a batch, so frames are routed in
+    /// the order they were read even when both readers are at it.
+    reading: parking_lot::Mutex<()>,
 }
 
 impl RxShared {
@@ -175,15 +178,25 @@ pub(crate) enum Read {
 
 /// Reads up to a budget of messages from an up DEALER and routes them. The
 /// socket is locked per message and not while a frame is routed, so a
-/// direct sender woken by a reply never waits for the reader.
-/// `delivered` is set when a reply went to the application.
+/// direct sender woken by a reply never waits for the reader; the link's
+/// reading lock is held for the whole batch, so a frame is routed before
+/// anyone reads the next. With `wait` false (the I/O thread) nothing is
+/// read while the task reads. `delivered` is set when a reply went to the
+/// application.
 pub(crate) fn read_up(
     link: &ZmqLink,
     socket: &parking_lot::Mutex<zmq::Socket>,
-    (events, max_frame): (&dyn LinkEvents, usize),
+    (events, max_frame, wait): (&dyn LinkEvents, usize, bool),
     body: &mut zmq::Message,
     delivered: &mut bool,
 ) -> Read {
+    let _reading = match wait {
+        true => link.rx.reading.lock(),
+        false => match link.rx.reading.try_lock() {
+            Some(guard) => guard,
+            None => return Read::Drained,
+        },
+    };
     for _ in 0..BUDGET {
         let locked = socket.lock();
         if locked.recv(body, zmq::DONTWAIT).is_err() {
@@ -324,7 +337,7 @@ async fn read_all(link: &ZmqLink, (events, max_frame): (&dyn LinkEvents, usize))
         let read = read_up(
             link,
             &socket,
-            (events, max_frame),
+            (events, max_frame, true),
             &mut body,
             &mut delivered,
         );

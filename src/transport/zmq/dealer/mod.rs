@@ -335,7 +335,8 @@ impl Dealer {
         if let State::Up { link } = &self.state {
             // Read exactly as the link's reader task reads.
             let link = Arc::clone(link);
-            let events = (&*env.inbox.events, env.settings.max_frame);
+            // Never waits for the task: it is reading then anyway.
+            let events = (&*env.inbox.events, env.settings.max_frame, false);
             let mut delivered = false;
             let read = reader::read_up(
                 &link,
