@@ -30,6 +30,8 @@ struct Seen {
     /// Correlation id and reading thread of every reply.
     replies: Mutex<Vec<(MessageId, String)>>,
     lost: AtomicUsize,
+    /// How many replies had arrived when the link was reported lost.
+    replies_at_loss: Mutex<Option<usize>>,
     changed: Notify,
 }
 
@@ -41,6 +43,7 @@ impl LinkEvents for Seen {
     }
 
     fn on_link_lost(&self, _peer: InstanceId) {
+        *self.replies_at_loss.lock() = Some(self.reply_count());
         self.lost.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
@@ -330,4 +333,42 @@ fn a_link_whose_runtime_sleeps_is_read_by_the_io_thread() {
     assert!(!link.is_closed(), "lost while its runtime slept");
     assert_eq!(client.seen.lost.load(Ordering::SeqCst), 0);
     caller_rt.block_on(requests(&client, &link, 1, 10));
+}
+
+#[test]
+fn a_reply_sent_before_the_peer_went_arrives_before_its_loss() {
+    let serving_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut server, client) =
+        serving_rt.block_on(async { (node(config(), 8), node(config(), 8)) });
+    // The reader task's runtime does not run after the connect: the reply
+    // and the loss both reach the I/O thread first.
+    let caller_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let link = caller_rt.block_on(connect(&client, &server));
+    let header = Header::new(Kind::Request, MessageId(7), client.id);
+    link.try_send(frame(header, b"last words")).expect("send");
+    serving_rt.block_on(async {
+        let inbound = server.invocations.recv().await.expect("request");
+        let mut answer = Header::new(Kind::Response, MessageId(1), server.id);
+        answer.correlation_id = inbound.header.message_id;
+        let reply = frame(answer, b"last words");
+        inbound.reply_link.send(reply).await.expect("reply");
+        server.transport.shutdown().await;
+    });
+    let failsafe = std::time::Instant::now() + FAILSAFE;
+    while client.seen.lost.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < failsafe, "loss not reported");
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        *client.seen.replies_at_loss.lock(),
+        Some(1),
+        "the reply came before the loss"
+    );
 }

@@ -19,7 +19,7 @@
 //! reading `ZMQ_EVENTS`, a caller's direct send) is taken by that call, and
 //! a message it makes readable fires nothing. So every call on the DEALER
 //! by anyone but the task ends by looking at `ZMQ_EVENTS` and, when a
-//! message waits, kicks the task ([`RxShared::kick`]). Likewise the task's
+//! message waits, kicks the task ([`RxShared::kick_if_reading`]). Likewise the task's
 //! reads may take the I/O thread's "room to send" signal: while the I/O
 //! thread waits for room ([`RxShared::set_wants_room`]), the task rings it
 //! after each read.
@@ -83,11 +83,13 @@ impl RxShared {
 
     /// Whether the last pong read answered the probe `id`.
     pub(crate) fn pong_answers(&self, id: u64) -> bool {
+        // Acquire: pairs with the Release in `route` that stored the pong.
         self.last_pong.load(Ordering::Acquire) == id
     }
 
     /// Whether the peer said goodbye.
     pub(crate) fn said_goodbye(&self) -> bool {
+        // Acquire: pairs with the Release in `route` that saw the goodbye.
         self.goodbye.load(Ordering::Acquire)
     }
 
@@ -238,6 +240,8 @@ pub(crate) fn read_up(
 /// runtime, once per link. Without a runtime that drives I/O, or when the
 /// socket is gone, nothing starts and the I/O thread keeps reading.
 pub(crate) fn start(link: &Arc<ZmqLink>, events: &Arc<dyn LinkEvents>, max_frame: usize) {
+    // AcqRel: one caller wins the start; the Release half pairs with the
+    // I/O thread's Acquire in `task_reads`.
     if link.is_closed_now() || link.rx.task.swap(true, Ordering::AcqRel) {
         return;
     }

@@ -530,6 +530,9 @@ impl Dealer {
                 link.queue.close();
                 link.rx.stop();
                 if let Teardown::Lost(reason) = why {
+                    // What the peer sent before it went is delivered before
+                    // its loss, whether or not the reader task got to it.
+                    drain_input(&link, &self.sockets, env);
                     tracing::info!(peer = %self.peer, endpoint = %self.endpoint, reason, "zmq: link lost");
                     env.inbox.events.on_link_lost(self.peer);
                 } else {
@@ -550,6 +553,22 @@ fn events_after_call(link: Option<&ZmqLink>, socket: &zmq::Socket) -> zmq::PollE
         link.rx.kick_if_reading(events);
     }
     events
+}
+
+/// Reads and routes whatever input a lost link still holds (waiting for a
+/// reader task that is mid-batch, so the order holds).
+fn drain_input(link: &ZmqLink, sockets: &Monitored, env: &Env) {
+    let events = (&*env.inbox.events, env.settings.max_frame, true);
+    let mut body = zmq::Message::new();
+    let mut delivered = false;
+    while reader::read_up(
+        link,
+        sockets.socket.mutex(),
+        events,
+        &mut body,
+        &mut delivered,
+    ) == Read::Budget
+    {}
 }
 
 /// Copies the errors a connect can end with (each waiter gets its own).
