@@ -105,6 +105,16 @@ impl Control {
     }
 }
 
+/// An `Error` (`Refused`) answer to an invocation that came on an outbound
+/// link, built by a reader that has no `Control` (its id is a fixed
+/// control id: nothing correlates on an error's own id).
+pub(crate) fn refusal(local: InstanceId, to: &Header) -> zmq::Message {
+    let mut header = Header::new(Kind::Error, MessageId(CONTROL_ID_BIT), local);
+    header.correlation_id = to.message_id;
+    header.error_code = ErrorCode::Refused as u8;
+    encode(header, "", b"invocations are not accepted on this link")
+}
+
 /// Encodes a frame into a zmq message of the exact size.
 pub(crate) fn encode(header: Header, name: &str, payload: &[u8]) -> zmq::Message {
     let mut msg = zmq::Message::with_size(crate::wire::frame_len(name.len(), payload.len()));

@@ -239,7 +239,12 @@ impl IoThread {
             return;
         };
         let dealer = &mut self.dealers[index];
-        let down = dealer.flush(now);
+        // A goodbye read by the link's reader task ends the link here.
+        let down = dealer.flush(now).or_else(|| {
+            link.rx
+                .said_goodbye()
+                .then_some(Teardown::Lost("peer said goodbye"))
+        });
         if down.is_none()
             && !link
                 .close_requested
@@ -397,8 +402,10 @@ impl IoThread {
             zmq::POLLIN,
         ));
         items.push(self.router.socket.poll_item(!router_wants.is_empty()));
+        let stopping = self.env.shared.is_shut_down();
         for dealer in &self.dealers {
-            items.push(dealer.sockets.socket.poll_item(true));
+            let listen = !dealer_wants(dealer, stopping).is_empty();
+            items.push(dealer.sockets.socket.poll_item(listen));
             items.push(dealer.sockets.events.as_poll_item(zmq::POLLIN));
         }
         let result = zmq::poll(&mut items, timeout_ms);
@@ -408,7 +415,7 @@ impl IoThread {
         self.ready.push(self.router.socket.ready(router_wants));
         for (index, dealer) in self.dealers.iter().enumerate() {
             self.ready
-                .push(dealer.sockets.socket.ready(dealer_wants(dealer)));
+                .push(dealer.ready(dealer_wants(dealer, stopping)));
             self.ready.push(items[3 + 2 * index].get_revents());
         }
         self.poll_items = recycle(items);
@@ -420,11 +427,12 @@ impl IoThread {
 
     /// Whether a socket already has what the I/O thread waits for.
     fn sockets_ready(&self, router_wants: zmq::PollEvents) -> bool {
+        let stopping = self.env.shared.is_shut_down();
         !self.router.socket.ready(router_wants).is_empty()
             || self
                 .dealers
                 .iter()
-                .any(|dealer| !dealer.sockets.socket.ready(dealer_wants(dealer)).is_empty())
+                .any(|dealer| !dealer.ready(dealer_wants(dealer, stopping)).is_empty())
     }
 
     /// Serves whatever `poll` found ready.
@@ -493,14 +501,17 @@ impl IoThread {
     }
 }
 
-/// What the I/O thread waits for on a DEALER: frames, and room while a
-/// frame is blocked.
-fn dealer_wants(dealer: &Dealer) -> zmq::PollEvents {
-    if dealer.wants_pollout() {
-        zmq::POLLIN | zmq::POLLOUT
-    } else {
-        zmq::POLLIN
+/// What the I/O thread waits for on a DEALER: frames unless the link's
+/// reader task reads them (`reader`), and room while a frame is blocked.
+fn dealer_wants(dealer: &Dealer, stopping: bool) -> zmq::PollEvents {
+    let mut wants = zmq::PollEvents::empty();
+    if dealer.io_reads(stopping) {
+        wants |= zmq::POLLIN;
     }
+    if dealer.wants_pollout() {
+        wants |= zmq::POLLOUT;
+    }
+    wants
 }
 
 /// Empties a poll list and gives its allocation back for the next turn.

@@ -1,174 +1,20 @@
 //! The caller's side of a link: encode on the calling task and send it
 //! straight into the socket (see `shared`); only when the socket has no room
-//! or earlier frames still wait, queue it to the I/O thread through a
-//! bounded channel and ring its doorbell.
+//! or earlier frames still wait, queue it to the I/O thread through the
+//! link's bounded, preallocated queue (`queue`) and ring its doorbell.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use nix::sys::eventfd::{EfdFlags, EventFd};
-use parking_lot::Mutex;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
-
-use super::shared::send_direct;
+pub(crate) use super::io_shared::IoShared;
+use super::queue::{FrameQueue, PushError};
+use super::reader::RxShared;
+use super::shared::{SharedSocket, send_direct};
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 use crate::stats::LinkCounters;
 use crate::transport::{BoxFuture, OutFrame, PeerLink, TransportKind};
 use crate::wire::Kind;
-
-/// State shared by the I/O thread and every caller: the doorbell and the list
-/// of links with work for the I/O thread.
-#[derive(Debug)]
-pub(crate) struct IoShared {
-    /// Doorbell the I/O thread polls (as a raw fd) while it sleeps.
-    doorbell: EventFd,
-    /// Set by the I/O thread just before it sleeps; whoever clears it rings.
-    armed: AtomicBool,
-    /// Links with queued frames or a close request. A link is listed at most
-    /// once (guarded by its `dirty` flag), so this never outgrows the link count.
-    dirty: Mutex<Vec<Arc<ZmqLink>>>,
-    /// Set once by `shutdown` (or drop).
-    shutdown: AtomicBool,
-    /// Outbound links whose peer had not read everything they accepted when
-    /// the shutdown drain's deadline passed.
-    undrained: std::sync::atomic::AtomicUsize,
-    /// Reverse links of the clients the ROUTER knows, by link id (for `stats()`).
-    inbound: Mutex<HashMap<u64, Weak<ZmqLink>>>,
-    /// A caller sent a frame directly: the application answered, so the I/O
-    /// thread stops spinning for it.
-    sent: AtomicBool,
-}
-
-impl IoShared {
-    /// New shared state with a non-blocking eventfd doorbell.
-    pub(crate) fn new() -> Result<Self> {
-        let doorbell = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-            .map_err(|err| Error::transport(format!("eventfd: {err}")))?;
-        Ok(Self {
-            doorbell,
-            armed: AtomicBool::new(false),
-            dirty: Mutex::new(Vec::new()),
-            shutdown: AtomicBool::new(false),
-            undrained: std::sync::atomic::AtomicUsize::new(0),
-            inbound: Mutex::new(HashMap::new()),
-            sent: AtomicBool::new(false),
-        })
-    }
-
-    /// Lists a new client's reverse link.
-    pub(crate) fn add_inbound(&self, link: &Arc<ZmqLink>) {
-        self.inbound.lock().insert(link.id, Arc::downgrade(link));
-    }
-
-    /// Unlists a client's reverse link.
-    pub(crate) fn remove_inbound(&self, id: u64) {
-        self.inbound.lock().remove(&id);
-    }
-
-    /// The reverse links of the clients known now.
-    pub(crate) fn inbound_links(&self) -> Vec<Arc<ZmqLink>> {
-        self.inbound
-            .lock()
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect()
-    }
-
-    /// The doorbell, for the I/O thread's poll set.
-    pub(crate) fn doorbell(&self) -> &EventFd {
-        &self.doorbell
-    }
-
-    /// Wakes the I/O thread if it is (about to be) asleep.
-    pub(crate) fn wake(&self) {
-        // Pairs with the fence in `arm`: either the I/O thread sees our work
-        // when it re-checks after arming, or we see `armed` and ring.
-        fence(Ordering::SeqCst);
-        if self.armed.swap(false, Ordering::SeqCst) {
-            // The eventfd counter cannot overflow from single increments, and a
-            // failed write only leaves the I/O thread to its poll timeout.
-            if let Err(err) = self.doorbell.write(1) {
-                tracing::warn!(%err, "zmq transport: doorbell write failed");
-            }
-        }
-    }
-
-    /// Called by the I/O thread before sleeping; returns whether work is
-    /// already waiting (then it must not sleep).
-    pub(crate) fn arm(&self) -> bool {
-        self.armed.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        !self.dirty.lock().is_empty() || self.is_shut_down()
-    }
-
-    /// Called by the I/O thread after its poll returns.
-    pub(crate) fn disarm(&self) {
-        self.armed.store(false, Ordering::Relaxed);
-    }
-
-    /// Drains the doorbell counter (the I/O thread, after a readable poll).
-    pub(crate) fn clear_doorbell(&self) {
-        // EAGAIN just means nothing was rung.
-        let _ = self.doorbell.read();
-    }
-
-    /// Records how many outbound links the shutdown drain left undrained.
-    pub(crate) fn set_undrained(&self, links: usize) {
-        // Release: pairs with the Acquire in `undrained`, read after the
-        // I/O thread signalled it finished.
-        self.undrained.store(links, Ordering::Release);
-    }
-
-    /// Outbound links the shutdown drain left undrained.
-    pub(crate) fn undrained(&self) -> usize {
-        self.undrained.load(Ordering::Acquire)
-    }
-
-    /// Whether links with work are listed.
-    pub(crate) fn has_dirty(&self) -> bool {
-        !self.dirty.lock().is_empty()
-    }
-
-    /// Moves the dirty links into `out` (the I/O thread).
-    pub(crate) fn take_dirty(&self, out: &mut Vec<Arc<ZmqLink>>) {
-        std::mem::swap(&mut *self.dirty.lock(), out);
-    }
-
-    /// Lists `link` as having work, once, and wakes the I/O thread.
-    fn mark_dirty(&self, link: &ZmqLink) {
-        if self.is_shut_down() {
-            // Nobody drains the list any more; keep it empty (no Arc cycle).
-            return;
-        }
-        if !link.dirty.swap(true, Ordering::AcqRel) {
-            // The link is alive (we were called through it), so this upgrades.
-            if let Some(link) = link.me.upgrade() {
-                self.dirty.lock().push(link);
-            }
-            self.wake();
-        }
-    }
-
-    /// Whether a caller sent directly since the last call (the I/O thread).
-    pub(crate) fn take_sent(&self) -> bool {
-        // Relaxed: only ends a spin early; nothing is read through it.
-        self.sent.swap(false, Ordering::Relaxed)
-    }
-
-    /// Asks the I/O thread to shut down.
-    pub(crate) fn request_shutdown(&self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        self.wake();
-    }
-
-    /// Whether shutdown was requested.
-    pub(crate) fn is_shut_down(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire)
-    }
-}
 
 /// Which side of the connection a link sends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,11 +26,12 @@ pub(crate) enum Route {
 }
 
 /// A link to one peer over ZeroMQ. Frames are encoded into a
-/// `zmq::Message` on the caller's task and queued (bounded) for the I/O thread.
+/// `zmq::Message` on the caller's task and sent directly or queued (bounded)
+/// for the I/O thread.
 #[derive(Debug)]
 pub(crate) struct ZmqLink {
     /// This link, so a send can list it as dirty.
-    me: Weak<ZmqLink>,
+    pub(crate) me: Weak<ZmqLink>,
     /// Unique per transport; tells a link from its successor to the same peer.
     pub(crate) id: u64,
     peer: InstanceId,
@@ -199,31 +46,32 @@ pub(crate) struct ZmqLink {
     pub(crate) close_requested: AtomicBool,
     /// Listed in `IoShared::dirty`; cleared by the I/O thread before draining.
     pub(crate) dirty: AtomicBool,
-    tx: mpsc::Sender<zmq::Message>,
+    /// Frames for the I/O thread to send (bounded, preallocated); it also
+    /// counts the frames a direct send must not overtake.
+    pub(crate) queue: FrameQueue,
     /// The socket this link sends on (a DEALER, or the ROUTER for a reverse
     /// link), for direct sends; gone once the I/O thread closed it.
     socket: Weak<parking_lot::Mutex<zmq::Socket>>,
-    /// Frames queued for the I/O thread and not yet in the socket; a direct
-    /// send only overtakes nothing (changed by the I/O thread under the
-    /// socket's mutex).
-    pub(crate) queued: AtomicUsize,
+    /// That socket's `ZMQ_FD` (valid while `socket` upgrades).
+    socket_fd: std::os::fd::RawFd,
+    /// What the outbound link's readers tell the I/O thread (`reader`).
+    pub(crate) rx: RxShared,
     io: Arc<IoShared>,
     /// Frames and bytes each way on this link.
     pub(crate) counters: LinkCounters,
 }
 
 impl ZmqLink {
-    /// A new link and the receiving end of its send queue (for the I/O thread).
+    /// A new link whose queue holds `capacity` frames.
     pub(crate) fn new(
         id: u64,
         peer: InstanceId,
         route: Route,
         max_frame: usize,
         capacity: usize,
-        (socket, io): (Weak<parking_lot::Mutex<zmq::Socket>>, Arc<IoShared>),
-    ) -> (Arc<Self>, mpsc::Receiver<zmq::Message>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let link = Arc::new_cyclic(|me| Self {
+        (socket, io): (&SharedSocket, Arc<IoShared>),
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             me: me.clone(),
             id,
             peer,
@@ -233,13 +81,48 @@ impl ZmqLink {
             trusted: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
-            tx,
-            socket,
-            queued: AtomicUsize::new(0),
+            queue: FrameQueue::new(capacity),
+            socket: socket.weak(),
+            socket_fd: socket.fd(),
+            rx: RxShared::default(),
             io,
             counters: LinkCounters::default(),
-        });
-        (link, rx)
+        })
+    }
+
+    /// The peer (for readers that do not go through the trait).
+    pub(crate) fn peer_id(&self) -> InstanceId {
+        self.peer
+    }
+
+    /// The instance this link sends as.
+    pub(crate) fn local(&self) -> InstanceId {
+        self.io.local
+    }
+
+    /// The socket this link sends on, unless the I/O thread closed it.
+    pub(crate) fn socket(&self) -> Option<Arc<parking_lot::Mutex<zmq::Socket>>> {
+        self.socket.upgrade()
+    }
+
+    /// The socket's `ZMQ_FD` (open only while [`Self::socket`] upgrades).
+    pub(crate) fn socket_fd(&self) -> std::os::fd::RawFd {
+        self.socket_fd
+    }
+
+    /// Whether the link is closed (broken, or closed by us).
+    pub(crate) fn is_closed_now(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Wakes the I/O thread (if asleep) without listing the link.
+    pub(crate) fn wake_io_now(&self) {
+        self.io.wake();
+    }
+
+    /// Lists the link for the I/O thread's next turn and wakes it.
+    pub(crate) fn wake_io(&self) {
+        self.io.mark_dirty(self);
     }
 
     /// Removes this reverse link from the transport's list of inbound links.
@@ -315,22 +198,21 @@ impl ZmqLink {
             Route::Reverse(identity) => Some(&**identity),
         };
         let len = msg.len();
-        let readable = send_direct(&self.socket, identity, &self.queued, msg)?;
+        let readable = send_direct(&self.socket, identity, &self.queue, msg)?;
         self.counters.record_sent(len);
         self.io.sent.store(true, Ordering::Relaxed);
-        if readable {
-            // Our send may have taken the readiness the I/O thread sleeps on.
+        // Our send may have taken the readiness its reader sleeps on: the
+        // link's reader task, or else the I/O thread.
+        let task = self.route == Route::Outbound && self.rx.kick_if_reading(readable);
+        if !task && readable.contains(zmq::POLLIN) {
             self.io.wake();
         }
         Ok(())
     }
 
-    /// Queues `msg` for the I/O thread behind a reserved slot.
-    fn enqueue(&self, permit: mpsc::Permit<'_, zmq::Message>, msg: zmq::Message) {
-        self.counters.record_sent(msg.len());
-        // Relaxed: read under the socket's mutex, which orders it.
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        permit.send(msg);
+    /// The frame was queued: count it and list the link for the I/O thread.
+    fn queued(&self, len: usize) {
+        self.counters.record_sent(len);
         self.io.mark_dirty(self);
     }
 
@@ -340,8 +222,12 @@ impl ZmqLink {
         let Err(msg) = self.try_direct(frame.header.kind, msg) else {
             return Ok(());
         };
-        let permit = self.tx.reserve().await.map_err(|_| self.closed_error())?;
-        self.enqueue(permit, msg);
+        let len = msg.len();
+        self.queue
+            .push(msg)
+            .await
+            .map_err(|_| self.closed_error())?;
+        self.queued(len);
         Ok(())
     }
 
@@ -350,11 +236,12 @@ impl ZmqLink {
         let Err(msg) = self.try_direct(frame.header.kind, msg) else {
             return Ok(());
         };
-        let permit = self.tx.try_reserve().map_err(|err| match err {
-            TrySendError::Full(()) => Error::Full,
-            TrySendError::Closed(()) => self.closed_error(),
+        let len = msg.len();
+        self.queue.try_push(msg).map_err(|err| match err {
+            PushError::Full(_) => Error::Full,
+            PushError::Closed(_) => self.closed_error(),
         })?;
-        self.enqueue(permit, msg);
+        self.queued(len);
         Ok(())
     }
 }

@@ -1,18 +1,22 @@
 //! ZeroMQ over TCP: the remote transport.
 //!
 //! # Sockets and threads
-//! One dedicated I/O thread (a `std::thread`) reads every socket of a
-//! transport and runs handshakes, heartbeats and the monitors. A caller
-//! encodes its frame straight into a `zmq::Message` and, for anything that
-//! waits for an answer (requests, replies), sends it into the socket itself
-//! (a DEALER, or the ROUTER for a reverse link): libzmq sockets
-//! may change threads when every use is serialized with a full barrier, so
-//! each socket sits behind a mutex (`shared`). Only a frame that finds the
-//! socket full (the HWM), frames of its link still queued before it, and
-//! one-way frames (batched by the I/O thread) go through the link's bounded
-//! queue and the eventfd doorbell to the I/O
-//! thread, which sends it when there is room. The I/O thread polls the
-//! sockets' `ZMQ_FD`s and decides by `ZMQ_EVENTS` (see `shared` for why).
+//! One dedicated I/O thread (a `std::thread`) owns every socket of a
+//! transport: it reads the ROUTER, runs handshakes, heartbeats and the
+//! monitors. A caller encodes its frame straight into a `zmq::Message` and,
+//! for anything that waits for an answer (requests, replies), sends it into
+//! the socket itself (a DEALER, or the ROUTER for a reverse link): libzmq
+//! sockets may change threads when every use is serialized with a full
+//! barrier, so each socket sits behind a mutex (`shared`). Only a frame that
+//! finds the socket full (the HWM), frames of its link still queued before
+//! it, and one-way frames (batched by the I/O thread) go through the link's
+//! bounded, preallocated queue (`queue`) and the eventfd doorbell to the
+//! I/O thread, which sends it when there is room. Once an outbound link is
+//! up, a reader task on the runtime that connected it reads its DEALER
+//! (`reader`): tokio's reactor watches the socket's `ZMQ_FD`, so a reply
+//! wakes the runtime straight from libzmq's I/O thread. The I/O thread
+//! polls the sockets' `ZMQ_FD`s and decides by `ZMQ_EVENTS` (see `shared`
+//! for why).
 //!
 //! - **Inbound**: one ROUTER bound on the endpoint (`ROUTER_MANDATORY`,
 //!   `ROUTER_HANDOVER`, `MAXMSGSIZE`). Invocations (`OneWay`, `Confirm`,
@@ -57,13 +61,15 @@
 //! Binding beyond loopback without a secret logs a warning.
 //!
 //! # Latency
-//! A frame leaves from the caller's own thread, as with raw libzmq; it is
-//! the receiving direction that still crosses one more thread (the I/O
-//! thread hands what it read to the receiving task). After it handed a frame
-//! to the application, the I/O thread keeps polling for [`ZmqConfig::spin`]
-//! (50 µs by default, yielding the CPU on every empty pass) until the
-//! application answers (a direct send ends the spin), so a frame that follows
-//! at once needs no wake-up. Idle links never spin.
+//! A frame leaves from the caller's own thread, as with raw libzmq, and a
+//! reply on an outbound link is read on the caller's runtime (its reader
+//! task), so neither direction of a call crosses our I/O thread. Inbound
+//! invocations still do (the ROUTER is read by the I/O thread, which hands
+//! them to the dispatcher). After it handed a frame to the application,
+//! the I/O thread keeps polling for [`ZmqConfig::spin`] (50 µs by default,
+//! yielding the CPU on every empty pass) until the application answers (a
+//! direct send ends the spin), so a frame that follows at once needs no
+//! wake-up. Idle links never spin.
 //!
 //! # Frame limit
 //! The largest frame is [`Inbox::max_frame`]. It is set as `ZMQ_MAXMSGSIZE`
@@ -84,9 +90,12 @@ mod dealer;
 mod endpoint;
 mod frames;
 mod gate;
+mod io_shared;
 mod io_thread;
 mod link;
 mod monitor;
+mod queue;
+mod reader;
 mod router;
 mod scratch;
 mod shared;
@@ -107,7 +116,7 @@ use self::io_thread::{Command, IoThread, Settings};
 use self::link::IoShared;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
-use crate::transport::{BoxFuture, BoxedLink, Inbox, ThinTransport, TransportKind};
+use crate::transport::{BoxFuture, BoxedLink, Inbox, LinkEvents, ThinTransport, TransportKind};
 use crate::wire;
 
 /// Capacity of the queue of connect requests to the I/O thread.
@@ -122,6 +131,9 @@ pub struct ZmqTransport {
     bound: String,
     advertised: String,
     shared: Arc<IoShared>,
+    /// Where outbound links' reader tasks route what they read.
+    events: Arc<dyn LinkEvents>,
+    max_frame: usize,
     commands: mpsc::Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     finished: watch::Receiver<bool>,
@@ -176,7 +188,8 @@ impl ZmqTransport {
             .map_err(|_| Error::transport("zmq last endpoint is not UTF-8"))?;
         let advertised = endpoint::advertised_endpoint(&bound, config.advertise_host.as_deref())?;
         let router = shared::SharedSocket::new(router)?;
-        let shared = Arc::new(IoShared::new()?);
+        let shared = Arc::new(IoShared::new(local)?);
+        let (events, max_frame) = (Arc::clone(&inbox.events), inbox.max_frame);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (done_tx, finished) = watch::channel(false);
         let io_shared = Arc::clone(&shared);
@@ -201,6 +214,8 @@ impl ZmqTransport {
             bound,
             advertised,
             shared,
+            events,
+            max_frame,
             commands,
             thread: Mutex::new(Some(thread)),
             finished,
@@ -263,7 +278,10 @@ impl ThinTransport for ZmqTransport {
                 .await
                 .map_err(|_| Error::ShuttingDown)?;
             self.shared.wake();
-            answer.await.map_err(|_| Error::ShuttingDown)?
+            let link = answer.await.map_err(|_| Error::ShuttingDown)??;
+            // Replies now reach this runtime without crossing the I/O thread.
+            reader::start(&link, &self.events, self.max_frame);
+            Ok(link as BoxedLink)
         })
     }
 

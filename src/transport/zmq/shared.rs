@@ -17,11 +17,12 @@
 //! alone.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use super::queue::FrameQueue;
 use crate::error::{Error, Result};
 
 /// A socket behind the mutex every thread takes to use it.
@@ -42,6 +43,16 @@ impl SharedSocket {
             inner: Arc::new(Mutex::new(socket)),
             fd,
         })
+    }
+
+    /// The socket's `ZMQ_FD`.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The mutex itself (for readers that lock per message).
+    pub(crate) fn mutex(&self) -> &Mutex<zmq::Socket> {
+        &self.inner
     }
 
     /// Takes the socket for one use.
@@ -104,27 +115,30 @@ pub(crate) fn route(
 }
 
 /// Sends a caller's frame straight into the socket when nothing queued
-/// before it waits for the I/O thread (`queued`, changed only under the
-/// socket's mutex by the I/O thread) and the socket has room. Returns the
-/// message when it must go through the queue instead; otherwise whether a
-/// message now waits to be read (the caller then rings the I/O thread).
+/// before it waits for the I/O thread (the link's queue's unsent frames,
+/// taken off only under the socket's mutex by the I/O thread) and the
+/// socket has room. Returns the
+/// message when it must go through the queue instead; otherwise the
+/// socket's events after the send (a message waiting to be read then needs
+/// its reader rung: the send may have taken its signal).
 pub(crate) fn send_direct(
     socket: &Weak<Mutex<zmq::Socket>>,
     identity: Option<&[u8]>,
-    queued: &AtomicUsize,
+    queue: &FrameQueue,
     msg: zmq::Message,
-) -> std::result::Result<bool, zmq::Message> {
+) -> std::result::Result<zmq::PollEvents, zmq::Message> {
     // Relaxed: a hint only; the authoritative check is under the mutex.
-    if queued.load(Ordering::Relaxed) != 0 {
+    if queue.unsent(Ordering::Relaxed) != 0 {
         return Err(msg);
     }
     let Some(socket) = socket.upgrade() else {
         return Err(msg);
     };
     let socket = socket.lock();
-    // Acquire: pairs with the I/O thread's Release when it moved the last
-    // queued frame into the socket (under this mutex as well).
-    if queued.load(Ordering::Acquire) != 0 {
+    // Acquire: pairs with the I/O thread's Release (`FrameQueue::sent_one`)
+    // when it moved the last queued frame into the socket (under this mutex
+    // as well).
+    if queue.unsent(Ordering::Acquire) != 0 {
         return Err(msg);
     }
     let sent = match identity {
@@ -151,9 +165,7 @@ pub(crate) fn send_direct(
         // Only a socket being torn down fails here; the I/O thread reports
         // the link's end on its next use of it.
         tracing::warn!(%err, "zmq: direct send failed");
-        return Ok(true);
+        return Ok(zmq::POLLIN);
     }
-    Ok(socket
-        .get_events()
-        .is_ok_and(|events| events.contains(zmq::POLLIN)))
+    Ok(socket.get_events().unwrap_or(zmq::POLLIN))
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use super::{Dealer, State, Teardown};
 use crate::error::Error;
 use crate::ids::InstanceId;
-use crate::transport::BoxedLink;
 use crate::transport::zmq::auth::Handshake;
 use crate::transport::zmq::frames::announced_limit;
 use crate::transport::zmq::io_thread::Env;
@@ -69,25 +68,24 @@ impl Dealer {
         let limit = theirs.map_or(env.settings.max_frame, |theirs| {
             theirs.min(env.settings.max_frame)
         });
-        let (link, queue) = ZmqLink::new(
+        let link = ZmqLink::new(
             self.link_id,
             self.peer,
             Route::Outbound,
             limit,
             env.settings.send_queue,
-            (self.sockets.socket.weak(), Arc::clone(&env.shared)),
+            (&self.sockets.socket, Arc::clone(&env.shared)),
         );
         link.set_trusted(trusted);
         let old = std::mem::replace(
             &mut self.state,
             State::Up {
                 link: Arc::clone(&link),
-                queue,
             },
         );
         if let State::Connecting { waiters, .. } = old {
             for waiter in waiters {
-                let _ = waiter.send(Ok(Arc::clone(&link) as BoxedLink));
+                let _ = waiter.send(Ok(Arc::clone(&link)));
             }
         }
         tracing::debug!(peer = %self.peer, endpoint = %self.endpoint, "zmq: link up");

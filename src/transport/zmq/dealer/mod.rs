@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 mod handshake;
 
@@ -13,13 +13,14 @@ use super::frames::expects_reply;
 use super::io_thread::Env;
 use super::link::ZmqLink;
 use super::monitor::{self, MonitorEvent, Monitored};
+use super::reader::{self, Read};
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId};
-use crate::transport::{BoxedLink, PeerLink};
+use crate::transport::PeerLink;
 use crate::wire::{self, ErrorCode, FrameRef, Kind, flags};
 
 /// Who waits for a connect to finish.
-pub(crate) type Waiter = oneshot::Sender<Result<BoxedLink>>;
+pub(crate) type Waiter = oneshot::Sender<Result<Arc<ZmqLink>>>;
 
 /// Why an outbound link is torn down.
 #[derive(Debug)]
@@ -42,10 +43,7 @@ enum State {
         auth: Option<ClientAuth>,
     },
     /// Handshake done; frames flow.
-    Up {
-        link: Arc<ZmqLink>,
-        queue: mpsc::Receiver<zmq::Message>,
-    },
+    Up { link: Arc<ZmqLink> },
 }
 
 /// Where a link is in the shutdown drain.
@@ -78,6 +76,10 @@ pub(crate) struct Dealer {
     blocked: Option<zmq::Message>,
     /// Shutdown drain: the probe sent behind the last frame, answered yet?
     drain: Drain,
+    /// The link's frame count (`RxShared::frames`) at the last look.
+    rx_seen: u64,
+    /// A message waited for the reader task at the last tick.
+    stale: bool,
 }
 
 fn zmq_err(what: &str) -> impl Fn(zmq::Error) -> Error + '_ {
@@ -134,6 +136,8 @@ impl Dealer {
             last_probe: now,
             blocked: None,
             drain: Drain::Idle,
+            rx_seen: 0,
+            stale: false,
         })
     }
 
@@ -142,13 +146,6 @@ impl Dealer {
         match &self.state {
             State::Up { link, .. } if !link.is_closed() => Some(link),
             _ => None,
-        }
-    }
-
-    /// Counts a malformed frame from the peer on the live link.
-    fn record_protocol_error(&self) {
-        if let Some(link) = self.live_link() {
-            link.counters.record_protocol_error();
         }
     }
 
@@ -177,44 +174,63 @@ impl Dealer {
         }
     }
 
+    /// The link, once up (its reader task is kicked after our calls).
+    fn up_link(&self) -> Option<&ZmqLink> {
+        match &self.state {
+            State::Up { link } => Some(link),
+            State::Connecting { .. } => None,
+        }
+    }
+
+    /// The socket's `ZMQ_EVENTS` within `wanted` (none when nothing is
+    /// wanted, without touching the socket), kicking the reader task as
+    /// every call by the I/O thread does.
+    pub(crate) fn ready(&self, wanted: zmq::PollEvents) -> zmq::PollEvents {
+        if wanted.is_empty() {
+            return wanted;
+        }
+        let socket = self.sockets.socket.lock();
+        events_after_call(self.up_link(), &socket) & wanted
+    }
+
     fn writable(&self) -> bool {
-        self.sockets
-            .socket
-            .lock()
-            .get_events()
-            .is_ok_and(|events| events.contains(zmq::POLLOUT))
+        let socket = self.sockets.socket.lock();
+        events_after_call(self.up_link(), &socket).contains(zmq::POLLOUT)
     }
 
     /// Sends one of the transport's own frames if the socket takes it now.
     fn send_control(&self, msg: zmq::Message) -> bool {
-        self.sockets.socket.lock().send(msg, zmq::DONTWAIT).is_ok()
+        let socket = self.sockets.socket.lock();
+        let sent = socket.send(msg, zmq::DONTWAIT).is_ok();
+        // The send may have taken the reader task's signal.
+        events_after_call(self.up_link(), &socket);
+        sent
     }
 
     /// Moves queued frames into the socket while it has room.
     pub(crate) fn flush(&mut self, now: Instant) -> Option<Teardown> {
-        let State::Up { queue, link } = &mut self.state else {
+        let State::Up { link } = &self.state else {
             return None;
         };
         let socket = self.sockets.socket.lock();
-        loop {
+        let mut sent_any = false;
+        let down = loop {
             let was_blocked = self.blocked.is_some();
-            let msg = self.blocked.take().or_else(|| queue.try_recv().ok())?;
+            let Some(msg) = self.blocked.take().or_else(|| link.queue.pop()) else {
+                break None;
+            };
             // `send` consumes the message even when it fails, so look first.
-            let writable = socket
-                .get_events()
-                .is_ok_and(|events| events.contains(zmq::POLLOUT));
-            if !writable {
+            if !events_after_call(Some(link), &socket).contains(zmq::POLLOUT) {
                 self.blocked = Some(msg);
-                return None;
+                break None;
             }
             if let Err(err) = socket.send(msg, zmq::DONTWAIT) {
                 tracing::warn!(peer = %self.peer, %err, "zmq: send on dealer failed");
-                return Some(Teardown::Lost("send failed"));
+                break Some(Teardown::Lost("send failed"));
             }
-            // Release (under the socket's mutex): a direct send that sees the
-            // count drop sees this frame in the socket before its own.
-            link.queued
-                .fetch_sub(1, std::sync::atomic::Ordering::Release);
+            sent_any = true;
+            // Under the socket's mutex (see `FrameQueue::sent_one`).
+            link.queue.sent_one();
             self.last_tx = now;
             if was_blocked {
                 // Room came back in a full pipe: the peer reads what we
@@ -223,7 +239,13 @@ impl Dealer {
                 // peer would be lost to the heartbeat timeout.
                 self.last_rx = self.last_rx.max(now);
             }
+        };
+        if sent_any {
+            // The last send may have taken the reader task's signal.
+            events_after_call(Some(link), &socket);
         }
+        link.rx.set_wants_room(self.blocked.is_some());
+        down
     }
 
     /// One step of the shutdown drain; true once the peer has read every
@@ -236,6 +258,11 @@ impl Dealer {
         }
         if self.has_backlog() {
             return false;
+        }
+        if let (Drain::Probed(id), State::Up { link }) = (self.drain, &self.state)
+            && link.rx.pong_answers(id.0)
+        {
+            self.drain = Drain::Done;
         }
         match self.drain {
             Drain::Idle if self.writable() => {
@@ -258,7 +285,7 @@ impl Dealer {
     /// Whether frames accepted for this peer still wait in our queue.
     pub(crate) fn has_backlog(&self) -> bool {
         match &self.state {
-            State::Up { queue, .. } => self.blocked.is_some() || !queue.is_empty(),
+            State::Up { link } => self.blocked.is_some() || !link.queue.is_empty(),
             State::Connecting { .. } => false,
         }
     }
@@ -276,6 +303,27 @@ impl Dealer {
         let _ = self.sockets.socket.lock().set_linger(millis(linger));
     }
 
+    /// Whether the I/O thread reads this DEALER's input: always before the
+    /// link is up and in the shutdown drain, otherwise only while no reader
+    /// task does (`reader`).
+    pub(crate) fn io_reads(&self, shutting_down: bool) -> bool {
+        match &self.state {
+            State::Up { link } => shutting_down || !link.rx.task_reads(),
+            State::Connecting { .. } => true,
+        }
+    }
+
+    /// Counts frames another reader took from the peer as signs of life.
+    fn note_rx(&mut self, now: Instant) {
+        if let State::Up { link } = &self.state {
+            let frames = link.rx.frames();
+            if frames != self.rx_seen {
+                self.rx_seen = frames;
+                self.last_rx = now;
+            }
+        }
+    }
+
     /// Reads up to `budget` frames from the peer.
     pub(crate) fn read(
         &mut self,
@@ -284,6 +332,23 @@ impl Dealer {
         body: &mut zmq::Message,
         budget: usize,
     ) -> Option<Teardown> {
+        if let State::Up { link } = &self.state {
+            // Read exactly as the link's reader task reads.
+            let link = Arc::clone(link);
+            // Never waits for the task: it is reading then anyway.
+            let events = (&*env.inbox.events, env.settings.max_frame, false);
+            let mut delivered = false;
+            let read = reader::read_up(
+                &link,
+                self.sockets.socket.mutex(),
+                events,
+                body,
+                &mut delivered,
+            );
+            env.delivered |= delivered;
+            self.note_rx(now);
+            return (read == Read::Goodbye).then_some(Teardown::Lost("peer said goodbye"));
+        }
         for _ in 0..budget {
             if self
                 .sockets
@@ -301,23 +366,18 @@ impl Dealer {
                     declared: first as u64,
                     actual: first + extra,
                 };
-                self.record_protocol_error();
                 env.inbox.events.on_protocol_error(Some(self.peer), &err);
                 continue;
             }
             match wire::decode(body, env.settings.max_frame) {
                 Ok(frame) => {
                     self.last_rx = now;
-                    if let Some(link) = self.live_link() {
-                        link.counters.record_received(body.len());
-                    }
                     if let Some(down) = self.on_frame(env, &frame) {
                         return Some(down);
                     }
                 }
                 Err(err) => {
                     tracing::debug!(peer = %self.peer, %err, "zmq: malformed frame on dealer");
-                    self.record_protocol_error();
                     env.inbox.events.on_protocol_error(Some(self.peer), &err);
                 }
             }
@@ -348,12 +408,6 @@ impl Dealer {
             }
             (State::Connecting { .. }, Kind::Heartbeat) if header.has(flags::PONG) => {
                 return self.handshake(env, frame);
-            }
-            (State::Up { .. }, Kind::Heartbeat)
-                if header.has(flags::PONG)
-                    && self.drain == Drain::Probed(header.correlation_id) =>
-            {
-                self.drain = Drain::Done;
             }
             (_, Kind::Heartbeat) => {}
             (State::Up { .. }, Kind::Goodbye) => return Some(Teardown::Lost("peer said goodbye")),
@@ -402,6 +456,10 @@ impl Dealer {
                 env.settings.connect_timeout,
             )));
         }
+        if let Some(down) = self.read_stale_input(env, now) {
+            return Some(down);
+        }
+        self.note_rx(now);
         let silent = now.saturating_duration_since(self.last_rx);
         if silent >= env.settings.heartbeat_timeout {
             return Some(Teardown::Lost("heartbeat timeout"));
@@ -422,6 +480,28 @@ impl Dealer {
             }
         }
         None
+    }
+
+    /// While a reader task reads this DEALER: input that waited a whole tick
+    /// unread (its runtime is not running, e.g. a current-thread runtime
+    /// between `block_on` calls) is read here, so replies, pongs and
+    /// goodbyes are never held hostage by a runtime that sleeps.
+    fn read_stale_input(&mut self, env: &mut Env, now: Instant) -> Option<Teardown> {
+        let task_reads = matches!(&self.state, State::Up { link } if link.rx.task_reads());
+        if !task_reads {
+            self.stale = false;
+            return None;
+        }
+        // Kicks the task if a message waits (see `events_after_call`).
+        let waiting = self.ready(zmq::POLLIN).contains(zmq::POLLIN);
+        let stale = std::mem::replace(&mut self.stale, waiting);
+        if !(waiting && stale) {
+            return None;
+        }
+        tracing::trace!(peer = %self.peer, "zmq: the link's reader task did not run; reading here");
+        self.stale = false;
+        let mut body = zmq::Message::new();
+        self.read(env, now, &mut body, 64)
     }
 
     /// Ends this DEALER: fails waiters or closes the link, reports a loss.
@@ -445,11 +525,14 @@ impl Dealer {
                     let _ = first.send(Err(err));
                 }
             }
-            State::Up { link, mut queue } => {
+            State::Up { link } => {
                 link.mark_closed();
-                queue.close();
-                while queue.try_recv().is_ok() {}
+                link.queue.close();
+                link.rx.stop();
                 if let Teardown::Lost(reason) = why {
+                    // What the peer sent before it went is delivered before
+                    // its loss, whether or not the reader task got to it.
+                    drain_input(&link, &self.sockets, env);
                     tracing::info!(peer = %self.peer, endpoint = %self.endpoint, reason, "zmq: link lost");
                     env.inbox.events.on_link_lost(self.peer);
                 } else {
@@ -459,6 +542,33 @@ impl Dealer {
         }
         // Dropping the sockets closes them; LINGER is 0 unless a goodbye was sent.
     }
+}
+
+/// The DEALER's `ZMQ_EVENTS` after a call on it by the I/O thread, kicking
+/// the link's reader task when a message waits: the call may have taken the
+/// signal the task sleeps on (see `reader`).
+fn events_after_call(link: Option<&ZmqLink>, socket: &zmq::Socket) -> zmq::PollEvents {
+    let events = socket.get_events().unwrap_or(zmq::PollEvents::empty());
+    if let Some(link) = link {
+        link.rx.kick_if_reading(events);
+    }
+    events
+}
+
+/// Reads and routes whatever input a lost link still holds (waiting for a
+/// reader task that is mid-batch, so the order holds).
+fn drain_input(link: &ZmqLink, sockets: &Monitored, env: &Env) {
+    let events = (&*env.inbox.events, env.settings.max_frame, true);
+    let mut body = zmq::Message::new();
+    let mut delivered = false;
+    while reader::read_up(
+        link,
+        sockets.socket.mutex(),
+        events,
+        &mut body,
+        &mut delivered,
+    ) == Read::Budget
+    {}
 }
 
 /// Copies the errors a connect can end with (each waiter gets its own).

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 mod send;
@@ -28,7 +27,6 @@ use crate::wire::{self, ErrorCode, FrameRef, Header, Kind, ProtocolError, flags}
 /// One client that called us, keyed by its routing id.
 struct Client {
     link: Arc<ZmqLink>,
-    queue: mpsc::Receiver<zmq::Message>,
     /// A reply the client's pipe had no room for.
     blocked: Option<zmq::Message>,
     /// Last frame from the client, and last frame we sent it.
@@ -253,13 +251,13 @@ impl RouterSide {
         now: Instant,
     ) -> Arc<ZmqLink> {
         let limit = theirs.map_or(env.settings.max_frame, |l| l.min(env.settings.max_frame));
-        let (link, queue) = ZmqLink::new(
+        let link = ZmqLink::new(
             env.new_link_id(),
             peer,
             Route::Reverse(identity.into()),
             limit,
             env.settings.send_queue,
-            (self.socket.weak(), Arc::clone(&env.shared)),
+            (&self.socket, Arc::clone(&env.shared)),
         );
         link.set_trusted(trusted);
         tracing::debug!(%peer, authenticated = trusted, "zmq: new client");
@@ -268,7 +266,6 @@ impl RouterSide {
             identity.into(),
             Client {
                 link: Arc::clone(&link),
-                queue,
                 blocked: None,
                 last_seen: now,
                 last_sent: now,

@@ -56,19 +56,12 @@ impl RouterSide {
         };
         let was_blocked = client.blocked.is_some();
         let mut gone = false;
-        while let Some(msg) = client
-            .blocked
-            .take()
-            .or_else(|| client.queue.try_recv().ok())
-        {
+        while let Some(msg) = client.blocked.take().or_else(|| client.link.queue.pop()) {
             match route(&self.socket.lock(), identity, msg) {
                 Ok(()) => {
                     client.last_sent = now;
-                    // Release (under the socket's mutex): see `shared::send_direct`.
-                    client
-                        .link
-                        .queued
-                        .fetch_sub(1, std::sync::atomic::Ordering::Release);
+                    // Under the socket's mutex (see `FrameQueue::sent_one`).
+                    client.link.queue.sent_one();
                 }
                 Err(RouteError::Full(msg)) => {
                     client.blocked = Some(msg);
@@ -98,7 +91,7 @@ impl RouterSide {
             }
             client.link.mark_closed();
             client.link.unlist_inbound();
-            client.queue.close();
+            client.link.queue.close();
             tracing::debug!(peer = %client.link.peer(), why, "zmq: client dropped");
         }
     }
