@@ -81,10 +81,21 @@ impl RxShared {
         self.frames.load(Ordering::Relaxed)
     }
 
-    /// Whether the last pong read answered the probe `id`.
+    /// Whether a pong read answered the probe `id` or a later one: the
+    /// peer reads a link's frames in order, so an answer to a later probe
+    /// says it read `id` and everything before it too.
     pub(crate) fn pong_answers(&self, id: u64) -> bool {
-        // Acquire: pairs with the Release in `route` that stored the pong.
-        self.last_pong.load(Ordering::Acquire) == id
+        // Acquire: pairs with the Release in `record_pong`.
+        self.last_pong.load(Ordering::Acquire) >= id
+    }
+
+    /// Records a pong answering probe `id`. Probe ids only grow, and the
+    /// keep-alive pongs a peer sends unasked answer id 0: the highest is
+    /// kept, so neither those nor a reader that reads several pongs before
+    /// the I/O thread looks can hide the answer it waits for.
+    fn record_pong(&self, id: u64) {
+        // Release: pairs with the Acquire in `pong_answers`.
+        self.last_pong.fetch_max(id, Ordering::Release);
     }
 
     /// Whether the peer said goodbye.
@@ -144,11 +155,7 @@ pub(crate) fn route(
             events.on_reply(header, frame.payload);
             return Routed::Done(true);
         }
-        Kind::Heartbeat if header.has(flags::PONG) => {
-            // Release: pairs with the Acquire in `pong_answers`.
-            rx.last_pong
-                .store(header.correlation_id.0, Ordering::Release);
-        }
+        Kind::Heartbeat if header.has(flags::PONG) => rx.record_pong(header.correlation_id.0),
         Kind::Heartbeat => {}
         Kind::Goodbye => {
             // Release: pairs with the Acquire in `said_goodbye`.
@@ -376,4 +383,25 @@ fn end_task(link: &ZmqLink) {
     // Release: pairs with the Acquire in `task_reads`.
     link.rx.task.store(false, Ordering::Release);
     link.wake_io();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RxShared;
+
+    #[test]
+    fn a_later_pong_or_a_keep_alive_does_not_hide_the_answer_awaited() {
+        let rx = RxShared::default();
+        let probe = (1u64 << 63) | 7;
+        assert!(!rx.pong_answers(probe));
+        rx.record_pong(probe);
+        // The peer's unasked keep-alive, read before the I/O thread looks.
+        rx.record_pong(0);
+        assert!(rx.pong_answers(probe));
+        // An answer to a later probe also says the peer read this one.
+        let rx = RxShared::default();
+        rx.record_pong(probe + 1);
+        assert!(rx.pong_answers(probe));
+        assert!(!rx.pong_answers(probe + 2));
+    }
 }
