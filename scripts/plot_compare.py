@@ -61,10 +61,13 @@ def throughput_chart(rows, out, src):
         name = name.replace(", )", ")").replace("()", "").replace("  ", " ").strip()
         series.setdefault(key, (name, []))[1].append((int(r["size_bytes"]), float(r["gb_per_s"])))
     fig, ax = plt.subplots(figsize=(14, 6.5))
-    for key, (name, pts) in sorted(series.items()):
+    # More series than the default cycle's ten colours: one colour each.
+    colours = plt.get_cmap("tab20").colors
+    for i, (key, (name, pts)) in enumerate(sorted(series.items())):
         pts.sort()
         style = "--" if key.startswith(("memcpy", "zmq")) else "-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=name)
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(xs, ys, style, marker="o", color=colours[i % len(colours)], label=name)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     sizes = sorted({p[0] for _, pts in series.values() for p in pts})
