@@ -8,47 +8,15 @@ mod common;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use active_message::handler_impls::{ArchivedContext, archived_unary_handler};
 use active_message::{
     ActiveMessageManager, ActiveMessageManagerBuilder, Error, InstanceId, TransportPolicy,
 };
 use common::process::ServerProcess;
+use common::seq::{Seen, arrived, register_seq};
 use common::{Flavor, Pair, eventually, pair_with};
-
-/// What the `seq` handler saw: how many, and how many out of order.
-#[derive(Default)]
-struct Seen {
-    count: AtomicU64,
-    disorder: AtomicU64,
-    /// The next number expected.
-    next: AtomicU64,
-}
-
-/// `seq` counts `u64`s and notes each one that is not the next in order.
-async fn register_seq(server: &ActiveMessageManager, seen: &Arc<Seen>) {
-    let seen = Arc::clone(seen);
-    let seq = archived_unary_handler("seq", move |c: ArchivedContext<'_, u64>| {
-        let n = c.input.to_native();
-        // Relaxed: one reader runs this handler; the test reads the tally
-        // only after `count` (Release) says everything arrived.
-        if seen.next.swap(n + 1, Ordering::Relaxed) != n {
-            seen.disorder.fetch_add(1, Ordering::Relaxed);
-        }
-        seen.count.fetch_add(1, Ordering::Release);
-        Ok(())
-    });
-    server.register_handler("seq", seq).await.unwrap();
-}
-
-async fn arrived(seen: &Seen, n: u64) -> bool {
-    eventually(Duration::from_secs(60), || async {
-        seen.count.load(Ordering::Acquire) >= n
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_is_kept_over_every_transport() {

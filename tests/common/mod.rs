@@ -8,6 +8,7 @@ pub mod demo;
 pub mod process;
 pub mod raw_shm;
 pub mod resources;
+pub mod seq;
 /// The example Unix-domain-socket transport, shared with `examples/uds_transport`.
 #[path = "../../examples/uds_transport/transport/mod.rs"]
 pub mod uds;
