@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -114,12 +113,6 @@ async fn a_payload_over_the_limit_fails_the_batch_before_sending() {
     server.shutdown().await.unwrap();
 }
 
-fn signal(worker: &ServerProcess, sig: &str) {
-    let pid = worker.child.id().to_string();
-    let status = Command::new("kill").args([sig, &pid]).status().unwrap();
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_to_a_stopped_then_killed_peer_gives_typed_errors() {
     let args = ["--endpoint", "local://", "--ring-capacity", "65536"];
@@ -139,7 +132,7 @@ async fn a_batch_to_a_stopped_then_killed_peer_gives_typed_errors() {
         .unwrap()
         .timeout(Duration::from_millis(300));
     sender.send_raw(&[0u8; 1024]).await.unwrap();
-    signal(&worker, "-STOP");
+    worker.signal("-STOP");
     // A stopped peer drains nothing: a batch larger than the ring fills it,
     // waits for room, then reports how many it sent.
     let batch = vec![[0u8; 1024]; 200];
@@ -151,7 +144,7 @@ async fn a_batch_to_a_stopped_then_killed_peer_gives_typed_errors() {
         }) => assert!(sent > 0 && sent < 200, "{sent} of 200 sent"),
         other => panic!("expected a timeout mid-batch, got {other:?}"),
     }
-    signal(&worker, "-CONT");
+    worker.signal("-CONT");
     worker.kill();
     let lost = eventually(Duration::from_secs(30), || async {
         matches!(

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -66,12 +65,6 @@ async fn note_count(client: &ActiveMessageManager, peer: InstanceId) -> u64 {
     status.await_response().await.unwrap()
 }
 
-fn signal(worker: &ServerProcess, sig: &str) {
-    let pid = worker.child.id().to_string();
-    let status = Command::new("kill").args([sig, &pid]).status().unwrap();
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_then_killed_peer_gives_typed_errors() {
     let args = ["--endpoint", "local://", "--ring-capacity", "65536"];
@@ -91,7 +84,7 @@ async fn a_stopped_then_killed_peer_gives_typed_errors() {
         .unwrap()
         .timeout(Duration::from_millis(300));
     sender.send_raw(&[0u8; 1024]).await.unwrap();
-    signal(&worker, "-STOP");
+    worker.signal("-STOP");
     // A stopped peer drains nothing: the ring fills, then a send times out.
     let stopped = loop {
         if let Err(e) = sender.send_raw(&[0u8; 1024]).await {
@@ -99,7 +92,7 @@ async fn a_stopped_then_killed_peer_gives_typed_errors() {
         }
     };
     assert!(matches!(stopped, Error::Timeout(_)), "{stopped:?}");
-    signal(&worker, "-CONT");
+    worker.signal("-CONT");
     worker.kill();
     // A dead peer: `PeerLost` (or a timeout while the loss is noticed),
     // never a hang, and `PeerLost` once the link is down.

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +19,6 @@ use common::process::ServerProcess;
 const CALLS: usize = 200;
 const SENDS: usize = 20;
 const BUDGET: Duration = Duration::from_millis(500);
-
-fn signal(worker: &ServerProcess, sig: &str) {
-    let pid = worker.child.id().to_string();
-    let status = Command::new("kill").args([sig, &pid]).status().unwrap();
-    assert!(status.success(), "kill {sig} {pid}");
-}
 
 /// Whether every thread of the worker is stopped (state `T` in /proc).
 fn all_threads_stopped(worker: &ServerProcess) -> bool {
@@ -87,7 +80,7 @@ async fn a_stopped_worker_times_out_its_callers_and_spares_the_others() {
         assert_eq!(echo(&client, w.info.instance_id, "up").await.unwrap(), "up");
     }
     let (a, b) = (stopped.info.instance_id, healthy.info.instance_id);
-    signal(&stopped, "-STOP");
+    stopped.signal("-STOP");
     let halted = eventually(Duration::from_secs(10), || async {
         all_threads_stopped(&stopped)
     })
@@ -137,7 +130,7 @@ async fn a_stopped_worker_times_out_its_callers_and_spares_the_others() {
         );
     }
 
-    signal(&stopped, "-CONT");
+    stopped.signal("-CONT");
     // Once it runs again, it is reachable, and it ran none of the calls whose
     // callers gave up (no late replies), while every accepted send arrived.
     let back = eventually(Duration::from_secs(30), || async {
@@ -202,7 +195,7 @@ async fn with_liveness_probes_a_stopped_worker_is_reported_unresponsive() {
         }
     };
     assert_eq!(call(BUDGET).await.unwrap(), "are you there");
-    signal(&worker, "-STOP");
+    worker.signal("-STOP");
     let halted = eventually(Duration::from_secs(10), || async {
         all_threads_stopped(&worker)
     })
@@ -222,7 +215,7 @@ async fn with_liveness_probes_a_stopped_worker_is_reported_unresponsive() {
         matches!(again, Err(Error::PeerUnresponsive(_))),
         "got {again:?}"
     );
-    signal(&worker, "-CONT");
+    worker.signal("-CONT");
     let back = eventually(Duration::from_secs(30), || async {
         call(BUDGET).await.is_ok()
     })

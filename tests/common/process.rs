@@ -55,6 +55,13 @@ impl ServerProcess {
         self.info.tcp_endpoint.as_deref().expect("a TCP endpoint")
     }
 
+    /// Sends the signal `sig` (as `kill` spells it, e.g. `-STOP`).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
