@@ -173,3 +173,50 @@ async fn a_raw_tcp_callers_malformed_frames_count_on_its_inbound_link() {
     drop(raw);
     p.shutdown().await;
 }
+
+/// Heartbeat probes are for idle links. A caller's requests go straight into
+/// its socket, past the thread that probes; they still count as traffic the
+/// peer hears, so a link whose calls flow is not probed (it was probed once
+/// per interval, whatever the traffic, and every probe counts as a frame in
+/// on the server's side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_tcp_link_is_not_probed() {
+    const INTERVAL: Duration = Duration::from_millis(50);
+    let server = common::builder(Flavor::Tcp).build().await.unwrap();
+    common::demo::register_demo_handlers(&server).await.unwrap();
+    let client = common::builder(Flavor::Tcp)
+        .heartbeat_interval(INTERVAL)
+        .build()
+        .await
+        .unwrap();
+    let caller = client.instance_id();
+    let info = server.peer_info().await;
+    client.client().connect_to_peer(info).await.unwrap();
+    let p = common::Pair { client, server };
+    assert_eq!(p.echo("warm up").await.unwrap(), "warm up");
+    let listed = || async { inbound_from(&p.server, caller).is_some() };
+    assert!(
+        eventually(WITHIN, listed).await,
+        "the server lists its caller"
+    );
+    let before = inbound_from(&p.server, caller)
+        .unwrap()
+        .counters
+        .messages_in;
+    // Calls back to back over twenty intervals (the clock only ends the
+    // loop; nothing is asserted about time).
+    let started = std::time::Instant::now();
+    let mut calls = 0u64;
+    while started.elapsed() < INTERVAL * 20 {
+        assert_eq!(p.echo("busy").await.unwrap(), "busy");
+        calls += 1;
+    }
+    let after = inbound_from(&p.server, caller)
+        .unwrap()
+        .counters
+        .messages_in;
+    let extra = after - before - calls;
+    // A thread descheduled for a whole interval may still let one through.
+    assert!(extra <= 2, "{extra} frames besides {calls} requests");
+    p.shutdown().await;
+}

@@ -78,6 +78,8 @@ pub(crate) struct Dealer {
     drain: Drain,
     /// The link's frame count (`RxShared::frames`) at the last look.
     rx_seen: u64,
+    /// Frames sent on the link (by anyone) at the last look: see `note_tx`.
+    tx_seen: u64,
     /// A message waited for the reader task at the last tick.
     stale: bool,
 }
@@ -137,6 +139,7 @@ impl Dealer {
             blocked: None,
             drain: Drain::Idle,
             rx_seen: 0,
+            tx_seen: 0,
             stale: false,
         })
     }
@@ -313,6 +316,19 @@ impl Dealer {
         }
     }
 
+    /// Counts frames callers sent straight into the socket (requests and
+    /// replies do not pass this thread) as traffic the peer hears, so a busy
+    /// link is not probed as if it were idle.
+    fn note_tx(&mut self, now: Instant) {
+        if let State::Up { link } = &self.state {
+            let sent = link.counters.values().messages_out;
+            if sent != self.tx_seen {
+                self.tx_seen = sent;
+                self.last_tx = self.last_tx.max(now);
+            }
+        }
+    }
+
     /// Counts frames another reader took from the peer as signs of life.
     fn note_rx(&mut self, now: Instant) {
         if let State::Up { link } = &self.state {
@@ -460,6 +476,7 @@ impl Dealer {
             return Some(down);
         }
         self.note_rx(now);
+        self.note_tx(now);
         let silent = now.saturating_duration_since(self.last_rx);
         if silent >= env.settings.heartbeat_timeout {
             return Some(Teardown::Lost("heartbeat timeout"));
