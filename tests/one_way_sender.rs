@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use active_message::{
-    ActiveMessageManager, ActiveMessageManagerBuilder, Error, InstanceId, TransportPolicy,
-};
-use common::process::ServerProcess;
+use active_message::{ActiveMessageManager, ActiveMessageManagerBuilder, Error, InstanceId};
 use common::seq::{Seen, arrived, register_seq};
 use common::{Flavor, Pair, eventually, pair_with};
 
@@ -67,22 +64,7 @@ async fn note_count(client: &ActiveMessageManager, peer: InstanceId) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_then_killed_peer_gives_typed_errors() {
-    let args = ["--endpoint", "local://", "--ring-capacity", "65536"];
-    let mut worker = tokio::task::spawn_blocking(move || ServerProcess::start(&args))
-        .await
-        .unwrap();
-    let manager = common::builder(Flavor::Shm)
-        .transport_policy(TransportPolicy::ShmOnly)
-        .build()
-        .await
-        .unwrap();
-    let client = manager.client();
-    let peer = worker.info.instance_id;
-    client.connect_to_peer(worker.info.clone()).await.unwrap();
-    let sender = client
-        .one_way_sender("note", peer)
-        .unwrap()
-        .timeout(Duration::from_millis(300));
+    let (mut worker, manager, sender) = common::seq::note_sender_to_worker().await;
     sender.send_raw(&[0u8; 1024]).await.unwrap();
     worker.signal("-STOP");
     // A stopped peer drains nothing: the ring fills, then a send times out.

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use active_message::ActiveMessageManager;
 use active_message::handler_impls::{ArchivedContext, archived_unary_handler};
+use active_message::{ActiveMessageManager, OneWaySender, TransportPolicy};
 
-use super::eventually;
+use super::process::ServerProcess;
+use super::{Flavor, eventually};
 
 /// What the `seq` handler saw: how many, and how many out of order.
 #[derive(Default)]
@@ -42,4 +43,26 @@ pub async fn arrived(seen: &Seen, n: u64) -> bool {
         seen.count.load(Ordering::Acquire) >= n
     })
     .await
+}
+
+/// An `am serve` child with 64 KiB rings, a manager linked to it over shared
+/// memory only, and a prepared sender to its `note` handler that gives up
+/// after 300 ms (the stopped- and killed-peer tests).
+pub async fn note_sender_to_worker() -> (ServerProcess, ActiveMessageManager, OneWaySender) {
+    let args = ["--endpoint", "local://", "--ring-capacity", "65536"];
+    let worker = tokio::task::spawn_blocking(move || ServerProcess::start(&args))
+        .await
+        .unwrap();
+    let manager = super::builder(Flavor::Shm)
+        .transport_policy(TransportPolicy::ShmOnly)
+        .build()
+        .await
+        .unwrap();
+    let client = manager.client();
+    client.connect_to_peer(worker.info.clone()).await.unwrap();
+    let sender = client
+        .one_way_sender("note", worker.info.instance_id)
+        .unwrap()
+        .timeout(Duration::from_millis(300));
+    (worker, manager, sender)
 }
