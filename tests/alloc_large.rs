@@ -4,8 +4,8 @@
 //! `am_handler`, synchronous `unary_handler`, `unary_handler_async`, zero-copy
 //! `archived_unary_handler`, owned `typed_unary_handler`), payload form
 //! (raw bytes copied into the pool, a loan, a typed archive) and size
-//! (64 B, 1 MiB, 16 MiB); a pipelined stream of 16 MiB one-way
-//! messages, sent without waiting for their handler; and 1 and 16 MiB
+//! (64 B, 64 KiB: a medium frame in a ring record, 1 MiB, 16 MiB); a pipelined stream of 16 MiB one-way
+//! messages, sent without waiting for their handler; and 64 KiB, 1 and 16 MiB
 //! responses to small requests, read with `await_response_payload` (the
 //! reader writes a large inline reply straight into the pool, the caller
 //! keeps it where it arrived).
@@ -54,7 +54,7 @@ const BATCH: u64 = 4;
 const BATCHES: u64 = 8;
 /// Calls counted.
 const CALLS: u64 = 12;
-const SIZES: [usize; 3] = [64, 1 << 20, 16 << 20];
+const SIZES: [usize; 4] = [64, 64 << 10, 1 << 20, 16 << 20];
 
 /// How a call carries its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,7 +225,7 @@ async fn call(p: &Pair, seen: &AtomicU64, handler: &str, input: &Input, how: (Bo
 }
 
 /// Sizes of the large responses measured.
-const LARGE_RESPONSES: [usize; 2] = [1 << 20, 16 << 20];
+const LARGE_RESPONSES: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
 
 /// Messages of a pipelined stream batch.
 const STREAM: u64 = 16;
@@ -339,7 +339,7 @@ async fn no_allocation_per_message_small_or_large_on_either_side() {
         for kind in KINDS.iter().filter(|k| len <= k.max_len) {
             for &body in kind.bodies {
                 // A loan small enough for a ring record is a heap buffer.
-                let small_loan = body == Body::Loaned && len < 64 << 10;
+                let small_loan = body == Body::Loaned && len < 1 << 19;
                 let expected = kind.by_design + f64::from(u8::from(small_loan));
                 for pattern in [Pattern::OneWay, Pattern::Confirmed, Pattern::Request] {
                     let how = (body, pattern);

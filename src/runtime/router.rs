@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::handler::PayloadBuf;
 use crate::ids::InstanceId;
 use crate::runtime::run::InPlaceRun;
-use crate::runtime::rx_arena::RxArena;
+use crate::runtime::rx_arena::{self, RxArena};
 use crate::runtime::trace;
 use crate::stats::LinkCounters;
 use crate::transport::{BoxedLink, Inbound, Inbox, InlineDispatch, OutFrame, PeerLink};
@@ -213,11 +213,18 @@ impl Router {
             made: None,
         };
         if header.kind.is_reply() {
-            match owned.frame.shared.is_some() {
-                true => inbox
-                    .events
-                    .on_reply_shared(&header, view.payload, &owned.get()),
-                false => inbox.events.on_reply(&header, view.payload),
+            if owned.frame.shared.is_some() {
+                let frame = owned.get();
+                inbox.events.on_reply_shared(&header, view.payload, &frame);
+            } else if view.payload.len() > rx_arena::MAX_POOLED {
+                // A medium reply is kept in the arena (no allocation), where
+                // its caller may take it as a payload; small ones are copied
+                // into the pending table's recycled buffers.
+                let offset = view.payload.as_ptr() as usize - owned.frame.bytes.as_ptr() as usize;
+                let payload = owned.payload_at(offset);
+                inbox.events.on_reply_shared(&header, &payload, &payload);
+            } else {
+                inbox.events.on_reply(&header, view.payload);
             }
             return Routed::Done;
         }

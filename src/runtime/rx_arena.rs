@@ -13,7 +13,10 @@
 //!
 //! The price: a payload a handler keeps for long keeps its whole chunk
 //! alive. Chunks are therefore small (a few hundred small frames), and the
-//! handler contexts say so (copy a payload you keep).
+//! handler contexts say so (copy a payload you keep). Medium frames (a few
+//! KiB up to the largest default ring record) go to a second, larger chunk
+//! of their own, so that they neither use up the small one in a few copies
+//! nor cost an allocation (and the page faults of fresh memory) each.
 
 use bytes::{Bytes, BytesMut};
 
@@ -24,13 +27,23 @@ use crate::wire::PAYLOAD_ALIGN;
 /// pins at most this much.
 const CHUNK: usize = 64 * 1024;
 
-/// Frames above this size get their own allocation (they would use up a
-/// chunk in a few copies, and large frames amortise an allocation anyway).
-const MAX_POOLED: usize = CHUNK / 8;
+/// Frames above this size go to the medium chunk (they would use up a small
+/// chunk in a few copies).
+pub(crate) const MAX_POOLED: usize = CHUNK / 8;
+
+/// Bytes per medium chunk: room for four frames of the largest medium size.
+const MEDIUM_CHUNK: usize = 2 << 20;
+
+/// Frames above this size get their own allocation: the largest record of
+/// the default ring fits, and larger frames travel in the pooled area, where
+/// their handler reads them in place.
+const MAX_MEDIUM: usize = MEDIUM_CHUNK / 4;
 
 /// The receive buffer of one reader (a link's reader task, a ROUTER).
 pub(crate) struct RxArena {
-    buf: BytesMut,
+    small: BytesMut,
+    /// Allocated the first time a medium frame arrives.
+    medium: BytesMut,
 }
 
 impl Default for RxArena {
@@ -40,33 +53,41 @@ impl Default for RxArena {
 }
 
 impl RxArena {
-    /// An empty arena; its first chunk is allocated on first use.
+    /// An empty arena; its chunks are allocated on first use.
     pub(crate) fn new() -> Self {
         Self {
-            buf: BytesMut::new(),
+            small: BytesMut::new(),
+            medium: BytesMut::new(),
         }
     }
 
     /// A shared copy of `frame`, starting on a [`PAYLOAD_ALIGN`] boundary so
     /// that an archive at an aligned offset inside it stays aligned.
     pub(crate) fn copy(&mut self, frame: &[u8]) -> Bytes {
-        if frame.len() > MAX_POOLED {
-            return Bytes::copy_from_slice(frame);
+        match frame.len() {
+            n if n <= MAX_POOLED => copy_into(&mut self.small, CHUNK, frame),
+            n if n <= MAX_MEDIUM => copy_into(&mut self.medium, MEDIUM_CHUNK, frame),
+            _ => Bytes::copy_from_slice(frame),
         }
-        let room = frame.len() + PAYLOAD_ALIGN;
-        if self.buf.capacity() - self.buf.len() < room {
-            // Reclaims the chunk in place when no frame taken from it lives on.
-            self.buf.reserve(CHUNK.max(room));
-        }
-        let misaligned = self.buf.as_ptr() as usize % PAYLOAD_ALIGN;
-        if misaligned != 0 {
-            let pad = PAYLOAD_ALIGN - misaligned;
-            self.buf.extend_from_slice(&[0u8; PAYLOAD_ALIGN][..pad]);
-            drop(self.buf.split());
-        }
-        self.buf.extend_from_slice(frame);
-        self.buf.split().freeze()
     }
+}
+
+/// Copies `frame` to the end of `buf` (a chunk of `chunk` bytes, reclaimed
+/// in place or replaced when full) and splits it off.
+fn copy_into(buf: &mut BytesMut, chunk: usize, frame: &[u8]) -> Bytes {
+    let room = frame.len() + PAYLOAD_ALIGN;
+    if buf.capacity() - buf.len() < room {
+        // Reclaims the chunk in place when no frame taken from it lives on.
+        buf.reserve(chunk.max(room));
+    }
+    let misaligned = buf.as_ptr() as usize % PAYLOAD_ALIGN;
+    if misaligned != 0 {
+        let pad = PAYLOAD_ALIGN - misaligned;
+        buf.extend_from_slice(&[0u8; PAYLOAD_ALIGN][..pad]);
+        drop(buf.split());
+    }
+    buf.extend_from_slice(frame);
+    buf.split().freeze()
 }
 
 #[cfg(test)]
@@ -115,7 +136,37 @@ mod tests {
     #[test]
     fn large_frames_are_copied_whole() {
         let mut arena = RxArena::new();
-        let big = vec![4u8; MAX_POOLED + 1];
-        assert_eq!(&arena.copy(&big)[..], &big[..]);
+        for len in [MAX_POOLED + 1, MAX_MEDIUM, MAX_MEDIUM + 1] {
+            let big: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let copy = arena.copy(&big);
+            assert_eq!(&copy[..], &big[..]);
+            assert_eq!(copy.as_ptr() as usize % PAYLOAD_ALIGN, 0, "len {len}");
+        }
+    }
+
+    #[test]
+    fn medium_frames_reuse_their_chunk_once_released() {
+        let mut arena = RxArena::new();
+        let first = arena.copy(&[1u8; 64 << 10]);
+        let start = first.as_ptr();
+        drop(first);
+        let mut seen_start = false;
+        for _ in 0..(3 * MEDIUM_CHUNK / (64 << 10)) {
+            let f = arena.copy(&[2u8; 64 << 10]);
+            seen_start |= f.as_ptr() == start;
+        }
+        assert!(seen_start, "the medium chunk was never reclaimed");
+    }
+
+    #[test]
+    fn a_held_medium_frame_keeps_its_bytes_and_small_frames_their_chunk() {
+        let mut arena = RxArena::new();
+        let held = arena.copy(&[7u8; 100 << 10]);
+        let small = arena.copy(&[5u8; 100]);
+        for _ in 0..(3 * MEDIUM_CHUNK / (100 << 10)) {
+            drop(arena.copy(&[9u8; 100 << 10]));
+        }
+        assert!(held.iter().all(|&b| b == 7));
+        assert!(small.iter().all(|&b| b == 5));
     }
 }
