@@ -311,7 +311,9 @@ impl ActiveMessageManagerBuilder {
             shared_cancel: crate::handler::HandlerCancel::shared(handlers_cancel.clone()),
             cancel_pool: crate::handler::cancel::CancelPool::new(handlers_cancel.clone()),
             handlers_cancel,
-            running: DashMap::new(),
+            // Sized up front: its shards would otherwise grow (allocate) the
+            // first few times calls overlap on them, long after warm-up.
+            running: DashMap::with_capacity(self.max_concurrent_handlers.min(256)),
             streams,
         });
         let inner = Arc::new(ManagerInner {
