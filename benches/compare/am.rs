@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 
 use crate::am_server::{builder, runtime};
+use crate::beside::MemcpyBeside;
 use crate::machine::{self, Snap};
 use crate::raw::size_key;
 use crate::report::{Metric, Row};
@@ -61,7 +62,9 @@ const BATCH: usize = 64;
 /// Sizes of the loan one-way cases.
 const LOANED: [usize; 2] = [1 << 20, 16 << 20];
 /// Sizes of the large round trips (default configuration).
-const LARGE_RT: [usize; 3] = [64 << 10, 1 << 20, 16 << 20];
+const LARGE_RT: [usize; 3] = [64 << 10, 1 << 20, LARGEST_RT];
+/// The largest of them (the server's `echo_raw` answers up to this).
+pub const LARGEST_RT: usize = 16 << 20;
 
 /// A suite by name: `spin`, `adaptive`, `park` (shm round trips), `tcp` (round trips
 /// and one-way), `shm_one_way`, `shm_one_way_ring4m`, `shm_one_way_zc`,
@@ -126,6 +129,9 @@ impl Suite {
             ("tcp", _) => "am_tcp".into(),
             (_, true) => format!("am_shm_{}", self.policy),
             _ if !self.rt_sizes.is_empty() => "am_shm_large_rt".into(),
+            _ if self.sizes.first() >= Some(&LARGE[0]) && !self.loan => {
+                "am_shm_one_way_large".into()
+            }
             (_, false) => format!("am_shm_one_way{}", self.variant()),
         }
     }
@@ -289,7 +295,7 @@ impl Suite {
         }
         let mut sent = 0;
         for &size in self.sizes {
-            rows.push(self.one_way(c, plan, size, &mut sent).await?);
+            rows.extend(self.one_way(c, plan, size, &mut sent).await?);
         }
         for &size in self.rt_sizes {
             rows.push(self.large_round_trips(c, plan, size).await?);
@@ -344,13 +350,21 @@ impl Suite {
     /// Fire-and-forget stream of `size`-byte raw payloads to the `sink` handler; each
     /// batch ends with a `barrier` request answered once the sink counted them all.
     /// Batches as in [`util::batches`]; `sent` is the running total for the barrier.
-    async fn one_way(self, c: &Client, plan: Plan, size: usize, sent: &mut u64) -> Result<Row> {
+    async fn one_way(
+        self,
+        c: &Client,
+        plan: Plan,
+        size: usize,
+        sent: &mut u64,
+    ) -> Result<Vec<Row>> {
         let payload = Bytes::from(vec![0x5au8; size]);
         let typed = vec![0x5au8; size];
         // Made once, outside the timed batches.
         let batches = (vec![&typed[..]; BATCH], vec![typed.clone(); BATCH]);
         let mut count = plan.first(size);
-        let mut per_msg = Vec::new();
+        // Room for every batch: the case counts this process's allocations.
+        let mut per_msg = Vec::with_capacity(plan.batches() as usize);
+        let mut beside = MemcpyBeside::for_case(self.transport, size, LARGE[0]);
         let mut total = 0;
         let mut probes = None;
         let prepared = match self.prepared {
@@ -393,12 +407,16 @@ impl Suite {
             if b >= 2 {
                 total += count;
                 per_msg.push(elapsed.as_nanos() as f64 / count as f64);
+                if let Some(beside) = &mut beside {
+                    beside.sample();
+                }
             }
             count = util::next_count(count, elapsed, plan.batch_time());
         }
         let ours_after = Snap::now();
         let after = c.probe().await?;
         let (before, ours) = probes.context("no timed batch")?;
+        let in_order = per_msg.clone();
         per_msg.sort_by(f64::total_cmp);
         let row = Row::new(
             &self.tp_key(size),
@@ -412,9 +430,16 @@ impl Suite {
         );
         let row = ours.per_msg(ours_after, total, "client", true, row);
         let row = before.per_msg(after, total, "server", true, row);
-        Ok(match self.tp_baseline(size) {
+        let row = match self.tp_baseline(size) {
             Some(b) => row.vs(&b),
             None => row,
+        };
+        Ok(match beside {
+            Some(beside) => {
+                let base = beside.row(&self.tp_key(size), &self.tp_label(size));
+                vec![beside.ratios(row, &in_order), base]
+            }
+            None => vec![row],
         })
     }
 }
@@ -440,8 +465,8 @@ impl Suite {
         Ok(())
     }
 
-    /// Raw round trips of `size` bytes each way (`echo_raw` answers with the
-    /// payload it got, in place), timed one by one, with allocations per trip
+    /// Raw round trips of `size` bytes each way (`echo_raw` answers as many
+    /// bytes as it got; the answer is read where it arrived), timed one by one, with allocations per trip
     /// on both sides. The row's rate counts `size` bytes per trip.
     async fn large_round_trips(self, c: &Client, plan: Plan, size: usize) -> Result<Row> {
         let payload = Bytes::from(vec![0x5au8; size]);
@@ -454,7 +479,7 @@ impl Suite {
                 .timeout(Duration::from_secs(60))
                 .send(c.target)
                 .await?
-                .await_response_raw()
+                .await_response_payload()
                 .await?;
             anyhow::ensure!(back.len() == size, "echo_raw answered {} bytes", back.len());
             Ok(())
@@ -522,7 +547,7 @@ impl Client {
             .client
             .active_message("probe")?
             .payload(&())?
-            .expect_response::<[u64; 4]>()
+            .expect_response::<[u64; 6]>()
             .send(self.target)
             .await?
             .await_response()

@@ -80,12 +80,24 @@ async fn register(manager: &ActiveMessageManager) -> Result<()> {
             typed_unary_handler("echo64", |c: TypedContext<[u8; 64]>| Ok(c.input)),
         )
         .await?;
-    // Async: it never runs inline, so the payload stays where it arrived
-    // (the pooled area for large ones) and goes back from there.
+    // Answers as many bytes as it got, sliced from a buffer of its own: a
+    // large request is read where it arrived (the pooled area) and the
+    // response copied into the pooled area the other way, with no `Bytes`
+    // owner made for the request's held buffer (that would allocate).
+    let own = bytes::Bytes::from(vec![0x5au8; crate::am::LARGEST_RT]);
     manager
         .register_handler(
             "echo_raw",
-            unary_handler_async("echo_raw", |c| async move { Ok(Some(c.payload.into())) }),
+            unary_handler_async("echo_raw", move |c| {
+                let len = c.payload.len();
+                let own = own.clone();
+                async move {
+                    match own.get(..len) {
+                        Some(_) => Ok(Some(own.slice(..len))),
+                        None => Err(format!("echo_raw answers at most {} bytes", own.len())),
+                    }
+                }
+            }),
         )
         .await?;
     manager

@@ -92,35 +92,51 @@ pub struct Snap {
     pub sleeps: u64,
     /// CPU time in ns.
     pub cpu: u64,
+    /// Allocations and `read` calls the snapshot itself made (reading `/proc`),
+    /// left out of the next window so that they are not charged to the messages.
+    own_allocs: u64,
+    own_rw: u64,
 }
 
 impl Snap {
     /// The counters now.
     pub fn now() -> Snap {
-        Snap {
-            allocs: crate::util::allocs(),
-            rw: rw_syscalls(),
+        let allocs = crate::util::allocs();
+        let rw = rw_syscalls();
+        let mut snap = Snap {
+            allocs,
+            rw,
             sleeps: task_sum("status", |s| {
                 s.lines()
                     .find(|l| l.starts_with("voluntary_ctxt_switches:"))
                     .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             }),
             cpu: cpu_ns(),
-        }
+            own_allocs: 0,
+            own_rw: 0,
+        };
+        // The last read of `/proc/self/io` is not in its own figure: it is the
+        // one read call (plus the one that finds its end) not counted here.
+        snap.own_rw = (rw_syscalls() + 2).saturating_sub(rw);
+        snap.own_allocs = crate::util::allocs() - allocs;
+        snap
     }
 
     /// As an array, to travel in a message.
-    pub fn to_array(self) -> [u64; 4] {
-        [self.allocs, self.rw, self.sleeps, self.cpu]
+    pub fn to_array(self) -> [u64; 6] {
+        let s = self;
+        [s.allocs, s.rw, s.sleeps, s.cpu, s.own_allocs, s.own_rw]
     }
 
     /// From [`to_array`](Self::to_array).
-    pub fn from_array(a: [u64; 4]) -> Snap {
+    pub fn from_array(a: [u64; 6]) -> Snap {
         Snap {
             allocs: a[0],
             rw: a[1],
             sleeps: a[2],
             cpu: a[3],
+            own_allocs: a[4],
+            own_rw: a[5],
         }
     }
 
@@ -131,16 +147,16 @@ impl Snap {
         let row = if allocs {
             row.extra(
                 &format!("allocs/msg {side}"),
-                per(self.allocs, later.allocs),
+                per(self.allocs + self.own_allocs, later.allocs),
             )
         } else {
             row
         };
-        row.extra(&format!("rw syscalls/msg {side}"), per(self.rw, later.rw))
-            .extra(
-                &format!("sleeps/msg {side}"),
-                per(self.sleeps, later.sleeps),
-            )
+        let rw = per(self.rw + self.own_rw, later.rw);
+        row.extra(&format!("rw syscalls/msg {side}"), rw).extra(
+            &format!("sleeps/msg {side}"),
+            per(self.sleeps, later.sleeps),
+        )
     }
 }
 
