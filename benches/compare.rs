@@ -34,6 +34,8 @@ mod raw;
 mod report;
 #[path = "compare/ring.rs"]
 mod ring;
+#[path = "compare/rounds.rs"]
+mod rounds;
 #[path = "compare/stream.rs"]
 mod stream;
 #[path = "compare/util.rs"]
@@ -105,6 +107,13 @@ fn bars() -> Vec<Bar> {
             at_most: true,
             factor: 1.1,
             text: "AM round trip, Park <= 1.1x raw eventfd ping-pong",
+        },
+        AtMost {
+            case: "am_shm_park_rounds",
+            field: "x eventfd, median round",
+            limit: 1.1,
+            unit: "x",
+            text: "  same, interleaved in rounds: median of the per-round ratios",
         },
         Ratio {
             case: "am_tcp_rt",

@@ -292,6 +292,9 @@ impl Suite {
                     .extra("idle cpu % server", pct(after.cpu - before.cpu));
             }
             rows.push(row);
+            if self.policy == "park" {
+                rows.extend(crate::rounds::park_vs_eventfd(c, plan).await?);
+            }
         }
         let mut sent = 0;
         for &size in self.sizes {

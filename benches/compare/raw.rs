@@ -67,17 +67,17 @@ pub fn floor_child(ctl: &Ctl) -> Result<()> {
     Ok(())
 }
 
-fn blocking_eventfd() -> Result<OwnedFd> {
+pub fn blocking_eventfd() -> Result<OwnedFd> {
     Ok(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?.into())
 }
 
-fn efd_write(fd: &OwnedFd, value: u64) -> Result<()> {
+pub fn efd_write(fd: &OwnedFd, value: u64) -> Result<()> {
     nix::unistd::write(fd, &value.to_ne_bytes())?;
     Ok(())
 }
 
 /// Blocks until the eventfd is non-zero; returns (and resets) its value.
-fn efd_read(fd: &OwnedFd) -> Result<u64> {
+pub fn efd_read(fd: &OwnedFd) -> Result<u64> {
     let mut buf = [0u8; 8];
     loop {
         match nix::unistd::read(fd, &mut buf) {
