@@ -3,4 +3,5 @@
 
 pub(crate) mod codec;
 pub mod json;
+pub(crate) mod shape;
 pub mod wire;

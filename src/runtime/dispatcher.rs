@@ -326,6 +326,16 @@ impl InlineDispatch for Dispatcher {
         self.in_run(run, header, name, payload, owned, reply)
     }
 
+    fn repeat_in_run(
+        &self,
+        run: &mut crate::runtime::run::InPlaceRun,
+        header: &Header,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> crate::handler::PayloadBuf,
+    ) -> bool {
+        self.repeat(run, header, payload, owned)
+    }
+
     fn end_run(&self, run: &mut crate::runtime::run::InPlaceRun) {
         Dispatcher::end_run(self, run);
     }

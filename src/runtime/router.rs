@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use crate::handler::PayloadBuf;
 use crate::ids::InstanceId;
+use crate::protocol::shape::Shape;
 use crate::runtime::run::InPlaceRun;
 use crate::runtime::rx_arena::{self, RxArena};
 use crate::runtime::trace;
@@ -128,7 +129,15 @@ pub(crate) fn check(
     max_frame: usize,
     peer: Option<InstanceId>,
 ) -> Result<FrameRef<'_>, ProtocolError> {
-    let view = wire::decode(bytes, max_frame)?;
+    sender_is_peer(wire::decode(bytes, max_frame)?, peer)
+}
+
+/// The frame, if it says it comes from the link's peer (when known).
+#[inline]
+fn sender_is_peer(
+    view: FrameRef<'_>,
+    peer: Option<InstanceId>,
+) -> Result<FrameRef<'_>, ProtocolError> {
     match peer {
         Some(peer) if view.header.sender != peer => Err(ProtocolError::Link(format!(
             "frame from {} on the link to {peer}",
@@ -144,6 +153,8 @@ pub(crate) struct Router {
     arena: RxArena,
     /// Set for a reader that drains runs of frames ([`Router::batched`]).
     run: Option<Run>,
+    /// The last frame's repeated bytes (see [`Router::check`]).
+    shape: Shape,
 }
 
 impl Router {
@@ -158,7 +169,22 @@ impl Router {
         Self {
             arena: RxArena::new(),
             run: Some(Run::default()),
+            shape: Shape::default(),
         }
+    }
+
+    /// [`check`], with the fields a stream of frames repeats compared to
+    /// the last frame's instead of decoded again (see [`Shape`]): the same
+    /// result, every check made.
+    #[inline]
+    pub(crate) fn check<'b>(
+        &mut self,
+        bytes: &'b [u8],
+        max_frame: usize,
+        peer: Option<InstanceId>,
+    ) -> Result<FrameRef<'b>, ProtocolError> {
+        let view = self.shape.decode(bytes, max_frame)?;
+        sender_is_peer(view, peer)
     }
 
     /// Counts one frame of `len` bytes read on the link of `counters`; a
@@ -193,6 +219,44 @@ impl Router {
         }
     }
 
+    /// Runs `bytes` the way the run's last frame ran, if it is a one-way
+    /// frame of the same shape (see [`Shape`]) from the link's `peer` and
+    /// that frame ran in place ([`InlineDispatch::repeat_in_run`]): the
+    /// frame is neither decoded in full nor routed again. False, having
+    /// done nothing, when it must take [`Router::check`] and
+    /// [`Router::route`] (which also report what is wrong with it).
+    #[inline]
+    pub(crate) fn repeat(
+        &mut self,
+        bytes: &[u8],
+        max_frame: usize,
+        peer: InstanceId,
+        link: &dyn PeerLink,
+    ) -> bool {
+        let Router { arena, run, shape } = self;
+        let Some(Run {
+            dispatch: Some(dispatch),
+            in_place,
+            ..
+        }) = run
+        else {
+            return false;
+        };
+        if !in_place.is_armed() {
+            return false;
+        }
+        let Some(view) = shape.same(bytes, max_frame) else {
+            return false;
+        };
+        if view.header.kind != Kind::OneWay || view.header.sender != peer {
+            return false;
+        }
+        let _span = trace::inbound(&view.header, view.name, link).entered();
+        let offset = view.payload_offset;
+        let mut payload = || arena.copy(&bytes[offset..]).into();
+        dispatch.repeat_in_run(in_place, &view.header, view.payload, &mut payload)
+    }
+
     /// Routes one checked frame (see the module docs). `link` is the link it
     /// came on (for the per-message span); `reply_link` makes the handle an
     /// invocation's replies go back on, only when one is needed.
@@ -206,7 +270,7 @@ impl Router {
         inline: Inline<'_>,
     ) -> Routed {
         let header = view.header;
-        let Router { arena, run } = self;
+        let Router { arena, run, .. } = self;
         let mut owned = Owned {
             frame,
             arena,

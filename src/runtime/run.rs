@@ -54,6 +54,9 @@ pub struct InPlaceRun {
     /// One-way messages finished in place in this run, and their bytes.
     messages: u64,
     bytes: u64,
+    /// The run's last frame was a one-way call the held handler ran in
+    /// place: a frame of the same shape may take [`Dispatcher::repeat`].
+    armed: bool,
 }
 
 impl std::fmt::Debug for InPlaceRun {
@@ -65,12 +68,27 @@ impl std::fmt::Debug for InPlaceRun {
     }
 }
 
+impl InPlaceRun {
+    /// Whether the run's last frame ran in place as a one-way call, so a
+    /// frame of the same shape may be repeated (see [`Dispatcher::repeat`]).
+    #[inline]
+    pub(crate) fn is_armed(&self) -> bool {
+        self.armed
+    }
+}
+
 /// The handler a run holds, and its calls in this run.
 struct Held {
     /// The registry's generation when it was looked up.
     generation: u64,
     handler: HandlerRef,
+    /// The handler's kind and its limit exemption (fixed for a handler).
+    kind: HandlerKind,
+    exempt: bool,
     stats: Arc<HandlerStats>,
+    /// The context a synchronous handler borrows, made at the run's first
+    /// call and reused (its reference counts taken once per run).
+    ctx: Option<HandlerContext>,
     calls: u64,
     errors: u64,
 }
@@ -87,6 +105,8 @@ impl Dispatcher {
         owned: &mut dyn FnMut() -> PayloadBuf,
         reply: &mut dyn FnMut(OutFrame<'_>),
     ) -> bool {
+        // Armed again below only by a one-way call that runs in place.
+        run.armed = false;
         if header.kind != Kind::OneWay {
             return self.in_place(header, name, payload, Some(owned), reply);
         }
@@ -108,29 +128,82 @@ impl Dispatcher {
         let (Some(held), started) = (run.held.as_mut(), &mut run.started) else {
             return false;
         };
-        if held.handler.exempt_from_limit() {
+        if held.exempt {
             return false;
         }
         // The run's clock starts at its first call.
         started.get_or_insert_with(Instant::now);
-        let ran = match held.handler.kind() {
+        let ran = self.call_held(held, header, name, payload, owned);
+        if ran {
+            run.messages += 1;
+            run.bytes += payload.len() as u64;
+        }
+        run.armed = ran;
+        ran
+    }
+
+    /// A one-way frame shaped like the run's last one, which ran in place
+    /// (`run.armed`): the frame's kind, flags and name are those of that
+    /// frame, byte for byte, so the checks on them gave the same answer and
+    /// the held handler is the one for its name. What can change from one
+    /// frame to the next is checked again: the registry (a handler replaced
+    /// mid-run), the manager's admission state and the concurrency limit.
+    /// False, having done nothing and disarmed the run, when the frame must
+    /// take [`Dispatcher::in_run`].
+    pub(crate) fn repeat(
+        &self,
+        run: &mut InPlaceRun,
+        header: &Header,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> PayloadBuf,
+    ) -> bool {
+        let ok = run.armed
+            && self.client.is_admitting()
+            && self.limit.available_permits() != 0
+            && run
+                .held
+                .as_ref()
+                .is_some_and(|h| h.generation == self.registry.generation());
+        let InPlaceRun {
+            name, held, armed, ..
+        } = run;
+        let Some(held) = held.as_mut().filter(|_| ok) else {
+            *armed = false;
+            return false;
+        };
+        let ran = self.call_held(held, header, name, payload, owned);
+        if ran {
+            run.messages += 1;
+            run.bytes += payload.len() as u64;
+        }
+        run.armed = ran;
+        ran
+    }
+
+    /// Calls the held handler for a one-way frame; false if this kind of
+    /// handler cannot run in place.
+    fn call_held(
+        &self,
+        held: &mut Held,
+        header: &Header,
+        name: &str,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> PayloadBuf,
+    ) -> bool {
+        match held.kind {
             HandlerKind::ActiveMessage => {
                 self.call_one_way(held, header, owned());
                 true
             }
             _ => self.call_inline_one_way(held, header, name, payload, owned),
-        };
-        if ran {
-            run.messages += 1;
-            run.bytes += payload.len() as u64;
         }
-        ran
     }
 
     /// Publishes what `run` gathered and lets go of its handler.
     pub(crate) fn end_run(&self, run: &mut InPlaceRun) {
         settle(run);
         run.held = None;
+        run.armed = false;
         if run.messages != 0 {
             Counters::add(
                 &self.client.counters.messages_received,
@@ -165,8 +238,11 @@ impl Dispatcher {
         run.name.push_str(name);
         run.held = Some(Held {
             generation,
+            kind: handler.kind(),
+            exempt: handler.exempt_from_limit(),
             handler,
             stats,
+            ctx: None,
             calls: 0,
             errors: 0,
         });
@@ -216,7 +292,12 @@ impl Dispatcher {
         payload: &[u8],
         owned: &mut dyn FnMut() -> PayloadBuf,
     ) -> bool {
-        let ctx = self.handler_context(header);
+        // The run's context, with this call's ids (a borrowed context: the
+        // handler cannot keep it, only clone it).
+        let ctx = held.ctx.get_or_insert_with(|| self.handler_context(header));
+        ctx.message_id = header.message_id;
+        ctx.sender_id = header.sender;
+        let ctx = &*ctx;
         let mut failed = false;
         let mut deliver = |outcome: crate::handler::InlineOutcome<'_>| {
             if let Err(err) = &outcome {
@@ -227,7 +308,7 @@ impl Dispatcher {
         };
         let handler = &held.handler;
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            handler.call_inline_shared(&ctx, payload, owned, &mut deliver)
+            handler.call_inline_shared(ctx, payload, owned, &mut deliver)
         }))
         .unwrap_or_else(|_| {
             deliver(Err(HandlerError::handler(format!(

@@ -469,6 +469,23 @@ pub trait InlineDispatch: Send + Sync + 'static {
         self.try_in_place(header, name, payload, owned, reply_link, reply)
     }
 
+    /// Runs again, the same way, a one-way frame of the same shape as the
+    /// run's last frame (the same kind, flags and handler name, byte for
+    /// byte), which [`try_in_run`](Self::try_in_run) ran in place: only
+    /// the checks that can change between two such frames are made again.
+    /// Returns false, having done nothing, when the frame must take
+    /// `try_in_run` (the default: always).
+    fn repeat_in_run(
+        &self,
+        run: &mut InPlaceRun,
+        header: &Header,
+        payload: &[u8],
+        owned: &mut dyn FnMut() -> PayloadBuf,
+    ) -> bool {
+        let _ = (run, header, payload, owned);
+        false
+    }
+
     /// Publishes what `run` gathered (see [`try_in_run`](Self::try_in_run)).
     fn end_run(&self, run: &mut InPlaceRun) {
         let _ = run;

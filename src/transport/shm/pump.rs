@@ -29,7 +29,7 @@ use super::liveness;
 use super::pooled::{self, FLAG_POOL, FLAG_RETIRE, FLAG_SEGMENT, Step};
 use super::reader::ReaderState;
 use crate::handler::PayloadBuf;
-use crate::runtime::router::{self, Frame, Inline, Routed, Router};
+use crate::runtime::router::{Frame, Inline, Routed, Router};
 use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame};
 use crate::wire::{Kind, PAYLOAD_ALIGN, ProtocolError};
 
@@ -78,12 +78,20 @@ pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
         if !st.deferred.is_empty() {
             flush_deferred(&link, &mut st.deferred).await;
         }
-        match read_one(&link, &mut st).await {
-            Read::Got(Outcome::Done { woke: w }) => woke |= w,
-            Read::Got(Outcome::Queue(inbound)) => {
+        // Plain frame records back to back without a future per record;
+        // other records (pooled, large) take the awaiting read.
+        let read = match read_frames(&link, &mut st) {
+            Some(read) => read,
+            None => read_one(&link, &mut st).await,
+        };
+        match read {
+            Read::Got { woke: w } => woke |= w,
+            Read::Queued => {
                 woke = true;
                 st.router.end_run(&link.counters);
-                deliver(&link, &st.inbox, inbound).await;
+                if let Some(inbound) = st.queued.take() {
+                    deliver(&link, &st.inbox, inbound).await;
+                }
             }
             Read::Empty => {
                 // The run is over: publish it before anything waits.
@@ -109,7 +117,7 @@ pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
                 }
                 continue;
             }
-            Read::Got(Outcome::Stop) | Read::End => break,
+            Read::End => break,
         }
         spinner.reset();
     }
@@ -150,14 +158,71 @@ async fn flush_deferred(link: &ShmLink, deferred: &mut Vec<Vec<u8>>) {
     }
 }
 
-/// What one look at the ring gave.
+/// What one look at the ring gave (small: an invocation to queue waits in
+/// the state's `queued` instead of being moved through the loop).
 enum Read {
-    /// A record, handled.
-    Got(Outcome),
+    /// A record, fully handled; `woke`: it woke (or completed) a caller.
+    Got { woke: bool },
+    /// An invocation for the dispatcher, in `ReaderState::queued`.
+    Queued,
     /// Nothing to read now.
     Empty,
-    /// The ring failed or closed: the link ends.
+    /// The ring failed or closed, or the link must end.
     End,
+}
+
+impl Read {
+    /// What became of a record, with an invocation parked in `queued`.
+    fn of(outcome: Outcome, queued: &mut Option<Inbound>) -> Self {
+        match outcome {
+            Outcome::Done { woke } => Self::Got { woke },
+            Outcome::Queue(inbound) => {
+                *queued = Some(inbound);
+                Self::Queued
+            }
+            Outcome::Stop => Self::End,
+        }
+    }
+}
+
+/// Handles the plain frame records at the ring's head one after another,
+/// synchronously, until one needs the reader's loop: returns the first
+/// outcome that is not a quiet `Done` (a woken caller, an invocation to
+/// queue, the link's end), `Empty`, or `None` when the head record is not a
+/// plain frame (left in the ring for [`read_one`]). A reply that could not
+/// be written at once also ends the batch, so the loop sends it before the
+/// next record is handled.
+fn read_frames(link: &Arc<ShmLink>, st: &mut ReaderState) -> Option<Read> {
+    let ReaderState {
+        rx,
+        inbox,
+        copy,
+        scratch,
+        deferred,
+        router,
+        queued,
+        ..
+    } = st;
+    let reply_link = || Arc::clone(link) as BoxedLink;
+    loop {
+        let grant = match rx.try_read() {
+            Ok(grant) if grant.flags() == FLAG_FRAME => grant,
+            // Kept in the ring (a grant dropped unreleased) for `read_one`.
+            Ok(_) => return None,
+            Err(RingError::Empty) => return Some(Read::Empty),
+            Err(e) => {
+                failed(link, e);
+                return Some(Read::End);
+            }
+        };
+        let bytes = frame_bytes(&grant, *copy, scratch);
+        let outcome = handle(link, inbox, router, bytes, None, deferred, &reply_link);
+        grant.release();
+        match outcome {
+            Outcome::Done { woke: false } if deferred.is_empty() => {}
+            outcome => return Some(Read::of(outcome, queued)),
+        }
+    }
 }
 
 /// Handles the record at the ring's head, if there is one.
@@ -171,6 +236,7 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Read {
         deferred,
         pool,
         router,
+        queued,
         ..
     } = st;
     let copy = *copy;
@@ -250,7 +316,7 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Read {
             return Read::End;
         }
     };
-    Read::Got(outcome)
+    Read::of(outcome, queued)
 }
 
 /// A plain frame record's bytes: in place, or copied into `scratch` first
@@ -281,7 +347,13 @@ pub(crate) fn handle<'f>(
     reply_link: &dyn Fn() -> BoxedLink,
 ) -> Outcome {
     router.received(&link.counters, bytes.len());
-    let view = match router::check(bytes, inbox.max_frame, Some(link.peer)) {
+    if shared.is_none() && router.repeat(bytes, inbox.max_frame, link.peer, link) {
+        if router.run_is_long() {
+            router.end_run(&link.counters);
+        }
+        return Outcome::Done { woke: false };
+    }
+    let view = match router.check(bytes, inbox.max_frame, Some(link.peer)) {
         Ok(view) => view,
         Err(e) => {
             link.violation(e);

@@ -58,7 +58,8 @@ pub(crate) struct ReaderState {
     pub(crate) scratch: AlignedVec<PAYLOAD_ALIGN>,
     /// Inline replies that did not fit the producer ring, in order.
     pub(crate) deferred: Vec<Vec<u8>>,
-    /// An invocation a caller's drive routed while the inbox was full.
+    /// An invocation routed but not yet queued on the inbox (a caller's
+    /// drive found the inbox full, or the reader is about to wait for room).
     pub(crate) queued: Option<Inbound>,
     /// A caller's drive found a protocol violation: the link is ending.
     pub(crate) stopped: bool,
