@@ -11,9 +11,20 @@
 //! for ever. A frame still held (a slow handler) only makes the next chunk a
 //! fresh allocation; the old one is freed when its last frame goes.
 //!
+//! A chunk that runs out while some of its frames still live (queued in the
+//! inbox, or run by the dispatcher on another thread: the ZeroMQ ROUTER's
+//! frames always are) is set aside in a short ring of spare chunks rather
+//! than dropped; the next chunk is the oldest spare whose frames have all
+//! gone, reclaimed in place. Only when every spare is still in use is a
+//! chunk allocated (the oldest spare is then let go, freed when its last
+//! frame goes), so a steady stream whose frames live less than a few chunks'
+//! worth of traffic allocates nothing.
+//!
 //! The price: a payload a handler keeps for long keeps its whole chunk
 //! alive. Chunks are therefore small (a few hundred small frames), and the
 //! handler contexts say so (copy a payload you keep).
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
@@ -28,9 +39,16 @@ const CHUNK: usize = 64 * 1024;
 /// chunk in a few copies, and large frames amortise an allocation anyway).
 const MAX_POOLED: usize = CHUNK / 8;
 
+/// Filled chunks kept for reuse while their frames may still live.
+const SPARES: usize = 3;
+
 /// The receive buffer of one reader (a link's reader task, a ROUTER).
 pub(crate) struct RxArena {
     buf: BytesMut,
+    /// Filled chunks, oldest first, each reused once its frames are gone.
+    spares: VecDeque<BytesMut>,
+    /// Chunks allocated so far.
+    allocated: u64,
 }
 
 impl Default for RxArena {
@@ -44,6 +62,8 @@ impl RxArena {
     pub(crate) fn new() -> Self {
         Self {
             buf: BytesMut::new(),
+            spares: VecDeque::with_capacity(SPARES),
+            allocated: 0,
         }
     }
 
@@ -55,8 +75,7 @@ impl RxArena {
         }
         let room = frame.len() + PAYLOAD_ALIGN;
         if self.buf.capacity() - self.buf.len() < room {
-            // Reclaims the chunk in place when no frame taken from it lives on.
-            self.buf.reserve(CHUNK.max(room));
+            self.next_chunk();
         }
         let misaligned = self.buf.as_ptr() as usize % PAYLOAD_ALIGN;
         if misaligned != 0 {
@@ -66,6 +85,35 @@ impl RxArena {
         }
         self.buf.extend_from_slice(frame);
         self.buf.split().freeze()
+    }
+
+    /// Makes `buf` a chunk with room for `CHUNK` bytes: itself or a spare
+    /// reclaimed in place when no frame taken from it lives on, else a
+    /// fresh one.
+    fn next_chunk(&mut self) {
+        if self.buf.capacity() == 0 {
+            // The first chunk.
+            self.buf.reserve(CHUNK);
+            self.allocated += 1;
+            return;
+        }
+        if self.buf.try_reclaim(CHUNK) {
+            return;
+        }
+        let free = self.spares.iter_mut().position(|c| c.try_reclaim(CHUNK));
+        let next = match free {
+            Some(i) => self.spares.remove(i).unwrap_or_default(),
+            None => {
+                if self.spares.len() >= SPARES {
+                    // Every spare is still in use: let the oldest go.
+                    self.spares.pop_front();
+                }
+                self.allocated += 1;
+                BytesMut::with_capacity(CHUNK)
+            }
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        self.spares.push_back(full);
     }
 }
 
@@ -100,6 +148,27 @@ mod tests {
             seen_start |= f.as_ptr() == start;
         }
         assert!(seen_start, "the first chunk was never reclaimed");
+    }
+
+    #[test]
+    fn frames_living_less_than_the_spares_allocate_no_more_chunks() {
+        let mut arena = RxArena::new();
+        // Frames dropped a chunk and a half after they were taken, as a
+        // backlog queued for the dispatcher is.
+        let lag = 3 * CHUNK / 2 / 64;
+        let mut live = VecDeque::new();
+        let mut warm = 0;
+        for i in 0..(40 * CHUNK / 64) {
+            if i == 4 * CHUNK / 64 {
+                warm = arena.allocated;
+            }
+            live.push_back(arena.copy(&[6u8; 48]));
+            if live.len() > lag {
+                live.pop_front();
+            }
+        }
+        assert!(warm <= SPARES as u64 + 1, "{warm} chunks while warming up");
+        assert_eq!(arena.allocated, warm, "chunks allocated in steady state");
     }
 
     #[test]
