@@ -19,7 +19,7 @@ use active_message::wire::{Header, Kind, ProtocolError};
 use active_message::{InstanceId, MessageId};
 use criterion::{Criterion, criterion_group, criterion_main};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 const PAYLOAD: [u8; 64] = [0x5a; 64];
 const MAX_FRAME: usize = 1 << 20;
@@ -138,7 +138,7 @@ struct AmPair {
     stop_server: Option<oneshot::Sender<()>>,
 }
 
-type Invocations = mpsc::Receiver<active_message::transport::Inbound>;
+type Invocations = active_message::transport::InvocationReceiver;
 
 /// A transport on loopback; `spin` overrides the I/O thread's spin setting.
 fn transport(
@@ -146,7 +146,7 @@ fn transport(
     spin: Option<Duration>,
 ) -> (Arc<ZmqTransport>, Invocations, InstanceId) {
     let id = InstanceId::new_random();
-    let (tx, rx) = mpsc::channel(1024);
+    let (tx, rx) = active_message::transport::invocation_queue(1024);
     let inbox = Inbox {
         inline: Default::default(),
         invocations: tx,

@@ -498,9 +498,8 @@ fn serving_side_allocations_per_pattern() {
     );
     // Client side, per one-way message: none, through the builder or a
     // prepared sender, over shm and over TCP (the ZeroMQ link's queue to its
-    // I/O thread is preallocated). (The server's ZeroMQ I/O thread hands
-    // each TCP invocation to the dispatcher through the inbox, a tokio
-    // channel that allocates a block per 32 messages: "other" above.)
+    // I/O thread is preallocated). The I/O threads of a TCP one-way stream
+    // are held to none per message in tests/alloc_tcp.rs.
     for (case, t) in [
         ("shm one-way async", async_one_way),
         ("shm one-way zero-copy", zc_one_way),

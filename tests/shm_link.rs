@@ -14,7 +14,6 @@ use active_message::wire::{self, Header, Kind, ProtocolError};
 use active_message::{Error, TransportKind as Kind2};
 use active_message::{InstanceId, MessageId};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 
 /// Records what a transport reports.
 #[derive(Default)]
@@ -39,7 +38,7 @@ impl LinkEvents for Recorder {
 struct Node {
     id: InstanceId,
     transport: Arc<ShmTransport>,
-    rx: mpsc::Receiver<Inbound>,
+    rx: active_message::transport::InvocationReceiver,
     events: Arc<Recorder>,
 }
 
@@ -50,7 +49,7 @@ fn config() -> ShmConfig {
 }
 
 fn node_with(config: ShmConfig, id: InstanceId, inbox_capacity: usize) -> Node {
-    let (tx, rx) = mpsc::channel(inbox_capacity);
+    let (tx, rx) = active_message::transport::invocation_queue(inbox_capacity);
     let events = Arc::new(Recorder::default());
     let inbox = Inbox {
         invocations: tx,
@@ -336,7 +335,7 @@ async fn stale_socket_is_replaced_and_a_live_one_is_not() {
     let first = node_with(cfg.clone(), id, 1);
     assert_eq!(first.transport.socket_path(), path);
     // A live one is never taken over.
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = active_message::transport::invocation_queue(1);
     let inbox = Inbox {
         invocations: tx,
         events: Arc::new(Recorder::default()),

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use active_message::transport::zmq::{ZmqConfig, ZmqTransport};
 use active_message::transport::{
-    BoxedLink, Inbound, Inbox, LinkEvents, OutFrame, PayloadRef, ThinTransport,
+    BoxedLink, Inbox, LinkEvents, OutFrame, PayloadRef, ThinTransport,
 };
 use active_message::wire::{Header, Kind, ProtocolError};
 use active_message::{InstanceId, MessageId};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 const MAX_FRAME: usize = 1 << 20;
 /// A failsafe only: every wait below ends on a condition long before.
@@ -74,13 +74,13 @@ struct Node {
     id: InstanceId,
     transport: Arc<ZmqTransport>,
     replies: Arc<Replies>,
-    invocations: mpsc::Receiver<Inbound>,
+    invocations: active_message::transport::InvocationReceiver,
 }
 
 fn node(config: ZmqConfig, inbox_capacity: usize) -> Node {
     let id = InstanceId::new_random();
     let replies = Arc::new(Replies::default());
-    let (tx, invocations) = mpsc::channel(inbox_capacity);
+    let (tx, invocations) = active_message::transport::invocation_queue(inbox_capacity);
     let inbox = Inbox {
         inline: Default::default(),
         invocations: tx,

@@ -11,7 +11,7 @@ use active_message::transport::{
 use active_message::wire::{self, ErrorCode, Header, Kind, ProtocolError, flags};
 use active_message::{Error, InstanceId, MessageId};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 const MAX_FRAME: usize = 1 << 20;
 /// Generous bound for conditions that should hold within milliseconds.
@@ -86,7 +86,7 @@ struct Node {
     id: InstanceId,
     transport: Arc<ZmqTransport>,
     events: Arc<Collector>,
-    invocations: mpsc::Receiver<Inbound>,
+    invocations: active_message::transport::InvocationReceiver,
 }
 
 impl Node {
@@ -118,7 +118,7 @@ fn node_with(config: ZmqConfig, inbox_capacity: usize, max_frame: usize) -> Node
         .try_init();
     let id = InstanceId::new_random();
     let events = Arc::new(Collector::default());
-    let (tx, invocations) = mpsc::channel(inbox_capacity);
+    let (tx, invocations) = active_message::transport::invocation_queue(inbox_capacity);
     let inbox = Inbox {
         inline: Default::default(),
         invocations: tx,

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::{OnceCell, Semaphore, mpsc};
+use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -260,7 +260,7 @@ impl ActiveMessageManagerBuilder {
     pub async fn build(self) -> Result<ActiveMessageManager> {
         let endpoint = self.validate()?.to_owned();
         let instance_id = InstanceId::new_random();
-        let (invocations, inbox_rx) = mpsc::channel(self.inbox_capacity);
+        let (invocations, inbox_rx) = crate::transport::invocation_queue(self.inbox_capacity);
         let pending = Arc::new(PendingTable::default());
         let links = Arc::new(DashMap::new());
         let counters = Arc::new(Counters::default());

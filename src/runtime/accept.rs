@@ -55,6 +55,11 @@ impl Dispatcher {
             Some(found) if !found.0.exempt_from_limit() => found,
             _ => return Some((inbound, permit)),
         };
+        // In flight for the shutdown drain until answered, as a spawned
+        // handler is: a handler that shuts its own manager down
+        // (`_request_shutdown`) must see its answer leave before the links
+        // close. Two atomic increments, no allocation.
+        let _in_flight = self.tracker.token();
         let started = Instant::now();
         let mut delivered = false;
         // A synchronous handler runs to its end right here, so it needs no

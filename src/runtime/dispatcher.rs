@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -52,7 +52,7 @@ impl Dispatcher {
     /// Reads invocations until `stop` is cancelled.
     pub(crate) async fn run(
         self: Arc<Self>,
-        mut inbox: mpsc::Receiver<Inbound>,
+        mut inbox: crate::transport::InvocationReceiver,
         stop: CancellationToken,
     ) {
         loop {

@@ -5,11 +5,18 @@
 //!
 //! Frames are copied back to back into one `BytesMut` chunk and split off as
 //! frozen `Bytes` (reference counted, no allocation). Once every frame taken
-//! from the chunk has been dropped, the chunk is unique again and
-//! `BytesMut::reserve` reclaims it from its start, so a steady stream of
-//! frames that are handled before the chunk runs out reuses the same memory
-//! for ever. A frame still held (a slow handler) only makes the next chunk a
-//! fresh allocation; the old one is freed when its last frame goes.
+//! from the chunk has been dropped, the chunk is unique again and is
+//! reclaimed from its start, so a steady stream of frames that are handled
+//! before the chunk runs out reuses the same memory for ever.
+//!
+//! A chunk that runs out while some of its frames still live (queued in the
+//! inbox, or run by the dispatcher on another thread: the ZeroMQ ROUTER's
+//! frames always are) is set aside in a short ring of spare chunks rather
+//! than dropped; the next chunk is the oldest spare whose frames have all
+//! gone, reclaimed in place. Only when every spare is still in use is a
+//! chunk allocated (the oldest spare is then let go, freed when its last
+//! frame goes), so a steady stream whose frames live less than a few chunks'
+//! worth of traffic allocates nothing.
 //!
 //! The price: a payload a handler keeps for long keeps its whole chunk
 //! alive. Chunks are therefore small (a few hundred small frames), and the
@@ -17,6 +24,8 @@
 //! KiB up to the largest default ring record) go to a second, larger chunk
 //! of their own, so that they neither use up the small one in a few copies
 //! nor cost an allocation (and the page faults of fresh memory) each.
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
@@ -31,6 +40,9 @@ const CHUNK: usize = 64 * 1024;
 /// chunk in a few copies).
 pub(crate) const MAX_POOLED: usize = CHUNK / 8;
 
+/// Filled small chunks kept for reuse while their frames may still live.
+const SPARES: usize = 3;
+
 /// Bytes per medium chunk: room for four frames of the largest medium size.
 const MEDIUM_CHUNK: usize = 2 << 20;
 
@@ -39,11 +51,14 @@ const MEDIUM_CHUNK: usize = 2 << 20;
 /// their handler reads them in place.
 const MAX_MEDIUM: usize = MEDIUM_CHUNK / 4;
 
+/// Filled medium chunks kept for reuse (fewer: each pins 2 MiB).
+const MEDIUM_SPARES: usize = 1;
+
 /// The receive buffer of one reader (a link's reader task, a ROUTER).
 pub(crate) struct RxArena {
-    small: BytesMut,
+    small: Chunks,
     /// Allocated the first time a medium frame arrives.
-    medium: BytesMut,
+    medium: Chunks,
 }
 
 impl Default for RxArena {
@@ -56,8 +71,8 @@ impl RxArena {
     /// An empty arena; its chunks are allocated on first use.
     pub(crate) fn new() -> Self {
         Self {
-            small: BytesMut::new(),
-            medium: BytesMut::new(),
+            small: Chunks::new(CHUNK, SPARES),
+            medium: Chunks::new(MEDIUM_CHUNK, MEDIUM_SPARES),
         }
     }
 
@@ -65,33 +80,88 @@ impl RxArena {
     /// that an archive at an aligned offset inside it stays aligned.
     pub(crate) fn copy(&mut self, frame: &[u8]) -> Bytes {
         match frame.len() {
-            n if n <= MAX_POOLED => copy_into(&mut self.small, CHUNK, frame),
-            n if n <= MAX_MEDIUM => copy_into(&mut self.medium, MEDIUM_CHUNK, frame),
+            n if n <= MAX_POOLED => self.small.copy(frame),
+            n if n <= MAX_MEDIUM => self.medium.copy(frame),
             _ => Bytes::copy_from_slice(frame),
         }
     }
 }
 
-/// Copies `frame` to the end of `buf` (a chunk of `chunk` bytes, reclaimed
-/// in place or replaced when full) and splits it off.
-fn copy_into(buf: &mut BytesMut, chunk: usize, frame: &[u8]) -> Bytes {
-    let room = frame.len() + PAYLOAD_ALIGN;
-    if buf.capacity() - buf.len() < room {
-        // Reclaims the chunk in place when no frame taken from it lives on.
-        buf.reserve(chunk.max(room));
+/// One size of chunk: the one being filled and its spares.
+struct Chunks {
+    buf: BytesMut,
+    /// Filled chunks, oldest first, each reused once its frames are gone.
+    spares: VecDeque<BytesMut>,
+    /// Bytes per chunk (every frame copied here is at most a quarter of it).
+    size: usize,
+    /// Most spares kept.
+    keep: usize,
+    /// Chunks allocated so far.
+    allocated: u64,
+}
+
+impl Chunks {
+    fn new(size: usize, keep: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            spares: VecDeque::with_capacity(keep),
+            size,
+            keep,
+            allocated: 0,
+        }
     }
-    let misaligned = buf.as_ptr() as usize % PAYLOAD_ALIGN;
-    if misaligned != 0 {
-        let pad = PAYLOAD_ALIGN - misaligned;
-        buf.extend_from_slice(&[0u8; PAYLOAD_ALIGN][..pad]);
-        drop(buf.split());
+
+    /// Copies `frame` to the end of the chunk (aligned) and splits it off.
+    fn copy(&mut self, frame: &[u8]) -> Bytes {
+        let room = frame.len() + PAYLOAD_ALIGN;
+        if self.buf.capacity() - self.buf.len() < room {
+            self.next_chunk();
+        }
+        let misaligned = self.buf.as_ptr() as usize % PAYLOAD_ALIGN;
+        if misaligned != 0 {
+            let pad = PAYLOAD_ALIGN - misaligned;
+            self.buf.extend_from_slice(&[0u8; PAYLOAD_ALIGN][..pad]);
+            drop(self.buf.split());
+        }
+        self.buf.extend_from_slice(frame);
+        self.buf.split().freeze()
     }
-    buf.extend_from_slice(frame);
-    buf.split().freeze()
+
+    /// Makes `buf` a chunk with room for `size` bytes: itself or a spare
+    /// reclaimed in place when no frame taken from it lives on, else a
+    /// fresh one.
+    fn next_chunk(&mut self) {
+        if self.buf.capacity() == 0 {
+            // The first chunk.
+            self.buf.reserve(self.size);
+            self.allocated += 1;
+            return;
+        }
+        if self.buf.try_reclaim(self.size) {
+            return;
+        }
+        let size = self.size;
+        let free = self.spares.iter_mut().position(|c| c.try_reclaim(size));
+        let next = match free {
+            Some(i) => self.spares.remove(i).unwrap_or_default(),
+            None => {
+                if self.spares.len() >= self.keep {
+                    // Every spare is still in use: let the oldest go.
+                    self.spares.pop_front();
+                }
+                self.allocated += 1;
+                BytesMut::with_capacity(size)
+            }
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        self.spares.push_back(full);
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
 
     #[test]
@@ -121,6 +191,30 @@ mod tests {
             seen_start |= f.as_ptr() == start;
         }
         assert!(seen_start, "the first chunk was never reclaimed");
+    }
+
+    #[test]
+    fn frames_living_less_than_the_spares_allocate_no_more_chunks() {
+        let mut arena = RxArena::new();
+        // Frames dropped a chunk and a half after they were taken, as a
+        // backlog queued for the dispatcher is.
+        let lag = 3 * CHUNK / 2 / 64;
+        let mut live = VecDeque::new();
+        let mut warm = 0;
+        for i in 0..(40 * CHUNK / 64) {
+            if i == 4 * CHUNK / 64 {
+                warm = arena.small.allocated;
+            }
+            live.push_back(arena.copy(&[6u8; 48]));
+            if live.len() > lag {
+                live.pop_front();
+            }
+        }
+        assert!(warm <= SPARES as u64 + 1, "{warm} chunks while warming up");
+        assert_eq!(
+            arena.small.allocated, warm,
+            "chunks allocated in steady state"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@
 //!   [`Inbox::max_frame`] before anything else looks at them.
 //! - Inbound invocation frames (`OneWay`, `Confirm`, `Request`, `Cancel`, and
 //!   a stream's `Credit`) go to
-//!   [`Inbox::invocations`], a bounded channel, as an [`Inbound`] carrying the
+//!   [`Inbox::invocations`], a bounded queue ([`InvocationSender`]), as an [`Inbound`] carrying the
 //!   link that replies go back on. When the channel is full the transport
 //!   stops reading invocations from that peer (backpressure reaches the
 //!   sender); it never drops them and never queues them without bound. A
@@ -48,12 +48,14 @@
 //! - [`ThinTransport::shutdown`] stops accepting and closes every link; peers
 //!   see the links lost.
 
+mod invocations;
 pub mod local;
 mod plug;
 pub mod shm;
 pub mod zmq;
 
 pub use crate::runtime::run::InPlaceRun;
+pub use invocations::{InvocationPermit, InvocationReceiver, InvocationSender, invocation_queue};
 pub(crate) use plug::SharedFactory;
 pub use plug::{TransportFactory, TransportKind};
 
@@ -63,7 +65,6 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 
 use crate::handler::PayloadBuf;
-use tokio::sync::mpsc;
 
 use crate::codec::{DoesNotFit, Payload};
 use crate::error::Result;
@@ -511,8 +512,9 @@ impl InlineSlot {
 /// Where a transport delivers what it receives.
 #[derive(Clone)]
 pub struct Inbox {
-    /// Invocations for the dispatcher (bounded: when full, stop reading).
-    pub invocations: mpsc::Sender<Inbound>,
+    /// Invocations for the dispatcher: a bounded queue, preallocated (see
+    /// [`invocation_queue`]); when it is full, stop reading.
+    pub invocations: InvocationSender,
     /// Replies and link events.
     pub events: Arc<dyn LinkEvents>,
     /// Inline execution of synchronous handlers (transports may ignore it).

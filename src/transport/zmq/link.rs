@@ -40,6 +40,11 @@ pub(crate) struct ZmqLink {
     max_frame: usize,
     /// Broken or closed: sends fail.
     closed: AtomicBool,
+    /// Lost and still routing what the peer sent before it went: its loss
+    /// is not reported yet, so a loss of the same peer reported by another
+    /// transport (the in-process one, when the peer's manager shuts down)
+    /// must not fail the calls this link may still answer.
+    reporting_loss: AtomicBool,
     /// The connection authenticated with the shared secret.
     trusted: AtomicBool,
     /// `close()` was called; the I/O thread says goodbye and tears down.
@@ -78,6 +83,7 @@ impl ZmqLink {
             route,
             max_frame,
             closed: AtomicBool::new(false),
+            reporting_loss: AtomicBool::new(false),
             trusted: AtomicBool::new(false),
             close_requested: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
@@ -138,6 +144,21 @@ impl ZmqLink {
     /// Marks the link broken (the I/O thread, or `close`).
     pub(crate) fn mark_closed(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+
+    /// Marks the link lost with its loss not reported yet (the I/O thread,
+    /// before it closes the link and drains its input); cleared by
+    /// [`Self::loss_reporting_done`] just before `on_link_lost`.
+    pub(crate) fn begin_loss_report(&self) {
+        // Release: stored before `mark_closed`, so whoever sees the link
+        // closed (Acquire) also sees the report pending.
+        self.reporting_loss.store(true, Ordering::Release);
+    }
+
+    /// The loss is about to be reported: the link's input is drained.
+    pub(crate) fn loss_reporting_done(&self) {
+        // Release: pairs with the Acquire load in `loss_reported`.
+        self.reporting_loss.store(false, Ordering::Release);
     }
 
     /// The error for a send on a closed link.
@@ -265,6 +286,12 @@ impl PeerLink for ZmqLink {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn loss_reported(&self) -> bool {
+        // Acquire: pairs with the Release stores of `begin_loss_report`
+        // (made before `mark_closed`) and `loss_reporting_done`.
+        self.is_closed() && !self.reporting_loss.load(Ordering::Acquire)
     }
 
     fn is_trusted(&self) -> bool {

@@ -543,6 +543,9 @@ impl Dealer {
                 }
             }
             State::Up { link } => {
+                if matches!(why, Teardown::Lost(_)) {
+                    link.begin_loss_report();
+                }
                 link.mark_closed();
                 link.queue.close();
                 link.rx.stop();
@@ -550,6 +553,7 @@ impl Dealer {
                     // What the peer sent before it went is delivered before
                     // its loss, whether or not the reader task got to it.
                     drain_input(&link, &self.sockets, env);
+                    link.loss_reporting_done();
                     tracing::info!(peer = %self.peer, endpoint = %self.endpoint, reason, "zmq: link lost");
                     env.inbox.events.on_link_lost(self.peer);
                 } else {
