@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use active_message::{Error, HandlerStat, LinkCounterValues, StatsSnapshot};
 use common::{Flavor, Pair, pair};
 
@@ -55,6 +57,10 @@ async fn shm_link_counts_frames_bytes_and_large_frames_exactly() {
     // Over half the default 1 MiB ring: it takes the large-frame path both ways.
     let big = 600 * 1024;
     echo_bytes(&p, big).await;
+    // The reader publishes a run's frame counts when the run ends, which
+    // may be just after the reply it routed reached its caller.
+    let counted = || async { link_to_server(&p).messages_in - before.messages_in >= 4 };
+    assert!(common::eventually(Duration::from_secs(10), counted).await);
     let after = link_to_server(&p);
     assert_eq!(after.messages_out - before.messages_out, 4);
     assert_eq!(after.messages_in - before.messages_in, 4);
