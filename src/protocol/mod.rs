@@ -2,5 +2,6 @@
 //! payload codecs (rkyv archives, JSON for serde types).
 
 pub(crate) mod codec;
+pub(crate) mod head;
 pub mod json;
 pub mod wire;

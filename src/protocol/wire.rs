@@ -7,6 +7,8 @@
 
 use crate::ids::{InstanceId, MessageId};
 
+pub use super::head::EncodedHead;
+
 /// Magic bytes opening every frame.
 pub const MAGIC: [u8; 4] = *b"AMSG";
 /// The wire version this build speaks.
