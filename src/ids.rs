@@ -123,7 +123,13 @@ pub(crate) fn validate_user_handler_name(name: &str) -> Result<(), crate::Error>
 
 /// Checks the shape of any handler name (system or user).
 pub(crate) fn validate_handler_name(name: &str) -> Result<(), crate::Error> {
-    if name.is_empty() || name.len() > MAX_HANDLER_NAME || name.chars().any(char::is_control) {
+    // ASCII names (the usual case) are checked byte by byte, without
+    // decoding characters; `is_ascii_control` is `char::is_control` on ASCII.
+    let control = match name.is_ascii() {
+        true => name.bytes().any(|b| b.is_ascii_control()),
+        false => name.chars().any(char::is_control),
+    };
+    if name.is_empty() || name.len() > MAX_HANDLER_NAME || control {
         return Err(crate::Error::InvalidHandlerName(format!(
             "{name:?}: must be 1..={MAX_HANDLER_NAME} bytes without control characters"
         )));

@@ -152,7 +152,7 @@ impl<'a, M> MessageBuilder<'a, M> {
 
     fn call(&self, kind: Kind, extra_flags: u16) -> Result<Call<'_>> {
         Ok(Call {
-            target: self.target.ok_or(Error::NoTarget)?,
+            target: self.target.ok_or_else(|| Error::NoTarget)?,
             kind,
             flags: extra_flags | if self.system { flags::SYSTEM } else { 0 },
             name: self.name.as_str(),

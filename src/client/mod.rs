@@ -2,6 +2,7 @@
 //! message pattern.
 
 pub(crate) mod front;
+mod link_cache;
 pub(crate) mod loan;
 pub(crate) mod message;
 pub(crate) mod name;
@@ -268,7 +269,7 @@ impl NetworkClient {
                 max: self.limits.max_payload,
             });
         }
-        self.link(call.target)
+        link_cache::link(self.instance_id, call.target, || self.link(call.target))
     }
 
     fn header(&self, call: &Call<'_>, id: MessageId) -> Header {
