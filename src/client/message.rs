@@ -166,7 +166,13 @@ impl<'a> MessageBuilder<'a, NeedsDeliveryMode> {
     /// Fire-and-forget: returns once the link accepted the frame (waiting
     /// while it is full). Nothing comes back from the handler.
     pub async fn execute(self) -> Result<()> {
-        self.client.send_one_way(self.call(Kind::OneWay, 0)?).await
+        let call = self.call(Kind::OneWay, 0)?;
+        // At once when the link has room (the usual case); else the regular
+        // way, which waits for room within the budget.
+        match self.client.try_send_one_way(&call) {
+            Err(Error::Full) => self.client.send_one_way(call).await,
+            done => done,
+        }
     }
 
     /// Confirmed delivery: returns once the handler on `target` ran and

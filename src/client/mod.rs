@@ -284,6 +284,34 @@ impl NetworkClient {
         header
     }
 
+    /// Sends a fire-and-forget invocation if the link takes it now: no
+    /// future, no timer, nothing but the write (`Full` when the link has no
+    /// room; the caller then sends it with [`Self::send_one_way`], which
+    /// waits). Errors other than `Full` are counted on the link.
+    pub(crate) fn try_send_one_way(&self, call: &Call<'_>) -> Result<()> {
+        let link = self.admit(call)?;
+        let header = self.header(call, self.next_id());
+        let frame = OutFrame {
+            header,
+            name: call.name,
+            payload: call.body.as_ref(),
+        };
+        let span = trace::outbound(&header, call.name, call.target, &*link);
+        match span.in_scope(|| link.try_send(frame)) {
+            Ok(()) => {
+                self.count_sent(call.body.raw_len().unwrap_or(0));
+                Ok(())
+            }
+            Err(Error::Full) => Err(Error::Full),
+            Err(err) => {
+                if let Some(c) = link.counters() {
+                    c.record_send_error();
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// Sends a fire-and-forget invocation; returns once the link took it,
     /// or fails with `Timeout` if the link stayed full past the call's budget.
     pub(crate) async fn send_one_way(&self, call: Call<'_>) -> Result<()> {

@@ -220,8 +220,17 @@ impl OneWaySender {
     }
 
     /// Sends one frame: at once through the encoded head when the link has
-    /// room, else the regular way, waiting for room at most the timeout.
+    /// room (no future, no timer), else the regular way, waiting for room at
+    /// most the sender's timeout.
     async fn write(&self, payload: PayloadRef<'_>, raw_len: usize) -> Result<()> {
+        match self.try_write(payload, raw_len) {
+            Err(Error::Full) => self.write_waiting(payload, raw_len).await,
+            done => done,
+        }
+    }
+
+    /// The frame written now, or `Full`.
+    fn try_write(&self, payload: PayloadRef<'_>, raw_len: usize) -> Result<()> {
         if !self.client.is_admitting() {
             return Err(Error::ShuttingDown);
         }
@@ -234,28 +243,39 @@ impl OneWaySender {
         } else {
             &self.link
         };
-        let raw = !matches!(payload, PayloadRef::Archive(_));
-        let header = self.head.header_for(id, raw);
+        let header = self
+            .head
+            .header_for(id, !matches!(payload, PayloadRef::Archive(_)));
         let span = trace::outbound(&header, self.head.name(), self.target, &**link);
         match span.in_scope(|| link.try_send_encoded(&self.head, id, payload)) {
-            Ok(()) => {}
-            Err(Error::Full) => {
-                let frame = OutFrame {
-                    header,
-                    name: self.head.name(),
-                    payload,
-                };
-                self.client
-                    .write_frame(link, frame, span, None, self.timeout)
-                    .await?;
+            Ok(()) => {
+                self.client.count_sent(raw_len);
+                Ok(())
             }
+            Err(Error::Full) => Err(Error::Full),
             Err(err) => {
                 if let Some(c) = link.counters() {
                     c.record_send_error();
                 }
-                return Err(err);
+                Err(err)
             }
         }
+    }
+
+    /// The frame written the regular way, waiting for room.
+    async fn write_waiting(&self, payload: PayloadRef<'_>, raw_len: usize) -> Result<()> {
+        let link = self.current_link()?;
+        let raw = !matches!(payload, PayloadRef::Archive(_));
+        let header = self.head.header_for(self.client.next_id(), raw);
+        let frame = OutFrame {
+            header,
+            name: self.head.name(),
+            payload,
+        };
+        let span = trace::outbound(&header, frame.name, self.target, &*link);
+        self.client
+            .write_frame(&link, frame, span, None, self.timeout)
+            .await?;
         self.client.count_sent(raw_len);
         Ok(())
     }
