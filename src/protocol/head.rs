@@ -140,6 +140,10 @@ mod tests {
             expected.timeout_us = 987_654_321;
             let mut want = vec![0u8; head.len()];
             encode_head(&expected, name, 4242, &mut want);
+            // Whatever the buffer held before, the padding comes out zero.
+            let mut over_garbage = vec![0xa5u8; head.len()];
+            encode_head(&expected, name, 4242, &mut over_garbage);
+            assert_eq!(over_garbage, want, "name {name:?}");
             let mut got = vec![0xffu8; head.len() + 3];
             head.write(
                 &mut got,
