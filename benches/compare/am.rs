@@ -347,8 +347,12 @@ impl Suite {
     async fn one_way(self, c: &Client, plan: Plan, size: usize, sent: &mut u64) -> Result<Row> {
         let payload = Bytes::from(vec![0x5au8; size]);
         let typed = vec![0x5au8; size];
-        // Made once, outside the timed batches.
-        let batches = (vec![&typed[..]; BATCH], vec![typed.clone(); BATCH]);
+        // Made once, outside the timed batches, and only for the batch cases
+        // (64 copies of a 256 MiB payload would take 16 GiB).
+        let batches = match self.batch {
+            true => (vec![&typed[..]; BATCH], vec![typed.clone(); BATCH]),
+            false => (Vec::new(), Vec::new()),
+        };
         let mut count = plan.first(size);
         let mut per_msg = Vec::new();
         let mut total = 0;
