@@ -151,8 +151,13 @@ impl<'a, M> MessageBuilder<'a, M> {
     }
 
     fn call(&self, kind: Kind, extra_flags: u16) -> Result<Call<'_>> {
+        // Not `ok_or(Error::NoTarget)`: that builds and drops an error on
+        // every call, even with a target.
+        let Some(target) = self.target else {
+            return Err(Error::NoTarget);
+        };
         Ok(Call {
-            target: self.target.ok_or_else(|| Error::NoTarget)?,
+            target,
             kind,
             flags: extra_flags | if self.system { flags::SYSTEM } else { 0 },
             name: self.name.as_str(),
