@@ -121,9 +121,16 @@ pub(crate) fn validate_user_handler_name(name: &str) -> Result<(), crate::Error>
     Ok(())
 }
 
+/// Whether `name` holds a control character. Names of printable ASCII (the
+/// usual case) are checked byte by byte; only others are decoded.
+fn has_control(name: &str) -> bool {
+    let printable = name.bytes().all(|b| matches!(b, b' '..=b'~'));
+    !printable && name.chars().any(char::is_control)
+}
+
 /// Checks the shape of any handler name (system or user).
 pub(crate) fn validate_handler_name(name: &str) -> Result<(), crate::Error> {
-    if name.is_empty() || name.len() > MAX_HANDLER_NAME || name.chars().any(char::is_control) {
+    if name.is_empty() || name.len() > MAX_HANDLER_NAME || has_control(name) {
         return Err(crate::Error::InvalidHandlerName(format!(
             "{name:?}: must be 1..={MAX_HANDLER_NAME} bytes without control characters"
         )));
@@ -158,5 +165,15 @@ mod tests {
         assert!(validate_user_handler_name("a\nb").is_err());
         assert!(validate_user_handler_name(&"x".repeat(MAX_HANDLER_NAME + 1)).is_err());
         assert!(validate_handler_name("_health_check").is_ok());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_ascii_and_beyond() {
+        for bad in ["a\u{7f}b", "\u{1f}", "tab\t", "c1\u{85}", "é\u{9f}"] {
+            assert!(validate_handler_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["space ok", "~tilde", "é", "名前", "a\u{a0}b"] {
+            assert!(validate_handler_name(good).is_ok(), "{good:?}");
+        }
     }
 }

@@ -362,8 +362,12 @@ impl Suite {
     ) -> Result<Vec<Row>> {
         let payload = Bytes::from(vec![0x5au8; size]);
         let typed = vec![0x5au8; size];
-        // Made once, outside the timed batches.
-        let batches = (vec![&typed[..]; BATCH], vec![typed.clone(); BATCH]);
+        // Made once, outside the timed batches, and only for the batch cases
+        // (64 copies of a 256 MiB payload would take 16 GiB).
+        let batches = match self.batch {
+            true => (vec![&typed[..]; BATCH], vec![typed.clone(); BATCH]),
+            false => (Vec::new(), Vec::new()),
+        };
         let mut count = plan.first(size);
         // Room for every batch: the case counts this process's allocations.
         let mut per_msg = Vec::with_capacity(plan.batches() as usize);

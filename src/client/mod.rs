@@ -2,6 +2,7 @@
 //! message pattern.
 
 pub(crate) mod front;
+mod link_cache;
 pub(crate) mod loan;
 pub(crate) mod message;
 pub(crate) mod name;
@@ -268,7 +269,7 @@ impl NetworkClient {
                 max: self.limits.max_payload,
             });
         }
-        self.link(call.target)
+        link_cache::link(self.instance_id, call.target, || self.link(call.target))
     }
 
     fn header(&self, call: &Call<'_>, id: MessageId) -> Header {
@@ -281,6 +282,34 @@ impl NetworkClient {
             };
         header.timeout_us = u64::try_from(call.timeout.as_micros()).unwrap_or(u64::MAX);
         header
+    }
+
+    /// Sends a fire-and-forget invocation if the link takes it now: no
+    /// future, no timer, nothing but the write (`Full` when the link has no
+    /// room; the caller then sends it with [`Self::send_one_way`], which
+    /// waits). Errors other than `Full` are counted on the link.
+    pub(crate) fn try_send_one_way(&self, call: &Call<'_>) -> Result<()> {
+        let link = self.admit(call)?;
+        let header = self.header(call, self.next_id());
+        let frame = OutFrame {
+            header,
+            name: call.name,
+            payload: call.body.as_ref(),
+        };
+        let span = trace::outbound(&header, call.name, call.target, &*link);
+        match span.in_scope(|| link.try_send(frame)) {
+            Ok(()) => {
+                self.count_sent(call.body.raw_len().unwrap_or(0));
+                Ok(())
+            }
+            Err(Error::Full) => Err(Error::Full),
+            Err(err) => {
+                if let Some(c) = link.counters() {
+                    c.record_send_error();
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Sends a fire-and-forget invocation; returns once the link took it,

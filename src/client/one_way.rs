@@ -5,9 +5,10 @@
 //! .execute()`) resolves everything per message: the name is validated and
 //! copied, the link is looked up in the peer map (and its `Arc` cloned and
 //! dropped), the deadline is read from the clock. A sender does all of that
-//! once; each [`OneWaySender::send`] then takes a message id, fills a header
-//! from its template and writes the frame straight into the link's buffer (a
-//! shared-memory ring slot), archiving the payload in place. Ordering,
+//! once, and encodes the frame's header and name once ([`EncodedHead`]);
+//! each [`OneWaySender::send`] then takes a message id and has the link copy
+//! the encoded head into its buffer (a shared-memory ring slot), patch the
+//! id, deadline and length, and copy or archive the payload right behind it. Ordering,
 //! backpressure and errors are the builder's: frames of one link arrive in
 //! the order they were sent, a full link waits at most the sender's timeout
 //! (then `Timeout`), a lost peer gives `PeerLost`.
@@ -22,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ids::{InstanceId, validate_user_handler_name};
 use crate::runtime::trace;
 use crate::transport::{BoxedLink, OutFrame, PayloadRef};
-use crate::wire::{Header, Kind, flags};
+use crate::wire::{EncodedHead, Header, Kind};
 
 /// A batch that stopped at an error: the messages before it were sent.
 #[derive(Debug, thiserror::Error)]
@@ -54,18 +55,17 @@ pub struct OneWaySender {
     /// it closes (a reconnected peer gets a new link).
     link: BoxedLink,
     target: InstanceId,
-    /// Copied once (a `&str` per message, with no UTF-8 check per message).
-    name: Box<str>,
     timeout: Duration,
-    /// Everything of the header but the message id and the payload's kind.
-    template: Header,
+    /// The header and handler name, encoded once: everything of a frame's
+    /// head but the message id, the payload's kind and length, the deadline.
+    head: EncodedHead,
 }
 
 impl fmt::Debug for OneWaySender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OneWaySender")
             .field("target", &self.target)
-            .field("handler", &self.name)
+            .field("handler", &self.head.name())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -83,17 +83,15 @@ impl NetworkClient {
     ) -> Result<OneWaySender> {
         validate_user_handler_name(name)?;
         let link = self.link(target)?;
-        let timeout = self.default_timeout();
-        let mut sender = OneWaySender {
+        let header = Header::new(Kind::OneWay, crate::ids::MessageId(0), self.instance_id);
+        Ok(OneWaySender {
             client: Arc::clone(self),
             link,
             target,
-            name: Box::from(name),
-            timeout,
-            template: Header::new(Kind::OneWay, crate::ids::MessageId(0), self.instance_id),
-        };
-        sender.set_budget(timeout);
-        Ok(sender)
+            timeout: Duration::ZERO,
+            head: EncodedHead::new(header, name),
+        }
+        .timeout(self.default_timeout()))
     }
 }
 
@@ -108,7 +106,9 @@ impl OneWaySender {
 
     fn set_budget(&mut self, timeout: Duration) {
         self.timeout = timeout;
-        self.template.timeout_us = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        let mut header = *self.head.header();
+        header.timeout_us = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        self.head = EncodedHead::new(header, self.head.name());
     }
 
     /// The peer this sender sends to.
@@ -118,7 +118,7 @@ impl OneWaySender {
 
     /// The handler this sender sends to.
     pub fn handler(&self) -> &str {
-        &self.name
+        self.head.name()
     }
 
     /// Sends `value` (any payload type, or `str`), archived straight into
@@ -126,7 +126,7 @@ impl OneWaySender {
     /// it is full, at most the sender's timeout).
     pub async fn send<P: PayloadSource + ?Sized>(&self, value: &P) -> Result<()> {
         let value = value.payload_ref();
-        self.write(PayloadRef::Archive(value.as_dyn()), 0, 0).await
+        self.write(PayloadRef::Archive(value.as_dyn()), 0).await
     }
 
     /// Sends raw bytes (the handler sees a raw payload), copied once into
@@ -138,8 +138,7 @@ impl OneWaySender {
                 max: self.client.limits.max_payload,
             });
         }
-        self.write(PayloadRef::Bytes(bytes), flags::RAW, bytes.len())
-            .await
+        self.write(PayloadRef::Bytes(bytes), bytes.len()).await
     }
 
     /// Sends every value of `values`, in order, as one batch; returns once
@@ -151,8 +150,8 @@ impl OneWaySender {
     /// timeout per wait, then `Timeout`) and errors are those of [`send`](Self::send)
     /// in a loop; the error says how many messages were sent before it.
     pub async fn send_batch<P: Payload>(&self, values: &[P]) -> Result<(), BatchError> {
-        let frame_payload = |i: usize| (PayloadRef::Archive(&values[i] as &dyn Payload), 0, 0);
-        self.write_batch(values.len(), &frame_payload).await
+        let payload = |i: usize| (PayloadRef::Archive(&values[i] as &dyn Payload), 0);
+        self.write_batch(values.len(), &payload).await
     }
 
     /// Sends every payload of `payloads` as raw bytes, in order, as one batch
@@ -165,11 +164,11 @@ impl OneWaySender {
             let source = Error::PayloadTooLarge { size, max };
             return Err(BatchError { sent: 0, source });
         }
-        let frame_payload = |i: usize| {
+        let payload = |i: usize| {
             let bytes = payloads[i].as_ref();
-            (PayloadRef::Bytes(bytes), flags::RAW, bytes.len())
+            (PayloadRef::Bytes(bytes), bytes.len())
         };
-        self.write_batch(payloads.len(), &frame_payload).await
+        self.write_batch(payloads.len(), &payload).await
     }
 
     /// The batch loop: as many frames as the link takes at once, then the
@@ -177,7 +176,7 @@ impl OneWaySender {
     async fn write_batch<'v>(
         &self,
         n: usize,
-        payload: &dyn Fn(usize) -> (PayloadRef<'v>, u16, usize),
+        payload: &dyn Fn(usize) -> (PayloadRef<'v>, usize),
     ) -> Result<(), BatchError> {
         let mut sent = 0;
         while sent < n {
@@ -186,29 +185,22 @@ impl OneWaySender {
                 return Err(failed(Error::ShuttingDown));
             }
             let link = self.current_link().map_err(failed)?;
-            let frame = |i: usize| {
-                let (payload, raw_flag, _) = payload(i);
-                let mut header = self.template;
-                header.message_id = self.client.next_id();
-                header.flags |= raw_flag;
-                OutFrame {
-                    header,
-                    name: &self.name,
-                    payload,
-                }
-            };
+            let next_id = || self.client.next_id();
+            let frame_payload = |i: usize| payload(i).0;
             // One span per batch written at once (its id: the batch's first).
-            let span = trace::outbound(&self.template, &self.name, self.target, &*link);
-            let wrote = span.in_scope(|| link.try_send_batch(&frame, sent, n));
+            let span = trace::outbound(self.head.header(), self.head.name(), self.target, &*link);
+            let wrote = span.in_scope(|| {
+                link.try_send_encoded_batch(&self.head, &next_id, &frame_payload, sent, n)
+            });
             match wrote {
                 Ok(k) if k > 0 => {
-                    let raw: usize = (sent..sent + k).map(|i| payload(i).2).sum();
+                    let raw: usize = (sent..sent + k).map(|i| payload(i).1).sum();
                     self.client.count_sent_many(k, raw);
                     sent += k;
                 }
                 Ok(_) | Err(Error::Full) => {
-                    let (p, raw_flag, raw_len) = payload(sent);
-                    self.write(p, raw_flag, raw_len).await.map_err(failed)?;
+                    let (p, raw_len) = payload(sent);
+                    self.write(p, raw_len).await.map_err(failed)?;
                     sent += 1;
                 }
                 Err(e) => return Err(failed(e)),
@@ -223,22 +215,29 @@ impl OneWaySender {
         if self.link.is_closed() || self.link.is_unresponsive() {
             self.client.link(self.target)
         } else {
-            Ok(std::sync::Arc::clone(&self.link))
+            Ok(Arc::clone(&self.link))
         }
     }
 
-    async fn write(&self, payload: PayloadRef<'_>, raw_flag: u16, raw_len: usize) -> Result<()> {
+    /// Sends one frame: at once through the encoded head when the link has
+    /// room (no future, no timer), else the regular way, waiting for room at
+    /// most the sender's timeout.
+    async fn write(&self, payload: PayloadRef<'_>, raw_len: usize) -> Result<()> {
+        match self.try_write(payload, raw_len) {
+            // Boxed: held inline, the waiting future (a timer, the link's
+            // send) made every send's future 0.8 KB, copied on each call;
+            // a wait allocates anyway.
+            Err(Error::Full) => Box::pin(self.write_waiting(payload, raw_len)).await,
+            done => done,
+        }
+    }
+
+    /// The frame written now, or `Full`.
+    fn try_write(&self, payload: PayloadRef<'_>, raw_len: usize) -> Result<()> {
         if !self.client.is_admitting() {
             return Err(Error::ShuttingDown);
         }
-        let mut header = self.template;
-        header.message_id = self.client.next_id();
-        header.flags |= raw_flag;
-        let frame = OutFrame {
-            header,
-            name: &self.name,
-            payload,
-        };
+        let id = self.client.next_id();
         let relinked;
         let link = if self.link.is_closed() || self.link.is_unresponsive() {
             // The peer map says what became of it (lost, reconnected, ...).
@@ -247,9 +246,38 @@ impl OneWaySender {
         } else {
             &self.link
         };
-        let span = trace::outbound(&header, frame.name, self.target, &**link);
+        let header = self
+            .head
+            .header_for(id, !matches!(payload, PayloadRef::Archive(_)));
+        let span = trace::outbound(&header, self.head.name(), self.target, &**link);
+        match span.in_scope(|| link.try_send_encoded(&self.head, id, payload)) {
+            Ok(()) => {
+                self.client.count_sent(raw_len);
+                Ok(())
+            }
+            Err(Error::Full) => Err(Error::Full),
+            Err(err) => {
+                if let Some(c) = link.counters() {
+                    c.record_send_error();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The frame written the regular way, waiting for room.
+    async fn write_waiting(&self, payload: PayloadRef<'_>, raw_len: usize) -> Result<()> {
+        let link = self.current_link()?;
+        let raw = !matches!(payload, PayloadRef::Archive(_));
+        let header = self.head.header_for(self.client.next_id(), raw);
+        let frame = OutFrame {
+            header,
+            name: self.head.name(),
+            payload,
+        };
+        let span = trace::outbound(&header, frame.name, self.target, &*link);
         self.client
-            .write_frame(link, frame, span, None, self.timeout)
+            .write_frame(&link, frame, span, None, self.timeout)
             .await?;
         self.client.count_sent(raw_len);
         Ok(())

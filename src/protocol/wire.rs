@@ -7,6 +7,8 @@
 
 use crate::ids::{InstanceId, MessageId};
 
+pub use super::head::EncodedHead;
+
 /// Magic bytes opening every frame.
 pub const MAGIC: [u8; 4] = *b"AMSG";
 /// The wire version this build speaks.
@@ -258,7 +260,12 @@ pub const fn frame_len(name_len: usize, payload_len: usize) -> usize {
 pub fn encode_head(header: &Header, name: &str, payload_len: usize, dst: &mut [u8]) {
     assert!(name.len() <= u16::MAX as usize, "handler name too long");
     let offset = payload_offset(name.len());
-    let (head, names) = dst[..offset].split_at_mut(HEADER_LEN);
+    let dst = &mut dst[..offset];
+    // One length check for the fixed header: every field below then sits at
+    // a constant offset of an array (no check, no call per field).
+    let head: &mut [u8; HEADER_LEN] = (&mut dst[..HEADER_LEN])
+        .try_into()
+        .expect("a slice of HEADER_LEN bytes");
     head[0..4].copy_from_slice(&MAGIC);
     head[4] = WIRE_VERSION;
     head[5] = header.kind as u8;
@@ -271,8 +278,12 @@ pub fn encode_head(header: &Header, name: &str, payload_len: usize, dst: &mut [u
     head[50] = header.error_code;
     head[51..56].fill(0);
     head[56..64].copy_from_slice(&(payload_len as u64).to_le_bytes());
-    names[..name.len()].copy_from_slice(name.as_bytes());
-    names[name.len()..].fill(0);
+    if offset > HEADER_LEN {
+        // The padding lies within the last 16 bytes of the name's area:
+        // zero them (one fixed-size store), then copy the name over them.
+        dst[offset - PAYLOAD_ALIGN..].copy_from_slice(&[0; PAYLOAD_ALIGN]);
+        dst[HEADER_LEN..HEADER_LEN + name.len()].copy_from_slice(name.as_bytes());
+    }
 }
 
 /// Encodes a frame with a byte payload into a new vector.

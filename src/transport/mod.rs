@@ -68,7 +68,7 @@ use crate::handler::PayloadBuf;
 
 use crate::codec::{DoesNotFit, Payload};
 use crate::error::Result;
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, MessageId};
 use crate::stats::LinkCounters;
 use crate::wire::{self, FrameRef, Header, ProtocolError};
 
@@ -198,6 +198,46 @@ pub trait PeerLink: Send + Sync + 'static {
             }
         }
         Ok(i - from)
+    }
+    /// Sends, or fails at once with `Full` as [`try_send`](Self::try_send)
+    /// does, the frame made of `head` (encoded ahead: a prepared sender's),
+    /// message id `id` and `payload` (flag `RAW` unless it is an archive). A
+    /// transport that writes frames into its own buffer copies the encoded
+    /// head there; by default the frame goes to `try_send`.
+    fn try_send_encoded(
+        &self,
+        head: &wire::EncodedHead,
+        id: MessageId,
+        payload: PayloadRef<'_>,
+    ) -> Result<()> {
+        let raw = !matches!(payload, PayloadRef::Archive(_));
+        self.try_send(OutFrame {
+            header: head.header_for(id, raw),
+            name: head.name(),
+            payload,
+        })
+    }
+    /// Sends the frames of `head` with the payloads `payload(i)` for `i` in
+    /// `from..to` (each frame takes its message id from `next_id`), in order, as one batch where the transport can, without waiting, as
+    /// [`try_send_batch`](Self::try_send_batch) does. By default one
+    /// [`try_send_encoded`](Self::try_send_encoded) each.
+    fn try_send_encoded_batch<'f>(
+        &self,
+        head: &wire::EncodedHead,
+        next_id: &dyn Fn() -> MessageId,
+        payload: &dyn Fn(usize) -> PayloadRef<'f>,
+        from: usize,
+        to: usize,
+    ) -> Result<usize> {
+        let frame = |i: usize| {
+            let raw = !matches!(payload(i), PayloadRef::Archive(_));
+            OutFrame {
+                header: head.header_for(next_id(), raw),
+                name: head.name(),
+                payload: payload(i),
+            }
+        };
+        self.try_send_batch(&frame, from, to)
     }
     /// Whether the link is known to be broken.
     fn is_closed(&self) -> bool;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use active_message::HandlerRef;
 use active_message::handler_impls::{ArchivedContext, archived_unary_handler};
 use active_message::{ActiveMessageManager, OneWaySender, TransportPolicy};
 
@@ -23,8 +24,14 @@ pub struct Seen {
 /// Registers `seq`, which counts `u64`s and notes each one that is not the
 /// next in order.
 pub async fn register_seq(server: &ActiveMessageManager, seen: &Arc<Seen>) {
+    let seq = seq_handler("seq", seen);
+    server.register_handler("seq", seq).await.unwrap();
+}
+
+/// The `seq` handler under another name, with its own tally.
+pub fn seq_handler(name: &str, seen: &Arc<Seen>) -> HandlerRef {
     let seen = Arc::clone(seen);
-    let seq = archived_unary_handler("seq", move |c: ArchivedContext<'_, u64>| {
+    archived_unary_handler(name, move |c: ArchivedContext<'_, u64>| {
         let n = c.input.to_native();
         // Relaxed: one reader runs this handler; the test reads the tally
         // only after `count` (Release) says everything arrived.
@@ -33,8 +40,7 @@ pub async fn register_seq(server: &ActiveMessageManager, seen: &Arc<Seen>) {
         }
         seen.count.fetch_add(1, Ordering::Release);
         Ok(())
-    });
-    server.register_handler("seq", seq).await.unwrap();
+    })
 }
 
 /// Whether `n` numbers arrived (waiting up to a minute).

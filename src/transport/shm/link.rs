@@ -58,9 +58,9 @@ const MIN_GUESS: usize = 4096;
 /// The producer ring and the adaptive size guess for archives.
 pub(crate) struct Tx {
     pub(crate) producer: Producer,
-    guess: usize,
+    pub(super) guess: usize,
     /// The record size the last `Full` write needed.
-    want: usize,
+    pub(super) want: usize,
 }
 
 impl Tx {
@@ -125,7 +125,7 @@ impl std::fmt::Debug for ShmLink {
     }
 }
 
-fn next_guess(written: usize, max: usize) -> usize {
+pub(super) fn next_guess(written: usize, max: usize) -> usize {
     (written + written / 2)
         .next_power_of_two()
         .clamp(MIN_GUESS.min(max), max)
@@ -162,7 +162,7 @@ impl ShmLink {
         }
     }
 
-    fn check_size(&self, len: usize) -> Result<()> {
+    pub(super) fn check_size(&self, len: usize) -> Result<()> {
         if len > self.peer_max_frame {
             Err(Error::PayloadTooLarge {
                 size: len,
@@ -458,6 +458,26 @@ impl PeerLink for ShmLink {
         to: usize,
     ) -> Result<usize> {
         self.write_batch(frame, from, to)
+    }
+
+    fn try_send_encoded(
+        &self,
+        head: &crate::wire::EncodedHead,
+        id: MessageId,
+        payload: crate::transport::PayloadRef<'_>,
+    ) -> Result<()> {
+        self.try_write_encoded(head, id, payload)
+    }
+
+    fn try_send_encoded_batch<'f>(
+        &self,
+        head: &crate::wire::EncodedHead,
+        next_id: &dyn Fn() -> MessageId,
+        payload: &dyn Fn(usize) -> crate::transport::PayloadRef<'f>,
+        from: usize,
+        to: usize,
+    ) -> Result<usize> {
+        self.write_encoded_batch(head, next_id, payload, from, to)
     }
 
     fn is_closed(&self) -> bool {

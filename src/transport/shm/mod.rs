@@ -28,6 +28,7 @@
 
 mod batch;
 pub(crate) mod config;
+mod encoded;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod handshake;
 mod large;
