@@ -36,7 +36,7 @@ struct Inner {
 pub(crate) struct FrameQueue {
     inner: Mutex<Inner>,
     capacity: usize,
-    /// Senders waiting for room; one is woken per frame taken.
+    /// Senders waiting for room; woken once the queue is down to half.
     room: Notify,
     /// Frames accepted and not yet moved into the socket.
     unsent: AtomicUsize,
@@ -100,11 +100,22 @@ impl FrameQueue {
         }
     }
 
-    /// Takes the oldest frame (the I/O thread) and wakes one waiting sender.
+    /// Takes the oldest frame (the I/O thread); once the queue is down to
+    /// half its capacity, wakes the senders waiting for room.
     pub(crate) fn pop(&self) -> Option<zmq::Message> {
-        let msg = self.inner.lock().frames.pop_front()?;
-        // One slot freed, one sender woken (a permit is kept when none waits).
-        self.room.notify_one();
+        let (msg, left) = {
+            let mut inner = self.inner.lock();
+            let msg = inner.frames.pop_front()?;
+            (msg, inner.frames.len())
+        };
+        // Not one sender per slot freed: a sender that outruns the I/O thread
+        // would then wait once per message (each wait costs its caller a
+        // boxed future). Woken at half, it queues half a queue at once. A
+        // waiter registers before it finds the queue full, so it sees every
+        // pop from then on, and the queue only gets below half through one.
+        if left <= self.capacity / 2 {
+            self.room.notify_waiters();
+        }
         Some(msg)
     }
 
@@ -161,6 +172,30 @@ mod tests {
         assert_eq!(&queue.pop().unwrap()[..], &[3]);
         assert!(queue.pop().is_none());
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_waiting_sender_waits_until_half_the_queue_is_free() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+        let queue = FrameQueue::new(4);
+        for byte in 0..4 {
+            queue.try_push(msg(byte)).ok().unwrap();
+        }
+        let mut push = std::pin::pin!(queue.push(msg(9)));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(push.as_mut().poll(&mut cx).is_pending());
+        queue.pop().unwrap();
+        assert!(
+            push.as_mut().poll(&mut cx).is_pending(),
+            "woken for one free slot"
+        );
+        queue.pop().unwrap();
+        assert!(
+            push.as_mut().poll(&mut cx).is_ready(),
+            "half the queue free"
+        );
+        assert_eq!(queue.unsent(Ordering::Relaxed), 5);
     }
 
     #[tokio::test]
