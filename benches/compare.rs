@@ -26,6 +26,8 @@ mod beside;
 mod cohort;
 #[path = "compare/machine.rs"]
 mod machine;
+#[path = "compare/park_rounds.rs"]
+mod park_rounds;
 #[path = "compare/plan.rs"]
 mod plan;
 #[path = "compare/raw.rs"]
@@ -34,8 +36,6 @@ mod raw;
 mod report;
 #[path = "compare/ring.rs"]
 mod ring;
-#[path = "compare/rounds.rs"]
-mod rounds;
 #[path = "compare/stream.rs"]
 mod stream;
 #[path = "compare/util.rs"]

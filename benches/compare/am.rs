@@ -293,7 +293,7 @@ impl Suite {
             }
             rows.push(row);
             if self.policy == "park" {
-                rows.extend(crate::rounds::park_vs_eventfd(c, plan).await?);
+                rows.extend(crate::park_rounds::park_vs_eventfd(c, plan).await?);
             }
         }
         let mut sent = 0;

@@ -20,6 +20,8 @@ mod am;
 #[allow(dead_code)]
 #[path = "../../benches/compare/am_server.rs"]
 mod am_server;
+#[path = "../../benches/compare/beside.rs"]
+mod beside;
 mod iox;
 #[allow(dead_code)]
 #[path = "../../benches/compare/machine.rs"]
@@ -36,6 +38,8 @@ mod report;
 #[allow(dead_code)]
 #[path = "../../benches/compare/ring.rs"]
 mod ring;
+#[path = "../../benches/compare/park_rounds.rs"]
+mod park_rounds;
 mod rounds;
 mod rtrb_pp;
 #[allow(dead_code)]
