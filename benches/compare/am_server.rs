@@ -84,13 +84,19 @@ async fn register(manager: &ActiveMessageManager) -> Result<()> {
     // large request is read where it arrived (the pooled area) and the
     // response copied into the pooled area the other way, with no `Bytes`
     // owner made for the request's held buffer (that would allocate).
-    let own = bytes::Bytes::from(vec![0x5au8; crate::am::LARGEST_RT]);
+    // Made on the first call: every case's server registers this handler,
+    // and 16 MiB touched at start would also slow the kill case's victim
+    // down on its way out (the kernel frees its pages before the socket
+    // closes).
+    let own = Arc::new(std::sync::OnceLock::new());
     manager
         .register_handler(
             "echo_raw",
             unary_handler_async("echo_raw", move |c| {
                 let len = c.payload.len();
-                let own = own.clone();
+                let own: bytes::Bytes = own
+                    .get_or_init(|| bytes::Bytes::from(vec![0x5au8; crate::am::LARGEST_RT]))
+                    .clone();
                 async move {
                     match own.get(..len) {
                         Some(_) => Ok(Some(own.slice(..len))),
