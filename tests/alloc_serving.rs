@@ -7,7 +7,11 @@
 //!
 //! Its own test binary: the allocator counts every thread of the process.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+// For its allocator that calls this test's own counting function only.
+#[allow(dead_code)]
+#[path = "common/counting.rs"]
+mod counting;
+
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,8 +38,6 @@ thread_local! {
 
 static ALLOCATIONS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
-struct Counting;
-
 fn count() {
     // A thread being torn down has no role left: it counts as other.
     let role = ROLE.try_with(Cell::get).unwrap_or(OTHER);
@@ -43,36 +45,8 @@ fn count() {
     ALLOCATIONS[role].fetch_add(1, Ordering::Relaxed);
 }
 
-// SAFETY: forwards every call unchanged to the system allocator, which
-// upholds `GlobalAlloc`'s contract; counting touches only a const-initialised
-// thread-local cell and atomics, neither of which allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: the caller's layout obligations pass straight through.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: `ptr` came from this allocator (i.e. from `System`) with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator (i.e. from `System`) with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::CountingWith = counting::CountingWith(count);
 
 const WARM_UP: u64 = 300;
 const MESSAGES: u64 = 2000;

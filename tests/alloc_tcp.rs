@@ -12,7 +12,11 @@
 //!
 //! Its own test binary: the allocator counts every thread of the process.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+// For its allocator that calls this test's own counting function only.
+#[allow(dead_code)]
+#[path = "common/counting.rs"]
+mod counting;
+
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,8 +50,6 @@ static ALLOCATIONS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), Atom
 static TRACE: AtomicBool = AtomicBool::new(false);
 static TRACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 const MAX_TRACES: usize = 12;
-
-struct Counting;
 
 fn count() {
     // The tracer's own allocations are not the runtime's.
@@ -86,37 +88,8 @@ fn record(role: usize) {
     }
 }
 
-// SAFETY: forwards every call unchanged to the system allocator, which
-// upholds `GlobalAlloc`'s contract. Counting touches only const-initialised
-// thread-locals and atomics; tracing (off unless asked for) allocates, and
-// the thread-local `TRACING` flag keeps it from recursing.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: the caller's layout obligations pass straight through.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: `ptr` came from this allocator (i.e. from `System`) with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator (i.e. from `System`) with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::CountingWith = counting::CountingWith(count);
 
 const WARM_UP: u64 = 1000;
 const MESSAGES: u64 = 10_000;
