@@ -297,9 +297,22 @@ impl NetworkClient {
             payload: call.body.as_ref(),
         };
         let span = trace::outbound(&header, call.name, call.target, &*link);
-        match span.in_scope(|| link.try_send(frame)) {
+        let sent = span.in_scope(|| link.try_send(frame));
+        self.tally_try_send(&*link, sent, call.body.raw_len().unwrap_or(0))
+    }
+
+    /// Counts what a send without waiting did: a message sent (`raw_len`
+    /// payload bytes), or a send error on the link; `Full` is neither (the
+    /// caller waits and tries again).
+    pub(crate) fn tally_try_send(
+        &self,
+        link: &dyn PeerLink,
+        sent: Result<()>,
+        raw_len: usize,
+    ) -> Result<()> {
+        match sent {
             Ok(()) => {
-                self.count_sent(call.body.raw_len().unwrap_or(0));
+                self.count_sent(raw_len);
                 Ok(())
             }
             Err(Error::Full) => Err(Error::Full),

@@ -250,19 +250,8 @@ impl OneWaySender {
             .head
             .header_for(id, !matches!(payload, PayloadRef::Archive(_)));
         let span = trace::outbound(&header, self.head.name(), self.target, &**link);
-        match span.in_scope(|| link.try_send_encoded(&self.head, id, payload)) {
-            Ok(()) => {
-                self.client.count_sent(raw_len);
-                Ok(())
-            }
-            Err(Error::Full) => Err(Error::Full),
-            Err(err) => {
-                if let Some(c) = link.counters() {
-                    c.record_send_error();
-                }
-                Err(err)
-            }
-        }
+        let sent = span.in_scope(|| link.try_send_encoded(&self.head, id, payload));
+        self.client.tally_try_send(&**link, sent, raw_len)
     }
 
     /// The frame written the regular way, waiting for room.
