@@ -12,7 +12,7 @@
 
 use super::large::Source;
 use super::link::{ShmLink, Wrote};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::runtime::deadline;
 use crate::transport::OutFrame;
 
@@ -50,9 +50,16 @@ impl ShmLink {
             }
         };
         tx.producer.flush();
-        match failed {
-            Some(e) if i == from => Err(e),
-            _ => Ok(i - from),
-        }
+        batch_outcome(failed, i - from)
+    }
+}
+
+/// What a batch that wrote `sent` frames reports: an error only when it
+/// stopped at its first frame (a later one is reported when the caller
+/// retries it as the next batch's first).
+pub(super) fn batch_outcome(failed: Option<Error>, sent: usize) -> Result<usize> {
+    match failed {
+        Some(e) if sent == 0 => Err(e),
+        _ => Ok(sent),
     }
 }

@@ -191,9 +191,6 @@ impl ShmLink {
             }
         };
         tx.producer.flush();
-        match failed {
-            Some(e) if i == from => Err(e),
-            _ => Ok(i - from),
-        }
+        super::batch::batch_outcome(failed, i - from)
     }
 }
