@@ -389,3 +389,63 @@ async fn a_held_tcp_receiver_counts_one_timeout() {
     assert!(all_ran, "{} of {delivered} ran", ran.load(Ordering::SeqCst));
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_on_many_tasks_count_every_frame_of_a_shm_link() {
+    // The shm link counts its frames with a load and a store under its
+    // writers' lock: tasks sending at once on two threads lose no count.
+    const TASKS: u64 = 4;
+    const EACH: u64 = 2_000;
+    const PAYLOAD: usize = 48;
+    let p = pair(Flavor::Shm).await;
+    let got = Arc::new(AtomicU64::new(0));
+    let g = Arc::clone(&got);
+    let sink = am_handler("tally", move |_| {
+        g.fetch_add(1, Ordering::SeqCst);
+        async { Ok(()) }
+    });
+    p.server.register_handler("tally", sink).await.unwrap();
+    // One frame alone first: its size.
+    let first = link(&p.client, p.target());
+    let sender = p
+        .client
+        .client()
+        .one_way_sender("tally", p.target())
+        .unwrap();
+    sender.send_raw(&[0u8; PAYLOAD]).await.unwrap();
+    let before = link(&p.client, p.target());
+    let frame_bytes = before.bytes_out - first.bytes_out;
+    let senders: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let sender = p
+                .client
+                .client()
+                .one_way_sender("tally", p.target())
+                .unwrap();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let batch = [[t as u8; PAYLOAD], [i as u8; PAYLOAD]];
+                    match i % 2 {
+                        0 => sender.send_raw(&batch[0]).await.unwrap(),
+                        _ => sender.send_raw_batch(&batch[..1]).await.unwrap(),
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let after = link(&p.client, p.target());
+    let frames = after.messages_out - before.messages_out;
+    assert_eq!(frames, TASKS * EACH, "{after:?}");
+    assert_eq!(
+        after.bytes_out - before.bytes_out,
+        frame_bytes * frames,
+        "{after:?}"
+    );
+    let all = TASKS * EACH + 1;
+    let arrived = eventually(WITHIN, || async { got.load(Ordering::SeqCst) == all }).await;
+    assert!(arrived, "{} of {all} arrived", got.load(Ordering::SeqCst));
+    p.shutdown().await;
+}

@@ -120,7 +120,7 @@ impl ShmLink {
                 head.write(&mut grant, id, flags, stamp.timeout_us, bytes.len());
                 grant[at..].copy_from_slice(bytes);
                 grant.commit();
-                self.counters.record_sent(len);
+                self.counters.record_sent_by_sole_writer(len);
                 Ok(Wrote::Done)
             }
             Body::Archive(value) => {
@@ -142,7 +142,7 @@ impl ShmLink {
                             self.check_size(written)?;
                             head.write(&mut grant, id, flags, stamp.timeout_us, n);
                             grant.commit_len(written);
-                            self.counters.record_sent(written);
+                            self.counters.record_sent_by_sole_writer(written);
                             tx.guess = next_guess(written, max);
                             return Ok(Wrote::Done);
                         }

@@ -228,7 +228,7 @@ impl ShmLink {
                     // never reaches it (it would drop the link).
                     self.check_size(written)?;
                     grant.commit_len(written);
-                    self.counters.record_sent(written);
+                    self.counters.record_sent_by_sole_writer(written);
                     if exact.is_none() {
                         tx.guess = next_guess(written, max);
                     }
