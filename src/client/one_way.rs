@@ -150,24 +150,24 @@ impl OneWaySender {
     /// timeout per wait, then `Timeout`) and errors are those of [`send`](Self::send)
     /// in a loop; the error says how many messages were sent before it.
     pub async fn send_batch<P: Payload>(&self, values: &[P]) -> Result<(), BatchError> {
-        let payload = |i: usize| (PayloadRef::Archive(&values[i] as &dyn Payload), 0);
+        let payload = |i: usize| PayloadRef::Archive(&values[i] as &dyn Payload);
         self.write_batch(values.len(), &payload).await
     }
 
     /// Sends every payload of `payloads` as raw bytes, in order, as one batch
     /// ([`send_batch`](Self::send_batch)). A payload over the limit fails the
     /// batch before anything is sent.
-    pub async fn send_raw_batch<B: AsRef<[u8]>>(&self, payloads: &[B]) -> Result<(), BatchError> {
+    pub async fn send_raw_batch<B: AsRef<[u8]> + Sync>(
+        &self,
+        payloads: &[B],
+    ) -> Result<(), BatchError> {
         let max = self.client.limits.max_payload;
         if let Some(big) = payloads.iter().find(|b| b.as_ref().len() > max) {
             let size = big.as_ref().len();
             let source = Error::PayloadTooLarge { size, max };
             return Err(BatchError { sent: 0, source });
         }
-        let payload = |i: usize| {
-            let bytes = payloads[i].as_ref();
-            (PayloadRef::Bytes(bytes), bytes.len())
-        };
+        let payload = |i: usize| PayloadRef::Bytes(payloads[i].as_ref());
         self.write_batch(payloads.len(), &payload).await
     }
 
@@ -176,7 +176,7 @@ impl OneWaySender {
     async fn write_batch<'v>(
         &self,
         n: usize,
-        payload: &dyn Fn(usize) -> (PayloadRef<'v>, usize),
+        payload: &(dyn Fn(usize) -> PayloadRef<'v> + Sync),
     ) -> Result<(), BatchError> {
         let mut sent = 0;
         while sent < n {
@@ -185,22 +185,23 @@ impl OneWaySender {
                 return Err(failed(Error::ShuttingDown));
             }
             let link = self.current_link().map_err(failed)?;
-            let next_id = || self.client.next_id();
-            let frame_payload = |i: usize| payload(i).0;
             // One span per batch written at once (its id: the batch's first).
             let span = trace::outbound(self.head.header(), self.head.name(), self.target, &*link);
             let wrote = span.in_scope(|| {
-                link.try_send_encoded_batch(&self.head, &next_id, &frame_payload, sent, n)
+                // One atomic add for the batch's ids, not one per frame.
+                let ids = self.client.ids.block(n - sent);
+                let next_id = || ids.take().unwrap_or_else(|| self.client.next_id());
+                link.try_send_encoded_batch(&self.head, &next_id, payload, sent, n)
             });
             match wrote {
                 Ok(k) if k > 0 => {
-                    let raw: usize = (sent..sent + k).map(|i| payload(i).1).sum();
+                    let raw: usize = (sent..sent + k).map(|i| raw_len(&payload(i))).sum();
                     self.client.count_sent_many(k, raw);
                     sent += k;
                 }
                 Ok(_) | Err(Error::Full) => {
-                    let (p, raw_len) = payload(sent);
-                    self.write(p, raw_len).await.map_err(failed)?;
+                    let p = payload(sent);
+                    self.write(p, raw_len(&p)).await.map_err(failed)?;
                     sent += 1;
                 }
                 Err(e) => return Err(failed(e)),
@@ -270,5 +271,14 @@ impl OneWaySender {
             .await?;
         self.client.count_sent(raw_len);
         Ok(())
+    }
+}
+
+/// The raw bytes a batch's payload counts as sent (an archived value: none,
+/// as [`OneWaySender::send`] counts it).
+fn raw_len(payload: &PayloadRef<'_>) -> usize {
+    match payload {
+        PayloadRef::Bytes(bytes) => bytes.len(),
+        PayloadRef::Archive(_) | PayloadRef::Loan(_) => 0,
     }
 }
