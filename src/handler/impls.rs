@@ -33,7 +33,7 @@ use futures::FutureExt;
 
 use crate::codec::{Body, Decode, Payload, with_aligned};
 pub use crate::handler::bytes_async::{unary_handler, unary_handler_async};
-use crate::handler::in_place::{Ran, Spare};
+use crate::handler::in_place::{Ran, RunSlot, Spare};
 pub use crate::handler::stream::{
     raw_stream_handler, typed_stream_handler, typed_stream_handler_from_stream,
 };
@@ -157,15 +157,33 @@ where
         self.kind
     }
     fn call(&self, ctx: HandlerContext, payload: PayloadBuf) -> HandlerCall {
-        let fut = (self.f)(AmContext {
-            payload,
-            sender_id: ctx.sender_id,
-            message_id: ctx.message_id,
-            client: ctx.client,
-            cancel: ctx.cancel,
-        });
+        let fut = (self.f)(am_context(ctx, payload));
         let map: fn(Result<(), String>) -> HandlerOutcome = am_outcome;
         from_ran(self.spare.run(fut.map(map)))
+    }
+    fn call_in_run(
+        &self,
+        slot: &mut RunSlot,
+        ctx: HandlerContext,
+        payload: PayloadBuf,
+    ) -> HandlerCall {
+        let fut = (self.f)(am_context(ctx, payload));
+        let map: fn(Result<(), String>) -> HandlerOutcome = am_outcome;
+        from_ran(self.spare.run_in(slot, fut.map(map)))
+    }
+    fn end_run(&self, slot: &mut RunSlot) {
+        self.spare.end_run(slot);
+    }
+}
+
+/// An [`am_handler`]'s context.
+fn am_context(ctx: HandlerContext, payload: PayloadBuf) -> AmContext {
+    AmContext {
+        payload,
+        sender_id: ctx.sender_id,
+        message_id: ctx.message_id,
+        client: ctx.client,
+        cancel: ctx.cancel,
     }
 }
 

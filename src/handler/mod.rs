@@ -170,6 +170,28 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// [`Handler::call`] for a one-way call within a run of calls read back
+    /// to back, where an async handler polls its future in the run's slot
+    /// instead of locking its spare slots per call. Internal to the runtime
+    /// (the slot type cannot be named outside the crate); the default calls
+    /// `call`.
+    #[doc(hidden)]
+    fn call_in_run(
+        &self,
+        slot: &mut in_place::RunSlot,
+        ctx: HandlerContext,
+        payload: PayloadBuf,
+    ) -> HandlerCall {
+        let _ = slot;
+        self.call(ctx, payload)
+    }
+
+    /// Takes back the slot a run borrowed in [`Handler::call_in_run`].
+    #[doc(hidden)]
+    fn end_run(&self, slot: &mut in_place::RunSlot) {
+        let _ = slot;
+    }
+
     /// Whether calls to this handler run outside the concurrency limit
     /// (for long waits that use no resources, like `_wait_for_handler`).
     fn exempt_from_limit(&self) -> bool {

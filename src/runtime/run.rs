@@ -31,6 +31,7 @@ use std::sync::Arc;
 use crate::handler::PayloadBuf;
 use tokio::time::Instant;
 
+use crate::handler::in_place::RunSlot;
 use crate::handler::{HandlerCall, HandlerContext, HandlerError, HandlerKind, HandlerRef};
 use crate::ids::is_system_name;
 use crate::runtime::dispatcher::Dispatcher;
@@ -89,8 +90,18 @@ struct Held {
     /// The context a synchronous handler borrows, made at the run's first
     /// call and reused (its reference counts taken once per run).
     ctx: Option<HandlerContext>,
+    /// An async handler's future slot, borrowed for the run (see
+    /// [`Handler::call_in_run`](crate::handler::Handler::call_in_run)).
+    slot: RunSlot,
     calls: u64,
     errors: u64,
+}
+
+impl Drop for Held {
+    /// The run's end (or a handler change): its borrowed slot goes back.
+    fn drop(&mut self) {
+        self.handler.end_run(&mut self.slot);
+    }
 }
 
 impl Dispatcher {
@@ -243,6 +254,7 @@ impl Dispatcher {
             handler,
             stats,
             ctx: None,
+            slot: RunSlot::default(),
             calls: 0,
             errors: 0,
         });
@@ -265,7 +277,9 @@ impl Dispatcher {
     fn call_one_way(&self, held: &mut Held, header: &Header, payload: PayloadBuf) {
         let ctx = self.handler_context(header);
         let handler = &held.handler;
-        let call = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(ctx, payload)));
+        let slot = &mut held.slot;
+        let call =
+            std::panic::catch_unwind(AssertUnwindSafe(|| handler.call_in_run(slot, ctx, payload)));
         let failed = match call {
             Ok(HandlerCall::Ready(outcome)) => outcome.err(),
             Ok(HandlerCall::Pending(fut)) => {
