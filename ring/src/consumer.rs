@@ -117,7 +117,9 @@ impl Consumer {
 
     /// Finds the next committed record; `Ok(None)` when empty, `Closed` when empty and
     /// closed.
-    #[inline]
+    // Always inlined: returned through memory, the result was read back with
+    // wider loads than it was stored with (a store-forwarding stall per record).
+    #[inline(always)]
     fn poll_record(&mut self) -> Result<Option<Rec>> {
         // At most two rounds: a PAD is never at offset 0, and after a PAD the head is.
         for _ in 0..2 {

@@ -93,7 +93,9 @@ impl Producer {
     }
 
     /// Finds room for a `len`-byte record; `Ok(None)` when full.
-    #[inline]
+    // Always inlined: returned through memory, the result was read back with
+    // wider loads than it was stored with (a store-forwarding stall per record).
+    #[inline(always)]
     fn poll_space(&mut self, len: usize) -> Result<Option<Slot>> {
         if len as u64 > self.core.max_record {
             return Err(RingError::TooLarge {
