@@ -148,11 +148,11 @@ fn bars() -> Vec<Bar> {
             text: "AM one-way 64 B (shm), prepared sender >= 2x push/pull",
         },
         Ratio {
-            case: "am_shm_tp_64_zc_ring4m_prep",
+            case: "am_shm_tp_64_zc_prep",
             base: "zmq_tp_64",
             at_most: false,
             factor: 5.0,
-            text: "  same, zero-copy handler (4 MiB rings) >= 5x",
+            text: "  same, zero-copy handler >= 5x",
         },
         Ratio {
             case: "am_shm_tp_64_batch",
@@ -162,11 +162,11 @@ fn bars() -> Vec<Bar> {
             text: "AM one-way 64 B (shm), prepared sender, batches of 64 >= 2x push/pull",
         },
         Ratio {
-            case: "am_shm_tp_64_zc_ring4m_batch",
+            case: "am_shm_tp_64_zc_batch",
             base: "zmq_tp_64",
             at_most: false,
             factor: 5.0,
-            text: "  same, zero-copy handler (4 MiB rings) >= 5x",
+            text: "  same, zero-copy handler >= 5x",
         },
         Ratio {
             case: "am_shm_tp_1m",
@@ -418,6 +418,8 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
         "tcp_one_way_prep",
         "shm_one_way_batch",
         "shm_one_way_zc_batch",
+        "shm_one_way_zc_ring4m_prep",
+        "shm_one_way_zc_ring4m_batch",
     ] {
         let suite = am::suite(name);
         case!(true, suite.key(), suite.label(), suite.run(plan));

@@ -70,7 +70,8 @@ pub const LARGEST_RT: usize = 16 << 20;
 /// and one-way), `shm_one_way`, `shm_one_way_ring4m`, `shm_one_way_zc`,
 /// `shm_one_way_large`, `shm_one_way_loan`, `shm_large_rt`, and the prepared
 /// sender's `shm_one_way_prep`, `shm_one_way_zc_prep`, `tcp_one_way_prep`, and
-/// its batches' `shm_one_way_batch`, `shm_one_way_zc_batch`.
+/// its batches' `shm_one_way_batch`, `shm_one_way_zc_batch` (default rings), with
+/// `shm_one_way_zc_ring4m_prep` and `shm_one_way_zc_ring4m_batch` beside them.
 pub fn suite(name: &str) -> Suite {
     let s = |transport, policy, round_trips, sizes, ring, zero_copy| Suite {
         transport,
@@ -113,10 +114,14 @@ pub fn suite(name: &str) -> Suite {
         "shm_one_way_zc" => s("shm", "spin", false, &SIZES[..], BIG_RING, true),
         "shm_one_way_large" => s("shm", "spin", false, &LARGE[..], 0, false),
         "shm_one_way_prep" => prep(s("shm", "spin", false, &SIZES[..1], 0, false)),
-        "shm_one_way_zc_prep" => prep(s("shm", "spin", false, &SIZES[..1], BIG_RING, true)),
+        "shm_one_way_zc_prep" => prep(s("shm", "spin", false, &SIZES[..1], 0, true)),
+        "shm_one_way_zc_ring4m_prep" => prep(s("shm", "spin", false, &SIZES[..1], BIG_RING, true)),
         "tcp_one_way_prep" => prep(s("tcp", "-", false, &SIZES[..1], 0, false)),
         "shm_one_way_batch" => batch(s("shm", "spin", false, &SIZES[..1], 0, false)),
-        "shm_one_way_zc_batch" => batch(s("shm", "spin", false, &SIZES[..1], BIG_RING, true)),
+        "shm_one_way_zc_batch" => batch(s("shm", "spin", false, &SIZES[..1], 0, true)),
+        "shm_one_way_zc_ring4m_batch" => {
+            batch(s("shm", "spin", false, &SIZES[..1], BIG_RING, true))
+        }
         _ => s("shm", "spin", false, &SIZES[..], 0, false),
     }
 }
