@@ -31,6 +31,7 @@ pub(crate) mod config;
 mod encoded;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod handshake;
+mod inbound;
 mod large;
 mod link;
 mod liveness;
@@ -42,6 +43,7 @@ mod reader;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod rendezvous;
 mod txlock;
+mod watch;
 
 pub use config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_POOL_CAP, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, ShmConfig,
@@ -265,7 +267,7 @@ impl Shared {
         self.registry.links.insert(serial, Arc::clone(&link));
         let copy = raw.peer_uid != config::own_uid();
         let (fd_tx, fd_rx) = mpsc::channel(LARGE_WINDOW);
-        tokio::spawn(pump::watch_socket(Arc::clone(&link), fd_tx));
+        tokio::spawn(watch::watch_socket(Arc::clone(&link), fd_tx));
         if let Some(timeout) = self.config.liveness_timeout() {
             tokio::spawn(liveness::probe(Arc::clone(&link), timeout));
         }

@@ -1,51 +1,33 @@
-//! The two tasks of every link: the reader of the consumer ring, and the
-//! watcher of the rendezvous socket (descriptors, acknowledgements, EOF).
+//! The reader task of every link: it reads the consumer ring until the
+//! link ends (the rendezvous socket has its own watcher, [`super::watch`]).
 //!
 //! The reader hands each record, where it lies, to the shared router
-//! ([`crate::runtime::router`]): replies go to `LinkEvents::on_reply`,
+//! through [`super::inbound`]: replies go to `LinkEvents::on_reply`,
 //! invocations run in place where they can (an inline handler's reply is
 //! written straight into this link's producer ring), else they are copied
 //! into the router's arena and queued on the bounded inbox; waiting there is
 //! the backpressure (the ring fills, the sender waits). Peers of another uid get
 //! their records copied into private aligned memory before anything reads them.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rkyv::util::AlignedVec;
-use shm_ring::fdpass::FdReceiver;
 use shm_ring::{RingError, SpinStep, Spinner};
-use tokio::io::Interest;
 use tokio::sync::mpsc;
 
+use super::inbound::{Outcome, frame_bytes, handle};
 use super::large::{self, Source};
-use super::link::{
-    FLAG_FRAME, FLAG_LARGE, LARGE_WINDOW, MARKER_LEN, MSG_ACK, MSG_FD, MSG_PING, MSG_PONG,
-    MSG_RETURNED, ShmLink, Wrote,
-};
-use super::liveness;
+use super::link::{FLAG_FRAME, FLAG_LARGE, MARKER_LEN, ShmLink};
 use super::pooled::{self, FLAG_POOL, FLAG_RETIRE, FLAG_SEGMENT, Step};
 use super::reader::ReaderState;
 use crate::handler::PayloadBuf;
-use crate::runtime::router::{Frame, Inline, Routed, Router};
-use crate::transport::{BoxedLink, Inbound, Inbox, OutFrame};
-use crate::wire::{Kind, PAYLOAD_ALIGN, ProtocolError};
+use crate::transport::{BoxedLink, Inbound, Inbox};
+use crate::wire::ProtocolError;
 
 /// How long a marker record may wait for its descriptor (sent before the marker).
 const FD_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What became of one frame.
-pub(crate) enum Outcome {
-    /// Fully handled (reply routed, handler run inline, control frame);
-    /// `woke`: it was a reply, which woke (or completed) a waiting caller.
-    Done { woke: bool },
-    /// An invocation for the dispatcher.
-    Queue(Inbound),
-    /// The link must end.
-    Stop,
-}
 
 /// Polls between two yields of a spinning reader (to the tasks sharing its
 /// thread, then to the OS). A peer thread woken onto this very core (after
@@ -319,101 +301,6 @@ async fn read_one(link: &Arc<ShmLink>, st: &mut ReaderState) -> Read {
     Read::of(outcome, queued)
 }
 
-/// A plain frame record's bytes: in place, or copied into `scratch` first
-/// (a peer of another uid, whose memory we never read twice).
-pub(crate) fn frame_bytes<'a>(
-    grant: &'a shm_ring::ReadGrant<'_>,
-    copy: bool,
-    scratch: &'a mut AlignedVec<PAYLOAD_ALIGN>,
-) -> &'a [u8] {
-    if !copy {
-        return grant.payload();
-    }
-    scratch.clear();
-    scratch.resize(grant.len(), 0);
-    grant.copy_to_slice(scratch);
-    scratch
-}
-
-/// Routes one frame through the shared router. `shared` makes the same
-/// frame `Bytes` without a copy (a mapped large frame), for when it is kept.
-pub(crate) fn handle<'f>(
-    link: &ShmLink,
-    inbox: &Inbox,
-    router: &mut Router,
-    bytes: &'f [u8],
-    shared: Option<&'f mut dyn FnMut() -> PayloadBuf>,
-    deferred: &mut Vec<Vec<u8>>,
-    reply_link: &dyn Fn() -> BoxedLink,
-) -> Outcome {
-    router.received(&link.counters, bytes.len());
-    if shared.is_none() && router.repeat(bytes, inbox.max_frame, link.peer, link) {
-        if router.run_is_long() {
-            router.end_run(&link.counters);
-        }
-        return Outcome::Done { woke: false };
-    }
-    let view = match router.check(bytes, inbox.max_frame, Some(link.peer)) {
-        Ok(view) => view,
-        Err(e) => {
-            link.violation(e);
-            return Outcome::Stop;
-        }
-    };
-    let woke = view.header.kind.is_reply();
-    let frame = Frame { bytes, shared };
-    let mut reply = |reply: OutFrame<'_>| reply_inline(link, reply, deferred);
-    let routed = router.route(
-        inbox,
-        &view,
-        frame,
-        link,
-        reply_link,
-        Inline::Handlers(&mut reply),
-    );
-    if router.run_is_long() {
-        router.end_run(&link.counters);
-    }
-    match routed {
-        Routed::Done => Outcome::Done { woke },
-        Routed::Control(header) => {
-            if header.kind == Kind::Goodbye {
-                tracing::debug!(peer = %link.peer, "goodbye received");
-                link.shut();
-            }
-            Outcome::Done { woke: false }
-        }
-        Routed::Queue(inbound) => Outcome::Queue(inbound),
-    }
-}
-
-/// Writes an inline handler's reply straight into the producer ring; if the
-/// ring is busy or full (or the reply is large), copies it for the reader to
-/// send right after, so replies keep their order.
-fn reply_inline(link: &ShmLink, reply: OutFrame<'_>, deferred: &mut Vec<Vec<u8>>) {
-    if deferred.is_empty() {
-        let wrote = match link.tx.try_lock() {
-            Ok(mut tx) => link.write_now(&mut tx, Source::Frame(&reply)),
-            Err(_) => Ok(Wrote::Full),
-        };
-        match wrote {
-            Ok(Wrote::Done) => return,
-            // Too big for a record: straight into the pool if it has room
-            // now, with no copy into a deferred frame.
-            Ok(Wrote::Large) if link.try_write_large(Source::Frame(&reply)).is_ok() => return,
-            Ok(Wrote::Full | Wrote::Large) => {}
-            Err(e) => {
-                tracing::debug!(peer = %link.peer, %e, "inline reply not delivered");
-                return;
-            }
-        }
-    }
-    match reply.to_vec() {
-        Ok(frame) => deferred.push(frame),
-        Err(e) => tracing::warn!(peer = %link.peer, %e, "inline reply could not be encoded"),
-    }
-}
-
 /// Queues an invocation for the dispatcher, waiting while the inbox is full.
 /// Frames the peer committed before it went are still owed to the handlers
 /// (its sender was told they were sent), so they wait for room too; if the
@@ -466,61 +353,4 @@ async fn take_large(
             None
         }
     }
-}
-
-/// Reads the rendezvous socket until end of file (the peer is gone) or a
-/// protocol violation, then shuts the link.
-pub(crate) async fn watch_socket(link: Arc<ShmLink>, fds: mpsc::Sender<OwnedFd>) {
-    let mut byte = [0u8; 1];
-    // Kept across reads: a byte without a descriptor allocates nothing.
-    let mut receiver = FdReceiver::new();
-    loop {
-        let got = link
-            .stream
-            .async_io(Interest::READABLE, || {
-                receiver
-                    .recv(link.stream.as_fd(), &mut byte)
-                    .map_err(|e| match e {
-                        RingError::Io(e) => e,
-                        other => std::io::Error::other(other.to_string()),
-                    })
-            })
-            .await;
-        let violation = match got {
-            Ok((0, _)) => break,
-            Ok((_, received)) => match (byte[0], <[OwnedFd; 1]>::try_from(received)) {
-                (MSG_FD, Ok([fd])) => match fds.try_send(fd) {
-                    Ok(()) => continue,
-                    Err(_) => "more large frames in flight than the window allows",
-                },
-                (MSG_PING, Err(none)) if none.is_empty() => {
-                    link.send_byte_now(MSG_PONG);
-                    continue;
-                }
-                (MSG_PONG, Err(none)) if none.is_empty() => {
-                    liveness::heard(&link);
-                    continue;
-                }
-                (MSG_RETURNED, Err(none)) if none.is_empty() => {
-                    link.pool.on_returned();
-                    continue;
-                }
-                (MSG_ACK, Err(none)) if none.is_empty() => {
-                    if link.large_window.available_permits() < LARGE_WINDOW {
-                        link.large_window.add_permits(1);
-                        continue;
-                    }
-                    "acknowledgement of no large frame"
-                }
-                _ => "unexpected message on the rendezvous socket",
-            },
-            Err(e) => {
-                tracing::debug!(peer = %link.peer, %e, "rendezvous socket failed");
-                break;
-            }
-        };
-        link.violation(ProtocolError::Link(violation.into()));
-        break;
-    }
-    link.shut();
 }

@@ -11,7 +11,7 @@
 //! - a caller waiting for its reply ([`ShmLink::drive`]): when the state is
 //!   free it spins on the ring itself under the link's spin policy, routes
 //!   every record it finds exactly as the reader would (the same
-//!   [`super::pump::handle`]), and stops as soon as its own outcome is
+//!   [`super::inbound::handle`]), and stops as soon as its own outcome is
 //!   there: a reply is completed on the caller's own thread, with no wake-up
 //!   of the caller and no trip through the scheduler.
 //!
@@ -34,10 +34,11 @@ use rkyv::util::AlignedVec;
 use shm_ring::{Consumer, RingError, SpinStep, Spinner};
 use tokio::sync::mpsc;
 
+use super::inbound::{self, Outcome};
 use super::link::{FLAG_FRAME, ShmLink};
 use super::pool::RxPool;
 use super::pooled;
-use super::pump::{self, Outcome};
+use super::pump;
 use crate::runtime::router::Router;
 use crate::transport::{BoxedLink, Driven, Inbound, Inbox};
 use crate::wire::PAYLOAD_ALIGN;
@@ -153,8 +154,9 @@ fn drive(link: &ShmLink, st: &mut ReaderState, until: &mut dyn FnMut() -> bool) 
     loop {
         let outcome = match rx.try_read() {
             Ok(grant) if grant.flags() == FLAG_FRAME => {
-                let bytes = pump::frame_bytes(&grant, *copy, scratch);
-                let outcome = pump::handle(link, inbox, router, bytes, None, deferred, &reply_link);
+                let bytes = inbound::frame_bytes(&grant, *copy, scratch);
+                let outcome =
+                    inbound::handle(link, inbox, router, bytes, None, deferred, &reply_link);
                 grant.release();
                 outcome
             }
