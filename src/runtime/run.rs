@@ -203,7 +203,10 @@ impl Dispatcher {
     ) -> bool {
         match held.kind {
             HandlerKind::ActiveMessage => {
-                self.call_one_way(held, header, owned());
+                // A small payload inline: no shared buffer to count holders
+                // of (an async handler only gets the payload by value).
+                let payload = PayloadBuf::inline(payload).unwrap_or_else(owned);
+                self.call_one_way(held, header, payload);
                 true
             }
             _ => self.call_inline_one_way(held, header, name, payload, owned),
