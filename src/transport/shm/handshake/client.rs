@@ -4,6 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::time::Duration;
 
 use shm_ring::fdpass::recv_fds;
 use shm_ring::{Bells, Region, RingConfig};
@@ -28,26 +29,11 @@ pub async fn connect(
     params: &HandshakeParams,
 ) -> Result<RawLink> {
     let t = params.timeout;
-    let mut stream = match tokio::time::timeout(t, UnixStream::connect(path)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(Error::Transport(format!(
-                "cannot reach {}: {e}",
-                path.display()
-            )));
-        }
-        Err(_) => return Err(hs_err("connect", format!("no answer within {t:?}"))),
-    };
+    let mut stream = dial(path, t).await?;
     let server_uid = peer_uid(&stream)?;
     check_peer_uid(server_uid, own_uid(), &params.allowed_uids)?;
 
-    let mut hello = [0u8; HELLO_LEN];
-    hello[0..8].copy_from_slice(&HELLO_MAGIC);
-    hello[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    hello[10] = policy_byte(params.policy);
-    hello[16..32].copy_from_slice(params.local.as_bytes());
-    hello[32..48].copy_from_slice(expected.as_bytes());
-    hello[48..56].copy_from_slice(&(params.max_frame as u64).to_le_bytes());
+    let hello = hello(params, expected);
     let sent = bounded(t, "sending hello", stream.write_all(&hello)).await;
     // Even if the hello could not be sent, an answer may be waiting.
     let answer = bounded(t, "reading the answer", read_ack(&stream)).await;
@@ -55,6 +41,37 @@ pub async fn connect(
         (_, Ok(answer)) => answer,
         (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e),
     };
+    let server = check_ack(&ack, path, expected)?;
+    attach(stream, &ack, fds, server, server_uid)
+}
+
+/// Reaches the socket at `path` within the handshake timeout.
+async fn dial(path: &Path, t: Duration) -> Result<UnixStream> {
+    match tokio::time::timeout(t, UnixStream::connect(path)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(Error::Transport(format!(
+            "cannot reach {}: {e}",
+            path.display()
+        ))),
+        Err(_) => Err(hs_err("connect", format!("no answer within {t:?}"))),
+    }
+}
+
+/// The client's hello to `expected`.
+fn hello(params: &HandshakeParams, expected: InstanceId) -> [u8; HELLO_LEN] {
+    let mut hello = [0u8; HELLO_LEN];
+    hello[0..8].copy_from_slice(&HELLO_MAGIC);
+    hello[8..10].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    hello[10] = policy_byte(params.policy);
+    hello[16..32].copy_from_slice(params.local.as_bytes());
+    hello[32..48].copy_from_slice(expected.as_bytes());
+    hello[48..56].copy_from_slice(&(params.max_frame as u64).to_le_bytes());
+    hello
+}
+
+/// Checks the answer's magic, status, version and the server's identity;
+/// returns that identity.
+fn check_ack(ack: &[u8; ACK_LEN], path: &Path, expected: InstanceId) -> Result<InstanceId> {
     if ack[0..8] != ACK_MAGIC {
         return Err(hs_err("answer", "bad magic"));
     }
@@ -66,7 +83,7 @@ pub async fn connect(
     if version != PROTOCOL_VERSION {
         return Err(hs_err("answer", format!("version {version}")));
     }
-    let server = id_at(&ack, 16);
+    let server = id_at(ack, 16);
     // A nil expectation discovers whoever listens (`connect_to_address`).
     if expected != InstanceId::nil() && server != expected {
         return Err(Error::Refused(format!(
@@ -74,17 +91,29 @@ pub async fn connect(
             path.display()
         )));
     }
+    Ok(server)
+}
+
+/// Maps the shared memory and doorbells the answer passed, after checking
+/// them against the answer's sizes and ring geometry.
+fn attach(
+    stream: UnixStream,
+    ack: &[u8; ACK_LEN],
+    fds: Vec<OwnedFd>,
+    server: InstanceId,
+    server_uid: u32,
+) -> Result<RawLink> {
     let Ok::<[OwnedFd; LINK_FDS], _>([memfd, c2s_data, c2s_space, s2c_data, s2c_space]) =
         fds.try_into()
     else {
         return Err(hs_err("answer", "wrong number of descriptors"));
     };
     let region = Region::from_fd(memfd).map_err(|e| hs_err("shared memory", e))?;
-    if region.len() as u64 != u64_at(&ack, 40) {
+    if region.len() as u64 != u64_at(ack, 40) {
         return Err(hs_err("shared memory", "size differs from the answer"));
     }
-    let tx = ring_spec(&ack, 48, region.len())?;
-    let rx = ring_spec(&ack, 72, region.len())?;
+    let tx = ring_spec(ack, 48, region.len())?;
+    let rx = ring_spec(ack, 72, region.len())?;
     let (lo, hi) = if tx.offset < rx.offset {
         (tx, rx)
     } else {
@@ -98,7 +127,7 @@ pub async fn connect(
         region,
         peer: server,
         peer_uid: server_uid,
-        peer_max_frame: usize::try_from(u64_at(&ack, 32)).unwrap_or(usize::MAX),
+        peer_max_frame: usize::try_from(u64_at(ack, 32)).unwrap_or(usize::MAX),
         peer_spins: ack[12] == 0,
         tx,
         tx_bells: bells(c2s_data, c2s_space)?,
