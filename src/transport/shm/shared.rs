@@ -78,30 +78,10 @@ impl Shared {
 
     /// Attaches both rings of a fresh link and starts its two tasks.
     pub(super) fn start_link(&self, raw: RawLink, inbound: bool) -> Result<Arc<ShmLink>> {
-        let ring_err = |e| Error::Transport(format!("attaching the shm rings: {e}"));
         let policy = config::link_policy(self.config.wait_policy(), raw.peer_spins);
-        let mut producer =
-            Producer::attach(&raw.region, raw.tx.offset, raw.tx_bells.clone()).map_err(ring_err)?;
-        let mut consumer =
-            Consumer::attach(&raw.region, raw.rx.offset, raw.rx_bells.clone()).map_err(ring_err)?;
-        let geometry = |cap, max, spec: &RingSpec| {
-            cap == spec.config.capacity() && max == spec.config.max_record()
-        };
-        if !geometry(producer.capacity(), producer.max_record(), &raw.tx)
-            || !geometry(consumer.capacity(), consumer.max_record(), &raw.rx)
-        {
-            return Err(Error::Transport(
-                "shm ring headers disagree with the handshake".into(),
-            ));
-        }
+        let (mut producer, mut consumer) = attach_rings(&raw)?;
         producer.set_policy(policy);
-        // The reader spins itself (see `pump::read_ring`); its consumer
-        // parks at once when asked to wait, and notifies unless the link spins.
-        let (consumer_policy, spin) = match policy {
-            WaitPolicy::Spin => (WaitPolicy::Spin, None),
-            WaitPolicy::Adaptive { spin } => (WaitPolicy::Park, Some(spin)),
-            WaitPolicy::Park => (WaitPolicy::Park, Some(Duration::ZERO)),
-        };
+        let (consumer_policy, spin) = reader_policy(policy);
         consumer.set_policy(consumer_policy);
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let link = Arc::new(ShmLink {
@@ -160,6 +140,38 @@ impl Shared {
             crate::transport::PeerLink::close(&*link);
         }
         true
+    }
+}
+
+/// Attaches both rings of a fresh link, after checking that their headers
+/// agree with the handshake.
+fn attach_rings(raw: &RawLink) -> Result<(Producer, Consumer)> {
+    let ring_err = |e| Error::Transport(format!("attaching the shm rings: {e}"));
+    let producer =
+        Producer::attach(&raw.region, raw.tx.offset, raw.tx_bells.clone()).map_err(ring_err)?;
+    let consumer =
+        Consumer::attach(&raw.region, raw.rx.offset, raw.rx_bells.clone()).map_err(ring_err)?;
+    let geometry = |cap, max, spec: &RingSpec| {
+        cap == spec.config.capacity() && max == spec.config.max_record()
+    };
+    if !geometry(producer.capacity(), producer.max_record(), &raw.tx)
+        || !geometry(consumer.capacity(), consumer.max_record(), &raw.rx)
+    {
+        return Err(Error::Transport(
+            "shm ring headers disagree with the handshake".into(),
+        ));
+    }
+    Ok((producer, consumer))
+}
+
+/// The reader's consumer policy and its own spin, for a link's `policy`.
+/// The reader spins itself (see `pump::read_ring`); its consumer parks at
+/// once when asked to wait, and notifies unless the link spins.
+fn reader_policy(policy: WaitPolicy) -> (WaitPolicy, Option<Duration>) {
+    match policy {
+        WaitPolicy::Spin => (WaitPolicy::Spin, None),
+        WaitPolicy::Adaptive { spin } => (WaitPolicy::Park, Some(spin)),
+        WaitPolicy::Park => (WaitPolicy::Park, Some(Duration::ZERO)),
     }
 }
 
