@@ -41,22 +41,7 @@ pub(crate) async fn accept(
     if hello[0..8] != HELLO_MAGIC {
         return Err(hs_err("hello", "bad magic"));
     }
-    let version = u16::from_le_bytes([hello[8], hello[9]]);
-    let client = id_at(&hello, 16);
-    let expected = id_at(&hello, 32);
-    let problem = if version != PROTOCOL_VERSION {
-        Some(Status::Version)
-    } else if expected != params.local && expected != InstanceId::nil() {
-        // Nil: a client that learns who listens here (`connect_to_address`).
-        Some(Status::WrongInstance)
-    } else if client == InstanceId::nil() || hello[56..64].iter().any(|&b| b != 0) {
-        Some(Status::BadHello)
-    } else if !accepting() {
-        Some(Status::ShuttingDown)
-    } else {
-        None
-    };
-    if let Some(status) = problem {
+    if let Some(status) = hello_problem(&hello, params, accepting) {
         refuse(&stream, params, status).await;
         return Err(hs_err("hello refused", format!("{status:?}")));
     }
@@ -70,7 +55,7 @@ pub(crate) async fn accept(
     Ok(RawLink {
         stream,
         region: rings.region,
-        peer: client,
+        peer: id_at(&hello, 16),
         peer_uid: client_uid,
         peer_max_frame: usize::try_from(u64_at(&hello, 48)).unwrap_or(usize::MAX),
         peer_spins: hello[10] == 0,
@@ -79,6 +64,31 @@ pub(crate) async fn accept(
         rx: rings.c2s,
         rx_bells: rings.c2s_bells,
     })
+}
+
+/// Why a hello (magic already checked) is refused, if it is: in this
+/// order, its version, the instance it expects, its own fields, and
+/// whether new links are welcome.
+fn hello_problem(
+    hello: &[u8; HELLO_LEN],
+    params: &HandshakeParams,
+    accepting: impl Fn() -> bool,
+) -> Option<Status> {
+    let version = u16::from_le_bytes([hello[8], hello[9]]);
+    let client = id_at(hello, 16);
+    let expected = id_at(hello, 32);
+    if version != PROTOCOL_VERSION {
+        Some(Status::Version)
+    } else if expected != params.local && expected != InstanceId::nil() {
+        // Nil: a client that learns who listens here (`connect_to_address`).
+        Some(Status::WrongInstance)
+    } else if client == InstanceId::nil() || hello[56..64].iter().any(|&b| b != 0) {
+        Some(Status::BadHello)
+    } else if !accepting() {
+        Some(Status::ShuttingDown)
+    } else {
+        None
+    }
 }
 
 /// The server's half of a new link.
