@@ -15,8 +15,8 @@
 //! A segment's control page holds, as little-endian u64 words: at 0 the last
 //! generation the receiver returned, at 64 `wake` (a waiting sender sets it;
 //! the receiver that returns the segment clears it and sends the socket
-//! message [`MSG_RETURNED`]), at 128 the last generation the receiver read
-//! the reference of.
+//! message [`MSG_RETURNED`](super::link::MSG_RETURNED)), at 128 the last
+//! generation the receiver read the reference of.
 //!
 //! Frames that cannot fit in the area even when it is empty (over the cap)
 //! still travel in a memfd of their own (`link::write_memfd`).
