@@ -8,6 +8,8 @@
 //! a reply's payload is copied into a recycled, aligned buffer that the caller
 //! decodes in place and hands back.
 
+mod reply;
+
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -16,17 +18,15 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rkyv::util::AlignedVec;
 use tokio::sync::{Semaphore, broadcast};
 
+pub(crate) use self::reply::{Reply, remote_error};
+use self::reply::{ReplyBuf, keep_spare, reply_of};
 use crate::error::{Error, Result};
 use crate::handler::PayloadBuf;
 use crate::ids::{InstanceId, MessageId};
 use crate::transport::{BoxedLink, OutFrame};
-use crate::wire::{ErrorCode, Header, Kind, PAYLOAD_ALIGN};
-
-/// A reply payload buffer, aligned so archives are read in place.
-pub(crate) type ReplyBuf = AlignedVec<PAYLOAD_ALIGN>;
+use crate::wire::{Header, Kind};
 
 /// Cancels waiting for room on a full link, at most.
 const DEFERRED_CANCELS: usize = 1024;
@@ -36,31 +36,6 @@ const CANCEL_GRACE: Duration = Duration::from_secs(10);
 const REMEMBERED_LOSSES: usize = 1024;
 /// Loss notices buffered per listener (a slow one sees `Lagged` and rechecks).
 const LOSS_NOTICES: usize = 1024;
-/// Reply buffers kept for reuse, at most.
-const SPARE_BUFFERS: usize = 64;
-/// Reply buffers larger than this are freed rather than kept.
-const SPARE_MAX_CAPACITY: usize = 64 * 1024;
-
-/// The payload of a successful reply.
-pub(crate) enum Reply {
-    /// An `Ack`: nothing.
-    Empty,
-    /// A copy in a recycled buffer (hand it back with [`PendingTable::recycle`]).
-    Pooled(ReplyBuf),
-    /// A slice of a frame that is already shared (a mapped large frame).
-    Shared(PayloadBuf),
-}
-
-impl Reply {
-    /// The payload bytes (16-byte aligned for `Pooled`).
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        match self {
-            Self::Empty => &[],
-            Self::Pooled(buf) => buf.as_slice(),
-            Self::Shared(bytes) => bytes,
-        }
-    }
-}
 
 /// Whether the caller asked for a receipt, and whether it came.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -362,48 +337,6 @@ fn store_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
     if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
         *slot = Some(cx.waker().clone());
     }
-}
-
-fn keep_spare(spare: &mut Vec<ReplyBuf>, mut buf: ReplyBuf) {
-    if spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_MAX_CAPACITY {
-        buf.clear();
-        spare.push(buf);
-    }
-}
-
-/// The reply payload: a slice of a shared frame, else a copy into a spare buffer.
-fn reply_of(payload: &[u8], shared: Option<&PayloadBuf>, spare: &mut Vec<ReplyBuf>) -> Reply {
-    match shared {
-        // The payload must lie inside the frame's memory to be sliced out.
-        Some(frame) if within(frame, payload) => {
-            let start = (payload.as_ptr() as usize).saturating_sub(frame.as_ptr() as usize);
-            Reply::Shared(frame.slice(start..start + payload.len()))
-        }
-        _ => {
-            let mut buf = spare.pop().unwrap_or_default();
-            buf.extend_from_slice(payload);
-            Reply::Pooled(buf)
-        }
-    }
-}
-
-/// Turns an `Error` frame into the caller's error.
-pub(crate) fn remote_error(code: u8, payload: &[u8]) -> Error {
-    let text = String::from_utf8_lossy(payload).into_owned();
-    match ErrorCode::from_u8(code) {
-        ErrorCode::NoSuchHandler => Error::NoSuchHandler(text),
-        ErrorCode::Handler | ErrorCode::Internal => Error::Handler(text),
-        ErrorCode::Refused | ErrorCode::TooLarge => Error::Refused(text),
-        ErrorCode::ShuttingDown => Error::ShuttingDown,
-        ErrorCode::Codec => Error::Codec(text),
-    }
-}
-
-/// Whether `part` lies inside `whole`'s memory.
-fn within(whole: &[u8], part: &[u8]) -> bool {
-    let range = whole.as_ptr_range();
-    let inner = part.as_ptr_range();
-    part.is_empty() || (range.start <= inner.start && inner.end <= range.end)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use super::*;
+use crate::wire::PAYLOAD_ALIGN;
 
 fn reply(kind: Kind, to: MessageId, from: InstanceId) -> Header {
     let mut h = Header::new(kind, MessageId(u64::MAX), from);

@@ -1,6 +1,14 @@
 //! Unit tests of the pooled area: both sides in one process, the receiver
 //! mapping the sender's descriptors as a peer would.
 
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+
 use super::*;
 
 /// The pool's usage counters are process-wide: tests that move them run one

@@ -15,30 +15,31 @@
 //! A segment's control page holds, as little-endian u64 words: at 0 the last
 //! generation the receiver returned, at 64 `wake` (a waiting sender sets it;
 //! the receiver that returns the segment clears it and sends the socket
-//! message [`MSG_RETURNED`]), at 128 the last generation the receiver read
-//! the reference of.
+//! message [`MSG_RETURNED`](super::link::MSG_RETURNED)), at 128 the last
+//! generation the receiver read the reference of.
 //!
 //! Frames that cannot fit in the area even when it is empty (over the cap)
 //! still travel in a memfd of their own (`link::write_memfd`).
 
+mod receive;
+
 use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use shm_ring::RingError;
 use shm_ring::fdpass::send_fds;
-use shm_ring::{ReadGrant, RingError};
 use tokio::io::Interest;
-use tokio::sync::mpsc;
 
 use super::large::Source;
-use super::link::{FLAG_LARGE, MSG_FD, MSG_RETURNED, ShmLink};
-use super::pool::{self, Announce, Grow, Held, Lease, Ref, RxPool, SEG_HEADER};
+use super::link::{FLAG_LARGE, MSG_FD, ShmLink};
+use super::pool::{Announce, Grow, Lease};
 use crate::codec::DoesNotFit;
 use crate::error::{Error, Result};
-use crate::wire::ProtocolError;
+
+pub(crate) use receive::{Step, bell, max_segment, on_record};
 
 /// Record flag: a frame in a pooled segment.
 pub(crate) const FLAG_POOL: u16 = FLAG_LARGE + 1;
@@ -48,8 +49,6 @@ pub(crate) const FLAG_SEGMENT: u16 = FLAG_LARGE + 2;
 pub(crate) const FLAG_RETIRE: u16 = FLAG_LARGE + 3;
 /// Size of every record of this path.
 pub(crate) const RECORD_LEN: usize = 32;
-/// How long a segment record may wait for its descriptor (sent before it).
-const FD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest pause between two looks for a free segment (rings wake a
 /// waiting sender sooner; this covers a ring lost to a full socket).
 const POLL: Duration = Duration::from_millis(5);
@@ -60,24 +59,6 @@ const POLL: Duration = Duration::from_millis(5);
 /// that holds its buffers costs a short delay, not a stall.
 fn grace(len: usize) -> Duration {
     Duration::from_nanos(len as u64).clamp(Duration::from_micros(200), Duration::from_millis(20))
-}
-
-/// Largest segment a receiver accepts for frames of at most `max_frame` bytes.
-pub(crate) fn max_segment(max_frame: usize) -> usize {
-    SEG_HEADER + pool::capacity_for(max_frame)
-}
-
-/// How this side's receiver rings the peer's sender when it returns a
-/// segment the sender waits for: one byte on the link's socket, sent from
-/// whichever thread drops the last view (never blocking; a lost ring only
-/// delays the sender until its next poll).
-pub(crate) fn bell(link: &Arc<ShmLink>) -> pool::Bell {
-    let link = Arc::downgrade(link);
-    Arc::new(move || {
-        if let Some(link) = link.upgrade() {
-            link.send_byte_now(MSG_RETURNED);
-        }
-    })
 }
 
 fn record(words: [u64; 4]) -> [u8; RECORD_LEN] {
@@ -184,7 +165,7 @@ impl ShmLink {
 
     /// Leases a segment, waiting while the area is at its cap and every
     /// segment is still held by the receiver (backpressure; the caller's
-    /// deadline bounds the wait). While [`pool::pipeline`] segments of the
+    /// deadline bounds the wait). While [`super::pool::pipeline`] segments of the
     /// size are in flight, it waits for one to come back (its pages are
     /// mapped and warm) rather than mapping a fresh one: for as long as the
     /// receiver has not read one of them (it is behind), else up to
@@ -351,96 +332,5 @@ impl ShmLink {
 
     fn is_closed_now(&self) -> bool {
         crate::transport::PeerLink::is_closed(self)
-    }
-}
-
-/// What one record of this path asks of the reader.
-pub(crate) enum Step {
-    /// A frame to handle, read in place.
-    Frame(Held),
-    /// Bookkeeping done.
-    Done,
-    /// The link must end (violation already reported).
-    Stop,
-}
-
-fn words_of(grant: &ReadGrant<'_>) -> Option<[u64; 4]> {
-    if grant.len() != RECORD_LEN {
-        return None;
-    }
-    let mut raw = [0u8; RECORD_LEN];
-    grant.copy_to_slice(&mut raw);
-    let mut words = [0u64; 4];
-    for (word, chunk) in words.iter_mut().zip(raw.chunks_exact(8)) {
-        *word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-    }
-    Some(words)
-}
-
-/// Reads one pool record (the grant is released here) and applies it.
-pub(crate) async fn on_record(
-    link: &ShmLink,
-    rx: &mut RxPool,
-    fds: &mut mpsc::Receiver<OwnedFd>,
-    grant: ReadGrant<'_>,
-) -> Step {
-    let flags = grant.flags();
-    let words = words_of(&grant);
-    grant.release();
-    let Some([w0, w1, w2, w3]) = words else {
-        return stop(link, "malformed pool record".into());
-    };
-    let id = u32::try_from(w0).ok();
-    let applied = match (flags, id) {
-        (FLAG_POOL, Some(id)) => {
-            let reference = Ref {
-                id,
-                gen_: w1,
-                offset: usize::try_from(w2).unwrap_or(usize::MAX),
-                len: usize::try_from(w3).unwrap_or(usize::MAX),
-            };
-            return match rx.take(reference) {
-                Ok(held) => Step::Frame(held),
-                Err(why) => stop(link, why),
-            };
-        }
-        (FLAG_SEGMENT, Some(id)) if w2 == 0 && w3 == 0 => {
-            let size = usize::try_from(w1).unwrap_or(usize::MAX);
-            match take_fd(link, fds).await {
-                Some(fd) => pool::map_peer_segment(fd, size, rx.max_segment())
-                    .map_err(|e| e.to_string())
-                    .and_then(|seg| rx.add(id, seg)),
-                None => return Step::Stop,
-            }
-        }
-        (FLAG_RETIRE, Some(id)) if w1 == 0 && w2 == 0 && w3 == 0 => rx.retire(id),
-        _ => Err(format!("malformed pool record (flags {flags:#06x})")),
-    };
-    match applied {
-        Ok(()) => Step::Done,
-        Err(why) => stop(link, why),
-    }
-}
-
-fn stop(link: &ShmLink, why: String) -> Step {
-    link.violation(ProtocolError::Link(why));
-    Step::Stop
-}
-
-/// Takes the descriptor announced by a segment record and acknowledges it.
-async fn take_fd(link: &ShmLink, fds: &mut mpsc::Receiver<OwnedFd>) -> Option<OwnedFd> {
-    match tokio::time::timeout(FD_TIMEOUT, fds.recv()).await {
-        Ok(Some(fd)) => {
-            link.ack_large().await;
-            Some(fd)
-        }
-        Ok(None) | Err(_) => {
-            if !link.lost.is_cancelled() {
-                link.violation(ProtocolError::Link(
-                    "pool segment record without a descriptor".into(),
-                ));
-            }
-            None
-        }
     }
 }
