@@ -41,7 +41,10 @@ mod pump;
 mod reader;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod rendezvous;
+mod room;
 mod txlock;
+mod waiters;
+mod write;
 
 pub use config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_POOL_CAP, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, ShmConfig,
