@@ -39,7 +39,10 @@ pub(crate) async fn send_when_writable(
         .await?;
         match room {
             Ok(()) => match link.try_send(frame) {
-                Err(Error::Full) => {}
+                // Another sender took the room, or what stands in the way
+                // is not what the link waits on (a descriptor window): let
+                // the tasks that free it run before looking again.
+                Err(Error::Full) => tokio::task::yield_now().await,
                 done => return Some(done),
             },
             // This link waits in its own (boxed) future.
