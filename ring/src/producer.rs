@@ -175,6 +175,20 @@ impl Producer {
         Ok(WriteGrant::new(self, slot, len))
     }
 
+    /// Whether a record of `len` payload bytes fits now, without reserving it:
+    /// `Ready(Ok(()))` if so, else `Pending` with `cx` woken when the consumer frees
+    /// room or the ring closes (a spurious wake is possible: poll again). For a
+    /// caller that waits for room inside a future of its own (no future of the
+    /// ring's to keep). Errors as [`try_reserve`](Self::try_reserve) (but `Full`).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub fn poll_room(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        len: usize,
+    ) -> std::task::Poll<Result<()>> {
+        wait::poll_wait(self, cx, |p| Ok(p.poll_space(len)?.map(drop)))
+    }
+
     /// Copies `bytes` into a new record and commits it, or fails at once.
     pub fn try_push(&mut self, bytes: &[u8]) -> Result<()> {
         let mut g = self.try_reserve(bytes.len())?;

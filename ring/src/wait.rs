@@ -235,3 +235,51 @@ pub(crate) async fn wait_async<W: AsyncWaitSide, T>(
         }
     }
 }
+
+/// The poll twin of [`wait_async`], for a caller that keeps no future of the ring's
+/// own (it polls again when woken): `Ready` once `poll` yields (the waiter flag is
+/// lowered), else `Pending` with `cx` registered on the doorbell behind a raised
+/// waiter flag (W1/W2, then a re-check), so the peer's next release rings it. `Spin`
+/// handles never park: their peer never rings, so `cx` is woken at once and the
+/// caller polls again after yielding to its scheduler.
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) fn poll_wait<W: AsyncWaitSide, T>(
+    w: &mut W,
+    cx: &mut std::task::Context<'_>,
+    mut poll: impl FnMut(&mut W) -> Result<Option<T>>,
+) -> std::task::Poll<Result<T>> {
+    use std::task::Poll;
+    let lowered = |w: &W, t: T| {
+        // Raised by an earlier poll that found no room (or a wait dropped since).
+        flag(w.core(), w.side()).store(0, Relaxed);
+        Poll::Ready(Ok(t))
+    };
+    if let Some(t) = poll(w)? {
+        return lowered(w, t);
+    }
+    if !w.policy().notifies() {
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
+    }
+    w.wait_counters().waited();
+    loop {
+        flag(w.core(), w.side()).store(1, Relaxed);
+        // SYNC POINT W1/W2 (SeqCst fence) pairs with N1/N2 (the peer's fence after publish).
+        fence(SeqCst);
+        if let Some(t) = poll(w)? {
+            return lowered(w, t);
+        }
+        let afd = w.async_bell()?;
+        match afd.poll_read_ready(cx) {
+            Poll::Pending => {
+                w.wait_counters().parked();
+                return Poll::Pending;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+            Poll::Ready(Ok(mut guard)) => {
+                guard.get_inner().drain();
+                guard.clear_ready();
+            }
+        }
+    }
+}

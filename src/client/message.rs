@@ -173,11 +173,10 @@ impl<'a> MessageBuilder<'a, NeedsDeliveryMode> {
     pub async fn execute(self) -> Result<()> {
         let call = self.call(Kind::OneWay, 0)?;
         // At once when the link has room (the usual case); else the regular
-        // way, which waits for room within the budget. That way's future
-        // (a timer, the link's send) is boxed: held inline it made this
-        // future 1.2 KB, copied on every call, and a wait allocates anyway.
+        // way, which waits for room within the budget, allocating nothing
+        // (`client::wait`).
         match self.client.try_send_one_way(&call) {
-            Err(Error::Full) => Box::pin(self.client.send_one_way(call)).await,
+            Err(Error::Full) => self.client.send_one_way(call).await,
             done => done,
         }
     }

@@ -225,10 +225,8 @@ impl OneWaySender {
     /// most the sender's timeout.
     async fn write(&self, payload: PayloadRef<'_>, raw_len: usize) -> Result<()> {
         match self.try_write(payload, raw_len) {
-            // Boxed: held inline, the waiting future (a timer, the link's
-            // send) made every send's future 0.8 KB, copied on each call;
-            // a wait allocates anyway.
-            Err(Error::Full) => Box::pin(self.write_waiting(payload, raw_len)).await,
+            // Not boxed: a wait allocates nothing (`client::wait`).
+            Err(Error::Full) => self.write_waiting(payload, raw_len).await,
             done => done,
         }
     }

@@ -22,7 +22,8 @@
 //! - Outbound: [`PeerLink::send`] encodes the [`OutFrame`] (with
 //!   [`OutFrame::encode_into`] or [`OutFrame::to_vec`]) and waits while the
 //!   link is full; [`PeerLink::try_send`] fails with [`Error::Full`](crate::Error::Full)
-//!   instead. Queues are bounded. A broken link fails sends with
+//!   instead, and [`PeerLink::poll_writable`] then lets the caller wait for
+//!   room in its own future, without allocating. Queues are bounded. A broken link fails sends with
 //!   [`Error::PeerLost`](crate::Error::PeerLost), a frame over the limit with
 //!   [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge).
 //! - Inbound frames are checked with [`wire::decode`] against
@@ -63,6 +64,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll};
 
 use crate::handler::PayloadBuf;
 
@@ -173,6 +175,20 @@ pub trait PeerLink: Send + Sync + 'static {
     fn send<'a>(&'a self, frame: OutFrame<'a>) -> BoxFuture<'a, Result<()>>;
     /// Sends one frame or fails at once with `Full` when the link is full.
     fn try_send(&self, frame: OutFrame<'_>) -> Result<()>;
+    /// Waits for room for `frame` after [`try_send`](Self::try_send) failed
+    /// with `Full`, inside the caller's own future (nothing boxed, nothing
+    /// allocated): `Ready(Ok(()))` when the caller should try `try_send`
+    /// again (it may find the link full again if another sender took the
+    /// room; then it polls again); `Pending` with `cx`'s waker registered to
+    /// be woken when room may have freed or the link broke (register, then
+    /// look again: no wake-up may be lost); `Ready(Err(..))` once the link is
+    /// broken. `Ready(Err(Error::Full))` says the link cannot wait this way
+    /// for this frame: the caller sends it with [`send`](Self::send) instead.
+    /// That is the default, so a transport without it keeps working.
+    fn poll_writable(&self, cx: &mut Context<'_>, frame: &OutFrame<'_>) -> Poll<Result<()>> {
+        let _ = (cx, frame);
+        Poll::Ready(Err(crate::Error::Full))
+    }
     /// Sends the frames `frame(i)` for `i` in `from..to`, in order, as one
     /// batch where the transport can (shared memory: written back to back
     /// under one lock and published to the peer together), without waiting:

@@ -42,9 +42,12 @@ mod pump;
 mod reader;
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub(crate) mod rendezvous;
+mod room;
 mod shared;
 mod txlock;
+mod waiters;
 mod watch;
+mod write;
 
 pub use config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_POOL_CAP, DEFAULT_RING_CAPACITY, DEFAULT_SPIN, ShmConfig,

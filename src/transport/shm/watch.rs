@@ -49,6 +49,7 @@ pub(crate) async fn watch_socket(link: Arc<ShmLink>, fds: mpsc::Sender<OwnedFd>)
                 }
                 (MSG_RETURNED, Err(none)) if none.is_empty() => {
                     link.pool.on_returned();
+                    link.wake_senders();
                     continue;
                 }
                 (MSG_ACK, Err(none)) if none.is_empty() => {
