@@ -261,7 +261,12 @@ pub(crate) fn poll_wait<W: AsyncWaitSide, T>(
         cx.waker().wake_by_ref();
         return Poll::Pending;
     }
-    w.wait_counters().waited();
+    // One wait per episode, however often the caller polls within it (a
+    // spurious wake-up, another writer's release): the flag is still
+    // raised from this episode's first poll.
+    if flag(w.core(), w.side()).load(Relaxed) == 0 {
+        w.wait_counters().waited();
+    }
     loop {
         flag(w.core(), w.side()).store(1, Relaxed);
         // SYNC POINT W1/W2 (SeqCst fence) pairs with N1/N2 (the peer's fence after publish).
