@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::auth::AuthSecret;
-use super::config::ZmqConfig;
 use super::dealer::{Dealer, Teardown, Waiter, millis};
 use super::frames::Control;
-use super::gate::Gate;
+pub(crate) use super::io_env::{Env, Settings};
 use super::link::{IoShared, Route, ZmqLink};
-use super::router::RouterSide;
+use super::router::{RouterCore, RouterSide};
 use super::shared::SharedSocket;
 use crate::error::Error;
 use crate::ids::InstanceId;
@@ -39,75 +37,6 @@ pub(crate) enum Command {
     },
 }
 
-/// The settings the I/O thread works with.
-#[derive(Clone, Debug)]
-pub(crate) struct Settings {
-    pub(crate) heartbeat_interval: Duration,
-    pub(crate) heartbeat_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) send_queue: usize,
-    pub(crate) high_water_mark: i32,
-    pub(crate) max_frame: usize,
-    pub(crate) spin: Duration,
-    pub(crate) goodbye_linger: Duration,
-    pub(crate) drain_timeout: Duration,
-    /// The shared secret connections must prove they know, if any.
-    pub(crate) secret: Option<AuthSecret>,
-}
-
-impl Settings {
-    /// From the checked config and the inbox's frame limit.
-    pub(crate) fn new(config: &ZmqConfig, max_frame: usize) -> Self {
-        Self {
-            heartbeat_interval: config.heartbeat_interval,
-            heartbeat_timeout: config.effective_heartbeat_timeout(),
-            connect_timeout: config.connect_timeout,
-            send_queue: config.send_queue,
-            high_water_mark: config.high_water_mark,
-            max_frame,
-            spin: config.spin,
-            goodbye_linger: config.goodbye_linger,
-            drain_timeout: config.drain_timeout,
-            secret: config.auth_secret.clone(),
-        }
-    }
-
-    /// Options every socket gets: no linger, the frame limit, the HWMs.
-    pub(crate) fn apply(&self, socket: &zmq::Socket) -> zmq::Result<()> {
-        socket.set_linger(0)?;
-        socket.set_maxmsgsize(i64::try_from(self.max_frame).unwrap_or(i64::MAX))?;
-        socket.set_sndhwm(self.high_water_mark)?;
-        socket.set_rcvhwm(self.high_water_mark)
-    }
-
-    /// How often heartbeats and deadlines are checked.
-    fn tick(&self) -> Duration {
-        (self.heartbeat_interval / 5).max(Duration::from_millis(1))
-    }
-}
-
-/// What both socket sides need: identity, inbox, settings, control frames.
-pub(crate) struct Env {
-    pub(crate) ctx: zmq::Context,
-    pub(crate) local: InstanceId,
-    pub(crate) inbox: Inbox,
-    pub(crate) settings: Settings,
-    pub(crate) control: Control,
-    pub(crate) shared: Arc<IoShared>,
-    /// Set when a frame went to the application (an invocation or a reply):
-    /// its answer may follow at once, so the I/O thread may spin for it.
-    pub(crate) delivered: bool,
-    next_link_id: u64,
-}
-
-impl Env {
-    /// A fresh link id.
-    pub(crate) fn new_link_id(&mut self) -> u64 {
-        self.next_link_id += 1;
-        self.next_link_id
-    }
-}
-
 /// The I/O thread's state.
 pub(crate) struct IoThread {
     env: Env,
@@ -126,25 +55,16 @@ pub(crate) struct IoThread {
 }
 
 impl IoThread {
-    /// Takes over the bound ROUTER and its context.
+    /// Takes over the bound ROUTER (shared with its reader task through
+    /// `core`) and its context.
     pub(crate) fn new(
         ctx: zmq::Context,
-        router: SharedSocket,
-        local: InstanceId,
-        inbox: Inbox,
-        settings: Settings,
-        shared: Arc<IoShared>,
+        (router, core): (SharedSocket, Arc<RouterCore>),
+        (local, inbox, settings): (InstanceId, Inbox, Settings),
+        (control, shared): (Arc<Control>, Arc<IoShared>),
         commands: mpsc::Receiver<Command>,
     ) -> Self {
         let now = Instant::now();
-        let control = Control::new(local, settings.max_frame);
-        // A client gets its connect timeout to finish a handshake it began.
-        let gate = settings.secret.clone().map(|secret| {
-            Gate::new(
-                secret,
-                settings.connect_timeout.max(settings.heartbeat_timeout),
-            )
-        });
         Self {
             env: Env {
                 ctx,
@@ -154,9 +74,8 @@ impl IoThread {
                 control,
                 shared,
                 delivered: false,
-                next_link_id: 0,
             },
-            router: RouterSide::new(router, gate),
+            router: RouterSide::new(router, core),
             dealers: Vec::new(),
             commands,
             next_tick: now,
@@ -200,7 +119,7 @@ impl IoThread {
             let now = Instant::now();
             self.drain_dirty(now);
             self.drain_commands(now);
-            self.router.retry(&mut self.env, now);
+            self.router.retry(now);
             if now >= self.next_tick {
                 self.next_tick = now + self.env.settings.tick();
                 self.tick(now);
@@ -227,7 +146,7 @@ impl IoThread {
             // Cleared before draining: a frame queued after this re-lists the link.
             link.dirty.swap(false, std::sync::atomic::Ordering::AcqRel);
             match link.route {
-                Route::Reverse(_) => self.router.on_dirty(&mut self.env, &link, now),
+                Route::Reverse(_) => self.router.on_dirty(&link, now),
                 Route::Outbound => self.drain_outbound(&link, now),
             }
         }
@@ -334,7 +253,7 @@ impl IoThread {
             }
         }
         self.remove_downs();
-        self.router.tick(&mut self.env, now);
+        self.env.delivered |= self.router.tick(now);
     }
 
     /// Tears down the DEALERs listed in `downs` (highest index first, so
@@ -386,7 +305,8 @@ impl IoThread {
     /// already wait without the fd saying so) and after waking (the fd firing
     /// means only that libzmq had commands to process).
     fn poll(&mut self, timeout_ms: i64) -> bool {
-        let router_wants = if self.router.readable() {
+        let stopping = self.env.shared.is_shut_down();
+        let router_wants = if self.router.io_reads(stopping) {
             zmq::POLLIN
         } else {
             zmq::PollEvents::empty()
@@ -402,7 +322,6 @@ impl IoThread {
             zmq::POLLIN,
         ));
         items.push(self.router.socket.poll_item(!router_wants.is_empty()));
-        let stopping = self.env.shared.is_shut_down();
         for dealer in &self.dealers {
             let listen = !dealer_wants(dealer, stopping).is_empty();
             items.push(dealer.sockets.socket.poll_item(listen));
@@ -442,7 +361,7 @@ impl IoThread {
             self.env.shared.clear_doorbell();
         }
         if self.ready[1].contains(zmq::POLLIN) {
-            self.router.read(&mut self.env, now, READ_BUDGET);
+            self.env.delivered |= self.router.read(READ_BUDGET);
         }
         for (index, dealer) in self.dealers.iter_mut().enumerate() {
             let (data, monitor) = (self.ready[2 + 2 * index], self.ready[3 + 2 * index]);
@@ -490,7 +409,7 @@ impl IoThread {
             dealer.teardown(&self.env, Teardown::Closed);
         }
         self.env.shared.set_undrained(undrained);
-        self.router.finish(&mut self.env);
+        self.router.finish();
         // Links listed after this point are never drained: drop them now.
         self.env.shared.take_dirty(&mut self.dirty);
         self.dirty.clear();

@@ -90,6 +90,7 @@ mod dealer;
 mod endpoint;
 mod frames;
 mod gate;
+mod io_env;
 mod io_shared;
 mod io_thread;
 mod link;
@@ -99,6 +100,7 @@ mod reader;
 mod router;
 mod scratch;
 mod shared;
+mod task;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -112,8 +114,10 @@ pub use self::config::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_MISSES, DEFAULT_HIGH_WATER_MARK,
     DEFAULT_SEND_QUEUE, DEFAULT_SPIN, ZmqConfig,
 };
+use self::frames::Control;
 use self::io_thread::{Command, IoThread, Settings};
 use self::link::IoShared;
+use self::router::RouterCore;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 use crate::transport::{BoxFuture, BoxedLink, Inbox, LinkEvents, ThinTransport, TransportKind};
@@ -189,17 +193,25 @@ impl ZmqTransport {
         let advertised = endpoint::advertised_endpoint(&bound, config.advertise_host.as_deref())?;
         let router = shared::SharedSocket::new(router)?;
         let shared = Arc::new(IoShared::new(local)?);
+        let control = Arc::new(Control::new(local, settings.max_frame));
+        let both = (Arc::clone(&control), Arc::clone(&shared));
+        let core = RouterCore::new(&router, inbox.clone(), settings.clone(), both);
         let (events, max_frame) = (Arc::clone(&inbox.events), inbox.max_frame);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (done_tx, finished) = watch::channel(false);
         let io_shared = Arc::clone(&shared);
+        let io_core = Arc::clone(&core);
         let thread = std::thread::Builder::new()
             .name("am-zmq-io".to_owned())
             .spawn(move || {
                 // Built here: its reused poll list borrows sockets and is not `Send`.
-                IoThread::new(ctx, router, local, inbox, settings, io_shared, command_rx).run();
+                let env = (local, inbox, settings);
+                let shared = (control, io_shared);
+                IoThread::new(ctx, (router, io_core), env, shared, command_rx).run();
                 let _ = done_tx.send(true);
             })?;
+        // Requests now reach this runtime without crossing the I/O thread.
+        router::start(&core);
         tracing::info!(%local, bound, advertised, "zmq transport listening");
         if config.auth_secret.is_none() && !endpoint::is_local_only(&bound) {
             tracing::warn!(

@@ -74,7 +74,10 @@ impl Dealer {
             Route::Outbound,
             limit,
             env.settings.send_queue,
-            (&self.sockets.socket, Arc::clone(&env.shared)),
+            (
+                (self.sockets.socket.weak(), self.sockets.socket.fd()),
+                Arc::clone(&env.shared),
+            ),
         );
         link.set_trusted(trusted);
         let old = std::mem::replace(
