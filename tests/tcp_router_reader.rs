@@ -220,8 +220,15 @@ async fn a_trusted_request_is_answered_in_place_on_the_runtime() {
     client.replies.wait_for(100).await;
     let calls = server.recorder.calls.lock().clone();
     assert_eq!(calls.len(), 100, "every request ran in place");
-    assert!(calls.iter().all(|(kind, t)| *kind == Kind::Request && t != IO_THREAD));
-    assert!(server.invocations.try_recv().is_err(), "none went to the inbox");
+    assert!(
+        calls
+            .iter()
+            .all(|(kind, t)| *kind == Kind::Request && t != IO_THREAD)
+    );
+    assert!(
+        server.invocations.try_recv().is_err(),
+        "none went to the inbox"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +239,10 @@ async fn an_untrusted_request_never_runs_in_place() {
     serve_inbox(server.invocations, server.id);
     send(&link, client.id, Kind::Request, 1, 50).await;
     client.replies.wait_for(50).await;
-    assert!(server.recorder.calls.lock().is_empty(), "a handler ran in place");
+    assert!(
+        server.recorder.calls.lock().is_empty(),
+        "a handler ran in place"
+    );
 }
 
 #[test]

@@ -42,7 +42,7 @@ impl Dealer {
             return self.come_up(env, limit, false);
         };
         let auth = auth.as_mut()?;
-        match auth.on_pong(&secret, &mut env.control, self.peer, frame) {
+        match auth.on_pong(&secret, &env.control, self.peer, frame) {
             Ok(Handshake::Wait) => None,
             Ok(Handshake::Send(msg)) => {
                 if let Err(err) = self.sockets.socket.lock().send(msg, zmq::DONTWAIT) {
