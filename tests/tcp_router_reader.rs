@@ -271,7 +271,7 @@ fn the_io_thread_reads_the_router_once_the_runtime_that_bound_it_ends() {
 fn a_router_whose_runtime_sleeps_is_read_by_the_io_thread() {
     let quick = config()
         .heartbeat_interval(Duration::from_millis(10))
-        .heartbeat_timeout(Duration::from_millis(40));
+        .heartbeat_timeout(Duration::from_millis(200));
     // The server's reader task lives on a current-thread runtime that only
     // runs inside `block_on`: after this call nothing runs it.
     let sleeping = tokio::runtime::Builder::new_current_thread()
@@ -286,14 +286,21 @@ fn a_router_whose_runtime_sleeps_is_read_by_the_io_thread() {
         .unwrap();
     main.block_on(async {
         let client = node(quick);
-        // The handshake and the requests are read by the I/O thread, and
-        // many heartbeat timeouts pass without the link being lost.
+        // The handshake, the probes of the idle link and the requests are
+        // read by the I/O thread.
         let link = connect(&client, &server).await;
+        let counters = link.counters().expect("zmq links count");
+        let pongs = async {
+            while counters.values().messages_in < 30 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(FAILSAFE, pongs)
+            .await
+            .expect("pongs in time");
         serve_inbox(server.invocations, server.id);
-        for round in 0..20u64 {
-            send(&link, client.id, Kind::Request, 1 + round, 1).await;
-            client.replies.wait_for(round as usize + 1).await;
-        }
+        send(&link, client.id, Kind::Request, 1, 20).await;
+        client.replies.wait_for(20).await;
         assert!(!link.is_closed(), "lost while the server's runtime slept");
     });
     drop(sleeping);
