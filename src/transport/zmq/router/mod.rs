@@ -195,7 +195,11 @@ impl RouterSide {
     /// Reads up to `budget` messages on the I/O thread; returns whether
     /// one went to the application.
     pub(crate) fn read(&mut self, budget: usize) -> bool {
-        self.core.read_batch(false, budget).delivered
+        let delivered = self.core.read_batch(false, budget).delivered;
+        // Our reads may have taken the signal of frames left unread (the
+        // budget ran out): the task must not wait for one.
+        self.core.after_call(&self.socket.lock());
+        delivered
     }
 }
 
