@@ -200,7 +200,7 @@ pub(crate) struct ClientAuth {
 
 impl ClientAuth {
     /// Starts a handshake: our state, and the hello to send (with its id).
-    pub(crate) fn start(control: &mut Control) -> Result<(Self, (MessageId, zmq::Message))> {
+    pub(crate) fn start(control: &Control) -> Result<(Self, (MessageId, zmq::Message))> {
         let nonce = nonce()?;
         let payload = hello_payload(control.max_frame(), &nonce);
         let (hello, msg) = control.auth(false, MessageId(0), &payload);
@@ -219,7 +219,7 @@ impl ClientAuth {
     pub(crate) fn on_pong(
         &mut self,
         secret: &AuthSecret,
-        control: &mut Control,
+        control: &Control,
         server: InstanceId,
         frame: &FrameRef<'_>,
     ) -> std::result::Result<Handshake, &'static str> {

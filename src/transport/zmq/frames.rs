@@ -6,6 +6,8 @@
 //! refuse. Their message ids have the top bit set, keeping them apart from
 //! the runtime's ids.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::ids::{InstanceId, MessageId};
 use crate::wire::{ErrorCode, Header, Kind, flags};
 
@@ -17,7 +19,8 @@ const CONTROL_ID_BIT: u64 = 1 << 63;
 pub(crate) struct Control {
     local: InstanceId,
     max_frame: usize,
-    next: u64,
+    /// Shared by the I/O thread and the ROUTER's reader task.
+    next: AtomicU64,
 }
 
 impl Control {
@@ -26,28 +29,29 @@ impl Control {
         Self {
             local,
             max_frame,
-            next: 0,
+            next: AtomicU64::new(0),
         }
     }
 
-    fn next_id(&mut self) -> MessageId {
-        self.next = self.next.wrapping_add(1) & !CONTROL_ID_BIT;
-        MessageId(CONTROL_ID_BIT | self.next)
+    fn next_id(&self) -> MessageId {
+        // Relaxed: only uniqueness matters; nothing is read through it.
+        let next = self.next.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        MessageId(CONTROL_ID_BIT | (next & !CONTROL_ID_BIT))
     }
 
-    fn header(&mut self, kind: Kind) -> Header {
+    fn header(&self, kind: Kind) -> Header {
         Header::new(kind, self.next_id(), self.local)
     }
 
     /// A heartbeat probe; returns its id (echoed as the pong's correlation id).
-    pub(crate) fn probe(&mut self) -> (MessageId, zmq::Message) {
+    pub(crate) fn probe(&self) -> (MessageId, zmq::Message) {
         let header = self.header(Kind::Heartbeat);
         let limit = (self.max_frame as u64).to_le_bytes();
         (header.message_id, encode(header, "", &limit))
     }
 
     /// The answer to probe `probe` (also sent unasked as a keep-alive).
-    pub(crate) fn pong(&mut self, probe: MessageId) -> zmq::Message {
+    pub(crate) fn pong(&self, probe: MessageId) -> zmq::Message {
         let mut header = self.header(Kind::Heartbeat);
         header.flags = flags::PONG;
         header.correlation_id = probe;
@@ -69,7 +73,7 @@ impl Control {
     /// a heartbeat with flag `AUTH` (and `PONG` from the server) answering
     /// `to` (zero for the opening hello). Returns its id.
     pub(crate) fn auth(
-        &mut self,
+        &self,
         pong: bool,
         to: MessageId,
         payload: &[u8],
@@ -85,13 +89,13 @@ impl Control {
     }
 
     /// A goodbye: we close this link.
-    pub(crate) fn goodbye(&mut self) -> zmq::Message {
+    pub(crate) fn goodbye(&self) -> zmq::Message {
         let header = self.header(Kind::Goodbye);
         encode(header, "", &[])
     }
 
     /// The header of an `Error` answer to the invocation `to`.
-    pub(crate) fn error_header(&mut self, to: &Header, code: ErrorCode) -> Header {
+    pub(crate) fn error_header(&self, to: &Header, code: ErrorCode) -> Header {
         let mut header = self.header(Kind::Error);
         header.correlation_id = to.message_id;
         header.error_code = code as u8;
@@ -99,7 +103,7 @@ impl Control {
     }
 
     /// An `Error` answer to the invocation `to`.
-    pub(crate) fn error(&mut self, to: &Header, code: ErrorCode, text: &str) -> zmq::Message {
+    pub(crate) fn error(&self, to: &Header, code: ErrorCode, text: &str) -> zmq::Message {
         let header = self.error_header(to, code);
         encode(header, "", text.as_bytes())
     }
@@ -142,7 +146,7 @@ mod tests {
     #[test]
     fn control_frames_decode_and_carry_the_limit() {
         let me = InstanceId::new_random();
-        let mut control = Control::new(me, 4096);
+        let control = Control::new(me, 4096);
         let (id, probe) = control.probe();
         let frame = wire::decode(&probe, 4096).unwrap();
         assert_eq!(frame.header.kind, Kind::Heartbeat);

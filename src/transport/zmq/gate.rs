@@ -121,7 +121,7 @@ impl Gate {
     /// Decides about `frame`, from routing id `identity` on connection `conn`.
     pub(crate) fn screen(
         &mut self,
-        control: &mut Control,
+        control: &Control,
         identity: &[u8],
         conn: Option<ConnRef<'_>>,
         frame: &FrameRef<'_>,
@@ -145,7 +145,7 @@ impl Gate {
 
     fn on_hello(
         &mut self,
-        control: &mut Control,
+        control: &Control,
         identity: &[u8],
         conn: Option<ConnRef<'_>>,
         frame: &FrameRef<'_>,
@@ -187,7 +187,7 @@ impl Gate {
 
     fn on_proof(
         &mut self,
-        control: &mut Control,
+        control: &Control,
         identity: &[u8],
         conn: Option<ConnRef<'_>>,
         frame: &FrameRef<'_>,
@@ -280,7 +280,7 @@ impl Gate {
 }
 
 /// A refusal, answered with an `Error` frame when the frame expects one.
-fn refuse(control: &mut Control, frame: &FrameRef<'_>, why: &str) -> Screen {
+fn refuse(control: &Control, frame: &FrameRef<'_>, why: &str) -> Screen {
     let header = &frame.header;
     let answers = expects_reply(header.kind) || header.kind == Kind::Heartbeat;
     Screen::Refuse(answers.then(|| control.error(header, ErrorCode::Refused, why)))

@@ -3,13 +3,14 @@
 //! shutdown and inbound-link bookkeeping.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Weak};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use parking_lot::Mutex;
 
 use super::link::ZmqLink;
+use super::task::ReaderTask;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 
@@ -36,6 +37,10 @@ pub(crate) struct IoShared {
     /// A caller sent a frame directly: the application answered, so the I/O
     /// thread stops spinning for it.
     pub(crate) sent: AtomicBool,
+    /// The ROUTER's reader task on the runtime that bound the transport.
+    pub(crate) router_task: ReaderTask,
+    /// The last link id handed out (unique per transport).
+    link_ids: AtomicU64,
 }
 
 impl IoShared {
@@ -52,7 +57,15 @@ impl IoShared {
             undrained: std::sync::atomic::AtomicUsize::new(0),
             inbound: Mutex::new(HashMap::new()),
             sent: AtomicBool::new(false),
+            router_task: ReaderTask::default(),
+            link_ids: AtomicU64::new(0),
         })
+    }
+
+    /// A fresh link id (for a DEALER or a ROUTER client).
+    pub(crate) fn new_link_id(&self) -> u64 {
+        // Relaxed: only uniqueness matters.
+        self.link_ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Lists a new client's reverse link.
@@ -158,6 +171,8 @@ impl IoShared {
     /// Asks the I/O thread to shut down.
     pub(crate) fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
+        // The I/O thread reads the ROUTER for the shutdown drain.
+        self.router_task.stop();
         self.wake();
     }
 

@@ -3,26 +3,25 @@
 //! Each turn of its loop: take the links that have queued frames (the dirty
 //! list) and move their frames into the sockets, run connect commands, retry a
 //! stalled invocation, run heartbeats and deadlines, then sleep in
-//! `zmq::poll` on the doorbell eventfd, the ROUTER (unless stalled), and
-//! every DEALER and its monitor.
+//! `zmq::poll` on the doorbell eventfd, the ROUTER (unless stalled or read
+//! by its reader task on the runtime), and every DEALER and its monitor.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::auth::AuthSecret;
-use super::config::ZmqConfig;
 use super::dealer::{Dealer, Teardown, Waiter, millis};
 use super::frames::Control;
-use super::gate::Gate;
+pub(crate) use super::io_env::{Env, Settings};
 use super::link::{IoShared, Route, ZmqLink};
-use super::router::RouterSide;
+use super::router::{RouterCore, RouterSide};
 use super::shared::SharedSocket;
 use crate::error::Error;
 use crate::ids::InstanceId;
 use crate::transport::Inbox;
+
+mod poll;
 
 /// Frames read from one socket per turn, so no peer starves the others.
 const READ_BUDGET: usize = 64;
@@ -37,75 +36,6 @@ pub(crate) enum Command {
         endpoint: String,
         reply: Waiter,
     },
-}
-
-/// The settings the I/O thread works with.
-#[derive(Clone, Debug)]
-pub(crate) struct Settings {
-    pub(crate) heartbeat_interval: Duration,
-    pub(crate) heartbeat_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) send_queue: usize,
-    pub(crate) high_water_mark: i32,
-    pub(crate) max_frame: usize,
-    pub(crate) spin: Duration,
-    pub(crate) goodbye_linger: Duration,
-    pub(crate) drain_timeout: Duration,
-    /// The shared secret connections must prove they know, if any.
-    pub(crate) secret: Option<AuthSecret>,
-}
-
-impl Settings {
-    /// From the checked config and the inbox's frame limit.
-    pub(crate) fn new(config: &ZmqConfig, max_frame: usize) -> Self {
-        Self {
-            heartbeat_interval: config.heartbeat_interval,
-            heartbeat_timeout: config.effective_heartbeat_timeout(),
-            connect_timeout: config.connect_timeout,
-            send_queue: config.send_queue,
-            high_water_mark: config.high_water_mark,
-            max_frame,
-            spin: config.spin,
-            goodbye_linger: config.goodbye_linger,
-            drain_timeout: config.drain_timeout,
-            secret: config.auth_secret.clone(),
-        }
-    }
-
-    /// Options every socket gets: no linger, the frame limit, the HWMs.
-    pub(crate) fn apply(&self, socket: &zmq::Socket) -> zmq::Result<()> {
-        socket.set_linger(0)?;
-        socket.set_maxmsgsize(i64::try_from(self.max_frame).unwrap_or(i64::MAX))?;
-        socket.set_sndhwm(self.high_water_mark)?;
-        socket.set_rcvhwm(self.high_water_mark)
-    }
-
-    /// How often heartbeats and deadlines are checked.
-    fn tick(&self) -> Duration {
-        (self.heartbeat_interval / 5).max(Duration::from_millis(1))
-    }
-}
-
-/// What both socket sides need: identity, inbox, settings, control frames.
-pub(crate) struct Env {
-    pub(crate) ctx: zmq::Context,
-    pub(crate) local: InstanceId,
-    pub(crate) inbox: Inbox,
-    pub(crate) settings: Settings,
-    pub(crate) control: Control,
-    pub(crate) shared: Arc<IoShared>,
-    /// Set when a frame went to the application (an invocation or a reply):
-    /// its answer may follow at once, so the I/O thread may spin for it.
-    pub(crate) delivered: bool,
-    next_link_id: u64,
-}
-
-impl Env {
-    /// A fresh link id.
-    pub(crate) fn new_link_id(&mut self) -> u64 {
-        self.next_link_id += 1;
-        self.next_link_id
-    }
 }
 
 /// The I/O thread's state.
@@ -126,25 +56,16 @@ pub(crate) struct IoThread {
 }
 
 impl IoThread {
-    /// Takes over the bound ROUTER and its context.
+    /// Takes over the bound ROUTER (shared with its reader task through
+    /// `core`) and its context.
     pub(crate) fn new(
         ctx: zmq::Context,
-        router: SharedSocket,
-        local: InstanceId,
-        inbox: Inbox,
-        settings: Settings,
-        shared: Arc<IoShared>,
+        (router, core): (SharedSocket, Arc<RouterCore>),
+        (local, inbox, settings): (InstanceId, Inbox, Settings),
+        (control, shared): (Arc<Control>, Arc<IoShared>),
         commands: mpsc::Receiver<Command>,
     ) -> Self {
         let now = Instant::now();
-        let control = Control::new(local, settings.max_frame);
-        // A client gets its connect timeout to finish a handshake it began.
-        let gate = settings.secret.clone().map(|secret| {
-            Gate::new(
-                secret,
-                settings.connect_timeout.max(settings.heartbeat_timeout),
-            )
-        });
         Self {
             env: Env {
                 ctx,
@@ -154,9 +75,8 @@ impl IoThread {
                 control,
                 shared,
                 delivered: false,
-                next_link_id: 0,
             },
-            router: RouterSide::new(router, gate),
+            router: RouterSide::new(router, core),
             dealers: Vec::new(),
             commands,
             next_tick: now,
@@ -200,7 +120,7 @@ impl IoThread {
             let now = Instant::now();
             self.drain_dirty(now);
             self.drain_commands(now);
-            self.router.retry(&mut self.env, now);
+            self.router.retry(now);
             if now >= self.next_tick {
                 self.next_tick = now + self.env.settings.tick();
                 self.tick(now);
@@ -227,7 +147,7 @@ impl IoThread {
             // Cleared before draining: a frame queued after this re-lists the link.
             link.dirty.swap(false, std::sync::atomic::Ordering::AcqRel);
             match link.route {
-                Route::Reverse(_) => self.router.on_dirty(&mut self.env, &link, now),
+                Route::Reverse(_) => self.router.on_dirty(&link, now),
                 Route::Outbound => self.drain_outbound(&link, now),
             }
         }
@@ -334,7 +254,7 @@ impl IoThread {
             }
         }
         self.remove_downs();
-        self.router.tick(&mut self.env, now);
+        self.env.delivered |= self.router.tick(now);
     }
 
     /// Tears down the DEALERs listed in `downs` (highest index first, so
@@ -345,126 +265,6 @@ impl IoThread {
         for (index, why) in self.downs.drain(..) {
             let dealer = self.dealers.swap_remove(index);
             dealer.teardown(&self.env, why);
-        }
-    }
-
-    /// Milliseconds `zmq::poll` may sleep (0: don't).
-    fn poll_timeout(&mut self, now: Instant) -> i64 {
-        if self.env.shared.take_sent() {
-            // The application answered straight into a socket; what comes
-            // next is a network round trip away.
-            self.spin_until = None;
-        }
-        if self.spin_until.is_some_and(|until| now < until) {
-            return 0;
-        }
-        self.spin_until = None;
-        let mut wake_at = self.next_tick;
-        for deadline in self.dealers.iter().filter_map(Dealer::deadline) {
-            wake_at = wake_at.min(deadline);
-        }
-        if self.router.needs_retry() {
-            wake_at = wake_at.min(now + RETRY);
-        }
-        // Arm the doorbell, then look once more for work queued meanwhile.
-        if self.env.shared.arm() || !self.commands.is_empty() {
-            return 0;
-        }
-        let left = wake_at.saturating_duration_since(now);
-        if left.is_zero() {
-            0
-        } else {
-            // Round up: a sub-millisecond wait must not become a busy loop.
-            i64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
-        }
-    }
-
-    /// Polls every socket; returns whether anything is ready.
-    ///
-    /// Sockets are polled by their `ZMQ_FD`, which callers' direct sends may
-    /// reset, so `ZMQ_EVENTS` decides: read before sleeping (a message may
-    /// already wait without the fd saying so) and after waking (the fd firing
-    /// means only that libzmq had commands to process).
-    fn poll(&mut self, timeout_ms: i64) -> bool {
-        let router_wants = if self.router.readable() {
-            zmq::POLLIN
-        } else {
-            zmq::PollEvents::empty()
-        };
-        let timeout_ms = if timeout_ms != 0 && self.sockets_ready(router_wants) {
-            0
-        } else {
-            timeout_ms
-        };
-        let mut items: Vec<zmq::PollItem<'_>> = std::mem::take(&mut self.poll_items);
-        items.push(zmq::PollItem::from_fd(
-            self.env.shared.doorbell().as_raw_fd(),
-            zmq::POLLIN,
-        ));
-        items.push(self.router.socket.poll_item(!router_wants.is_empty()));
-        let stopping = self.env.shared.is_shut_down();
-        for dealer in &self.dealers {
-            let listen = !dealer_wants(dealer, stopping).is_empty();
-            items.push(dealer.sockets.socket.poll_item(listen));
-            items.push(dealer.sockets.events.as_poll_item(zmq::POLLIN));
-        }
-        let result = zmq::poll(&mut items, timeout_ms);
-        self.env.shared.disarm();
-        self.ready.clear();
-        self.ready.push(items[0].get_revents());
-        self.ready.push(self.router.socket.ready(router_wants));
-        for (index, dealer) in self.dealers.iter().enumerate() {
-            self.ready
-                .push(dealer.ready(dealer_wants(dealer, stopping)));
-            self.ready.push(items[3 + 2 * index].get_revents());
-        }
-        self.poll_items = recycle(items);
-        if let Err(err) = result {
-            tracing::warn!(%err, "zmq: poll failed");
-        }
-        self.ready.iter().any(|events| !events.is_empty())
-    }
-
-    /// Whether a socket already has what the I/O thread waits for.
-    fn sockets_ready(&self, router_wants: zmq::PollEvents) -> bool {
-        let stopping = self.env.shared.is_shut_down();
-        !self.router.socket.ready(router_wants).is_empty()
-            || self
-                .dealers
-                .iter()
-                .any(|dealer| !dealer.ready(dealer_wants(dealer, stopping)).is_empty())
-    }
-
-    /// Serves whatever `poll` found ready.
-    fn handle_ready(&mut self) {
-        let now = Instant::now();
-        if self.ready[0].contains(zmq::POLLIN) {
-            self.env.shared.clear_doorbell();
-        }
-        if self.ready[1].contains(zmq::POLLIN) {
-            self.router.read(&mut self.env, now, READ_BUDGET);
-        }
-        for (index, dealer) in self.dealers.iter_mut().enumerate() {
-            let (data, monitor) = (self.ready[2 + 2 * index], self.ready[3 + 2 * index]);
-            let mut down = None;
-            if data.contains(zmq::POLLIN) {
-                down = dealer.read(&mut self.env, now, &mut self.body, READ_BUDGET);
-            }
-            if down.is_none() && data.contains(zmq::POLLOUT) {
-                down = dealer.flush(now);
-            }
-            if down.is_none() && monitor.contains(zmq::POLLIN) {
-                down = dealer.read_monitor(&mut self.body);
-            }
-            if let Some(down) = down {
-                self.downs.push((index, down));
-            }
-        }
-        self.remove_downs();
-        if std::mem::take(&mut self.env.delivered) && !self.env.settings.spin.is_zero() {
-            // A direct send from before this delivery does not answer it.
-            self.env.shared.take_sent();
-            self.spin_until = Some(now + self.env.settings.spin);
         }
     }
 
@@ -490,7 +290,7 @@ impl IoThread {
             dealer.teardown(&self.env, Teardown::Closed);
         }
         self.env.shared.set_undrained(undrained);
-        self.router.finish(&mut self.env);
+        self.router.finish();
         // Links listed after this point are never drained: drop them now.
         self.env.shared.take_dirty(&mut self.dirty);
         self.dirty.clear();
@@ -499,28 +299,4 @@ impl IoThread {
         // Dropping `self` closes the sockets, then the context waits for the
         // goodbyes to leave (at most the linger).
     }
-}
-
-/// What the I/O thread waits for on a DEALER: frames unless the link's
-/// reader task reads them (`reader`), and room while a frame is blocked.
-fn dealer_wants(dealer: &Dealer, stopping: bool) -> zmq::PollEvents {
-    let mut wants = zmq::PollEvents::empty();
-    if dealer.io_reads(stopping) {
-        wants |= zmq::POLLIN;
-    }
-    if dealer.wants_pollout() {
-        wants |= zmq::POLLOUT;
-    }
-    wants
-}
-
-/// Empties a poll list and gives its allocation back for the next turn.
-fn recycle(mut items: Vec<zmq::PollItem<'_>>) -> Vec<zmq::PollItem<'static>> {
-    items.clear();
-    // Collecting an empty `vec::IntoIter` into an element type of the same
-    // layout reuses the allocation (in-place iteration).
-    items
-        .into_iter()
-        .map(|_| -> zmq::PollItem<'static> { unreachable!("the list was just cleared") })
-        .collect()
 }

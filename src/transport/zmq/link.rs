@@ -9,12 +9,16 @@ use std::sync::{Arc, Weak};
 pub(crate) use super::io_shared::IoShared;
 use super::queue::{FrameQueue, PushError};
 use super::reader::RxShared;
-use super::shared::{SharedSocket, send_direct};
+use super::shared::send_direct;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 use crate::stats::LinkCounters;
 use crate::transport::{BoxFuture, OutFrame, PeerLink, TransportKind};
 use crate::wire::Kind;
+
+/// The socket a link sends on (gone once the I/O thread closed it) and its
+/// `ZMQ_FD`.
+pub(crate) type SocketRef = (Weak<parking_lot::Mutex<zmq::Socket>>, std::os::fd::RawFd);
 
 /// Which side of the connection a link sends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +78,7 @@ impl ZmqLink {
         route: Route,
         max_frame: usize,
         capacity: usize,
-        (socket, io): (&SharedSocket, Arc<IoShared>),
+        ((socket, socket_fd), io): (SocketRef, Arc<IoShared>),
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
@@ -88,8 +92,8 @@ impl ZmqLink {
             close_requested: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             queue: FrameQueue::new(capacity),
-            socket: socket.weak(),
-            socket_fd: socket.fd(),
+            socket,
+            socket_fd,
             rx: RxShared::default(),
             io,
             counters: LinkCounters::default(),
@@ -224,7 +228,10 @@ impl ZmqLink {
         self.io.sent.store(true, Ordering::Relaxed);
         // Our send may have taken the readiness its reader sleeps on: the
         // link's reader task, or else the I/O thread.
-        let task = self.route == Route::Outbound && self.rx.kick_if_reading(readable);
+        let task = match self.route {
+            Route::Outbound => self.rx.kick_if_reading(readable),
+            Route::Reverse(_) => self.io.router_task.kick_if_reading(readable),
+        };
         if !task && readable.contains(zmq::POLLIN) {
             self.io.wake();
         }
@@ -243,6 +250,36 @@ impl ZmqLink {
         let Err(msg) = self.try_direct(frame.header.kind, msg) else {
             return Ok(());
         };
+        let len = msg.len();
+        self.queue
+            .push(msg)
+            .await
+            .map_err(|_| self.closed_error())?;
+        self.queued(len);
+        Ok(())
+    }
+
+    /// Sends an in-place handler's reply now: directly, or through the
+    /// queue; gives the encoded message back when the queue is full (the
+    /// reader queues it with [`Self::queue_msg`] before it reads on).
+    pub(crate) fn reply_now(&self, frame: OutFrame<'_>) -> Result<Option<zmq::Message>> {
+        let msg = self.encode(&frame)?;
+        let Err(msg) = self.try_direct(frame.header.kind, msg) else {
+            return Ok(None);
+        };
+        let len = msg.len();
+        match self.queue.try_push(msg) {
+            Ok(()) => {
+                self.queued(len);
+                Ok(None)
+            }
+            Err(PushError::Full(msg)) => Ok(Some(msg)),
+            Err(PushError::Closed(_)) => Err(self.closed_error()),
+        }
+    }
+
+    /// Queues an encoded message, waiting for room.
+    pub(crate) async fn queue_msg(&self, msg: zmq::Message) -> Result<()> {
         let len = msg.len();
         self.queue
             .push(msg)

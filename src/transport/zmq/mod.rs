@@ -2,8 +2,8 @@
 //!
 //! # Sockets and threads
 //! One dedicated I/O thread (a `std::thread`) owns every socket of a
-//! transport: it reads the ROUTER, runs handshakes, heartbeats and the
-//! monitors. A caller encodes its frame straight into a `zmq::Message` and,
+//! transport: it runs handshakes, heartbeats and the monitors, and reads
+//! the sockets whose reader task does not (see below). A caller encodes its frame straight into a `zmq::Message` and,
 //! for anything that waits for an answer (requests, replies), sends it into
 //! the socket itself (a DEALER, or the ROUTER for a reverse link): libzmq
 //! sockets may change threads when every use is serialized with a full
@@ -14,9 +14,10 @@
 //! I/O thread, which sends it when there is room. Once an outbound link is
 //! up, a reader task on the runtime that connected it reads its DEALER
 //! (`reader`): tokio's reactor watches the socket's `ZMQ_FD`, so a reply
-//! wakes the runtime straight from libzmq's I/O thread. The I/O thread
-//! polls the sockets' `ZMQ_FD`s and decides by `ZMQ_EVENTS` (see `shared`
-//! for why).
+//! wakes the runtime straight from libzmq's I/O thread. The ROUTER is read
+//! likewise by a reader task on the runtime that bound the transport
+//! (`router::task`). The I/O thread polls the sockets' `ZMQ_FD`s and
+//! decides by `ZMQ_EVENTS` (see `shared` for why).
 //!
 //! - **Inbound**: one ROUTER bound on the endpoint (`ROUTER_MANDATORY`,
 //!   `ROUTER_HANDOVER`, `MAXMSGSIZE`). Invocations (`OneWay`, `Confirm`,
@@ -61,12 +62,14 @@
 //! Binding beyond loopback without a secret logs a warning.
 //!
 //! # Latency
-//! A frame leaves from the caller's own thread, as with raw libzmq, and a
-//! reply on an outbound link is read on the caller's runtime (its reader
-//! task), so neither direction of a call crosses our I/O thread. Inbound
-//! invocations still do (the ROUTER is read by the I/O thread, which hands
-//! them to the dispatcher). After it handed a frame to the application,
-//! the I/O thread keeps polling for [`ZmqConfig::spin`] (50 µs by default,
+//! A frame leaves from the caller's own thread, as with raw libzmq, a reply
+//! on an outbound link is read on the caller's runtime (its reader task),
+//! and an invocation on the server's runtime (the ROUTER's reader task),
+//! so no direction of a call crosses our I/O thread; on an authenticated
+//! link a synchronous handler runs in place on that task and its reply
+//! leaves from the thread that read the request. After the I/O thread
+//! itself handed a frame to the application (when it reads for a task that
+//! cannot), it keeps polling for [`ZmqConfig::spin`] (50 µs by default,
 //! yielding the CPU on every empty pass) until the application answers (a
 //! direct send ends the spin), so a frame that follows at once needs no
 //! wake-up. Idle links never spin.
@@ -90,6 +93,7 @@ mod dealer;
 mod endpoint;
 mod frames;
 mod gate;
+mod io_env;
 mod io_shared;
 mod io_thread;
 mod link;
@@ -99,6 +103,7 @@ mod reader;
 mod router;
 mod scratch;
 mod shared;
+mod task;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -112,8 +117,10 @@ pub use self::config::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_MISSES, DEFAULT_HIGH_WATER_MARK,
     DEFAULT_SEND_QUEUE, DEFAULT_SPIN, ZmqConfig,
 };
+use self::frames::Control;
 use self::io_thread::{Command, IoThread, Settings};
 use self::link::IoShared;
+use self::router::RouterCore;
 use crate::error::{Error, Result};
 use crate::ids::InstanceId;
 use crate::transport::{BoxFuture, BoxedLink, Inbox, LinkEvents, ThinTransport, TransportKind};
@@ -189,17 +196,25 @@ impl ZmqTransport {
         let advertised = endpoint::advertised_endpoint(&bound, config.advertise_host.as_deref())?;
         let router = shared::SharedSocket::new(router)?;
         let shared = Arc::new(IoShared::new(local)?);
+        let control = Arc::new(Control::new(local, settings.max_frame));
+        let both = (Arc::clone(&control), Arc::clone(&shared));
+        let core = RouterCore::new(&router, inbox.clone(), settings.clone(), both);
         let (events, max_frame) = (Arc::clone(&inbox.events), inbox.max_frame);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (done_tx, finished) = watch::channel(false);
         let io_shared = Arc::clone(&shared);
+        let io_core = Arc::clone(&core);
         let thread = std::thread::Builder::new()
             .name("am-zmq-io".to_owned())
             .spawn(move || {
                 // Built here: its reused poll list borrows sockets and is not `Send`.
-                IoThread::new(ctx, router, local, inbox, settings, io_shared, command_rx).run();
+                let env = (local, inbox, settings);
+                let shared = (control, io_shared);
+                IoThread::new(ctx, (router, io_core), env, shared, command_rx).run();
                 let _ = done_tx.send(true);
             })?;
+        // Requests now reach this runtime without crossing the I/O thread.
+        router::start(&core);
         tracing::info!(%local, bound, advertised, "zmq transport listening");
         if config.auth_secret.is_none() && !endpoint::is_local_only(&bound) {
             tracing::warn!(

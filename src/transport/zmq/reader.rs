@@ -30,15 +30,15 @@
 //! [`RxShared`]), a goodbye handed to the I/O thread, an invocation (never
 //! valid on this side) refused.
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Notify;
 
 use super::frames::{expects_reply, refusal};
 use super::link::ZmqLink;
+use super::task::ReaderTask;
 use crate::transport::LinkEvents;
 use crate::wire::{self, FrameRef, Kind, flags};
 
@@ -54,12 +54,8 @@ pub(crate) struct RxShared {
     last_pong: AtomicU64,
     /// The peer said goodbye.
     goodbye: AtomicBool,
-    /// A reader task reads the DEALER; the I/O thread leaves its input alone.
-    task: AtomicBool,
-    /// Tells the reader task to end (the link was torn down).
-    stop: Notify,
-    /// Tells the reader task a message waits that fired no signal.
-    kick: Notify,
+    /// The reader task: while it reads, the I/O thread leaves the input alone.
+    task: ReaderTask,
     /// The I/O thread waits for room in the DEALER (a blocked frame).
     wants_room: AtomicBool,
     /// Held by whoever reads (and routes) a batch, so frames are routed in
@@ -70,9 +66,7 @@ pub(crate) struct RxShared {
 impl RxShared {
     /// Whether a reader task reads the DEALER now.
     pub(crate) fn task_reads(&self) -> bool {
-        // Acquire: pairs with the Release in `end_task`, so once the I/O
-        // thread sees the task gone it reads whatever the task left.
-        self.task.load(Ordering::Acquire)
+        self.task.reads()
     }
 
     /// Frames read so far (the I/O thread compares it with what it saw).
@@ -108,12 +102,7 @@ impl RxShared {
     /// waiting: wakes the reader task if one reads (see the module docs).
     /// Returns whether one does.
     pub(crate) fn kick_if_reading(&self, events: zmq::PollEvents) -> bool {
-        let reading = self.task_reads();
-        if reading && events.contains(zmq::POLLIN) {
-            // Keeps a permit when the task is not waiting yet.
-            self.kick.notify_one();
-        }
-        reading
+        self.task.kick_if_reading(events)
     }
 
     /// Records whether the I/O thread waits for room to send.
@@ -124,8 +113,7 @@ impl RxShared {
 
     /// Asks the reader task, if any, to end (the link is gone).
     pub(crate) fn stop(&self) {
-        // `notify_one` keeps a permit, so a task not waiting yet still sees it.
-        self.stop.notify_one();
+        self.task.stop();
     }
 }
 
@@ -247,9 +235,7 @@ pub(crate) fn read_up(
 /// runtime, once per link. Without a runtime that drives I/O, or when the
 /// socket is gone, nothing starts and the I/O thread keeps reading.
 pub(crate) fn start(link: &Arc<ZmqLink>, events: &Arc<dyn LinkEvents>, max_frame: usize) {
-    // AcqRel: one caller wins the start; the Release half pairs with the
-    // I/O thread's Acquire in `task_reads`.
-    if link.is_closed_now() || link.rx.task.swap(true, Ordering::AcqRel) {
+    if link.is_closed_now() || !link.rx.task.begin() {
         return;
     }
     let fd = match watch(link) {
@@ -275,28 +261,11 @@ pub(crate) fn start(link: &Arc<ZmqLink>, events: &Arc<dyn LinkEvents>, max_frame
 
 /// Registers a duplicate of the DEALER's `ZMQ_FD` with the current runtime.
 fn watch(link: &ZmqLink) -> std::io::Result<AsyncFd<OwnedFd>> {
-    tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
     // Held while the fd is duplicated: the socket (and its fd) stays open.
     let socket = link
         .socket()
         .ok_or_else(|| std::io::Error::other("socket closed"))?;
-    // SAFETY: `socket_fd` is the `ZMQ_FD` of the socket held open just
-    // above until after the duplicate is made; it is only borrowed for that.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(link.socket_fd()) };
-    let owned = borrowed.try_clone_to_owned();
-    drop(socket);
-    let owned = owned?;
-    // tokio panics when the runtime does not drive I/O (built without
-    // `enable_io`); the I/O thread then keeps reading instead.
-    let register = || {
-        // SAFETY: the `AsyncFd` takes the `OwnedFd` (our own duplicate),
-        // which therefore stays open and refers to the same eventfd for the
-        // `AsyncFd`'s whole life, and `as_raw_fd` always returns it.
-        unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
-    };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(register))
-        .map_err(|_| std::io::Error::other("the runtime does not drive I/O"))?
-        .map_err(std::io::Error::from)
+    super::task::watch(&socket, link.socket_fd())
 }
 
 /// The reader loop: read what is there, then wait for the fd to fire.
@@ -312,8 +281,8 @@ async fn run(link: &ZmqLink, fd: &AsyncFd<OwnedFd>, rx: (&dyn LinkEvents, usize)
     loop {
         let mut guard = tokio::select! {
             biased;
-            () = link.rx.stop.notified() => return,
-            () = link.rx.kick.notified() => {
+            () = link.rx.task.stop.notified() => return,
+            () = link.rx.task.kick.notified() => {
                 // A message that fired no signal: read it, keep readiness.
                 if read_all(link, rx).await.is_none() {
                     return;
@@ -380,8 +349,7 @@ impl Drop for TaskGuard {
 
 /// The task no longer reads: the I/O thread takes the DEALER back.
 fn end_task(link: &ZmqLink) {
-    // Release: pairs with the Acquire in `task_reads`.
-    link.rx.task.store(false, Ordering::Release);
+    link.rx.task.end();
     link.wake_io();
 }
 

@@ -42,7 +42,7 @@ impl Dealer {
             return self.come_up(env, limit, false);
         };
         let auth = auth.as_mut()?;
-        match auth.on_pong(&secret, &mut env.control, self.peer, frame) {
+        match auth.on_pong(&secret, &env.control, self.peer, frame) {
             Ok(Handshake::Wait) => None,
             Ok(Handshake::Send(msg)) => {
                 if let Err(err) = self.sockets.socket.lock().send(msg, zmq::DONTWAIT) {
@@ -74,7 +74,10 @@ impl Dealer {
             Route::Outbound,
             limit,
             env.settings.send_queue,
-            (&self.sockets.socket, Arc::clone(&env.shared)),
+            (
+                (self.sockets.socket.weak(), self.sockets.socket.fd()),
+                Arc::clone(&env.shared),
+            ),
         );
         link.set_trusted(trusted);
         let old = std::mem::replace(

@@ -112,7 +112,7 @@ impl Dealer {
         // With a secret the opening probe is a hello (`auth::ClientAuth`).
         let (auth, (probe, msg)) = match &env.settings.secret {
             Some(_) => {
-                let (auth, hello) = ClientAuth::start(&mut env.control)?;
+                let (auth, hello) = ClientAuth::start(&env.control)?;
                 (Some(auth), hello)
             }
             None => (None, env.control.probe()),

@@ -1,28 +1,51 @@
 //! The inbound side: one ROUTER, a reverse link per client routing id, and
-//! the backpressure stall. Runs on the I/O thread only.
+//! the backpressure stall.
+//!
+//! The ROUTER is read by a reader task on the runtime that bound the
+//! transport (`task`), the way an outbound link's reader task reads its
+//! DEALER, so a request wakes that runtime straight from libzmq's I/O
+//! thread and a handler run in place answers from the thread that read the
+//! request. The I/O thread owns the socket and does the rest: heartbeats
+//! and silence, replies that found the client's pipe full, the retry of a
+//! stalled invocation, goodbyes, and the reading itself before the task
+//! starts, once it ended (its runtime shut down), during the shutdown
+//! drain, and when input waited a whole heartbeat tick unread (the task's
+//! runtime is not running).
+//!
+//! What both readers share is a [`RouterCore`]: the clients, the gate and
+//! the stall behind a short-held mutex, and the read buffers and inbound
+//! router behind a reading lock held over a batch, so frames are routed in
+//! the order they were read whoever reads them.
 //!
 //! Reverse links are closed when their client says goodbye, stays silent past
 //! the heartbeat timeout, or becomes unroutable; `on_link_lost` is reserved
 //! for outbound links, so none of these calls it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
 
-use tokio::sync::mpsc::error::TrySendError;
+use parking_lot::Mutex;
 
+mod read;
 mod send;
+mod task;
+mod timers;
 
-use super::conn::{ConnRef, RawMsg};
-use super::frames::{announced_limit, expects_reply};
-use super::gate::{Admission, Gate, Screen};
-use super::io_thread::Env;
-use super::link::{Route, ZmqLink};
-use super::shared::{RouteError, SharedSocket, route};
-use crate::ids::{InstanceId, MessageId};
-use crate::runtime::router::{Frame, Inline, Routed, Router};
-use crate::transport::{BoxedLink, Inbound, OutFrame};
-use crate::wire::{self, ErrorCode, FrameRef, Header, Kind, ProtocolError, flags};
+pub(crate) use self::task::start;
+
+use super::conn::RawMsg;
+use super::frames::Control;
+use super::gate::Gate;
+use super::io_env::Settings;
+use super::link::{IoShared, ZmqLink};
+use super::shared::SharedSocket;
+use crate::ids::InstanceId;
+use crate::runtime::router::Router;
+use crate::transport::{Inbound, Inbox};
+use crate::wire::Header;
 
 /// One client that called us, keyed by its routing id.
 struct Client {
@@ -38,9 +61,8 @@ struct Client {
 /// of the rest, and the first part's header if it was readable.
 type BadShape = (usize, usize, Option<Header>);
 
-/// The ROUTER socket and everything known about its clients.
-pub(crate) struct RouterSide {
-    pub(crate) socket: SharedSocket,
+/// The clients and what is owed to them; held briefly by either reader.
+struct State {
     clients: HashMap<Box<[u8]>, Client>,
     /// Authentication, when a secret is configured.
     gate: Option<Gate>,
@@ -48,383 +70,136 @@ pub(crate) struct RouterSide {
     pending: Option<Inbound>,
     /// Clients with a blocked reply (retried on a short timer).
     blocked: usize,
+}
+
+/// What the reader of a batch uses; held over the batch.
+struct Reading {
     identity: zmq::Message,
     body: RawMsg,
+    scratch: zmq::Message,
     /// Routes every frame read (the shared inbound router and its arena).
     router: Router,
 }
 
-impl RouterSide {
-    /// Wraps the bound ROUTER.
-    pub(crate) fn new(socket: SharedSocket, gate: Option<Gate>) -> Self {
-        Self {
-            socket,
-            clients: HashMap::new(),
-            gate,
-            pending: None,
-            blocked: 0,
-            identity: zmq::Message::new(),
-            body: RawMsg::new(),
-            router: Router::new(),
-        }
+/// What the ROUTER's reader task and the I/O thread share.
+pub(crate) struct RouterCore {
+    /// The ROUTER, for as long as the I/O thread keeps it open.
+    socket: Weak<Mutex<zmq::Socket>>,
+    /// Its `ZMQ_FD` (valid while `socket` upgrades).
+    fd: RawFd,
+    state: Mutex<State>,
+    reading: Mutex<Reading>,
+    /// Mirrors `state.pending.is_some()`, read once per message.
+    stalled: AtomicBool,
+    /// Whether a secret is configured (frames carry their connection then).
+    gated: bool,
+    inbox: Inbox,
+    settings: Settings,
+    control: Arc<Control>,
+    shared: Arc<IoShared>,
+}
+
+impl RouterCore {
+    /// The shared side of the bound ROUTER `socket`.
+    pub(crate) fn new(
+        socket: &SharedSocket,
+        inbox: Inbox,
+        settings: Settings,
+        (control, shared): (Arc<Control>, Arc<IoShared>),
+    ) -> Arc<Self> {
+        // A client gets its connect timeout to finish a handshake it began.
+        let gate = settings.secret.clone().map(|secret| {
+            Gate::new(
+                secret,
+                settings.connect_timeout.max(settings.heartbeat_timeout),
+            )
+        });
+        Arc::new(Self {
+            socket: socket.weak(),
+            fd: socket.fd(),
+            gated: gate.is_some(),
+            state: Mutex::new(State {
+                clients: HashMap::new(),
+                gate,
+                pending: None,
+                blocked: 0,
+            }),
+            reading: Mutex::new(Reading {
+                identity: zmq::Message::new(),
+                body: RawMsg::new(),
+                scratch: zmq::Message::new(),
+                router: Router::new(),
+            }),
+            stalled: AtomicBool::new(false),
+            inbox,
+            settings,
+            control,
+            shared,
+        })
     }
 
-    /// Whether the ROUTER may be read (no invocation waiting for room).
-    pub(crate) fn readable(&self) -> bool {
-        self.pending.is_none()
+    /// Whether an invocation waits for room in the inbox (the ROUTER is
+    /// not read meanwhile).
+    pub(crate) fn is_stalled(&self) -> bool {
+        // Acquire: pairs with the Release in `set_pending`.
+        self.stalled.load(Ordering::Acquire)
     }
 
-    /// Whether something must be retried soon (stall or blocked replies).
-    pub(crate) fn needs_retry(&self) -> bool {
-        self.pending.is_some() || self.blocked > 0
+    /// Sets or clears the stalled invocation (under the state lock).
+    fn set_pending(&self, state: &mut State, pending: Option<Inbound>) {
+        // Release: pairs with the Acquire in `is_stalled`.
+        self.stalled.store(pending.is_some(), Ordering::Release);
+        state.pending = pending;
     }
 
-    /// Reads up to `budget` messages, stopping early when the inbox is full.
-    pub(crate) fn read(&mut self, env: &mut Env, now: Instant, budget: usize) {
-        let mut count = 0;
-        while count < budget && self.pending.is_none() {
-            if self
-                .socket
-                .lock()
-                .recv(&mut self.identity, zmq::DONTWAIT)
-                .is_err()
-            {
-                break;
-            }
-            count += 1;
-            if !self.identity.get_more() {
-                continue; // A ROUTER always prefixes the routing id; nothing to answer.
-            }
-            // The body, not the routing id, always carries the connection's
-            // properties (libzmq's `router_t::xhas_in` prefetches ids without).
-            if self
-                .body
-                .recv(&mut self.socket.lock(), zmq::DONTWAIT)
-                .is_err()
-            {
-                break;
-            }
-            let shape = if self.body.more() {
-                let first = self.body.bytes().len();
-                // Keep what the header says (for an answer) before skipping the rest.
-                let header = wire::decode_header(self.body.bytes()).ok();
-                let mut scratch = zmq::Message::new();
-                let rest = skip_more(&self.socket.lock(), &mut scratch);
-                Some((first, rest, header))
-            } else {
-                None
-            };
-            // Lend the buffers out so handling may borrow `self` mutably.
-            let identity = std::mem::replace(&mut self.identity, zmq::Message::new());
-            let body = std::mem::replace(&mut self.body, RawMsg::new());
-            let conn = self.gate.as_ref().and_then(|_| body.conn());
-            self.on_message(env, now, (&identity, conn), body.bytes(), shape);
-            self.identity = identity;
-            self.body = body;
-        }
-    }
-
-    fn on_message(
-        &mut self,
-        env: &mut Env,
-        now: Instant,
-        (identity, conn): (&[u8], Option<ConnRef<'_>>),
-        body: &[u8],
-        shape: Option<BadShape>,
-    ) {
-        let decoded = match shape {
-            Some((first, rest, header)) => Err((
-                ProtocolError::LengthMismatch {
-                    declared: first as u64,
-                    actual: first + rest,
-                },
-                header,
-            )),
-            None => wire::decode(body, env.settings.max_frame)
-                .map_err(|err| (err, wire::decode_header(body).ok())),
-        };
-        let frame = match decoded {
-            Ok(frame) => frame,
-            Err((err, header)) => {
-                let peer = header.map(|h| h.sender).or_else(|| instance_of(identity));
-                tracing::debug!(?peer, %err, "zmq: malformed frame on router");
-                if let Some(client) = self.clients.get(identity) {
-                    client.link.counters.record_protocol_error();
-                }
-                env.inbox.events.on_protocol_error(peer, &err);
-                if let Some(header) = header.filter(|h| expects_reply(h.kind)) {
-                    let answer = env
-                        .control
-                        .error(&header, ErrorCode::Codec, &err.to_string());
-                    self.send_control(identity, answer, now);
-                }
-                return;
-            }
-        };
-        let link = match self.admission(identity, conn, now) {
-            None => self.client(env, identity, &frame, now),
-            Some(Admission::Admitted { peer, limit }) => {
-                self.authenticated_client(env, identity, peer, limit, now)
-            }
-            Some(Admission::Unknown) => {
-                self.screen(env, now, identity, conn, &frame);
-                return;
-            }
-        };
-        link.counters.record_received(body.len());
-        let reply_link = || Arc::clone(&link) as BoxedLink;
-        // Handlers never run on the I/O thread: only cancels are applied here.
-        let routed = self.router.route(
-            &env.inbox,
-            &frame,
-            Frame::borrowed(body),
-            &*link,
-            &reply_link,
-            Inline::CancelOnly,
-        );
-        match routed {
-            Routed::Done => env.delivered = true,
-            Routed::Queue(inbound) => self.deliver(env, inbound),
-            Routed::Control(header) if header.kind == Kind::Goodbye => {
-                tracing::debug!(peer = %header.sender, "zmq: client said goodbye");
-                self.drop_client(identity, "goodbye");
-                if let Some(gate) = &mut self.gate {
-                    gate.forget(identity);
-                }
-            }
-            Routed::Control(header) if !header.has(flags::PONG) => {
-                let pong = env.control.pong(header.message_id);
-                self.send_control(identity, pong, now);
-            }
-            Routed::Control(_) => {}
-        }
-    }
-
-    /// The reverse link for `identity`, made on first contact.
-    fn client(
-        &mut self,
-        env: &mut Env,
-        identity: &[u8],
-        frame: &FrameRef<'_>,
-        now: Instant,
-    ) -> Arc<ZmqLink> {
-        if let Some(client) = self.clients.get_mut(identity) {
-            client.last_seen = now;
-            return Arc::clone(&client.link);
-        }
-        let peer = instance_of(identity).unwrap_or(frame.header.sender);
-        // A handshake probe announces the client's own frame limit.
-        let theirs = (frame.header.kind == Kind::Heartbeat)
-            .then(|| announced_limit(frame.payload))
-            .flatten();
-        self.insert_client(env, identity, peer, theirs, false, now)
-    }
-
-    /// The reverse link of an authenticated connection (made again after the
-    /// client was forgotten for silence: its connection stays admitted).
-    fn authenticated_client(
-        &mut self,
-        env: &mut Env,
-        identity: &[u8],
-        peer: InstanceId,
-        limit: usize,
-        now: Instant,
-    ) -> Arc<ZmqLink> {
-        match self.clients.get_mut(identity) {
-            Some(client) => {
-                client.last_seen = now;
-                Arc::clone(&client.link)
-            }
-            None => self.insert_client(env, identity, peer, Some(limit), true, now),
-        }
-    }
-
-    /// Makes the reverse link of a new client (trusted when its connection
-    /// authenticated).
-    fn insert_client(
-        &mut self,
-        env: &mut Env,
-        identity: &[u8],
-        peer: InstanceId,
-        theirs: Option<usize>,
-        trusted: bool,
-        now: Instant,
-    ) -> Arc<ZmqLink> {
-        let limit = theirs.map_or(env.settings.max_frame, |l| l.min(env.settings.max_frame));
-        let link = ZmqLink::new(
-            env.new_link_id(),
-            peer,
-            Route::Reverse(identity.into()),
-            limit,
-            env.settings.send_queue,
-            (&self.socket, Arc::clone(&env.shared)),
-        );
-        link.set_trusted(trusted);
-        tracing::debug!(%peer, authenticated = trusted, "zmq: new client");
-        env.shared.add_inbound(&link);
-        self.clients.insert(
-            identity.into(),
-            Client {
-                link: Arc::clone(&link),
-                blocked: None,
-                last_seen: now,
-                last_sent: now,
-            },
-        );
-        link
-    }
-
-    /// With a secret, whether the frame's connection is admitted. A routing
-    /// id that authenticated on another connection (a handover, or a
-    /// stranger presenting it) loses its reverse link and must authenticate
-    /// again. `None` without a secret.
-    fn admission(
-        &mut self,
-        identity: &[u8],
-        conn: Option<ConnRef<'_>>,
-        now: Instant,
-    ) -> Option<Admission> {
-        let (admission, replaced) = self.gate.as_mut()?.check(identity, conn, now);
-        if replaced {
-            self.drop_client(identity, "routing id on another connection");
-        }
-        Some(admission)
-    }
-
-    /// Handles a frame from a connection that has not authenticated.
-    fn screen(
-        &mut self,
-        env: &mut Env,
-        now: Instant,
-        identity: &[u8],
-        conn: Option<ConnRef<'_>>,
-        frame: &FrameRef<'_>,
-    ) {
-        let Some(gate) = self.gate.as_mut() else {
-            return;
-        };
-        match gate.screen(&mut env.control, identity, conn, frame, now) {
-            Screen::Reply(msg) => self.send_control(identity, msg, now),
-            Screen::Admit {
-                peer,
-                limit,
-                welcome,
-            } => {
-                // A reverse link from before (same routing id) was not trusted.
-                self.drop_client(identity, "authenticated anew");
-                self.insert_client(env, identity, peer, Some(limit), true, now);
-                self.send_control(identity, welcome, now);
-            }
-            Screen::Refuse(answer) => {
-                let sender = frame.header.sender;
-                tracing::debug!(%sender, kind = ?frame.header.kind, "zmq: frame from an unauthenticated connection refused");
-                env.inbox.events.on_refused(Some(sender));
-                if let Some(answer) = answer {
-                    self.send_control(identity, answer, now);
-                }
-            }
-            Screen::Ignore => {}
-        }
-    }
-
-    fn deliver(&mut self, env: &mut Env, inbound: Inbound) {
-        match env.inbox.invocations.try_send(inbound) {
-            Ok(()) => env.delivered = true,
-            Err(TrySendError::Full(inbound)) => {
-                tracing::trace!("zmq: inbox full, pausing the router");
-                self.pending = Some(inbound);
-            }
-            Err(TrySendError::Closed(inbound)) => refuse_shutting_down(env, &inbound),
-        }
-    }
-
-    /// Retries the stalled invocation and the blocked replies.
-    pub(crate) fn retry(&mut self, env: &mut Env, now: Instant) {
-        if let Some(inbound) = self.pending.take() {
-            match env.inbox.invocations.try_send(inbound) {
-                Ok(()) => {
-                    // Their frames waited in the socket, not in silence.
-                    for client in self.clients.values_mut() {
-                        client.last_seen = now;
-                    }
-                }
-                Err(TrySendError::Full(inbound)) => self.pending = Some(inbound),
-                Err(TrySendError::Closed(inbound)) => refuse_shutting_down(env, &inbound),
-            }
-        }
-        if self.blocked > 0 {
-            let blocked: Vec<Box<[u8]>> = self
-                .clients
-                .iter()
-                .filter(|(_, c)| c.blocked.is_some())
-                .map(|(id, _)| id.clone())
-                .collect();
-            for identity in blocked {
-                self.flush(&identity, now);
-            }
-        }
-    }
-
-    /// Does not count `paused` (time the I/O thread did not run) as silence.
-    pub(crate) fn excuse(&mut self, paused: Duration, now: Instant) {
-        for client in self.clients.values_mut() {
-            client.last_seen = (client.last_seen + paused).min(now);
-        }
-    }
-
-    /// Heartbeats: while we stall on a full inbox (the clients' probes then
-    /// wait unread), a pong to every client we sent nothing for an interval,
-    /// so it hears we live; an idle client otherwise gets pongs only to its
-    /// own probes (docs/wire.md). Then drops clients silent past the
-    /// timeout, except while we stall (their frames wait unread in the socket).
-    pub(crate) fn tick(&mut self, env: &mut Env, now: Instant) {
-        if let Some(gate) = &mut self.gate {
-            gate.expire(now);
-        }
-        let interval = env.settings.heartbeat_interval;
-        let stalled = self.pending.is_some();
-        let mut gone = Vec::new();
-        for (identity, client) in &mut self.clients {
-            let idle = now.saturating_duration_since(client.last_sent) >= interval;
-            if stalled && idle && client.blocked.is_none() {
-                match route(
-                    &self.socket.lock(),
-                    identity,
-                    env.control.pong(MessageId(0)),
-                ) {
-                    Ok(()) => client.last_sent = now,
-                    Err(RouteError::Full(_)) => {}
-                    Err(RouteError::Gone) => gone.push(identity.clone()),
-                }
-            }
-        }
-        if self.pending.is_none() {
-            let timeout = env.settings.heartbeat_timeout;
-            gone.extend(
-                self.clients
-                    .iter()
-                    .filter(|(_, c)| now.saturating_duration_since(c.last_seen) >= timeout)
-                    .map(|(id, _)| id.clone()),
-            );
-        }
-        for identity in gone {
-            self.drop_client(&identity, "silent or unroutable");
+    /// After a call on the ROUTER by a thread other than its reader task:
+    /// kicks the task if a message waits (the call may have taken the
+    /// signal the task sleeps on; see `task`).
+    fn after_call(&self, socket: &zmq::Socket) {
+        if self.shared.router_task.reads() {
+            let events = socket.get_events().unwrap_or(zmq::POLLIN);
+            self.shared.router_task.kick_if_reading(events);
         }
     }
 }
 
-/// Answers an invocation the dispatcher can no longer take (its inbox is
-/// closed) with `ShuttingDown`, through the invocation's own reply link.
-fn refuse_shutting_down(env: &mut Env, inbound: &Inbound) {
-    if !expects_reply(inbound.header.kind) {
-        return;
+/// The I/O thread's side: it owns the socket (dropping it closes it).
+pub(crate) struct RouterSide {
+    pub(crate) socket: SharedSocket,
+    pub(crate) core: Arc<RouterCore>,
+    /// Input was seen waiting at the last tick while the task reads.
+    stale: bool,
+}
+
+impl RouterSide {
+    /// The I/O thread's handle on the ROUTER of `core`.
+    pub(crate) fn new(socket: SharedSocket, core: Arc<RouterCore>) -> Self {
+        Self {
+            socket,
+            core,
+            stale: false,
+        }
     }
-    let header = env
-        .control
-        .error_header(&inbound.header, ErrorCode::ShuttingDown);
-    let answer = OutFrame::bytes(header, "", b"receiver is shutting down");
-    if let Err(err) = inbound.reply_link.try_send(answer) {
-        tracing::debug!(%err, "zmq: could not refuse an invocation");
+
+    /// Whether the I/O thread should read the ROUTER now: no invocation
+    /// waits for room, and no reader task reads it (or shutdown drains).
+    pub(crate) fn io_reads(&self, stopping: bool) -> bool {
+        !self.core.is_stalled() && (stopping || !self.core.shared.router_task.reads())
+    }
+
+    /// Whether something must be retried soon (stall or blocked replies).
+    pub(crate) fn needs_retry(&self) -> bool {
+        self.core.is_stalled() || self.core.state.lock().blocked > 0
+    }
+
+    /// Reads up to `budget` messages on the I/O thread; returns whether
+    /// one went to the application.
+    pub(crate) fn read(&mut self, budget: usize) -> bool {
+        let delivered = self.core.read_batch(false, budget).delivered;
+        // Our reads may have taken the signal of frames left unread (the
+        // budget ran out): the task must not wait for one.
+        self.core.after_call(&self.socket.lock());
+        delivered
     }
 }
 
@@ -432,19 +207,4 @@ fn refuse_shutting_down(env: &mut Env, inbound: &Inbound) {
 fn instance_of(identity: &[u8]) -> Option<InstanceId> {
     let bytes: [u8; 16] = identity.try_into().ok()?;
     Some(InstanceId::from_bytes(bytes))
-}
-
-/// Reads and drops the parts that follow a part flagged "more"; returns
-/// their total size.
-fn skip_more(socket: &zmq::Socket, scratch: &mut zmq::Message) -> usize {
-    let mut extra = 0;
-    loop {
-        if socket.recv(scratch, zmq::DONTWAIT).is_err() {
-            return extra;
-        }
-        extra += scratch.len();
-        if !scratch.get_more() {
-            return extra;
-        }
-    }
 }
