@@ -281,8 +281,16 @@ impl Dispatcher {
         let ctx = self.handler_context(header);
         let handler = &held.handler;
         let slot = &mut held.slot;
-        let call =
-            std::panic::catch_unwind(AssertUnwindSafe(|| handler.call_in_run(slot, ctx, payload)));
+        // A run's first call locks the handler's spare slots as any call
+        // does; from its second on, the run borrows a slot until it ends
+        // (one lock to take it, one to give it back, however long the run),
+        // so a run of one call (a reader that keeps up with a slow sender)
+        // costs no more than before.
+        let first = held.calls == 0;
+        let call = std::panic::catch_unwind(AssertUnwindSafe(|| match first {
+            true => handler.call(ctx, payload),
+            false => handler.call_in_run(slot, ctx, payload),
+        }));
         let failed = match call {
             Ok(HandlerCall::Ready(outcome)) => outcome.err(),
             Ok(HandlerCall::Pending(fut)) => {
