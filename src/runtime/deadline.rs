@@ -28,10 +28,7 @@ fn monotonic_now_us() -> u64 {
 /// Turns an invocation's budget into an absolute monotonic deadline, for a
 /// link whose peer shares this host's clock.
 pub(crate) fn to_monotonic(header: &mut Header) {
-    if header.kind.is_invocation()
-        && header.timeout_us != 0
-        && !header.has(flags::MONOTONIC_DEADLINE)
-    {
+    if needs_deadline(header) {
         header.timeout_us = monotonic_now_us().saturating_add(header.timeout_us);
         header.flags |= flags::MONOTONIC_DEADLINE;
     }
@@ -40,14 +37,22 @@ pub(crate) fn to_monotonic(header: &mut Header) {
 /// [`to_monotonic`] for frames sent together: the clock is read at most once
 /// (at the first frame that needs it), and `now_us` keeps the reading.
 pub(crate) fn to_monotonic_from(header: &mut Header, now_us: &mut Option<u64>) {
-    if header.kind.is_invocation()
-        && header.timeout_us != 0
-        && !header.has(flags::MONOTONIC_DEADLINE)
-    {
+    if needs_deadline(header) {
         let now = *now_us.get_or_insert_with(monotonic_now_us);
         header.timeout_us = now.saturating_add(header.timeout_us);
         header.flags |= flags::MONOTONIC_DEADLINE;
     }
+}
+
+/// Whether the header's budget becomes an absolute deadline: a `Confirm` or
+/// `Request` with a budget, not made absolute yet. A `OneWay` message never
+/// expires (its sender was told it was sent), so its budget travels as it
+/// is, and sending one reads no clock.
+fn needs_deadline(header: &Header) -> bool {
+    header.kind.is_invocation()
+        && header.kind != crate::wire::Kind::OneWay
+        && header.timeout_us != 0
+        && !header.has(flags::MONOTONIC_DEADLINE)
 }
 
 /// The deadline of an invocation that arrived at `received`, if it has one.
@@ -102,6 +107,16 @@ mod tests {
         let mut fresh = request(60_000_000);
         to_monotonic(&mut fresh);
         assert!(!expired(&fresh, deadline_of(&fresh, Instant::now())));
+    }
+
+    #[test]
+    fn a_one_way_budget_is_sent_as_it_is() {
+        let mut h = request(5_000);
+        h.kind = Kind::OneWay;
+        let before = h;
+        to_monotonic(&mut h);
+        to_monotonic_from(&mut h, &mut None);
+        assert_eq!(h, before, "no clock read, no flag");
     }
 
     #[test]
