@@ -11,8 +11,11 @@
 #[allow(dead_code)]
 #[path = "common/counting.rs"]
 mod counting;
+#[path = "common/roles.rs"]
+mod roles;
 
-use std::cell::Cell;
+use roles::{CLIENT, OTHER, ROLE, SERVER, runtime, snapshot};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,26 +30,8 @@ use active_message::{
 use bytes::Bytes;
 use tokio::runtime::Runtime;
 
-/// Which side a thread works for.
-const OTHER: usize = 0;
-const CLIENT: usize = 1;
-const SERVER: usize = 2;
-
-thread_local! {
-    static ROLE: Cell<usize> = const { Cell::new(OTHER) };
-}
-
-static ALLOCATIONS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-
-fn count() {
-    // A thread being torn down has no role left: it counts as other.
-    let role = ROLE.try_with(Cell::get).unwrap_or(OTHER);
-    // Relaxed: a tally, read after the measured messages were handled.
-    ALLOCATIONS[role].fetch_add(1, Ordering::Relaxed);
-}
-
 #[global_allocator]
-static GLOBAL: counting::CountingWith = counting::CountingWith(count);
+static GLOBAL: counting::CountingWith = counting::CountingWith(roles::count);
 
 const WARM_UP: u64 = 300;
 const MESSAGES: u64 = 2000;
@@ -59,19 +44,6 @@ struct Tally {
     sending: u64,
     server: u64,
     other: u64,
-}
-
-fn snapshot() -> [u64; 3] {
-    [0, 1, 2].map(|i| ALLOCATIONS[i].load(Ordering::Relaxed))
-}
-
-fn runtime(role: usize) -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_start(move || ROLE.set(role))
-        .build()
-        .unwrap()
 }
 
 /// The server and client managers, each on its own runtime.

@@ -16,6 +16,10 @@
 #[allow(dead_code)]
 #[path = "common/counting.rs"]
 mod counting;
+#[path = "common/roles.rs"]
+mod roles;
+
+use roles::{CLIENT, OTHER, ROLE, SERVER, runtime, snapshot};
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,19 +37,13 @@ use bytes::Bytes;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 
-/// Which side a thread works for.
-const OTHER: usize = 0;
-const CLIENT: usize = 1;
-const SERVER: usize = 2;
+/// The roles' names, for traces.
 const SIDES: [&str; 3] = ["other", "client", "server"];
 
 thread_local! {
-    static ROLE: Cell<usize> = const { Cell::new(OTHER) };
     /// Set while this thread records a trace (its own allocations are not traced).
     static TRACING: Cell<bool> = const { Cell::new(false) };
 }
-
-static ALLOCATIONS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 /// Whether allocations are being traced now.
 static TRACE: AtomicBool = AtomicBool::new(false);
 static TRACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -56,13 +54,11 @@ fn count() {
     if TRACING.try_with(Cell::get) == Ok(true) {
         return;
     }
-    // A thread being torn down has no role left: it counts as other.
-    let role = ROLE.try_with(Cell::get).unwrap_or(OTHER);
-    // Relaxed: a tally, read after the measured messages were handled.
-    ALLOCATIONS[role].fetch_add(1, Ordering::Relaxed);
+    roles::count();
     // Relaxed: switched on and off between stretches by the test's thread.
     if TRACE.load(Ordering::Relaxed) && TRACING.try_with(|t| !t.replace(true)) == Ok(true) {
-        record(role);
+        // A thread being torn down has no role left: it counts as other.
+        record(ROLE.try_with(Cell::get).unwrap_or(OTHER));
         TRACING.set(false);
     }
 }
@@ -107,19 +103,6 @@ const BACKGROUND: u64 = 8;
 /// I/O thread has taken half the queue (512 frames by default), so a stream
 /// that outruns it waits about once per 512 messages, not once per message.
 const CLIENT_WAITS: u64 = MESSAGES / 200;
-
-fn snapshot() -> [u64; 3] {
-    [0, 1, 2].map(|i| ALLOCATIONS[i].load(Ordering::Relaxed))
-}
-
-fn runtime(role: usize) -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_start(move || ROLE.set(role))
-        .build()
-        .unwrap()
-}
 
 /// TCP only, without the shared-memory rendezvous: its listener accepts
 /// (and allocates for) whatever other processes of the host connect to it,

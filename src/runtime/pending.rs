@@ -76,6 +76,9 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Calls in flight the table holds before it first grows.
+const CALLS_PRESIZED: usize = 64;
+
 struct Calls {
     slots: HashMap<MessageId, Slot, BuildHasherDefault<IdHasher>>,
     spare: Vec<ReplyBuf>,
@@ -102,9 +105,12 @@ pub(crate) struct PendingTable {
 impl Default for PendingTable {
     fn default() -> Self {
         Self {
+            // Sized up front for a few dozen calls in flight, so that a new
+            // peak of concurrent calls does not grow the table (or the
+            // spares' list) in the middle of a steady stream.
             calls: Mutex::new(Calls {
-                slots: HashMap::default(),
-                spare: Vec::new(),
+                slots: HashMap::with_capacity_and_hasher(CALLS_PRESIZED, Default::default()),
+                spare: Vec::with_capacity(reply::SPARE_BUFFERS),
             }),
             late_replies: AtomicU64::new(0),
             deferred_cancels: Arc::new(Semaphore::new(DEFERRED_CANCELS)),

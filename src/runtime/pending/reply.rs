@@ -12,7 +12,7 @@ use crate::wire::{ErrorCode, PAYLOAD_ALIGN};
 pub(crate) type ReplyBuf = AlignedVec<PAYLOAD_ALIGN>;
 
 /// Reply buffers kept for reuse, at most.
-const SPARE_BUFFERS: usize = 64;
+pub(super) const SPARE_BUFFERS: usize = 64;
 /// Reply buffers larger than this are freed rather than kept.
 const SPARE_MAX_CAPACITY: usize = 64 * 1024;
 
