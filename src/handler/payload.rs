@@ -29,9 +29,10 @@ use crate::transport::shm::pool::Held;
 /// A small payload may share a reused receive buffer with other frames: a
 /// handler that keeps it for long should keep a copy instead
 /// ([`PayloadBuf::copy_from_slice`], or `to_vec`). One of at most 64 bytes
-/// given to an [`am_handler`](crate::handler_impls::am_handler) run in
-/// place is held in the value itself (cloning and slicing copy it then).
-/// Reading it costs nothing; converting it into [`Bytes`] copies it.
+/// given to an [`am_handler`](crate::handler_impls::am_handler) (or any
+/// handler of kind `ActiveMessage`) run in place as a one-way call is held
+/// in the value itself (cloning and slicing copy it then). Reading it costs
+/// nothing; converting it into [`Bytes`] copies it.
 #[derive(Clone, Default)]
 pub struct PayloadBuf(Repr);
 
