@@ -47,11 +47,20 @@ impl Doorbell {
         Ok(self.fd.try_clone()?)
     }
 
-    /// Adds 1 to the counter, waking a waiter. Never blocks; a full counter (EAGAIN)
-    /// already means "rung", so errors are ignored.
+    /// Adds 1 to the counter, waking a waiter. Never blocks.
+    ///
+    /// An async waiter does not read the counter when it wakes (see
+    /// [`crate::wait`]): epoll, edge-triggered, reports every write. A write
+    /// that would overflow the counter (EAGAIN: only a peer that wrote a huge
+    /// value gets there) wakes nobody, so the counter is reset and the write
+    /// made again, as mio's eventfd waker does.
     #[inline]
     pub fn ring(&self) {
-        let _ = nix::unistd::write(&*self.fd, &1u64.to_ne_bytes());
+        let one = 1u64.to_ne_bytes();
+        if let Err(nix::errno::Errno::EAGAIN) = nix::unistd::write(&*self.fd, &one) {
+            self.drain();
+            let _ = nix::unistd::write(&*self.fd, &one);
+        }
     }
 
     /// Resets the counter; returns whether it was non-zero.
@@ -204,5 +213,27 @@ mod tests {
         assert!(!bell.drain(), "one read took the whole count");
         bell.ring();
         assert!(bell.drain());
+    }
+
+    /// Reads the counter's value (0 when it is zero).
+    fn count(bell: &Doorbell) -> u64 {
+        let mut buf = [0u8; 8];
+        match nix::unistd::read(&*bell.fd, &mut buf) {
+            Ok(8) => u64::from_ne_bytes(buf),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn a_ring_on_a_full_counter_resets_it_and_wakes() {
+        let bell = Doorbell::new().unwrap();
+        // The largest count an eventfd holds: one more would block.
+        let full = (u64::MAX - 1).to_ne_bytes();
+        nix::unistd::write(&*bell.fd, &full).unwrap();
+        bell.ring();
+        assert_eq!(count(&bell), 1, "the ring was lost on a full counter");
+        bell.ring();
+        bell.ring();
+        assert_eq!(count(&bell), 2);
     }
 }
