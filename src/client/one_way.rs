@@ -14,6 +14,7 @@
 //! (then `Timeout`), a lost peer gives `PeerLost`.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,7 +152,8 @@ impl OneWaySender {
     /// in a loop; the error says how many messages were sent before it.
     pub async fn send_batch<P: Payload>(&self, values: &[P]) -> Result<(), BatchError> {
         let payload = |i: usize| PayloadRef::Archive(&values[i] as &dyn Payload);
-        self.write_batch(values.len(), &payload).await
+        // Archives count no raw bytes.
+        self.write_batch(values.len(), &payload, &|_| 0).await
     }
 
     /// Sends every payload of `payloads` as raw bytes, in order, as one batch
@@ -168,15 +170,19 @@ impl OneWaySender {
             return Err(BatchError { sent: 0, source });
         }
         let payload = |i: usize| PayloadRef::Bytes(payloads[i].as_ref());
-        self.write_batch(payloads.len(), &payload).await
+        let raw_bytes = |sent: Range<usize>| payloads[sent].iter().map(|b| b.as_ref().len()).sum();
+        self.write_batch(payloads.len(), &payload, &raw_bytes).await
     }
 
     /// The batch loop: as many frames as the link takes at once, then the
     /// next one the regular way (which waits for room), and so on.
+    /// `raw_bytes` sums the raw payload bytes of the messages in a range
+    /// (for the counters, without a second call of `payload` per message).
     async fn write_batch<'v>(
         &self,
         n: usize,
         payload: &(dyn Fn(usize) -> PayloadRef<'v> + Sync),
+        raw_bytes: &(dyn Fn(Range<usize>) -> usize + Sync),
     ) -> Result<(), BatchError> {
         let mut sent = 0;
         while sent < n {
@@ -195,8 +201,7 @@ impl OneWaySender {
             });
             match wrote {
                 Ok(k) if k > 0 => {
-                    let raw: usize = (sent..sent + k).map(|i| raw_len(&payload(i))).sum();
-                    self.client.count_sent_many(k, raw);
+                    self.client.count_sent_many(k, raw_bytes(sent..sent + k));
                     sent += k;
                 }
                 Ok(_) | Err(Error::Full) => {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
+use rkyv::ser::allocator::Arena;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::ser::writer::Buffer;
 pub(crate) use rkyv::util::AlignedVec;
@@ -41,6 +42,16 @@ pub trait Payload: Send + Sync {
     /// Serializes `self` into `dst` (which must start 16-byte aligned) and
     /// returns the archive's length.
     fn encode_into(&self, dst: &mut [u8]) -> Result<usize, DoesNotFit>;
+
+    /// [`encode_into`](Self::encode_into) with the serializer's scratch
+    /// space in `arena`, kept by the caller from one payload to the next (a
+    /// link's sender): the same bytes, without the thread-local arena's
+    /// take, shrink and put back per payload.
+    #[doc(hidden)]
+    fn encode_into_with(&self, dst: &mut [u8], arena: &mut Arena) -> Result<usize, DoesNotFit> {
+        let _ = arena;
+        self.encode_into(dst)
+    }
 }
 
 impl<T> Payload for T
@@ -56,6 +67,14 @@ where
     fn encode_into(&self, dst: &mut [u8]) -> Result<usize, DoesNotFit> {
         debug_assert!((dst.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN));
         rkyv::api::high::to_bytes_in::<_, rancor::Failure>(self, Buffer::from(dst))
+            .map(|written| written.len())
+            .map_err(|_| DoesNotFit)
+    }
+
+    fn encode_into_with(&self, dst: &mut [u8], arena: &mut Arena) -> Result<usize, DoesNotFit> {
+        debug_assert!((dst.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN));
+        let dst = Buffer::from(dst);
+        rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Failure>(self, dst, arena.acquire())
             .map(|written| written.len())
             .map_err(|_| DoesNotFit)
     }
@@ -284,6 +303,26 @@ mod tests {
         assert_eq!(&slot[..n], value.encode().unwrap().as_slice());
         assert_eq!(Sample::decode(&slot[..n]).unwrap(), value);
         assert_eq!(value.encode_into(&mut slot[..8]), Err(DoesNotFit));
+    }
+
+    #[test]
+    fn a_kept_arena_archives_the_same_bytes_payload_after_payload() {
+        let mut arena = Arena::new();
+        let mut slot = AlignedVec::<16>::with_capacity(4096);
+        slot.resize(4096, 0);
+        for i in 0..50u32 {
+            let value = Sample {
+                id: u64::from(i),
+                name: "x".repeat(i as usize),
+                values: (0..i * 10).collect(),
+            };
+            let n = value.encode_into_with(&mut slot, &mut arena).unwrap();
+            assert_eq!(&slot[..n], value.encode().unwrap().as_slice());
+            assert_eq!(
+                value.encode_into_with(&mut slot[..8], &mut arena),
+                Err(DoesNotFit)
+            );
+        }
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl ShmLink {
                         }
                         Err(e) => return Err(self.ring_error(e)),
                     };
-                    match value.encode_into(&mut grant[at..]) {
+                    match value.encode_into_with(&mut grant[at..], &mut tx.arena) {
                         Ok(n) => {
                             let written = at + n;
                             // Dropped uncommitted: an archive over the

@@ -15,6 +15,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
+use rkyv::ser::allocator::Arena;
 use shm_ring::{Producer, RingCloser, RingError};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
@@ -59,6 +60,8 @@ pub(crate) struct Tx {
     pub(super) guess: usize,
     /// The record size the last `Full` write needed.
     pub(super) want: usize,
+    /// The archiving scratch space of this link's senders (made once).
+    pub(super) arena: Arena,
 }
 
 impl Tx {
@@ -68,6 +71,7 @@ impl Tx {
             producer,
             guess,
             want: guess,
+            arena: Arena::new(),
         }
     }
 }

@@ -54,7 +54,10 @@ pub(crate) async fn read_ring(link: Arc<ShmLink>, mut st: Box<ReaderState>) {
         if st.stopped {
             break;
         }
-        if let Some(inbound) = st.queued.take() {
+        // Looked at before it is taken: taking moves the whole (empty) slot.
+        if st.queued.is_some()
+            && let Some(inbound) = st.queued.take()
+        {
             deliver(&link, &st.inbox, inbound).await;
         }
         if !st.deferred.is_empty() {
