@@ -1,5 +1,6 @@
 //! docs/wire.md: the server sends unsolicited pongs only while it is
-//! stalled; an idle client hears pongs only in answer to its own probes.
+//! stalled or reads a client's stream; an idle client hears pongs only in
+//! answer to its own probes.
 
 use std::time::Duration;
 
@@ -51,5 +52,68 @@ async fn an_idle_client_gets_pongs_only_to_its_probes() {
     })
     .await
     .unwrap();
+    server.shutdown().await.unwrap();
+}
+
+fn one_way(sender: InstanceId, id: u64) -> Vec<u8> {
+    wire::encode_to_vec(
+        &Header::new(Kind::OneWay, MessageId(id), sender),
+        "sink",
+        &[],
+    )
+}
+
+/// A client that streams one-way frames and sends no probe hears keep-alive
+/// pongs while the server reads its stream: under load a stream can take the
+/// server longer than a heartbeat timeout to read, and the client's probe
+/// waits behind it, so without them a busy server is taken for dead (seen:
+/// a TCP link "lost" to its heartbeat timeout in the middle of 100 000
+/// one-way messages on a loaded host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_stream_is_read_hears_keep_alive_pongs() {
+    let server = ActiveMessageManagerBuilder::new()
+        .endpoint("tcp://127.0.0.1:0")
+        .transport_policy(TransportPolicy::TcpOnly)
+        .heartbeat_interval(INTERVAL)
+        .build()
+        .await
+        .unwrap();
+    server
+        .register_handler(
+            "sink",
+            active_message::handler_impls::am_handler("sink", |_ctx| async { Ok(()) }),
+        )
+        .await
+        .unwrap();
+    let endpoint = server.peer_info().await.tcp_endpoint.unwrap();
+    let me = InstanceId::new_random();
+    let heard = tokio::task::spawn_blocking(move || {
+        let ctx = zmq::Context::new();
+        let raw = ctx.socket(zmq::DEALER).unwrap();
+        raw.set_linger(0).unwrap();
+        raw.connect(&endpoint).unwrap();
+        // A frame, then a look for input of a tenth of an interval: 500
+        // rounds take at least 50 heartbeat intervals, however busy the host.
+        for id in 1..=500u64 {
+            raw.send(one_way(me, id), 0).unwrap();
+            if raw
+                .poll(zmq::POLLIN, INTERVAL.as_millis() as i64 / 10)
+                .unwrap()
+                > 0
+            {
+                let bytes = raw.recv_bytes(0).unwrap();
+                return Some(wire::decode(&bytes, 1 << 20).unwrap().header);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    let pong = heard.expect("a streaming client heard nothing in 50 heartbeat intervals");
+    assert!(
+        pong.kind == Kind::Heartbeat && pong.has(flags::PONG),
+        "{pong:?}"
+    );
+    assert_eq!(pong.correlation_id, MessageId(0), "a keep-alive pong");
     server.shutdown().await.unwrap();
 }

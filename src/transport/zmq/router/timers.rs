@@ -69,9 +69,12 @@ impl RouterSide {
         }
     }
 
-    /// Heartbeats: while we stall on a full inbox (the clients' probes then
-    /// wait unread), a pong to every client we sent nothing for an interval,
-    /// so it hears we live; an idle client otherwise gets pongs only to its
+    /// Heartbeats: a pong to every client we sent nothing for an interval
+    /// while its probes may wait unread behind its other frames: while we
+    /// stall on a full inbox, and while we read a stream of its frames (we
+    /// heard it within the interval: a stream of one-way messages longer
+    /// than we read in a heartbeat timeout holds its probe back that long,
+    /// and it would take us for dead). An idle client gets pongs only to its
     /// own probes (docs/wire.md). Then drops clients silent past the
     /// timeout, except while we stall (their frames wait unread in the socket).
     /// Returns whether a frame read here went to the application.
@@ -88,7 +91,8 @@ impl RouterSide {
         let mut gone = Vec::new();
         for (identity, client) in &mut state.clients {
             let idle = now.saturating_duration_since(client.last_sent) >= interval;
-            if stalled && idle && client.blocked.is_none() {
+            let streaming = now.saturating_duration_since(client.last_seen) < interval;
+            if (stalled || streaming) && idle && client.blocked.is_none() {
                 match core.route_to(identity, core.control.pong(MessageId(0))) {
                     Ok(()) => client.last_sent = now,
                     Err(RouteError::Full(_)) => {}
