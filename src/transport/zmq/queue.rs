@@ -8,10 +8,10 @@
 //! accepted and waiting senders are told at once.
 //!
 //! A sender that finds it full waits for room inside its own future
-//! ([`FrameQueue::poll_room`]): its task's waker goes into one of a fixed set
-//! of slots under the queue's lock, so the wait allocates nothing, and the
-//! look for room happens under the same lock as the I/O thread's `pop`, so
-//! no wake-up is lost between them.
+//! ([`FrameQueue::poll_room`]): its task's waker goes into a fixed set of
+//! slots under the queue's lock (`invocations::slots`), so the wait
+//! allocates nothing, and the look for room happens under the same lock as
+//! the I/O thread's `pop`, so no wake-up is lost between them.
 //!
 //! It also counts the frames accepted and not yet in the socket, which is
 //! what a direct send must not overtake (see `shared::send_direct`): the
@@ -21,14 +21,11 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 
-/// Senders that wait for room at once, each with a slot for its waker;
-/// a sender past them is woken at once and polls again after yielding to
-/// its scheduler (the set stays bounded whatever the number of senders).
-const WAITER_SLOTS: usize = 16;
+use crate::transport::invocations::slots::{self, WakerSlots};
 
 /// Why a frame was not queued (the frame is given back).
 pub(crate) enum PushError {
@@ -45,43 +42,8 @@ pub(crate) struct QueueClosed;
 struct Inner {
     frames: VecDeque<zmq::Message>,
     closed: bool,
-    /// Wakers of the senders waiting for room (taken out when woken).
-    waiting: [Option<Waker>; WAITER_SLOTS],
-    /// Some slot of `waiting` holds a waker (`pop` looks no further otherwise).
-    any_waiting: bool,
-}
-
-impl Inner {
-    /// Keeps `waker` for the next wake-up; `false` when every slot is taken.
-    fn register(&mut self, waker: &Waker) -> bool {
-        self.any_waiting = true;
-        if self.waiting.iter().flatten().any(|w| w.will_wake(waker)) {
-            return true;
-        }
-        match self.waiting.iter_mut().find(|slot| slot.is_none()) {
-            Some(free) => {
-                // A clone of a task's waker is a reference count, no allocation.
-                *free = Some(waker.clone());
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Takes every registered waker out (to wake outside the lock).
-    fn take_waiting(&mut self) -> Option<[Option<Waker>; WAITER_SLOTS]> {
-        if !std::mem::take(&mut self.any_waiting) {
-            return None;
-        }
-        Some(std::mem::take(&mut self.waiting))
-    }
-}
-
-/// Wakes the senders taken out of the slots.
-fn wake(taken: Option<[Option<Waker>; WAITER_SLOTS]>) {
-    for waker in taken.into_iter().flatten().flatten() {
-        waker.wake();
-    }
+    /// Senders waiting for room (taken out and woken at half, or at close).
+    waiting: WakerSlots,
 }
 
 /// The bounded, preallocated frame queue of one link.
@@ -109,8 +71,7 @@ impl FrameQueue {
             inner: Mutex::new(Inner {
                 frames: VecDeque::with_capacity(capacity),
                 closed: false,
-                waiting: Default::default(),
-                any_waiting: false,
+                waiting: WakerSlots::default(),
             }),
             capacity,
             unsent: AtomicUsize::new(0),
@@ -148,7 +109,7 @@ impl FrameQueue {
         }
         // Registered under the lock `pop` takes: a frame taken after this
         // look finds the waker.
-        if !inner.register(cx.waker()) {
+        if !inner.waiting.register(cx.waker()) {
             drop(inner);
             cx.waker().wake_by_ref();
         }
@@ -179,12 +140,12 @@ impl FrameQueue {
             // thread would then wait once per message. Woken at half, it
             // queues half a queue at once.
             let taken = match inner.frames.len() <= self.capacity / 2 {
-                true => inner.take_waiting(),
+                true => inner.waiting.take_all(),
                 false => None,
             };
             (msg, taken)
         };
-        wake(taken);
+        slots::wake(taken);
         Some(msg)
     }
 
@@ -212,16 +173,17 @@ impl FrameQueue {
         let (dropped, taken) = {
             let mut inner = self.inner.lock();
             inner.closed = true;
-            (std::mem::take(&mut inner.frames), inner.take_waiting())
+            (std::mem::take(&mut inner.frames), inner.waiting.take_all())
         };
         drop(dropped);
-        wake(taken);
+        slots::wake(taken);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Waker;
 
     fn msg(byte: u8) -> zmq::Message {
         zmq::Message::from(&[byte][..])
@@ -279,7 +241,7 @@ mod tests {
     fn a_close_wakes_the_waiting_senders_and_every_slot_past_the_set_at_once() {
         let queue = FrameQueue::new(1);
         queue.try_push(msg(0)).ok().unwrap();
-        let wakers: Vec<_> = (0..=WAITER_SLOTS).map(|_| counter()).collect();
+        let wakers: Vec<_> = (0..=slots::SLOTS).map(|_| counter()).collect();
         for (_, waker) in &wakers {
             assert!(
                 queue
@@ -287,7 +249,7 @@ mod tests {
                     .is_pending()
             );
         }
-        let late = &wakers[WAITER_SLOTS].0;
+        let late = &wakers[slots::SLOTS].0;
         assert_eq!(
             late.load(Ordering::Relaxed),
             1,
