@@ -97,11 +97,11 @@ const MESSAGES: u64 = 10_000;
 /// would be `MESSAGES`; one per 1000 messages would be 10.
 const BACKGROUND: u64 = 8;
 
-/// The client's threads may allocate this many: a one-way stream that finds
-/// its link's queue full waits for room through a boxed future (two: the
-/// caller's waiting path and the link's `send`), and a wait lasts until the
-/// I/O thread has taken half the queue (512 frames by default), so a stream
-/// that outruns it waits about once per 512 messages, not once per message.
+/// The client's threads may allocate this many. A one-way stream that finds
+/// its link's queue full waits for room (about once per 512 messages: a
+/// wait lasts until the I/O thread has taken half the queue), and such a
+/// wait allocates nothing now (`alloc_wait_tcp.rs` makes every send wait);
+/// what is left here are one-offs, a few per stretch.
 const CLIENT_WAITS: u64 = MESSAGES / 200;
 
 /// TCP only, without the shared-memory rendezvous: its listener accepts

@@ -16,6 +16,11 @@
 //!   waiting senders are told at once; once every sender is dropped the
 //!   receiver gets what is queued, then `None`.
 //!
+//! A transport whose links wait for room inside the caller's own future
+//! (`PeerLink::poll_writable`) uses [`InvocationSender::poll_room`]: the
+//! task's waker goes into a fixed set of slots under the queue's lock
+//! (`slots`), no future is stored, nothing is allocated.
+//!
 //! A `parking_lot` mutex over a preallocated `VecDeque`, as the ZeroMQ
 //! link's frame queue (`transport/zmq/queue.rs`): uncontended it costs about
 //! what the channel's atomics did, and it makes reservations (a slot held
@@ -26,12 +31,16 @@ use std::fmt;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::error::{SendError, TryRecvError, TrySendError};
 
 use super::Inbound;
+
+pub(crate) mod slots;
+use slots::WakerSlots;
 
 /// Makes a queue of `capacity` invocations (at least one), allocated now.
 pub fn invocation_queue(capacity: usize) -> (InvocationSender, InvocationReceiver) {
@@ -41,6 +50,7 @@ pub fn invocation_queue(capacity: usize) -> (InvocationSender, InvocationReceive
             items: VecDeque::with_capacity(capacity),
             reserved: 0,
             closed: false,
+            waiting: WakerSlots::default(),
         }),
         capacity,
         room: Notify::new(),
@@ -59,6 +69,9 @@ struct State {
     reserved: usize,
     /// The receiver is gone or closed: nothing more is accepted.
     closed: bool,
+    /// Senders waiting for room through [`InvocationSender::poll_room`]
+    /// (all woken by a slot freed, or by the close).
+    waiting: WakerSlots,
 }
 
 struct Shared {
@@ -88,7 +101,16 @@ impl Shared {
 
     /// Takes the next invocation (the receiver's side).
     fn pop(&self) -> Result<Inbound, TryRecvError> {
-        let popped = self.state.lock().items.pop_front();
+        let (popped, taken) = {
+            let mut state = self.state.lock();
+            let popped = state.items.pop_front();
+            let taken = match popped {
+                Some(_) => state.waiting.take_all(),
+                None => None,
+            };
+            (popped, taken)
+        };
+        slots::wake(taken);
         match popped {
             Some(inbound) => {
                 self.room.notify_one();
@@ -108,7 +130,12 @@ impl Shared {
 
     /// Gives a held slot back unused.
     fn release(&self) {
-        self.state.lock().reserved -= 1;
+        let taken = {
+            let mut state = self.state.lock();
+            state.reserved -= 1;
+            state.waiting.take_all()
+        };
+        slots::wake(taken);
         self.room.notify_one();
     }
 }
@@ -168,6 +195,29 @@ impl InvocationSender {
         }
     }
 
+    /// Ready once the queue has room for an invocation, or with an error
+    /// once the receiver is gone; otherwise keeps the task's waker (woken
+    /// when a slot frees or the receiver goes) and is pending. Holds no
+    /// slot and allocates nothing: a caller that waits in its own future
+    /// polls this, then tries [`Self::try_send`] again (another sender may
+    /// have taken the room first).
+    pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), SendError<()>>> {
+        let mut state = self.shared.state.lock();
+        if state.closed {
+            return Poll::Ready(Err(SendError(())));
+        }
+        if state.items.len() + state.reserved < self.shared.capacity {
+            return Poll::Ready(Ok(()));
+        }
+        // Kept under the lock a pop takes: a slot freed after this look
+        // finds the waker.
+        if !state.waiting.register(cx.waker()) {
+            drop(state);
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
     /// Queues `inbound`, waiting while the queue is full; gives it back once
     /// the receiver is gone. Dropped while it waits, it drops `inbound`.
     pub async fn send(&self, inbound: Inbound) -> Result<(), SendError<Inbound>> {
@@ -183,6 +233,14 @@ impl InvocationSender {
     /// Whether the receiver is gone (nothing is accepted any more).
     pub fn is_closed(&self) -> bool {
         self.shared.state.lock().closed
+    }
+
+    /// How many invocations the queue has room for now (as a channel's
+    /// `capacity`): a sender may look before it prepares one.
+    pub fn capacity(&self) -> usize {
+        let state = self.shared.state.lock();
+        let taken = state.items.len() + state.reserved;
+        self.shared.capacity.saturating_sub(taken)
     }
 
     /// How many invocations the queue holds at most.
@@ -274,7 +332,12 @@ impl InvocationReceiver {
     /// Stops accepting: senders (and those waiting for room) fail from now
     /// on; what is queued can still be received.
     pub fn close(&mut self) {
-        self.shared.state.lock().closed = true;
+        let taken = {
+            let mut state = self.shared.state.lock();
+            state.closed = true;
+            state.waiting.take_all()
+        };
+        slots::wake(taken);
         self.shared.room.notify_waiters();
     }
 

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -221,6 +222,16 @@ impl PeerLink for LocalLink {
     }
 
     fn try_send(&self, frame: OutFrame<'_>) -> Result<()> {
+        // An invocation waits while the peer's inbox is full (as a reader
+        // of the other transports stops reading then), looked at before the
+        // frame is copied: a sender that waits for room pays no copy per
+        // wait, and nothing overtakes what the inbox holds.
+        if frame.header.kind.is_invocation() && self.target.invocations.capacity() == 0 {
+            return match self.target.invocations.is_closed() {
+                true => Err(Error::PeerLost(self.peer)),
+                false => Err(Error::Full),
+            };
+        }
         if let Some(inbound) = self.route(&frame)? {
             self.target
                 .invocations
@@ -231,6 +242,25 @@ impl PeerLink for LocalLink {
                 })?;
         }
         Ok(())
+    }
+
+    fn poll_writable(&self, cx: &mut Context<'_>, frame: &OutFrame<'_>) -> Poll<Result<()>> {
+        if let Some(size) = frame.exact_len()
+            && size > self.target.max_frame
+        {
+            let max = self.target.max_frame;
+            return Poll::Ready(Err(Error::PayloadTooLarge { size, max }));
+        }
+        if self.is_closed() {
+            return Poll::Ready(Err(Error::PeerLost(self.peer)));
+        }
+        // Room in the peer's inbox, waited for in the caller's own future
+        // (its waker kept in the queue's slots: no allocation); the peer's
+        // dispatcher taking an invocation, or going, wakes it.
+        self.target
+            .invocations
+            .poll_room(cx)
+            .map_err(|_| Error::PeerLost(self.peer))
     }
 
     fn is_closed(&self) -> bool {

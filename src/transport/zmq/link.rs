@@ -1,13 +1,16 @@
 //! The caller's side of a link: encode on the calling task and send it
 //! straight into the socket (see `shared`); only when the socket has no room
 //! or earlier frames still wait, queue it to the I/O thread through the
-//! link's bounded, preallocated queue (`queue`) and ring its doorbell.
+//! link's bounded, preallocated queue (`queue`) and ring its doorbell. A
+//! caller that finds the queue full waits for room in its own future
+//! (`poll_writable`), without allocating.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 
 pub(crate) use super::io_shared::IoShared;
-use super::queue::{FrameQueue, PushError};
+use super::queue::{FrameQueue, PushError, QueueClosed};
 use super::reader::RxShared;
 use super::shared::send_direct;
 use crate::error::{Error, Result};
@@ -278,6 +281,30 @@ impl ZmqLink {
         }
     }
 
+    /// Waits for room in the queue inside the caller's own future (see
+    /// [`PeerLink::poll_writable`]): the waker goes into the queue's slots,
+    /// nothing is allocated. A frame over the limit fails at once; a link
+    /// closed before or during the wait gives the error `send` gives.
+    fn poll_room(&self, cx: &mut Context<'_>, frame: &OutFrame<'_>) -> Poll<Result<()>> {
+        if let Some(size) = frame.exact_len()
+            && size > self.max_frame
+        {
+            let max = self.max_frame;
+            return Poll::Ready(Err(Error::PayloadTooLarge { size, max }));
+        }
+        if self.is_closed_now() {
+            return Poll::Ready(Err(self.closed_error()));
+        }
+        // Looked at under the queue's lock after the waker is kept: the
+        // teardown closes the queue after marking the link, and wakes it.
+        match self.queue.poll_room(cx) {
+            Poll::Ready(Ok(())) if self.is_closed_now() => Poll::Ready(Err(self.closed_error())),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(QueueClosed)) => Poll::Ready(Err(self.closed_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// Queues an encoded message, waiting for room.
     pub(crate) async fn queue_msg(&self, msg: zmq::Message) -> Result<()> {
         let len = msg.len();
@@ -319,6 +346,10 @@ impl PeerLink for ZmqLink {
 
     fn try_send(&self, frame: OutFrame<'_>) -> Result<()> {
         self.try_send_inner(frame)
+    }
+
+    fn poll_writable(&self, cx: &mut Context<'_>, frame: &OutFrame<'_>) -> Poll<Result<()>> {
+        self.poll_room(cx, frame)
     }
 
     fn is_closed(&self) -> bool {

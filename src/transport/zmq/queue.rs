@@ -7,17 +7,25 @@
 //! fail), first-in first-out order, and a close after which nothing is
 //! accepted and waiting senders are told at once.
 //!
+//! A sender that finds it full waits for room inside its own future
+//! ([`FrameQueue::poll_room`]): its task's waker goes into a fixed set of
+//! slots under the queue's lock (`invocations::slots`), so the wait
+//! allocates nothing, and the look for room happens under the same lock as
+//! the I/O thread's `pop`, so no wake-up is lost between them.
+//!
 //! It also counts the frames accepted and not yet in the socket, which is
 //! what a direct send must not overtake (see `shared::send_direct`): the
 //! count goes up under the queue's lock, before the I/O thread can take the
 //! frame, so the I/O thread's decrement never comes first.
 
 use std::collections::VecDeque;
-use std::pin::pin;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+
+use crate::transport::invocations::slots::{self, WakerSlots};
 
 /// Why a frame was not queued (the frame is given back).
 pub(crate) enum PushError {
@@ -27,17 +35,21 @@ pub(crate) enum PushError {
     Closed(zmq::Message),
 }
 
+/// The queue is closed: nothing is accepted any more.
+#[derive(Debug)]
+pub(crate) struct QueueClosed;
+
 struct Inner {
     frames: VecDeque<zmq::Message>,
     closed: bool,
+    /// Senders waiting for room (taken out and woken at half, or at close).
+    waiting: WakerSlots,
 }
 
 /// The bounded, preallocated frame queue of one link.
 pub(crate) struct FrameQueue {
     inner: Mutex<Inner>,
     capacity: usize,
-    /// Senders waiting for room; woken once the queue is down to half.
-    room: Notify,
     /// Frames accepted and not yet moved into the socket.
     unsent: AtomicUsize,
 }
@@ -59,9 +71,9 @@ impl FrameQueue {
             inner: Mutex::new(Inner {
                 frames: VecDeque::with_capacity(capacity),
                 closed: false,
+                waiting: WakerSlots::default(),
             }),
             capacity,
-            room: Notify::new(),
             unsent: AtomicUsize::new(0),
         }
     }
@@ -83,39 +95,57 @@ impl FrameQueue {
         Ok(())
     }
 
+    /// Ready once the queue has room for a frame (or is closed); otherwise
+    /// keeps the task's waker, woken once the queue is down to half its
+    /// capacity or closed. Allocates nothing. The caller tries its push
+    /// again when ready: another sender may have taken the room first.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), QueueClosed>> {
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return Poll::Ready(Err(QueueClosed));
+        }
+        if inner.frames.len() < self.capacity {
+            return Poll::Ready(Ok(()));
+        }
+        // Registered under the lock `pop` takes: a frame taken after this
+        // look finds the waker.
+        if !inner.waiting.register(cx.waker()) {
+            drop(inner);
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
     /// Queues `msg`, waiting while the queue is full; gives it back once
     /// the queue is closed. Dropping the future drops the frame unqueued.
     pub(crate) async fn push(&self, mut msg: zmq::Message) -> Result<(), zmq::Message> {
         loop {
-            // Registered before the attempt, so a frame taken between the
-            // attempt and the wait still wakes us.
-            let mut room = pin!(self.room.notified());
-            room.as_mut().enable();
             match self.try_push(msg) {
                 Ok(()) => return Ok(()),
                 Err(PushError::Closed(back)) => return Err(back),
                 Err(PushError::Full(back)) => msg = back,
             }
-            room.await;
+            // A close is reported by the next `try_push`.
+            let _ = poll_fn(|cx| self.poll_room(cx)).await;
         }
     }
 
     /// Takes the oldest frame (the I/O thread); once the queue is down to
     /// half its capacity, wakes the senders waiting for room.
     pub(crate) fn pop(&self) -> Option<zmq::Message> {
-        let (msg, left) = {
+        let (msg, taken) = {
             let mut inner = self.inner.lock();
             let msg = inner.frames.pop_front()?;
-            (msg, inner.frames.len())
+            // Not one sender per slot freed: a sender that outruns the I/O
+            // thread would then wait once per message. Woken at half, it
+            // queues half a queue at once.
+            let taken = match inner.frames.len() <= self.capacity / 2 {
+                true => inner.waiting.take_all(),
+                false => None,
+            };
+            (msg, taken)
         };
-        // Not one sender per slot freed: a sender that outruns the I/O thread
-        // would then wait once per message (each wait costs its caller a
-        // boxed future). Woken at half, it queues half a queue at once. A
-        // waiter registers before it finds the queue full, so it sees every
-        // pop from then on, and the queue only gets below half through one.
-        if left <= self.capacity / 2 {
-            self.room.notify_waiters();
-        }
+        slots::wake(taken);
         Some(msg)
     }
 
@@ -140,19 +170,20 @@ impl FrameQueue {
     /// Closes the queue: drops what it holds, refuses what comes, and
     /// tells every waiting sender.
     pub(crate) fn close(&self) {
-        let dropped = {
+        let (dropped, taken) = {
             let mut inner = self.inner.lock();
             inner.closed = true;
-            std::mem::take(&mut inner.frames)
+            (std::mem::take(&mut inner.frames), inner.waiting.take_all())
         };
         drop(dropped);
-        self.room.notify_waiters();
+        slots::wake(taken);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Waker;
 
     fn msg(byte: u8) -> zmq::Message {
         zmq::Message::from(&[byte][..])
@@ -174,28 +205,61 @@ mod tests {
         assert!(queue.is_empty());
     }
 
+    /// A waker that counts its wakes.
+    fn counter() -> (std::sync::Arc<AtomicUsize>, Waker) {
+        struct Count(std::sync::Arc<AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = std::sync::Arc::new(AtomicUsize::new(0));
+        let waker = Waker::from(std::sync::Arc::new(Count(std::sync::Arc::clone(&count))));
+        (count, waker)
+    }
+
     #[test]
-    fn a_waiting_sender_waits_until_half_the_queue_is_free() {
-        use std::future::Future;
-        use std::task::{Context, Waker};
+    fn a_waiting_sender_is_woken_once_half_the_queue_is_free() {
         let queue = FrameQueue::new(4);
         for byte in 0..4 {
             queue.try_push(msg(byte)).ok().unwrap();
         }
-        let mut push = std::pin::pin!(queue.push(msg(9)));
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(push.as_mut().poll(&mut cx).is_pending());
+        let (wakes, waker) = counter();
+        let mut cx = Context::from_waker(&waker);
+        assert!(queue.poll_room(&mut cx).is_pending());
+        assert!(queue.poll_room(&mut cx).is_pending(), "registered once");
         queue.pop().unwrap();
-        assert!(
-            push.as_mut().poll(&mut cx).is_pending(),
-            "woken for one free slot"
-        );
+        assert_eq!(wakes.load(Ordering::Relaxed), 0, "woken for one free slot");
+        assert!(queue.poll_room(&mut cx).is_ready(), "a look finds the room");
         queue.pop().unwrap();
-        assert!(
-            push.as_mut().poll(&mut cx).is_ready(),
-            "half the queue free"
+        assert_eq!(wakes.load(Ordering::Relaxed), 1, "half the queue free");
+        queue.pop().unwrap();
+        assert_eq!(wakes.load(Ordering::Relaxed), 1, "taken out when woken");
+    }
+
+    #[test]
+    fn a_close_wakes_the_waiting_senders_and_every_slot_past_the_set_at_once() {
+        let queue = FrameQueue::new(1);
+        queue.try_push(msg(0)).ok().unwrap();
+        let wakers: Vec<_> = (0..=slots::SLOTS).map(|_| counter()).collect();
+        for (_, waker) in &wakers {
+            assert!(
+                queue
+                    .poll_room(&mut Context::from_waker(waker))
+                    .is_pending()
+            );
+        }
+        let late = &wakers[slots::SLOTS].0;
+        assert_eq!(
+            late.load(Ordering::Relaxed),
+            1,
+            "no slot left: woken at once"
         );
-        assert_eq!(queue.unsent(Ordering::Relaxed), 5);
+        queue.close();
+        assert!(wakers.iter().all(|(n, _)| n.load(Ordering::Relaxed) >= 1));
+        let (_, waker) = counter();
+        let closed = queue.poll_room(&mut Context::from_waker(&waker));
+        assert!(matches!(closed, Poll::Ready(Err(QueueClosed))));
     }
 
     #[tokio::test]
