@@ -50,6 +50,15 @@ fn client_allocations() -> u64 {
     snapshot()[CLIENT]
 }
 
+/// Takes a ticket, unless the handler runs in place on the client's own
+/// thread (an idle server may run a small one-way there): the client cannot
+/// be blocked while it runs the handler itself.
+fn held(gate: &Gate) {
+    if ROLE.with(Cell::get) != CLIENT {
+        gate.take();
+    }
+}
+
 /// In process only; the server takes one invocation at a time into an
 /// inbox of two.
 fn builder() -> ActiveMessageManagerBuilder {
@@ -94,7 +103,7 @@ impl Sides {
             let sink = am_handler("gated_sink", move |_| {
                 let (g, h) = (Arc::clone(&g), Arc::clone(&h));
                 async move {
-                    g.take();
+                    held(&g);
                     // Release: pairs with the client's Acquire load.
                     h.fetch_add(1, Ordering::Release);
                     Ok(())
@@ -105,7 +114,7 @@ impl Sides {
             let echo = typed_unary_handler_async("gated_echo", move |c: TypedContext<[u8; 64]>| {
                 let g = Arc::clone(&g);
                 async move {
-                    g.take();
+                    held(&g);
                     Ok(c.input)
                 }
             });
@@ -259,6 +268,11 @@ impl Sides {
 /// first meets them in the stretch.
 const ONE_OFF: u64 = 4;
 
+/// The stretches are compared with a slack of two allocations per wait: a
+/// message the idle server runs in place on the sender's thread (the open
+/// gate's stretch, now and then) costs a few allocations less than one it
+/// queues, while a wait through a boxed future cost about eleven (a boxed
+/// `send` and a second copy of the frame).
 /// Messages per stretch (rounds of eight calls: an eighth as many).
 const MESSAGES: u64 = 800;
 
@@ -289,7 +303,7 @@ fn senders_wait_for_room_on_a_full_in_process_link_without_allocating() {
         );
         assert!(waits > 0, "{pattern:?}: the client never waited for room");
         assert!(
-            spent <= free + ONE_OFF,
+            spent <= free + ONE_OFF + 2 * waits,
             "{pattern:?}: {spent} allocations while it waited, {free} without"
         );
     }
