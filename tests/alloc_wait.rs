@@ -20,16 +20,17 @@
 #[allow(dead_code)]
 #[path = "common/counting.rs"]
 mod counting;
+#[path = "common/gate.rs"]
+mod gate;
 #[path = "common/roles.rs"]
 mod roles;
 
+use gate::{Gate, observed};
 use roles::{CLIENT, ROLE, SERVER, runtime, snapshot};
 
 use std::cell::Cell;
-use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use active_message::handler_impls::{TypedContext, typed_unary_handler, unary_handler};
@@ -44,69 +45,6 @@ static GLOBAL: counting::CountingWith = counting::CountingWith(roles::count);
 
 fn client_allocations() -> u64 {
     snapshot()[CLIENT]
-}
-
-/// What the server's handlers and the controller share.
-#[derive(Default)]
-struct Gate {
-    /// Messages the server may still handle.
-    tickets: AtomicU64,
-    /// A send of the client is blocked (its future returned `Pending`).
-    blocked: AtomicBool,
-    /// The client sent everything: let the server run free.
-    open: AtomicBool,
-}
-
-impl Gate {
-    /// The handler's side: waits for a ticket (or the open gate).
-    fn take(&self) {
-        loop {
-            // Acquire: pairs with the controller's Release stores.
-            if self.open.load(Ordering::Acquire) {
-                return;
-            }
-            let t = self.tickets.load(Ordering::Acquire);
-            if t > 0
-                && (self.tickets)
-                    .compare_exchange(t, t - 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                return;
-            }
-            std::thread::yield_now();
-        }
-    }
-
-    /// The controller: one ticket at a time, only while the client is
-    /// blocked and the last ticket was taken, until the gate opens.
-    fn control(&self) {
-        while !self.open.load(Ordering::Acquire) {
-            if self.blocked.load(Ordering::Acquire) && self.tickets.load(Ordering::Acquire) == 0 {
-                // Release: pairs with the handler's Acquire load.
-                self.tickets.fetch_add(1, Ordering::Release);
-            }
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// Polls `fut`, telling the gate while it is blocked; counts in `waits`
-/// the times it was blocked at its first poll.
-async fn observed<F: Future>(fut: F, gate: &Gate, waits: &Cell<u64>) -> F::Output {
-    let mut fut = pin!(fut);
-    let mut first = true;
-    poll_fn(|cx| {
-        let poll = fut.as_mut().poll(cx);
-        let pending = poll.is_pending();
-        if pending && first {
-            waits.set(waits.get() + 1);
-        }
-        first = false;
-        // Release: pairs with the controller's Acquire load.
-        gate.blocked.store(pending, Ordering::Release);
-        poll
-    })
-    .await
 }
 
 struct Sides {
@@ -170,7 +108,7 @@ impl Sides {
     /// returns the client's allocations while it ran.
     fn gated(&self, send: impl Future<Output = ()>) -> u64 {
         let gate = &*self.gate;
-        gate.open.store(false, Ordering::Release);
+        gate.set_open(false);
         std::thread::scope(|scope| {
             scope.spawn(|| gate.control());
             // Counted inside: `block_on` boxes a future as large as this one.
@@ -180,7 +118,7 @@ impl Sides {
                 client_allocations() - before
             });
             // Release: pairs with the handler's and controller's Acquire loads.
-            gate.open.store(true, Ordering::Release);
+            gate.set_open(true);
             spent
         })
     }
