@@ -9,12 +9,13 @@ use active_message::{ActiveMessageManagerBuilder, InstanceId, MessageId, Transpo
 
 const INTERVAL: Duration = Duration::from_millis(20);
 
+/// A frame of `kind` with no payload, from `sender`.
+fn frame(kind: Kind, name: &str, sender: InstanceId, id: u64) -> Vec<u8> {
+    wire::encode_to_vec(&Header::new(kind, MessageId(id), sender), name, &[])
+}
+
 fn probe(sender: InstanceId, id: u64) -> Vec<u8> {
-    wire::encode_to_vec(
-        &Header::new(Kind::Heartbeat, MessageId(id), sender),
-        "",
-        &[],
-    )
+    frame(Kind::Heartbeat, "", sender, id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,14 +56,6 @@ async fn an_idle_client_gets_pongs_only_to_its_probes() {
     server.shutdown().await.unwrap();
 }
 
-fn one_way(sender: InstanceId, id: u64) -> Vec<u8> {
-    wire::encode_to_vec(
-        &Header::new(Kind::OneWay, MessageId(id), sender),
-        "sink",
-        &[],
-    )
-}
-
 /// A client that streams one-way frames and sends no probe hears keep-alive
 /// pongs while the server reads its stream: under load a stream can take the
 /// server longer than a heartbeat timeout to read, and the client's probe
@@ -95,7 +88,7 @@ async fn a_client_whose_stream_is_read_hears_keep_alive_pongs() {
         // A frame, then a look for input of a tenth of an interval: 500
         // rounds take at least 50 heartbeat intervals, however busy the host.
         for id in 1..=500u64 {
-            raw.send(one_way(me, id), 0).unwrap();
+            raw.send(frame(Kind::OneWay, "sink", me, id), 0).unwrap();
             if raw
                 .poll(zmq::POLLIN, INTERVAL.as_millis() as i64 / 10)
                 .unwrap()
