@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use active_message::wire::{self, Header, Kind, flags};
-use active_message::{ActiveMessageManagerBuilder, InstanceId, MessageId, TransportPolicy};
+use active_message::{
+    ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId, MessageId, TransportPolicy,
+};
 
 const INTERVAL: Duration = Duration::from_millis(20);
 
@@ -18,15 +20,20 @@ fn probe(sender: InstanceId, id: u64) -> Vec<u8> {
     frame(Kind::Heartbeat, "", sender, id)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_client_gets_pongs_only_to_its_probes() {
-    let server = ActiveMessageManagerBuilder::new()
+/// A manager serving over TCP only, with the short heartbeat interval.
+async fn tcp_server() -> ActiveMessageManager {
+    ActiveMessageManagerBuilder::new()
         .endpoint("tcp://127.0.0.1:0")
         .transport_policy(TransportPolicy::TcpOnly)
         .heartbeat_interval(INTERVAL)
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_gets_pongs_only_to_its_probes() {
+    let server = tcp_server().await;
     let endpoint = server.peer_info().await.tcp_endpoint.unwrap();
     let me = InstanceId::new_random();
     tokio::task::spawn_blocking(move || {
@@ -64,13 +71,7 @@ async fn an_idle_client_gets_pongs_only_to_its_probes() {
 /// one-way messages on a loaded host).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_stream_is_read_hears_keep_alive_pongs() {
-    let server = ActiveMessageManagerBuilder::new()
-        .endpoint("tcp://127.0.0.1:0")
-        .transport_policy(TransportPolicy::TcpOnly)
-        .heartbeat_interval(INTERVAL)
-        .build()
-        .await
-        .unwrap();
+    let server = tcp_server().await;
     server
         .register_handler(
             "sink",
