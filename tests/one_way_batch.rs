@@ -116,7 +116,7 @@ async fn a_payload_over_the_limit_fails_the_batch_before_sending() {
 async fn a_batch_to_a_stopped_then_killed_peer_gives_typed_errors() {
     let (mut worker, manager, sender) = common::seq::note_sender_to_worker().await;
     sender.send_raw(&[0u8; 1024]).await.unwrap();
-    worker.signal("-STOP");
+    worker.stop();
     // A stopped peer drains nothing: a batch larger than the ring fills it,
     // waits for room, then reports how many it sent.
     let batch = vec![[0u8; 1024]; 200];

@@ -66,7 +66,7 @@ async fn note_count(client: &ActiveMessageManager, peer: InstanceId) -> u64 {
 async fn a_stopped_then_killed_peer_gives_typed_errors() {
     let (mut worker, manager, sender) = common::seq::note_sender_to_worker().await;
     sender.send_raw(&[0u8; 1024]).await.unwrap();
-    worker.signal("-STOP");
+    worker.stop();
     // A stopped peer drains nothing: the ring fills, then a send times out.
     let stopped = loop {
         if let Err(e) = sender.send_raw(&[0u8; 1024]).await {

@@ -80,7 +80,7 @@ async fn a_stopped_worker_times_out_its_callers_and_spares_the_others() {
         assert_eq!(echo(&client, w.info.instance_id, "up").await.unwrap(), "up");
     }
     let (a, b) = (stopped.info.instance_id, healthy.info.instance_id);
-    stopped.signal("-STOP");
+    stopped.stop();
     let halted = eventually(Duration::from_secs(10), || async {
         all_threads_stopped(&stopped)
     })
@@ -195,7 +195,7 @@ async fn with_liveness_probes_a_stopped_worker_is_reported_unresponsive() {
         }
     };
     assert_eq!(call(BUDGET).await.unwrap(), "are you there");
-    worker.signal("-STOP");
+    worker.stop();
     let halted = eventually(Duration::from_secs(10), || async {
         all_threads_stopped(&worker)
     })

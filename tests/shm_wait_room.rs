@@ -54,7 +54,7 @@ async fn stopped_worker() -> (ServerProcess, ActiveMessageManager) {
     let client = leader.client();
     client.connect_to_peer(worker.info.clone()).await.unwrap();
     assert_eq!(notes(&client, worker.info.instance_id).await, 0);
-    worker.signal("-STOP");
+    worker.stop();
     let halted = eventually(Duration::from_secs(10), || async {
         all_threads_stopped(&worker)
     })

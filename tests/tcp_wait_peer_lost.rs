@@ -39,7 +39,7 @@ async fn a_send_waiting_on_a_full_tcp_link_fails_with_peer_lost_when_the_peer_st
         .unwrap();
     let c = manager.client();
     c.connect_to_peer(server.info.clone()).await.unwrap();
-    server.signal("-STOP");
+    server.stop();
 
     let payload = Bytes::from(vec![9u8; 64]);
     let (mut sent, mut waited) = (0u64, 0u64);

@@ -62,6 +62,38 @@ impl ServerProcess {
         assert!(status.success(), "kill {sig} {pid}");
     }
 
+    /// SIGSTOP, then waits until every thread of the child has stopped.
+    ///
+    /// `kill` returns once the signal is queued; the kernel stops the other
+    /// threads only after one of them has taken the signal, so on a busy
+    /// machine a running thread (say, the one draining a ring) goes on for a
+    /// while. A test that counts on a stopped peer waits for it here.
+    pub fn stop(&self) {
+        self.signal("-STOP");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.all_threads_stopped() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "am serve did not stop within 30 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Whether every thread in `/proc/<pid>/task` is in the stopped state.
+    fn all_threads_stopped(&self) -> bool {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let Ok(entries) = std::fs::read_dir(tasks) else {
+            return false;
+        };
+        entries.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which may hold spaces or ')'.
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            matches!(state.and_then(|s| s.chars().next()), Some('T' | 't'))
+        })
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
