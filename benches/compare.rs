@@ -8,6 +8,7 @@
 //! cargo bench --bench compare -- ring zmq     # only cases whose key contains a word
 //! cargo bench --bench compare -- cohort       # the cohort gathers (1, 2, 4 workers)
 //! cargo bench --bench compare -- stream       # streamed responses next to unary calls
+//! cargo bench --bench compare -- am_tcp rounds # TCP and one-way 64 B, also in rounds
 //! ```
 //!
 //! The table goes to stdout, as markdown to `target/compare.md` and as CSV to
