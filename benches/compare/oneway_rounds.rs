@@ -141,6 +141,7 @@ struct PushPull {
 }
 
 impl PushPull {
+    /// Spawns the PULL child and connects a PUSH socket to it.
     fn start() -> Result<PushPull> {
         let peer = Peer::spawn("zmq_tp", &kv(&[("size", &SIZE)]))?;
         let (ep, _) = peer.ctl.recv()?;
@@ -164,6 +165,7 @@ impl PushPull {
         self.peer.ctl.expect("done")
     }
 
+    /// Ends the child and waits for it to exit.
     fn stop(self) -> Result<()> {
         self.peer.ctl.send("end", &[])?;
         self.peer.finish()
