@@ -8,6 +8,7 @@
 //! cargo bench --bench compare -- ring zmq     # only cases whose key contains a word
 //! cargo bench --bench compare -- cohort       # the cohort gathers (1, 2, 4 workers)
 //! cargo bench --bench compare -- stream       # streamed responses next to unary calls
+//! cargo bench --bench compare -- am_tcp rounds # TCP and one-way 64 B, also in rounds
 //! ```
 //!
 //! The table goes to stdout, as markdown to `target/compare.md` and as CSV to
@@ -26,6 +27,8 @@ mod beside;
 mod cohort;
 #[path = "compare/machine.rs"]
 mod machine;
+#[path = "compare/oneway_rounds.rs"]
+mod oneway_rounds;
 #[path = "compare/park_rounds.rs"]
 mod park_rounds;
 #[path = "compare/plan.rs"]
@@ -36,8 +39,14 @@ mod raw;
 mod report;
 #[path = "compare/ring.rs"]
 mod ring;
+#[path = "compare/rounds.rs"]
+mod rounds;
+#[path = "compare/session.rs"]
+mod session;
 #[path = "compare/stream.rs"]
 mod stream;
+#[path = "compare/tcp_rounds.rs"]
+mod tcp_rounds;
 #[path = "compare/util.rs"]
 mod util;
 #[path = "compare/zmq_raw.rs"]
@@ -122,6 +131,13 @@ fn bars() -> Vec<Bar> {
             factor: 1.5,
             text: "AM round trip, TCP <= 1.5x raw libzmq ping-pong",
         },
+        AtMost {
+            case: "am_tcp_rounds",
+            field: "x zmq, median round",
+            limit: 1.3,
+            unit: "x",
+            text: "  same, interleaved in rounds: median of the per-round ratios <= 1.3x",
+        },
         Elsewhere {
             text: "ring one-way 64 B >= 0.5x rtrb throughput",
             why: "rtrb: separate comparison crate",
@@ -167,6 +183,20 @@ fn bars() -> Vec<Bar> {
             at_most: false,
             factor: 5.0,
             text: "  same, zero-copy handler >= 5x",
+        },
+        AtLeast {
+            case: "am_shm_tp_64_batch_rounds",
+            field: "x zmq, median round",
+            limit: 2.0,
+            unit: "x",
+            text: "  same, async handler, interleaved in rounds with push/pull: median round >= 2x",
+        },
+        AtLeast {
+            case: "am_shm_tp_64_zc_batch_rounds",
+            field: "x zmq, median round",
+            limit: 5.0,
+            unit: "x",
+            text: "  same, zero-copy handler, interleaved in rounds: median round >= 5x",
         },
         Ratio {
             case: "am_shm_tp_1m",
@@ -424,6 +454,8 @@ fn parent(filters: &[String], plan: Plan) -> Result<()> {
         let suite = am::suite(name);
         case!(true, suite.key(), suite.label(), suite.run(plan));
     }
+    let k = "am_shm_tp_64_rounds";
+    case!(true, k, "rounds", oneway_rounds::oneway_rounds(plan));
     case!(false, "am_shm_kill", "kill", one(am_server::kill(plan)));
     for transport in ["shm", "tcp"] {
         let k = format!("stream_{transport}");

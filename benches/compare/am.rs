@@ -11,16 +11,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use active_message::{InstanceId, NetworkClient, PeerInfo};
-use anyhow::{Context, Result, bail};
+use active_message::{InstanceId, NetworkClient};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 
-use crate::am_server::{builder, runtime};
+use crate::am_server::runtime;
 use crate::beside::MemcpyBeside;
 use crate::machine::{self, Snap};
 use crate::raw::size_key;
 use crate::report::{Metric, Row};
-use crate::util::{self, Peer, kv, median_p99};
+use crate::session::Session;
+use crate::util::{self, median_p99};
 use crate::{LARGE, Plan, SIZES};
 
 /// One server child and the cases run against it.
@@ -57,7 +58,7 @@ pub struct Suite {
 const BIG_RING: usize = 4 << 20;
 
 /// Messages per batch of the batch cases.
-const BATCH: usize = 64;
+pub const BATCH: usize = 64;
 
 /// Sizes of the loan one-way cases.
 const LOANED: [usize; 2] = [1 << 20, 16 << 20];
@@ -251,32 +252,9 @@ impl Suite {
     }
 
     async fn client(self, plan: Plan) -> Result<Vec<Row>> {
-        let peer = Peer::spawn(
-            "am_server",
-            &kv(&[
-                ("transport", &self.transport),
-                ("policy", &self.policy),
-                ("ring", &self.ring),
-            ]),
-        )?;
-        let (json, _) = peer.ctl.recv().context("server PeerInfo")?;
-        if let Some(why) = json.strip_prefix("error: ") {
-            bail!("server: {why}");
-        }
-        let info: PeerInfo = serde_json::from_str(&json).context("server PeerInfo")?;
-        let manager = builder(self.transport, self.policy, self.ring)?
-            .build()
-            .await?;
-        let client = manager.client();
-        client.connect_to_peer(info.clone()).await?;
-        let c = Client {
-            client,
-            target: info.instance_id,
-        };
-        let rows = self.cases(&c, plan).await;
-        let _ = peer.ctl.send("stop", &[]);
-        manager.shutdown().await?;
-        peer.finish()?;
+        let session = Session::start(self.transport, self.policy, self.ring).await?;
+        let rows = self.cases(&session.c, plan).await;
+        session.stop().await?;
         rows
     }
 
@@ -299,6 +277,9 @@ impl Suite {
             rows.push(row);
             if self.policy == "park" {
                 rows.extend(crate::park_rounds::park_vs_eventfd(c, plan).await?);
+            }
+            if self.transport == "tcp" {
+                rows.extend(crate::tcp_rounds::tcp_vs_zmq(c, plan).await);
             }
         }
         let mut sent = 0;
@@ -568,7 +549,7 @@ impl Client {
     }
 
     /// Returns once the server's sink has counted `total` one-way messages.
-    async fn barrier(&self, total: u64) -> Result<u64> {
+    pub async fn barrier(&self, total: u64) -> Result<u64> {
         Ok(self
             .client
             .active_message("barrier")?

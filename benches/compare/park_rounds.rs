@@ -20,7 +20,7 @@ use crate::util::{Peer, median_p99};
 const ROUNDS: usize = 7;
 
 /// Round trips of one phase: as many as fit `phase`, at least 200.
-async fn phase(
+pub async fn phase(
     phase: Duration,
     ns: &mut Vec<u64>,
     mut trip: impl AsyncFnMut() -> Result<()>,

@@ -119,6 +119,15 @@ pub enum Bar {
         unit: &'static str,
         text: &'static str,
     },
+    /// An extra figure of `case` (as for [`Bar::AtMost`]) must be `>= limit`:
+    /// a speed-up, such as the median of per-round throughput ratios.
+    AtLeast {
+        case: &'static str,
+        field: &'static str,
+        limit: f64,
+        unit: &'static str,
+        text: &'static str,
+    },
     /// Not measured by this harness.
     Elsewhere {
         text: &'static str,
@@ -126,13 +135,18 @@ pub enum Bar {
     },
 }
 
+/// The verdict of a bar whose row `k` is missing or was not measured.
+fn missing(rows: &[Row], k: &str) -> String {
+    match rows.iter().find(|r| r.key == k).map(|r| &r.metric) {
+        Some(Err(why)) => format!("not measured ({k}: {why})"),
+        _ => format!("not measured ({k} not run)"),
+    }
+}
+
 /// Verdict of one bar: (bar, measured, verdict).
 fn judge(bar: &Bar, rows: &[Row]) -> (String, String, String) {
     let find = |k: &str| rows.iter().find(|r| r.key == k);
-    let missing = |k: &str| match find(k).map(|r| &r.metric) {
-        Some(Err(why)) => format!("not measured ({k}: {why})"),
-        _ => format!("not measured ({k} not run)"),
-    };
+    let missing = |k: &str| missing(rows, k);
     match bar {
         Bar::Ratio {
             case,
@@ -163,28 +177,47 @@ fn judge(bar: &Bar, rows: &[Row]) -> (String, String, String) {
             limit,
             unit,
             text,
-        } => {
-            let Some(r) = find(case).filter(|r| r.metric.is_ok()) else {
-                return (text.to_string(), "-".into(), missing(case));
-            };
-            let value = match (*field, &r.metric) {
-                ("p99", Ok(Metric::Latency { p99, .. })) => Some(*p99 as f64 / 1e3),
-                ("median", Ok(Metric::Latency { median, .. })) => Some(*median as f64 / 1e3),
-                (f, _) => r.extra_value(f),
-            };
-            match value {
-                Some(v) => {
-                    let verdict = if v <= *limit { "met" } else { "MISSED" };
-                    (text.to_string(), format!("{v:.3} {unit}"), verdict.into())
-                }
-                None => (
-                    text.to_string(),
-                    "-".into(),
-                    format!("not measured ({field})"),
-                ),
-            }
-        }
+        } => judge_field(rows, case, field, unit, text, |v| v <= *limit),
+        Bar::AtLeast {
+            case,
+            field,
+            limit,
+            unit,
+            text,
+        } => judge_field(rows, case, field, unit, text, |v| v >= *limit),
         Bar::Elsewhere { text, why } => (text.to_string(), "-".into(), why.to_string()),
+    }
+}
+
+/// Verdict of a bar on one figure of `case` (an extra, or `"median"` /
+/// `"p99"` of a latency in µs): met when `ok(value)`.
+fn judge_field(
+    rows: &[Row],
+    case: &str,
+    field: &str,
+    unit: &str,
+    text: &str,
+    ok: impl Fn(f64) -> bool,
+) -> (String, String, String) {
+    let find = |k: &str| rows.iter().find(|r| r.key == k);
+    let Some(r) = find(case).filter(|r| r.metric.is_ok()) else {
+        return (text.to_string(), "-".into(), missing(rows, case));
+    };
+    let value = match (field, &r.metric) {
+        ("p99", Ok(Metric::Latency { p99, .. })) => Some(*p99 as f64 / 1e3),
+        ("median", Ok(Metric::Latency { median, .. })) => Some(*median as f64 / 1e3),
+        (f, _) => r.extra_value(f),
+    };
+    match value {
+        Some(v) => {
+            let verdict = if ok(v) { "met" } else { "MISSED" };
+            (text.to_string(), format!("{v:.3} {unit}"), verdict.into())
+        }
+        None => (
+            text.to_string(),
+            "-".into(),
+            format!("not measured ({field})"),
+        ),
     }
 }
 
