@@ -95,11 +95,23 @@ async fn frames_of_every_size_arrive_whole_both_ways() {
     let to = server.instance_id();
     for (i, &len) in SIZES.iter().enumerate() {
         let input = pattern(len, i as u8);
-        assert_eq!(echo(&client, "echo", to, &input).await, input, "sync, {len} B");
-        assert_eq!(echo(&client, "echo_async", to, &input).await, input, "async, {len} B");
+        assert_eq!(
+            echo(&client, "echo", to, &input).await,
+            input,
+            "sync, {len} B"
+        );
+        assert_eq!(
+            echo(&client, "echo_async", to, &input).await,
+            input,
+            "async, {len} B"
+        );
         let m = client.client().active_message("sink").unwrap();
         let raw = Bytes::from(input.clone());
-        m.raw_payload(raw).target_instance(to).execute().await.unwrap();
+        m.raw_payload(raw)
+            .target_instance(to)
+            .execute()
+            .await
+            .unwrap();
         let got = received.reach(i + 1).await;
         assert_eq!(got[i], input, "one-way, {len} B");
     }
@@ -124,14 +136,26 @@ async fn frames_over_the_peer_limit_fail_and_the_link_goes_on() {
     let client = client_of(&server).await;
     let (c, to) = (client.client(), server.instance_id());
     let big = pattern(4096, 1);
-    let raw = c.active_message("sink").unwrap().raw_payload(Bytes::from(big.clone()));
+    let raw = c
+        .active_message("sink")
+        .unwrap()
+        .raw_payload(Bytes::from(big.clone()));
     let sent = raw.target_instance(to).execute().await;
-    assert!(matches!(sent, Err(Error::PayloadTooLarge { .. })), "raw: {sent:?}");
+    assert!(
+        matches!(sent, Err(Error::PayloadTooLarge { .. })),
+        "raw: {sent:?}"
+    );
     let typed = c.active_message("sink").unwrap().payload(&big).unwrap();
     let sent = typed.target_instance(to).execute().await;
-    assert!(matches!(sent, Err(Error::PayloadTooLarge { .. })), "archive: {sent:?}");
+    assert!(
+        matches!(sent, Err(Error::PayloadTooLarge { .. })),
+        "archive: {sent:?}"
+    );
     let small = pattern(64, 2);
-    let m = c.active_message("sink").unwrap().raw_payload(Bytes::from(small.clone()));
+    let m = c
+        .active_message("sink")
+        .unwrap()
+        .raw_payload(Bytes::from(small.clone()));
     m.target_instance(to).execute().await.unwrap();
     assert_eq!(received.reach(1).await, vec![small]);
     client.shutdown().await.unwrap();
@@ -187,7 +211,10 @@ fn relay(hops: &Arc<Hops>) -> active_message::HandlerRef {
             hops.count.fetch_add(1, Ordering::Release);
             hops.bell.notify_one();
             if left > 0 {
-                let m = ctx.client.active_message("relay").map_err(|e| e.to_string())?;
+                let m = ctx
+                    .client
+                    .active_message("relay")
+                    .map_err(|e| e.to_string())?;
                 let m = m.raw_payload(Bytes::copy_from_slice(&(left - 1).to_le_bytes()));
                 if let Err(err) = m.target_instance(ctx.sender_id).execute().await {
                     *hops.failed.lock().unwrap() = Some(err.to_string());
@@ -204,15 +231,24 @@ async fn a_handler_run_in_place_sends_on_the_link_that_called_it() {
     const HOPS: u32 = 16;
     let hops = Arc::new(Hops::default());
     let server = builder().build().await.unwrap();
-    server.register_handler("relay", relay(&hops)).await.unwrap();
+    server
+        .register_handler("relay", relay(&hops))
+        .await
+        .unwrap();
     let client = client_of(&server).await;
-    client.register_handler("relay", relay(&hops)).await.unwrap();
+    client
+        .register_handler("relay", relay(&hops))
+        .await
+        .unwrap();
     let back = client.peer_info().await;
     server.client().connect_to_peer(back).await.unwrap();
     let c = client.client();
     let m = c.active_message("relay").unwrap();
     let m = m.raw_payload(Bytes::copy_from_slice(&(HOPS - 1).to_le_bytes()));
-    m.target_instance(server.instance_id()).execute().await.unwrap();
+    m.target_instance(server.instance_id())
+        .execute()
+        .await
+        .unwrap();
     loop {
         let rung = hops.bell.notified();
         // Acquire: pairs with the handlers' Release increments.

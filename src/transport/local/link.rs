@@ -115,7 +115,7 @@ impl LocalLink {
         }
         let max = self.target().max_frame;
         let mut set = self.scratch.take();
-        let scratch::Scratch { out, reply, router } = &mut *set;
+        let scratch::Scratch { out, reply, router } = &mut set;
         let encoded = scratch::fill(out, frame.exact_len(), max.min(KEEP), |dst| {
             frame.encode_into(dst)
         });

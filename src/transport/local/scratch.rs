@@ -55,7 +55,7 @@ impl Scratch {
 
 /// A link's scratch sets, bounded.
 pub(super) struct Pool {
-    free: Mutex<Vec<Box<Scratch>>>,
+    free: Mutex<Vec<Scratch>>,
 }
 
 impl Pool {
@@ -68,13 +68,13 @@ impl Pool {
 
     /// A set for one hand-over: a free one, or a new one when every set is
     /// in use (only while more senders than `POOL` hand over at once).
-    pub(super) fn take(&self) -> Box<Scratch> {
+    pub(super) fn take(&self) -> Scratch {
         let free = self.free.lock().pop();
-        free.unwrap_or_else(|| Box::new(Scratch::new()))
+        free.unwrap_or_else(Scratch::new)
     }
 
     /// Gives a set back; one over the bound is dropped.
-    pub(super) fn put(&self, scratch: Box<Scratch>) {
+    pub(super) fn put(&self, scratch: Scratch) {
         let mut free = self.free.lock();
         if free.len() < POOL {
             free.push(scratch);
