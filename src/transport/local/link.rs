@@ -135,8 +135,14 @@ impl LocalLink {
         reply: &mut Buf,
         frame: &OutFrame<'_>,
     ) -> Result<Option<Inbound>> {
-        let bytes = Bytes::from(frame.to_vec()?);
         let max = self.target().max_frame;
+        // Refused before it is encoded, when its size is known ahead.
+        if let Some(size) = frame.exact_len()
+            && size > max
+        {
+            return Err(Error::PayloadTooLarge { size, max });
+        }
+        let bytes = Bytes::from(frame.to_vec()?);
         if bytes.len() > max {
             return Err(Error::PayloadTooLarge {
                 size: bytes.len(),
