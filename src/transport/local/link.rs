@@ -284,3 +284,7 @@ impl PeerLink for LocalLink {
 
     fn close(&self) {}
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;
