@@ -1,7 +1,8 @@
 //! In-process loopback transport: managers in one process exchange frames
 //! through their inboxes directly. Used by tests and single-process setups;
 //! it runs the same wire encoding and inbox contract as the real transports,
-//! and allocates nothing per frame in steady state (see [`scratch`]).
+//! and allocates nothing per frame in steady state (its links reuse their
+//! buffers and router: `scratch.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
