@@ -6,6 +6,8 @@ use std::marker::PhantomData;
 use bytes::Bytes;
 
 use crate::codec::{Decode, SameType};
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::Result;
 use crate::handler::PayloadBuf;
 use crate::ids::{InstanceId, MessageId};

@@ -27,7 +27,7 @@
 //!   backpressure reaches the sender's socket and its `send().await` waits.
 //! - **Outbound**: one DEALER per peer whose routing id is our instance id,
 //!   with a socket monitor. Replies arriving there go to
-//!   [`LinkEvents::on_reply`](crate::transport::LinkEvents::on_reply) at once.
+//!   [`LinkEvents::on_reply`] at once.
 //!
 //! # Liveness
 //! `connect` sends a heartbeat probe and waits for the pong: the instance that
