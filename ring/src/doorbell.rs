@@ -49,8 +49,8 @@ impl Doorbell {
 
     /// Adds 1 to the counter, waking a waiter. Never blocks.
     ///
-    /// An async waiter does not read the counter when it wakes (see
-    /// [`crate::wait`]): epoll, edge-triggered, reports every write. A write
+    /// An async waiter does not read the counter when it wakes (see the
+    /// crate's `wait` module): epoll, edge-triggered, reports every write. A write
     /// that would overflow the counter (EAGAIN: only a peer that wrote a huge
     /// value gets there) wakes nobody, so the counter is reset and the write
     /// made again, as mio's eventfd waker does.
