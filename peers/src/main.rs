@@ -26,6 +26,8 @@ mod iox;
 #[allow(dead_code)]
 #[path = "../../benches/compare/machine.rs"]
 mod machine;
+#[path = "../../benches/compare/park_rounds.rs"]
+mod park_rounds;
 #[allow(dead_code)]
 #[path = "../../benches/compare/plan.rs"]
 mod plan;
@@ -38,13 +40,20 @@ mod report;
 #[allow(dead_code)]
 #[path = "../../benches/compare/ring.rs"]
 mod ring;
-#[path = "../../benches/compare/park_rounds.rs"]
-mod park_rounds;
+#[allow(dead_code)]
+#[path = "../../benches/compare/rounds.rs"]
 mod rounds;
 mod rtrb_pp;
 #[allow(dead_code)]
+#[path = "../../benches/compare/session.rs"]
+mod session;
+#[allow(dead_code)]
 #[path = "../../benches/compare/stream.rs"]
 mod stream;
+mod tables;
+#[allow(dead_code)]
+#[path = "../../benches/compare/tcp_rounds.rs"]
+mod tcp_rounds;
 #[allow(dead_code)]
 #[path = "../../benches/compare/util.rs"]
 mod util;
@@ -122,10 +131,10 @@ fn parent(filters: &[String], plan: Plan, rounds: usize) -> Result<()> {
         println!("round {i}/{rounds}");
         all.push(round(plan, &wanted));
     }
-    let (sum_t, sum_md) = rounds::summary(&all);
-    let (per_t, per_md) = rounds::per_round(&all);
-    let (rat_t, rat_md) = rounds::ratios(&all);
-    let note = rounds::half_rtt_note(&all);
+    let (sum_t, sum_md) = tables::summary(&all);
+    let (per_t, per_md) = tables::per_round(&all);
+    let (rat_t, rat_md) = tables::ratios(&all);
+    let note = tables::half_rtt_note(&all);
     println!("\n{sum_t}\nMedians per round:\n{per_t}\nRatios per round:\n{rat_t}\n{note}");
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
@@ -135,7 +144,7 @@ fn parent(filters: &[String], plan: Plan, rounds: usize) -> Result<()> {
         machine::facts()
     );
     std::fs::write(dir.join("peers.md"), md)?;
-    std::fs::write(dir.join("peers.csv"), rounds::csv(&all))?;
+    std::fs::write(dir.join("peers.csv"), tables::csv(&all))?;
     println!("written: target/peers.md, target/peers.csv");
     Ok(())
 }
