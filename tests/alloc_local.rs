@@ -19,77 +19,31 @@
 //! Its own test binary: the allocator counts every thread of the process.
 
 // For its allocator that calls this test's own counting function only.
+#[path = "common/alloc_trace.rs"]
+mod alloc_trace;
 #[allow(dead_code)]
 #[path = "common/counting.rs"]
 mod counting;
 #[path = "common/roles.rs"]
 mod roles;
+#[path = "common/sinks.rs"]
+mod sinks;
+
+use alloc_trace::{TRACE, TRACES};
+use sinks::{Handled, register};
 
 use roles::{CLIENT, OTHER, ROLE, SERVER, runtime, snapshot};
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use active_message::handler_impls::{
-    ArchivedContext, TypedContext, am_handler, archived_unary_handler, typed_unary_handler,
-    typed_unary_handler_async,
-};
 use active_message::{ActiveMessageManager, ActiveMessageManagerBuilder, InstanceId, OneWaySender};
 use bytes::Bytes;
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
-
-/// The roles' names, for traces.
-const SIDES: [&str; 3] = ["other", "client", "server"];
-
-thread_local! {
-    /// Set while this thread records a trace (its own allocations are not traced).
-    static TRACING: Cell<bool> = const { Cell::new(false) };
-}
-/// Whether allocations are being traced now.
-static TRACE: AtomicBool = AtomicBool::new(false);
-static TRACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-const MAX_TRACES: usize = 12;
-
-fn count() {
-    // The tracer's own allocations are not the runtime's.
-    if TRACING.try_with(Cell::get) == Ok(true) {
-        return;
-    }
-    roles::count();
-    // Relaxed: switched on and off between stretches by the test's thread.
-    if TRACE.load(Ordering::Relaxed) && TRACING.try_with(|t| !t.replace(true)) == Ok(true) {
-        // A thread being torn down has no role left: it counts as other.
-        record(ROLE.try_with(Cell::get).unwrap_or(OTHER));
-        TRACING.set(false);
-    }
-}
-
-/// Keeps the thread and backtrace of one allocation (the first few).
-fn record(role: usize) {
-    let mut traces = TRACES.lock().unwrap_or_else(|e| e.into_inner());
-    if traces.len() < MAX_TRACES {
-        let thread = std::thread::current();
-        let name = thread.name().unwrap_or("?").to_owned();
-        let trace = std::backtrace::Backtrace::force_capture().to_string();
-        // The frames of the libraries, not of the allocator and std.
-        let frames: Vec<&str> = trace
-            .lines()
-            .filter(|l| l.contains("active_message") || l.contains("tokio") || l.contains("zmq"))
-            .take(16)
-            .collect();
-        traces.push(format!(
-            "[{}] thread {name}\n{}",
-            SIDES[role],
-            frames.join("\n")
-        ));
-    }
-}
 
 #[global_allocator]
-static GLOBAL: counting::CountingWith = counting::CountingWith(count);
+static GLOBAL: counting::CountingWith = counting::CountingWith(alloc_trace::count);
 
 const WARM_UP: u64 = 1000;
 const MESSAGES: u64 = 10_000;
@@ -113,67 +67,6 @@ fn builder() -> ActiveMessageManagerBuilder {
         .default_timeout(Duration::from_secs(20))
         .endpoint("local://")
         .shm(false)
-}
-
-/// Messages the server's one-way handlers ran, and a wake-up per message.
-#[derive(Default)]
-struct Handled {
-    count: AtomicU64,
-    bell: Notify,
-}
-
-impl Handled {
-    fn bump(&self) {
-        // Release: pairs with the waiting client's Acquire load.
-        self.count.fetch_add(1, Ordering::Release);
-        self.bell.notify_one();
-    }
-
-    /// Waits until the count reaches `target` (a condition, not a clock).
-    async fn reach(&self, target: u64) {
-        loop {
-            let rung = self.bell.notified();
-            // Acquire: pairs with `bump`'s Release.
-            if self.count.load(Ordering::Acquire) >= target {
-                return;
-            }
-            rung.await;
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.count.load(Ordering::Acquire)
-    }
-}
-
-async fn register(server: &ActiveMessageManager, handled: &Arc<Handled>) {
-    let h = Arc::clone(handled);
-    let sink = am_handler("sink", move |_ctx| {
-        let h = Arc::clone(&h);
-        async move {
-            h.bump();
-            Ok(())
-        }
-    });
-    let h = Arc::clone(handled);
-    let sink_zc = archived_unary_handler("sink_zc", move |c: ArchivedContext<'_, Vec<u8>>| {
-        std::hint::black_box(c.input.len());
-        h.bump();
-        Ok(())
-    });
-    let echo = typed_unary_handler("echo64", |c: TypedContext<[u8; 64]>| Ok(c.input));
-    let echo_async =
-        typed_unary_handler_async("echo64_async", |c: TypedContext<[u8; 64]>| async move {
-            Ok(c.input)
-        });
-    for (name, handler) in [
-        ("sink", sink),
-        ("sink_zc", sink_zc),
-        ("echo64", echo),
-        ("echo64_async", echo_async),
-    ] {
-        server.register_handler(name, handler).await.unwrap();
-    }
 }
 
 /// The server and client managers, each on its own runtime, in process.
